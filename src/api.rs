@@ -1,0 +1,507 @@
+//! AutoRender HTTP client: multipart start / part PUT / complete, and a cheap
+//! authenticated call for `check`. Every failure is classified here, once, so
+//! callers decide "retry", "new session", "give up on this file" or "stop the
+//! agent" from the error kind alone.
+//!
+//! Invariants: part PUTs go through a separate client that never carries
+//! credentials and never follows redirects; the API client follows redirects
+//! only to the same host; plain http is allowed only to loopback.
+
+use std::time::Duration;
+
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::config::check_transport;
+use crate::secrets::ApiKey;
+
+/// Largest JSON answer we are willing to read; the service's are tiny.
+const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// Connection refused/reset, timeout, truncated answer: try again.
+    #[error("network error: {0}")]
+    Network(String),
+    /// 429: try again after `retry_after` (or our own backoff).
+    #[error("throttled by the service (429){}", .retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
+    Throttled { retry_after: Option<Duration> },
+    /// 5xx: try again.
+    #[error("server error {status}: {message}")]
+    Server { status: u16, message: String },
+    /// A presigned URL expired or was refused by storage: start a new session.
+    #[error("part URL no longer valid ({status}): {message}")]
+    SessionExpired { status: u16, message: String },
+    /// 400, 404, 413 …: this file cannot be uploaded as asked.
+    #[error("rejected ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    /// 401/403 from the API: the key is wrong; nothing will work until it is fixed.
+    #[error("the API key was rejected ({status}): {message}")]
+    Auth { status: u16, message: String },
+    /// The answer did not make sense (malformed JSON, missing fields, …).
+    #[error("unexpected answer from the service: {0}")]
+    Protocol(String),
+}
+
+impl ApiError {
+    /// Worth retrying the same request.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Network(_) | ApiError::Throttled { .. } | ApiError::Server { .. }
+        )
+    }
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Throttled { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+fn network(e: reqwest::Error) -> ApiError {
+    // Never include the URL: part URLs carry signatures.
+    ApiError::Network(e.without_url().to_string())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StartRequest {
+    pub file_name: String,
+    pub size: u64,
+    pub format: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
+    pub random_prefix: bool,
+    pub ttl_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct RawStart {
+    session_id: Option<String>,
+    part_size: Option<i64>,
+    parts: Option<Vec<String>>,
+    expire_at: Option<i64>,
+    uuid: Option<String>,
+}
+
+/// A started multipart session, validated: URLs parse and use an allowed transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub session_id: String,
+    pub uuid: Option<String>,
+    pub part_size: u64,
+    pub parts: Vec<Url>,
+    /// Unix seconds after which part URLs stop working, when the service said.
+    pub expire_at: Option<i64>,
+}
+
+impl Session {
+    /// Number of parts a file of `size` bytes needs with this part size.
+    pub fn parts_needed(size: u64, part_size: u64) -> u64 {
+        size.div_ceil(part_size)
+    }
+    /// Byte range of part `i` in a file of `size` bytes.
+    pub fn part_range(&self, i: usize, size: u64) -> (u64, u64) {
+        let start = i as u64 * self.part_size;
+        let end = ((i as u64 + 1) * self.part_size).min(size);
+        (start, end.saturating_sub(start))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UploadedFile {
+    #[serde(default)]
+    pub id: Option<serde_json::Value>,
+    pub file_no: serde_json::Value,
+    pub name: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub format: Option<String>,
+    pub file_size: Option<u64>,
+    #[serde(default)]
+    pub workspace_no: Option<serde_json::Value>,
+}
+
+impl UploadedFile {
+    pub fn file_no_string(&self) -> String {
+        match &self.file_no {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    success: Option<bool>,
+    error: Option<serde_json::Value>,
+    message: Option<serde_json::Value>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    api: reqwest::Client,
+    parts: reqwest::Client,
+    base: Url,
+    key: ApiKey,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(base: Url, key: ApiKey, timeout: Duration) -> Result<Client, ApiError> {
+        check_transport(&base).map_err(ApiError::Protocol)?;
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
+            ApiError::Protocol("the API key contains characters not allowed in an HTTP header".into())
+        })?;
+        auth.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, auth);
+        let ua = concat!("autorender-sync/", env!("CARGO_PKG_VERSION"));
+        let api = reqwest::Client::builder()
+            .user_agent(ua)
+            .default_headers(headers)
+            .connect_timeout(Duration::from_secs(15).min(timeout))
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let same_host = attempt
+                    .previous()
+                    .first()
+                    .map(|first| {
+                        first.host_str() == attempt.url().host_str()
+                            && first.port_or_known_default() == attempt.url().port_or_known_default()
+                    })
+                    .unwrap_or(false);
+                if !same_host {
+                    attempt.error("redirect to another host refused (credentials are never sent elsewhere)")
+                } else if attempt.previous().len() > 5 {
+                    attempt.error("too many redirects")
+                } else {
+                    attempt.follow()
+                }
+            }))
+            .build()
+            .map_err(|e| ApiError::Protocol(format!("cannot build HTTP client: {e}")))?;
+        // Storage client: no default headers at all, no redirects; a part
+        // transfer is bounded by read inactivity rather than a total time so
+        // big parts on slow links are not cut off while still moving.
+        let parts = reqwest::Client::builder()
+            .user_agent(ua)
+            .connect_timeout(Duration::from_secs(15).min(timeout))
+            .read_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ApiError::Protocol(format!("cannot build HTTP client: {e}")))?;
+        Ok(Client {
+            api,
+            parts,
+            base,
+            key,
+        })
+    }
+
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    fn endpoint(&self, path: &str) -> Url {
+        let mut url = self.base.clone();
+        let joined = format!(
+            "{}/{}",
+            url.path().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        );
+        url.set_path(&joined);
+        url
+    }
+
+    /// `GET /api/v1/files?limit=1`: proves the key works.
+    pub async fn verify_key(&self) -> Result<(), ApiError> {
+        let mut url = self.endpoint("/api/v1/files");
+        url.set_query(Some("limit=1"));
+        let resp = self.api.get(url).send().await.map_err(network)?;
+        read_json(resp).await.map(|_| ())
+    }
+
+    pub async fn start(&self, req: &StartRequest) -> Result<Session, ApiError> {
+        let resp = self
+            .api
+            .post(self.endpoint("/api/v1/multipart/start"))
+            .json(req)
+            .send()
+            .await
+            .map_err(network)?;
+        let value = read_json(resp).await?;
+        // The start answer is bare (not enveloped), but accept `data` wrapping too.
+        let value = match value.get("data") {
+            Some(inner) if inner.get("session_id").is_some() => inner.clone(),
+            _ => value,
+        };
+        let raw: RawStart = serde_json::from_value(value)
+            .map_err(|e| ApiError::Protocol(format!("start answer malformed: {e}")))?;
+        validate_start(raw, req.size)
+    }
+
+    /// PUT one part. `body` must yield exactly `len` bytes.
+    pub async fn put_part(&self, url: &Url, body: reqwest::Body, len: u64) -> Result<(), ApiError> {
+        let resp = self
+            .parts
+            .put(url.clone())
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, len)
+            .body(body)
+            .send()
+            .await
+            .map_err(network)?;
+        let status = resp.status();
+        // Read the whole answer: a connection dropped after the headers must
+        // count as a failure, not as a stored part.
+        let text = read_limited(resp).await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        let message =
+            s3_message(&text).unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
+        Err(match status.as_u16() {
+            403 => ApiError::SessionExpired { status: 403, message },
+            429 => ApiError::Throttled { retry_after: None },
+            s if s >= 500 => ApiError::Server { status: s, message },
+            s => ApiError::Rejected { status: s, message },
+        })
+    }
+
+    pub async fn complete(&self, session: &Session) -> Result<UploadedFile, ApiError> {
+        let mut body = serde_json::Map::new();
+        body.insert("session_id".into(), session.session_id.clone().into());
+        if let Some(uuid) = &session.uuid {
+            body.insert("uuid".into(), uuid.clone().into());
+        }
+        let resp = self
+            .api
+            .post(self.endpoint("/api/v1/multipart/complete"))
+            .json(&body)
+            .send()
+            .await
+            .map_err(network)?;
+        let value = read_json(resp).await?;
+        let data = value
+            .get("data")
+            .cloned()
+            .ok_or_else(|| ApiError::Protocol("complete answer has no `data`".into()))?;
+        serde_json::from_value(data)
+            .map_err(|e| ApiError::Protocol(format!("complete answer malformed: {e}")))
+    }
+
+    #[doc(hidden)]
+    pub fn key(&self) -> &ApiKey {
+        &self.key
+    }
+}
+
+fn validate_start(raw: RawStart, size: u64) -> Result<Session, ApiError> {
+    let session_id = raw
+        .session_id
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::Protocol("start answer has no session_id".into()))?;
+    let part_size = match raw.part_size {
+        Some(p) if p > 0 => p as u64,
+        Some(p) => return Err(ApiError::Protocol(format!("start answer has part_size {p}"))),
+        None => return Err(ApiError::Protocol("start answer has no part_size".into())),
+    };
+    let urls = raw
+        .parts
+        .ok_or_else(|| ApiError::Protocol("start answer has no parts".into()))?;
+    let needed = Session::parts_needed(size, part_size);
+    // A zero-byte file may get one (empty) part or none.
+    let count_ok = urls.len() as u64 == needed || (size == 0 && urls.len() == 1);
+    if !count_ok {
+        return Err(ApiError::Protocol(format!(
+            "start answer has {} part URLs, but {size} bytes in parts of {part_size} need {needed}",
+            urls.len()
+        )));
+    }
+    let mut parts = Vec::with_capacity(urls.len());
+    for (i, u) in urls.iter().enumerate() {
+        let url = Url::parse(u).map_err(|e| ApiError::Protocol(format!("part URL {i} is not a URL: {e}")))?;
+        check_transport(&url).map_err(|e| ApiError::Protocol(format!("part URL {i} refused: {e}")))?;
+        parts.push(url);
+    }
+    Ok(Session {
+        session_id,
+        uuid: raw.uuid.filter(|u| !u.is_empty()),
+        part_size,
+        parts,
+        expire_at: raw.expire_at,
+    })
+}
+
+async fn read_limited(mut resp: reqwest::Response) -> Result<String, ApiError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(network)? {
+        if buf.len() + chunk.len() > MAX_JSON_BODY {
+            return Err(ApiError::Protocol(format!(
+                "answer larger than {MAX_JSON_BODY} bytes"
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Reads a JSON answer and turns error statuses and `success: false` into [`ApiError`].
+async fn read_json(resp: reqwest::Response) -> Result<serde_json::Value, ApiError> {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(600)));
+    let text = read_limited(resp).await?;
+    let parsed: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+    let message = parsed
+        .as_ref()
+        .and_then(|v| serde_json::from_value::<Envelope>(v.clone()).ok())
+        .and_then(|e| {
+            let pick = |v: Option<serde_json::Value>| {
+                v.map(|v| match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                })
+            };
+            match (pick(e.error), pick(e.message)) {
+                (Some(a), Some(b)) if a != b => Some(format!("{a}: {b}")),
+                (a, b) => a.or(b),
+            }
+        })
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+    match status.as_u16() {
+        200..=299 => {}
+        401 | 403 => {
+            return Err(ApiError::Auth {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        429 => return Err(ApiError::Throttled { retry_after }),
+        s if s >= 500 => return Err(ApiError::Server { status: s, message }),
+        s => return Err(ApiError::Rejected { status: s, message }),
+    }
+    let value = parsed.ok_or_else(|| ApiError::Protocol("answer is not JSON".into()))?;
+    if let Ok(env) = serde_json::from_value::<Envelope>(value.clone())
+        && env.success == Some(false)
+    {
+        return Err(ApiError::Rejected {
+            status: status.as_u16(),
+            message: format!("service answered success=false: {message}"),
+        });
+    }
+    Ok(value)
+}
+
+/// Pulls `<Message>` (or `<Code>`) out of an S3-style XML error body.
+fn s3_message(xml: &str) -> Option<String> {
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let close = format!("</{name}>");
+        let start = xml.find(&open)? + open.len();
+        let end = xml[start..].find(&close)? + start;
+        Some(xml[start..end].trim().to_string())
+    };
+    match (tag("Code"), tag("Message")) {
+        (Some(c), Some(m)) => Some(format!("{c}: {m}")),
+        (c, m) => m.or(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(part_size: i64, n: usize, scheme_host: &str) -> RawStart {
+        RawStart {
+            session_id: Some("s".into()),
+            part_size: Some(part_size),
+            parts: Some((0..n).map(|i| format!("{scheme_host}/p/{i}")).collect()),
+            expire_at: None,
+            uuid: None,
+        }
+    }
+
+    #[test]
+    fn start_validation() {
+        assert!(validate_start(raw(10, 4, "https://s3.example"), 35).is_ok());
+        assert!(validate_start(raw(10, 3, "https://s3.example"), 35).is_err());
+        assert!(validate_start(raw(10, 5, "https://s3.example"), 35).is_err());
+        assert!(validate_start(raw(0, 1, "https://s3.example"), 35).is_err());
+        assert!(validate_start(raw(-5, 1, "https://s3.example"), 35).is_err());
+        assert!(validate_start(raw(10, 1, "http://s3.example"), 5).is_err());
+        assert!(validate_start(raw(10, 1, "http://127.0.0.1:9"), 5).is_ok());
+        assert!(validate_start(raw(10, 0, "https://x"), 0).is_ok());
+        assert!(validate_start(raw(10, 1, "https://x"), 0).is_ok());
+    }
+
+    #[test]
+    fn part_ranges() {
+        let s = validate_start(raw(10, 4, "https://x"), 35).unwrap();
+        assert_eq!(s.part_range(0, 35), (0, 10));
+        assert_eq!(s.part_range(3, 35), (30, 5));
+    }
+
+    #[test]
+    fn s3_errors() {
+        let xml = "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>";
+        assert_eq!(s3_message(xml).unwrap(), "AccessDenied: Request has expired");
+        assert_eq!(s3_message("nope"), None);
+    }
+
+    #[test]
+    fn classification() {
+        assert!(ApiError::Network("x".into()).is_transient());
+        assert!(
+            ApiError::Server {
+                status: 503,
+                message: String::new()
+            }
+            .is_transient()
+        );
+        assert!(ApiError::Throttled { retry_after: None }.is_transient());
+        assert!(
+            !ApiError::Rejected {
+                status: 400,
+                message: String::new()
+            }
+            .is_transient()
+        );
+        assert!(
+            !ApiError::Auth {
+                status: 401,
+                message: String::new()
+            }
+            .is_transient()
+        );
+        assert!(
+            !ApiError::SessionExpired {
+                status: 403,
+                message: String::new()
+            }
+            .is_transient()
+        );
+    }
+}

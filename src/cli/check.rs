@@ -1,0 +1,74 @@
+//! `check`: every config problem at once, the resolved paths, which key source
+//! was used (never the key), and one authenticated call unless `--offline`.
+
+use std::process::ExitCode;
+
+use super::{Cli, CliError, CliResult};
+use crate::api::{ApiError, Client};
+use crate::config::{AfterUpload, resolve_config_path};
+use crate::secrets;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Do not contact the service (skip the API key verification)
+    #[arg(long)]
+    pub offline: bool,
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> CliResult {
+    let (path, _) = resolve_config_path(cli.config.as_deref()).map_err(CliError::Usage)?;
+    let settings = super::load_settings(cli)?;
+    match &settings.source {
+        Some(p) => println!("config: {} (valid)", p.display()),
+        None => println!("config: {} does not exist; using the defaults", path.display()),
+    }
+    println!("endpoint: {}", settings.api.endpoint);
+    println!("state dir: {}", settings.agent.state_dir.display());
+    if settings.watches.is_empty() {
+        println!("watches: none (`run` needs at least one [[watch]]; `upload` works without)");
+    }
+    for w in &settings.watches {
+        let after = match &w.after_upload {
+            AfterUpload::Keep => "keep".to_string(),
+            AfterUpload::Delete => "delete".to_string(),
+            AfterUpload::Move(p) => format!("move to {}", p.display()),
+        };
+        println!(
+            "watch: {} → {} (include {:?}, exclude {:?}, settle {:?}, after upload: {after})",
+            w.path.display(),
+            if w.remote_folder.is_empty() {
+                "/"
+            } else {
+                &w.remote_folder
+            },
+            w.include_patterns,
+            w.exclude_patterns,
+            w.settle,
+        );
+    }
+    let (key, source, warnings) =
+        secrets::lookup(&settings.api).map_err(|e| CliError::Usage(e.to_string()))?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    println!("API key: from {source}");
+    if args.offline {
+        println!("API key not verified (--offline)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let client = Client::new(settings.api.endpoint.clone(), key, settings.api.request_timeout)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    match client.verify_key().await {
+        Ok(()) => {
+            println!("API key: accepted by {}", settings.api.endpoint);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ApiError::Auth { status, message }) => Err(CliError::Auth(format!(
+            "the service rejected the API key from {source} ({status}: {message}); set the right key"
+        ))),
+        Err(e) => Err(CliError::Failed(format!(
+            "could not verify the API key with {}: {e}",
+            settings.api.endpoint
+        ))),
+    }
+}

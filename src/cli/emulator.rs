@@ -1,0 +1,132 @@
+//! `emulator`: serve the local AutoRender API until Ctrl-C / SIGTERM. The
+//! first line on stdout is `listening on http://ADDR`, so scripts and tests
+//! can bind port 0 and read the address back.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::{CliError, CliResult};
+use crate::emulator::{self, Options};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on (port 0 picks a free one)
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+    /// Folder finished uploads are written to, as <store>/<folder>/<name> [default: a temp dir]
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// The API key clients must send
+    #[arg(
+        long,
+        env = "AUTORENDER_EMULATOR_KEY",
+        default_value = "emulator-key",
+        hide_env_values = true
+    )]
+    pub api_key: String,
+    /// Part size handed out by start, e.g. 10MiB or 65536
+    #[arg(long, value_name = "BYTES", default_value = "10MiB", value_parser = parse_size)]
+    pub part_size: u64,
+    /// Fraction of part PUTs that fail (half 500s, half dropped connections)
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub fail_parts: f64,
+    /// Fraction of starts answered 429 with Retry-After
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub throttle_start: f64,
+    /// Fraction of completes that fail (half before finishing, half with the answer lost)
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub fail_complete: f64,
+    /// Cap on presigned URL lifetime in seconds
+    #[arg(long, value_name = "SECS")]
+    pub url_ttl: Option<u64>,
+    /// Delay added to every API and storage request, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub latency: u64,
+    /// Seed for the fault generator (same seed, same faults); 0 = random
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    match crate::units::parse_size(s)? {
+        0 => Err("must be at least 1 byte".into()),
+        n => Ok(n),
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("\"{s}\" is not a rate between 0 and 1 (e.g. 0.3)")),
+    }
+}
+
+pub async fn run(args: &Args) -> CliResult {
+    let (store, _temp) = match &args.store {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CliError::Usage(format!("cannot create --store {}: {e}", dir.display())))?;
+            (dir.clone(), None)
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("autorender-emulator-")
+                .tempdir()
+                .map_err(|e| CliError::Failed(format!("cannot create a temp store: {e}")))?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| {
+        CliError::Usage(format!(
+            "cannot listen on {}: {e}; pick another --listen address",
+            args.listen
+        ))
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let mut opts = Options::new(args.api_key.clone(), store.clone());
+    opts.part_size = args.part_size;
+    opts.fail_parts = args.fail_parts;
+    opts.throttle_start = args.throttle_start;
+    opts.fail_complete = args.fail_complete;
+    opts.url_ttl = args.url_ttl;
+    opts.latency = Duration::from_millis(args.latency);
+    opts.seed = args.seed;
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "listening on http://{addr}");
+    let _ = out.flush();
+    eprintln!(
+        "AutoRender emulator: store {}; point `api.endpoint` at http://{addr}; Ctrl-C stops it",
+        store.display()
+    );
+    emulator::serve(opts, listener, shutdown_signal())
+        .await
+        .map_err(|e| CliError::Failed(format!("emulator stopped: {e}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,173 @@
+//! Command-line front end: argument parsing, logging set-up, and the one place
+//! where errors become exit codes (0 ok, 1 some work failed, 2 usage/config,
+//! 3 API key rejected). One file per command beside this one.
+
+mod check;
+mod emulator;
+mod init;
+mod upload;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{ConfigErrors, Settings, resolve_config_path};
+
+pub const LOG_ENV: &str = "AUTORENDER_SYNC_LOG";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "autorender-sync",
+    version,
+    about = "Watch folders and upload finished files to an AutoRender workspace",
+    long_about = "Watch local folders and upload each new or changed file, once it has stopped \
+changing, to an AutoRender workspace through the multipart upload API.\n\n\
+Start with `autorender-sync init`, set AUTORENDER_API_KEY, then `autorender-sync check`.\n\
+Try it offline against the built-in emulator: `autorender-sync emulator`.",
+    after_help = "Exit codes: 0 success, 1 some work failed, 2 usage or config error, 3 API key rejected."
+)]
+pub struct Cli {
+    /// Config file [default: $AUTORENDER_SYNC_CONFIG, else ~/.config/autorender-sync/config.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// More log detail (-v debug, -vv trace, -vvv trace for libraries too)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Log line format (logs go to stderr; filter with AUTORENDER_SYNC_LOG)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Upload the given files now (no watching) and print where they landed
+    Upload(upload::Args),
+    /// Validate the config, resolve paths, and verify the API key
+    Check(check::Args),
+    /// Write a commented starter config to the config path
+    Init(init::Args),
+    /// Run a local AutoRender upload API for offline trials and tests
+    Emulator(emulator::Args),
+    /// Print shell completions (bash, zsh, fish, powershell, elvish)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// What a command ends with when it cannot do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Auth(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Failed(_) => 1,
+            CliError::Config(_) | CliError::Usage(_) => 2,
+            CliError::Auth(_) => 3,
+        }
+    }
+}
+
+pub type CliResult = Result<ExitCode, CliError>;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
+        .and_then(|rt| rt.block_on(dispatch(cli)));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Upload(ref args) => upload::run(&cli, args).await,
+        Command::Check(ref args) => check::run(&cli, args).await,
+        Command::Init(ref args) => init::run(&cli, args),
+        Command::Emulator(ref args) => emulator::run(args).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "autorender-sync",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Loads the settings every command shares (`check` uses the same path as `run`).
+pub fn load_settings(cli: &Cli) -> Result<Settings, CliError> {
+    let (path, explicit) = resolve_config_path(cli.config.as_deref()).map_err(CliError::Usage)?;
+    Ok(Settings::load(&path, explicit)?)
+}
+
+/// Colour only for a terminal, and never when NO_COLOR is set.
+pub fn use_color() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+fn init_logging(cli: &Cli) {
+    let default = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn,autorender_sync=info",
+        (false, 1) => "warn,autorender_sync=debug",
+        (false, 2) => "info,autorender_sync=trace",
+        (false, _) => "trace",
+    };
+    let filter = std::env::var(LOG_ENV)
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(cli.verbose > 0);
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.with_ansi(use_color()).try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

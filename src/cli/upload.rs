@@ -1,0 +1,176 @@
+//! `upload FILE...`: one-shot upload of named files (an explicit request, so
+//! always sent). A progress bar per file on a terminal, plain lines otherwise,
+//! `--json` for machines. A rejected key stops everything with exit 3.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::{Cli, CliError, CliResult};
+use crate::api::Client;
+use crate::config::{Subfolders, normalise_remote_folder};
+use crate::limiter::Limiter;
+use crate::mapping;
+use crate::secrets;
+use crate::upload::{Job, Observer, Outcome, RetryPolicy, UploadError, Uploader};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Files to upload
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Remote workspace folder, e.g. uploads/videos [default: the workspace root]
+    #[arg(long, value_name = "REMOTE")]
+    pub folder: Option<String>,
+    /// Tag to attach (repeat for several)
+    #[arg(long = "tag", value_name = "T")]
+    pub tags: Vec<String>,
+    /// Print results as JSON (one array) instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Bar(ProgressBar);
+
+impl Observer for Bar {
+    fn bytes(&self, delta: i64) {
+        if delta >= 0 {
+            self.0.inc(delta as u64);
+        } else {
+            self.0
+                .set_position(self.0.position().saturating_sub(delta.unsigned_abs()));
+        }
+    }
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> CliResult {
+    let settings = super::load_settings(cli)?;
+    let folder = match &args.folder {
+        Some(f) => normalise_remote_folder(f).map_err(|e| CliError::Usage(format!("--folder {e}")))?,
+        None => String::new(),
+    };
+    let (key, source, warnings) =
+        secrets::lookup(&settings.api).map_err(|e| CliError::Usage(e.to_string()))?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let client = Client::new(settings.api.endpoint.clone(), key, settings.api.request_timeout)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let uploader = Uploader {
+        client,
+        concurrent_parts: settings.agent.concurrent_parts,
+        limiter: settings.agent.bandwidth_limit.map(|r| Arc::new(Limiter::new(r))),
+        url_ttl: settings.api.url_ttl,
+        retry: RetryPolicy::default(),
+    };
+    let show_bars = !args.json && !cli.quiet && std::io::stderr().is_terminal();
+    let multi = MultiProgress::new();
+    let style = ProgressStyle::with_template(
+        "{prefix:30!} {bar:30} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+
+    let results: Vec<(PathBuf, Result<Outcome, String>, bool)> =
+        futures_util::stream::iter(args.files.iter().cloned())
+            .map(|path| {
+                let uploader = &uploader;
+                let folder = &folder;
+                let multi = &multi;
+                let style = &style;
+                async move {
+                    let job = match prepare(&path, folder, &args.tags) {
+                        Ok(job) => job,
+                        Err(e) => return (path, Err(e), false),
+                    };
+                    let observer: Arc<dyn Observer> = if show_bars {
+                        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                        let bar = multi.add(ProgressBar::new(size));
+                        bar.set_style(style.clone());
+                        bar.set_prefix(job.file_name.clone());
+                        Arc::new(Bar(bar))
+                    } else {
+                        Arc::new(crate::upload::Quiet)
+                    };
+                    tracing::info!(file = %path.display(), "uploading to \"{}\"", job.folder);
+                    let result = uploader.upload(&job, &observer).await;
+                    let auth = matches!(&result, Err(e) if e.is_auth());
+                    (path, result.map_err(|e: UploadError| e.to_string()), auth)
+                }
+            })
+            .buffered(settings.agent.concurrent_files.max(1))
+            .collect()
+            .await;
+    let _ = multi.clear();
+
+    if let Some((_, Err(e), _)) = results.iter().find(|r| r.2) {
+        return Err(CliError::Auth(format!("{e}; check the key in {source}")));
+    }
+    let failed = results.iter().filter(|r| r.1.is_err()).count();
+    if args.json {
+        let out: Vec<_> = results
+            .iter()
+            .map(|(path, r, _)| match r {
+                Ok(o) => json!({
+                    "file": path,
+                    "ok": true,
+                    "file_no": o.file.file_no_string(),
+                    "url": o.file.url,
+                    "path": o.folder,
+                    "name": o.name,
+                    "size": o.size,
+                    "sha256": o.sha256,
+                }),
+                Err(e) => json!({"file": path, "ok": false, "error": e}),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        for (path, r, _) in &results {
+            match r {
+                Ok(o) => println!(
+                    "{} → {}{}{}  file_no={}  url={}",
+                    path.display(),
+                    o.folder,
+                    if o.folder.is_empty() { "" } else { "/" },
+                    o.name,
+                    o.file.file_no_string(),
+                    o.file.url.as_deref().unwrap_or("-"),
+                ),
+                Err(e) => eprintln!("error: {}: {e}", path.display()),
+            }
+        }
+    }
+    if failed > 0 {
+        if !args.json {
+            eprintln!("{failed} of {} file(s) failed", results.len());
+        }
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prepare(path: &Path, folder: &str, tags: &[String]) -> Result<Job, String> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        _ => e.to_string(),
+    })?;
+    if !meta.is_file() {
+        return Err("not a regular file (upload takes files, not folders)".into());
+    }
+    let name = path.file_name().ok_or("has no file name")?;
+    let remote = mapping::map(Path::new(name), folder, Subfolders::Flatten).map_err(|e| e.to_string())?;
+    Ok(Job {
+        path: path.to_path_buf(),
+        file_name: remote.name,
+        folder: remote.folder,
+        format: remote.format,
+        tags: tags.to_vec(),
+        metadata: serde_json::Map::new(),
+        random_prefix: false,
+    })
+}

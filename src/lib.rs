@@ -1,0 +1,15 @@
+//! autorender-sync: watch local folders and upload settled files to an
+//! AutoRender workspace through the multipart upload API.
+//!
+//! The binary is a thin shell over [`cli::main`]; everything else lives here
+//! so tests can drive it in-process as well as through the real binary.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod emulator;
+pub mod limiter;
+pub mod mapping;
+pub mod secrets;
+pub mod units;
+pub mod upload;

@@ -1,0 +1,103 @@
+//! Local path → remote (folder, file name, MIME type). Pure: no I/O.
+//!
+//! Remote names are Unicode NFC (macOS writes NFD, and the same name must map
+//! to the same remote file whichever OS wrote it); a name that is not valid
+//! UTF-8 cannot be named remotely and is refused with a clear error.
+
+use std::path::Path;
+
+use unicode_normalization::UnicodeNormalization;
+
+use crate::config::Subfolders;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub folder: String,
+    pub name: String,
+    pub format: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    #[error("{0} has a name that is not valid UTF-8; rename it to upload it")]
+    NotUtf8(String),
+    #[error("{0} has no file name")]
+    NoName(String),
+}
+
+/// MIME type from the extension, `application/octet-stream` when unknown.
+pub fn mime_for(name: &str) -> String {
+    mime_guess::from_path(name)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+        .to_string()
+}
+
+/// Maps a file to its remote place. `relative` is the path below the watch
+/// root (for `upload FILE`, just the file name).
+pub fn map(relative: &Path, remote_folder: &str, subfolders: Subfolders) -> Result<Remote, MappingError> {
+    let shown = relative.to_string_lossy().into_owned();
+    let mut parts = Vec::new();
+    for c in relative.components() {
+        match c {
+            std::path::Component::Normal(s) => {
+                let s = s.to_str().ok_or_else(|| MappingError::NotUtf8(shown.clone()))?;
+                parts.push(s.nfc().collect::<String>());
+            }
+            _ => continue,
+        }
+    }
+    let name = parts.pop().ok_or_else(|| MappingError::NoName(shown.clone()))?;
+    let mut folder: Vec<&str> = remote_folder.split('/').filter(|s| !s.is_empty()).collect();
+    if subfolders == Subfolders::Preserve {
+        folder.extend(parts.iter().map(String::as_str));
+    }
+    Ok(Remote {
+        folder: folder.join("/"),
+        format: mime_for(&name),
+        name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preserve_and_flatten() {
+        let r = map(Path::new("a/b/c.mp4"), "uploads/renders", Subfolders::Preserve).unwrap();
+        assert_eq!(
+            r,
+            Remote {
+                folder: "uploads/renders/a/b".into(),
+                name: "c.mp4".into(),
+                format: "video/mp4".into()
+            }
+        );
+        let r = map(Path::new("a/b/c.mp4"), "uploads/renders", Subfolders::Flatten).unwrap();
+        assert_eq!(r.folder, "uploads/renders");
+        let r = map(Path::new("c.bin"), "", Subfolders::Preserve).unwrap();
+        assert_eq!(
+            (r.folder.as_str(), r.format.as_str()),
+            ("", "application/octet-stream")
+        );
+    }
+
+    #[test]
+    fn names_are_nfc() {
+        let nfd = "Cafe\u{301}.mov";
+        let r = map(Path::new(nfd), "x", Subfolders::Preserve).unwrap();
+        assert_eq!(r.name, "Caf\u{e9}.mov");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_is_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let p = Path::new(std::ffi::OsStr::from_bytes(b"bad\xff.mp4"));
+        assert!(matches!(
+            map(p, "x", Subfolders::Preserve),
+            Err(MappingError::NotUtf8(_))
+        ));
+    }
+}

@@ -1,0 +1,154 @@
+//! API key lookup and redaction. The key lives only inside [`ApiKey`], whose
+//! `Debug`/`Display` never show it, so it cannot leak through logs by accident.
+//! Sources, in order: env var, systemd credential, key file. (The OS keyring
+//! is not consulted yet; see README.)
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::config::ApiSettings;
+
+/// systemd's `LoadCredential=` name for the key.
+pub const CREDENTIAL_NAME: &str = "autorender-api-key";
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        ApiKey(key.into())
+    }
+    /// The only way to read the key: for building the auth header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Where the key was found, for `check` to report (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Env(String),
+    SystemdCredential(PathBuf),
+    File(PathBuf),
+}
+
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Env(name) => write!(f, "environment variable {name}"),
+            KeySource::SystemdCredential(p) => write!(f, "systemd credential {}", p.display()),
+            KeySource::File(p) => write!(f, "key file {}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "no API key found: set the environment variable {env} (export {env}=…), or point `api.api_key_file` in the config at a file holding the key"
+    )]
+    Missing { env: String },
+    #[error("cannot read the API key file {path}: {source}; fix its path or permissions (chmod 600)")]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("the API key from {0} is empty; put the key in it")]
+    Empty(KeySource),
+}
+
+/// Finds the key. Returns it with its source and any warnings to log.
+pub fn lookup(api: &ApiSettings) -> Result<(ApiKey, KeySource, Vec<String>), KeyError> {
+    let mut warnings = Vec::new();
+    if let Some(v) = std::env::var_os(&api.api_key_env) {
+        let source = KeySource::Env(api.api_key_env.clone());
+        let key = v.to_string_lossy().trim().to_string();
+        if key.is_empty() {
+            return Err(KeyError::Empty(source));
+        }
+        return Ok((ApiKey(key), source, warnings));
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let path = Path::new(&dir).join(CREDENTIAL_NAME);
+        if path.is_file() {
+            let key = read_key(&path)?;
+            return Ok((key, KeySource::SystemdCredential(path), warnings));
+        }
+    }
+    if let Some(path) = &api.api_key_file {
+        if let Some(w) = permission_warning(path) {
+            warnings.push(w);
+        }
+        let key = read_key(path)?;
+        return Ok((key, KeySource::File(path.clone()), warnings));
+    }
+    Err(KeyError::Missing {
+        env: api.api_key_env.clone(),
+    })
+}
+
+fn read_key(path: &Path) -> Result<ApiKey, KeyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let key = text.trim();
+    if key.is_empty() {
+        return Err(KeyError::Empty(KeySource::File(path.to_path_buf())));
+    }
+    Ok(ApiKey(key.to_string()))
+}
+
+#[cfg(unix)]
+fn permission_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "API key file {} is readable by other users (mode {:o}); run `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )
+    })
+}
+
+#[cfg(not(unix))]
+fn permission_warning(_path: &Path) -> Option<String> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_is_redacted() {
+        let k = ApiKey::new("sk_live_secret");
+        assert!(!format!("{k:?}").contains("secret"));
+        assert!(!format!("{k}").contains("secret"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn world_readable_file_warns() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key");
+        std::fs::write(&p, "abc\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(permission_warning(&p).unwrap().contains("chmod 600"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(permission_warning(&p).is_none());
+        assert_eq!(read_key(&p).unwrap().expose(), "abc");
+    }
+}

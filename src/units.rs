@@ -1,0 +1,162 @@
+//! Human-friendly durations ("500ms", "2s", "15m", "1h") and sizes/rates
+//! ("40MiB/s", "10MB", "off"). Pure parsing; every error says what form is
+//! expected so config messages can be read without the docs.
+
+use std::time::Duration;
+
+/// Parses `500ms`, `2s`, `1.5s`, `15m`, `1h`, `1d`, or a combination like `1h30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("empty duration; write e.g. \"500ms\", \"2s\", \"15m\" or \"1h\"".into());
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(format!(
+                "\"{text}\" is not a duration; write a number then a unit, e.g. \"500ms\", \"2s\", \"15m\", \"1h\""
+            ));
+        }
+        let number: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("\"{text}\" has a malformed number"))?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = rest[..unit_len].trim();
+        rest = &rest[unit_len..];
+        let scale = match unit {
+            "ms" => 0.001,
+            "s" | "sec" | "secs" => 1.0,
+            "m" | "min" | "mins" => 60.0,
+            "h" | "hr" | "hrs" => 3600.0,
+            "d" => 86400.0,
+            "" => {
+                return Err(format!(
+                    "\"{text}\" has no unit; add one of ms, s, m, h (e.g. \"{number}s\")"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "\"{text}\" has an unknown unit \"{other}\"; use ms, s, m, h or d"
+                ));
+            }
+        };
+        total += number * scale;
+    }
+    if !total.is_finite() || total > 1e10 {
+        return Err(format!("\"{text}\" is too long a duration"));
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// Parses a byte size: `1024`, `64KiB`, `10MB`, `1.5GiB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let s = text.trim();
+    let num_len = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    if num_len == 0 {
+        return Err(format!(
+            "\"{text}\" is not a size; write e.g. \"512KiB\", \"40MiB\" or \"1GB\""
+        ));
+    }
+    let number: f64 = s[..num_len]
+        .parse()
+        .map_err(|_| format!("\"{text}\" has a malformed number"))?;
+    let scale: f64 = match s[num_len..].trim() {
+        "" | "B" => 1.0,
+        "K" | "KB" | "kB" => 1e3,
+        "KiB" => 1024.0,
+        "M" | "MB" => 1e6,
+        "MiB" => 1024.0 * 1024.0,
+        "G" | "GB" => 1e9,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "T" | "TB" => 1e12,
+        "TiB" => 1024f64.powi(4),
+        other => {
+            return Err(format!(
+                "\"{text}\" has an unknown size unit \"{other}\"; use B, KB, KiB, MB, MiB, GB or GiB"
+            ));
+        }
+    };
+    let bytes = number * scale;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("\"{text}\" is too large"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Parses a rate like `40MiB/s` (bytes per second); `off` means unlimited (None).
+pub fn parse_rate(text: &str) -> Result<Option<u64>, String> {
+    let s = text.trim();
+    if s.eq_ignore_ascii_case("off") || s.eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
+    let Some(size) = s.strip_suffix("/s") else {
+        return Err(format!(
+            "\"{text}\" is not a rate; write e.g. \"40MiB/s\" or \"off\""
+        ));
+    };
+    let bytes = parse_size(size)?;
+    if bytes == 0 {
+        return Err(format!(
+            "\"{text}\" would never send anything; use \"off\" for no limit"
+        ));
+    }
+    Ok(Some(bytes))
+}
+
+/// Formats bytes the way users write them back in the config (`1.5 MiB`).
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert!(parse_duration("5").unwrap_err().contains("no unit"));
+        assert!(parse_duration("5 weeks").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn sizes_and_rates() {
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("10MB").unwrap(), 10_000_000);
+        assert_eq!(parse_rate("40MiB/s").unwrap(), Some(40 * 1024 * 1024));
+        assert_eq!(parse_rate("off").unwrap(), None);
+        assert!(parse_rate("40MiB").is_err());
+        assert!(parse_rate("0B/s").is_err());
+        assert!(parse_size("3 furlongs").is_err());
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(12), "12 B");
+    }
+}

@@ -1,0 +1,465 @@
+//! One file's multipart upload: hash, start, PUT parts in parallel (streamed
+//! from disk, each retried alone), re-check the file, complete.
+//!
+//! Invariants:
+//! - memory is bounded by `concurrent_parts` × one read buffer, whatever the
+//!   file size (parts are streamed, never loaded);
+//! - the session is completed only if the file's size and mtime are the same
+//!   as when it was hashed (otherwise [`UploadError::Changed`]);
+//! - expired or refused part URLs start a new session (bounded), transient
+//!   errors are retried with exponential backoff + jitter, anything else ends
+//!   this file's attempt with a classified error;
+//! - every step is reported to an [`Observer`] before the next one starts, so a
+//!   journal can checkpoint the session and resume it later.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use backon::{ExponentialBuilder, Retryable};
+use futures_util::{StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::api::{ApiError, Client, Session, StartRequest, UploadedFile};
+use crate::limiter::Limiter;
+
+/// Read size for streaming parts and hashing.
+const CHUNK: usize = 256 * 1024;
+
+/// What to upload and where.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub path: PathBuf,
+    pub file_name: String,
+    /// Normalised remote folder ("" = workspace root).
+    pub folder: String,
+    pub format: String,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub random_prefix: bool,
+}
+
+/// Size and mtime: what "unchanged" means before hashing again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+impl Fingerprint {
+    pub fn of(path: &Path) -> std::io::Result<Fingerprint> {
+        let m = std::fs::metadata(path)?;
+        if !m.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        let mtime_ns = m
+            .modified()
+            .ok()
+            .map(|t| match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => d.as_nanos() as i128,
+                Err(e) => -(e.duration().as_nanos() as i128),
+            })
+            .unwrap_or(0);
+        Ok(Fingerprint {
+            size: m.len(),
+            mtime_ns,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub file: UploadedFile,
+    pub size: u64,
+    pub sha256: String,
+    pub folder: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UploadError {
+    #[error("{0}")]
+    Api(#[from] ApiError),
+    #[error("file changed during upload ({0}); it will be uploaded once it is stable")]
+    Changed(String),
+    #[error("cannot read {path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("upload could not be verified: {0}")]
+    Verify(String),
+}
+
+impl UploadError {
+    /// The API key was refused: stop everything, not just this file.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, UploadError::Api(ApiError::Auth { .. }))
+    }
+}
+
+/// Progress and checkpoints. All methods have no-op defaults.
+pub trait Observer: Send + Sync {
+    fn hashed(&self, _size: u64, _sha256: &str) {}
+    fn session_started(&self, _session: &Session) {}
+    /// Bytes sent (negative when a failed part attempt is rewound).
+    fn bytes(&self, _delta: i64) {}
+    fn part_done(&self, _index: usize) {}
+    fn completing(&self) {}
+}
+
+/// The no-op observer.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// Retries of one request (a part, a start, a complete) after the first try.
+    pub max_retries: usize,
+    /// New sessions started after URLs expired, per upload.
+    pub max_sessions: usize,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            min_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(30),
+            max_retries: 8,
+            max_sessions: 5,
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.max_retries)
+            .with_jitter()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Uploader {
+    pub client: Client,
+    pub concurrent_parts: usize,
+    pub limiter: Option<Arc<Limiter>>,
+    pub url_ttl: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// A session carried over from an earlier run, with the parts already stored.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub session: Session,
+    pub done: Vec<bool>,
+    pub sha256: String,
+    pub fingerprint: Fingerprint,
+}
+
+impl Uploader {
+    pub async fn upload(&self, job: &Job, observer: &Arc<dyn Observer>) -> Result<Outcome, UploadError> {
+        self.upload_resuming(job, None, observer).await
+    }
+
+    pub async fn upload_resuming(
+        &self,
+        job: &Job,
+        resume: Option<Resume>,
+        observer: &Arc<dyn Observer>,
+    ) -> Result<Outcome, UploadError> {
+        let io_err = |e: std::io::Error| UploadError::Io {
+            path: job.path.clone(),
+            message: e.to_string(),
+        };
+        let before = Fingerprint::of(&job.path).map_err(io_err)?;
+        let (sha256, mut carried) = match resume {
+            Some(r) if r.fingerprint == before => (r.sha256, Some((r.session, r.done))),
+            _ => {
+                let sha = hash_file(&job.path).await.map_err(io_err)?;
+                let after = Fingerprint::of(&job.path).map_err(io_err)?;
+                if after != before {
+                    return Err(UploadError::Changed("while it was being hashed".into()));
+                }
+                (sha, None)
+            }
+        };
+        observer.hashed(before.size, &sha256);
+
+        let mut sessions = 0;
+        loop {
+            let (session, done) = match carried.take() {
+                Some(s) => s,
+                None => {
+                    sessions += 1;
+                    let s = self.start(job, before.size, &sha256).await?;
+                    observer.session_started(&s);
+                    let n = s.parts.len();
+                    (s, vec![false; n])
+                }
+            };
+            match self.send_parts(job, &session, &done, before, observer).await {
+                Ok(()) => {}
+                Err(UploadError::Api(ApiError::SessionExpired { message, .. })) => {
+                    if sessions > self.retry.max_sessions {
+                        return Err(UploadError::Api(ApiError::SessionExpired {
+                            status: 403,
+                            message: format!("gave up after {sessions} sessions: {message}"),
+                        }));
+                    }
+                    tracing::info!(file = %job.path.display(), "part URLs expired or refused ({message}); starting a new session");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            let now = Fingerprint::of(&job.path).map_err(io_err)?;
+            if now != before {
+                return Err(UploadError::Changed(describe_change(before, now)));
+            }
+            observer.completing();
+            let file = self.complete(&session).await?;
+            return verify(job, file, before.size, sha256);
+        }
+    }
+
+    async fn start(&self, job: &Job, size: u64, sha256: &str) -> Result<Session, UploadError> {
+        let mut metadata = job.metadata.clone();
+        metadata.insert("sha256".into(), sha256.into());
+        let req = StartRequest {
+            file_name: job.file_name.clone(),
+            size,
+            format: job.format.clone(),
+            folder: (!job.folder.is_empty()).then(|| job.folder.clone()),
+            tags: job.tags.clone(),
+            metadata,
+            custom_id: None,
+            random_prefix: job.random_prefix,
+            ttl_seconds: self.url_ttl.as_secs().max(1),
+        };
+        let s = (|| self.client.start(&req))
+            .retry(self.retry.backoff())
+            .when(ApiError::is_transient)
+            .adjust(|e, d| d.map(|d| e.retry_after().unwrap_or(d)))
+            .notify(
+                |e, d| tracing::debug!(file = %job.path.display(), "start failed ({e}); retrying in {d:?}"),
+            )
+            .await?;
+        Ok(s)
+    }
+
+    async fn complete(&self, session: &Session) -> Result<UploadedFile, UploadError> {
+        let f = (|| self.client.complete(session))
+            .retry(self.retry.backoff())
+            .when(ApiError::is_transient)
+            .adjust(|e, d| d.map(|d| e.retry_after().unwrap_or(d)))
+            .notify(|e, d| tracing::debug!("complete failed ({e}); retrying in {d:?}"))
+            .await?;
+        Ok(f)
+    }
+
+    async fn send_parts(
+        &self,
+        job: &Job,
+        session: &Session,
+        done: &[bool],
+        fp: Fingerprint,
+        observer: &Arc<dyn Observer>,
+    ) -> Result<(), UploadError> {
+        let todo: Vec<usize> = (0..session.parts.len())
+            .filter(|i| !done.get(*i).copied().unwrap_or(false))
+            .collect();
+        let already: u64 = (0..session.parts.len())
+            .filter(|i| done.get(*i).copied().unwrap_or(false))
+            .map(|i| session.part_range(i, fp.size).1)
+            .sum();
+        if already > 0 {
+            observer.bytes(already as i64);
+        }
+        futures_util::stream::iter(todo)
+            .map(|i| self.send_part(job, session, i, fp, observer))
+            .buffer_unordered(self.concurrent_parts.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn send_part(
+        &self,
+        job: &Job,
+        session: &Session,
+        index: usize,
+        fp: Fingerprint,
+        observer: &Arc<dyn Observer>,
+    ) -> Result<(), UploadError> {
+        let (offset, len) = session.part_range(index, fp.size);
+        let url = &session.parts[index];
+        let attempt = || async {
+            // Cheap guard: a file that changed makes every further byte wasted.
+            match Fingerprint::of(&job.path) {
+                Ok(now) if now == fp => {}
+                Ok(now) => return Err(PartError::Changed(describe_change(fp, now))),
+                Err(e) => return Err(PartError::Io(e.to_string())),
+            }
+            if let Some(exp) = session.expire_at
+                && unix_now() >= exp
+            {
+                return Err(PartError::Api(ApiError::SessionExpired {
+                    status: 403,
+                    message: "presigned URLs expired".into(),
+                }));
+            }
+            let sent = Arc::new(AtomicU64::new(0));
+            let body = self
+                .part_body(&job.path, offset, len, sent.clone(), observer)
+                .await
+                .map_err(|e| PartError::Io(e.to_string()))?;
+            let result = self.client.put_part(url, body, len).await;
+            if result.is_err() {
+                let rewind = sent.load(Ordering::Relaxed);
+                observer.bytes(-(rewind as i64));
+            }
+            result.map_err(PartError::Api)
+        };
+        attempt
+            .retry(self.retry.backoff())
+            .when(|e: &PartError| matches!(e, PartError::Api(a) if a.is_transient()))
+            .adjust(|e, d| match e {
+                PartError::Api(a) => d.map(|d| a.retry_after().unwrap_or(d)),
+                _ => d,
+            })
+            .notify(|e, d| tracing::debug!(file = %job.path.display(), part = index, "part failed ({e}); retrying in {d:?}"))
+            .await
+            .map_err(|e| match e {
+                PartError::Api(a) => UploadError::Api(a),
+                PartError::Changed(m) => UploadError::Changed(m),
+                PartError::Io(m) => UploadError::Io { path: job.path.clone(), message: m },
+            })?;
+        observer.part_done(index);
+        Ok(())
+    }
+
+    /// A streamed body of exactly `len` bytes from `offset`, paced by the
+    /// limiter. A file that turns out shorter ends the stream with an error,
+    /// so a truncated part is never sent as if whole.
+    async fn part_body(
+        &self,
+        path: &Path,
+        offset: u64,
+        len: u64,
+        sent: Arc<AtomicU64>,
+        observer: &Arc<dyn Observer>,
+    ) -> std::io::Result<reqwest::Body> {
+        let mut file = tokio::fs::File::open(path).await?;
+        file.seek(std::io::SeekFrom::Start(offset)).await?;
+        let limiter = self.limiter.clone();
+        let progress = observer.clone();
+        let state = (file.take(len), 0u64, limiter, sent, progress);
+        let stream = futures_util::stream::try_unfold(
+            state,
+            move |(mut reader, mut read, limiter, sent, progress)| async move {
+                let mut buf = vec![0u8; CHUNK.min((len - read) as usize).max(1)];
+                let n = reader.read(&mut buf).await?;
+                if n == 0 {
+                    if read < len {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "file is shorter than when the upload began",
+                        ));
+                    }
+                    return Ok(None);
+                }
+                buf.truncate(n);
+                if let Some(l) = &limiter {
+                    l.acquire(n).await;
+                }
+                read += n as u64;
+                sent.fetch_add(n as u64, Ordering::Relaxed);
+                progress.bytes(n as i64);
+                Ok(Some((
+                    bytes::Bytes::from(buf),
+                    (reader, read, limiter, sent, progress),
+                )))
+            },
+        );
+        Ok(reqwest::Body::wrap_stream(stream))
+    }
+}
+
+#[derive(Debug)]
+enum PartError {
+    Api(ApiError),
+    Changed(String),
+    Io(String),
+}
+
+impl std::fmt::Display for PartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PartError::Api(e) => write!(f, "{e}"),
+            PartError::Changed(m) => write!(f, "file changed: {m}"),
+            PartError::Io(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+fn describe_change(before: Fingerprint, now: Fingerprint) -> String {
+    if before.size != now.size {
+        format!("size {} → {}", before.size, now.size)
+    } else {
+        "modification time changed".to_string()
+    }
+}
+
+fn verify(job: &Job, file: UploadedFile, size: u64, sha256: String) -> Result<Outcome, UploadError> {
+    if let Some(remote) = file.file_size
+        && remote != size
+    {
+        return Err(UploadError::Verify(format!(
+            "the service stored {remote} bytes but the file has {size}"
+        )));
+    }
+    let landed = file.path.clone().map(|p| p.trim_matches('/').to_string());
+    if let Some(p) = &landed
+        && p != &job.folder
+    {
+        tracing::warn!(file = %job.path.display(), "asked for folder \"{}\" but the service placed it in \"{p}\"", job.folder);
+    }
+    Ok(Outcome {
+        folder: landed.unwrap_or_else(|| job.folder.clone()),
+        name: file.name.clone(),
+        file,
+        size,
+        sha256,
+    })
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// sha256 of a file, read in a blocking thread.
+pub async fn hash_file(path: &Path) -> std::io::Result<String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut f = std::fs::File::open(&path)?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(hex::encode(h.finalize()))
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))?
+}
