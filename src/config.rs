@@ -766,14 +766,17 @@ impl<'s> Walker<'s> {
             }
             None => AfterUpload::Keep,
         };
-        if let (Some((_, s)), false) = (&move_to, matches!(after_upload, AfterUpload::Move(_))) {
-            if f.contains_key("after_upload") || self.errors.len() == before {
-                self.err(
-                    &k("move_to"),
-                    Some(s.clone()),
-                    "only used with after_upload = \"move\"; remove it or set after_upload = \"move\"",
-                );
-            }
+        let asked_move = f
+            .get("after_upload")
+            .is_some_and(|v| v.get_ref().as_str() == Some("move"));
+        if let Some((_, s)) = &move_to
+            && !asked_move
+        {
+            self.err(
+                &k("move_to"),
+                Some(s.clone()),
+                "only used with after_upload = \"move\"; remove it or set after_upload = \"move\"",
+            );
         }
         if let (Some(root), AfterUpload::Move(dest)) = (&path, &after_upload) {
             let dest_abs = dest.canonicalize().unwrap_or_else(|_| dest.clone());

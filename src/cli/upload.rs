@@ -96,7 +96,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                     } else {
                         Arc::new(crate::upload::Quiet)
                     };
-                    tracing::info!(file = %path.display(), "uploading to \"{}\"", job.folder);
+                    tracing::debug!(file = %path.display(), "uploading to \"{}\"", job.folder);
                     let result = uploader.upload(&job, &observer).await;
                     let auth = matches!(&result, Err(e) if e.is_auth());
                     (path, result.map_err(|e: UploadError| e.to_string()), auth)

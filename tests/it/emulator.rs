@@ -1,0 +1,157 @@
+//! The emulator is the test double for everything else, so its strictness is
+//! tested directly: each rule object storage or the service enforces.
+
+use std::io::Read;
+use std::time::Duration;
+
+use reqwest::blocking::{Body, Client};
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+fn start_session(emu: &Emulator, size: u64) -> Value {
+    let resp = Client::new()
+        .post(format!("{}/api/v1/multipart/start", emu.url))
+        .bearer_auth(KEY)
+        .json(
+            &json!({"file_name": "a.bin", "size": size, "format": "application/octet-stream", "folder": "x"}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().unwrap()
+}
+
+fn part_url(s: &Value, i: usize) -> String {
+    s["parts"][i].as_str().unwrap().to_string()
+}
+
+#[test]
+fn api_rejects_bad_keys_and_bad_bodies() {
+    let emu = Emulator::start(&[]);
+    let c = Client::new();
+    let start = format!("{}/api/v1/multipart/start", emu.url);
+    let body = json!({"file_name": "a.bin", "size": 3, "format": "text/plain"});
+    let r = c.post(&start).json(&body).send().unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["success"], false);
+    assert_eq!(
+        c.post(&start)
+            .bearer_auth("nope")
+            .json(&body)
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
+    // x-api-key is accepted as an alternative.
+    assert_eq!(
+        c.post(&start)
+            .header("x-api-key", KEY)
+            .json(&body)
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    for bad in [
+        json!({"size": 3, "format": "text/plain"}),
+        json!({"file_name": "a", "size": -3, "format": "text/plain"}),
+        json!({"file_name": "a", "size": 3}),
+        json!("not an object"),
+    ] {
+        let r = c.post(&start).bearer_auth(KEY).json(&bad).send().unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    let r = c
+        .get(format!("{}/api/v1/files?limit=1", emu.url))
+        .bearer_auth(KEY)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn part_puts_are_checked_like_object_storage() {
+    let emu = Emulator::start(&["--part-size", "4"]);
+    let s = start_session(&emu, 10);
+    assert_eq!(s["part_size"], 4);
+    assert_eq!(s["parts"].as_array().unwrap().len(), 3);
+    let c = Client::new();
+    let url = part_url(&s, 0);
+
+    let r = c.put(&url).bearer_auth(KEY).body("abcd").send().unwrap();
+    assert_eq!(r.status(), 400, "credentials on a part PUT");
+    assert!(r.text().unwrap().contains("<Error>"), "S3-style XML");
+    let r = c.put(&url).header("x-api-key", KEY).body("abcd").send().unwrap();
+    assert_eq!(r.status(), 400);
+
+    let chunked = Body::new(std::io::Cursor::new(b"abcd".to_vec()).take(4));
+    let r = c.put(&url).body(chunked).send().unwrap();
+    assert_eq!(r.status(), 501, "chunked transfer encoding");
+
+    assert_eq!(
+        c.put(&url).body("abc").send().unwrap().status(),
+        400,
+        "wrong length"
+    );
+    let tampered = url.replace("signature=", "signature=0");
+    assert_eq!(c.put(&tampered).body("abcd").send().unwrap().status(), 403);
+    let other_part = url.replace("/0?", "/1?");
+    assert_eq!(
+        c.put(&other_part).body("abcd").send().unwrap().status(),
+        403,
+        "signature is per part"
+    );
+
+    let complete = format!("{}/api/v1/multipart/complete", emu.url);
+    let body = json!({"session_id": s["session_id"], "uuid": s["uuid"]});
+    assert_eq!(c.put(&url).body("abcd").send().unwrap().status(), 200);
+    let r = c.post(&complete).bearer_auth(KEY).json(&body).send().unwrap();
+    assert_eq!(r.status(), 400, "complete with parts missing");
+    assert_eq!(c.put(part_url(&s, 1)).body("efgh").send().unwrap().status(), 200);
+    assert_eq!(c.put(part_url(&s, 2)).body("ij").send().unwrap().status(), 200);
+    let first: Value = c
+        .post(&complete)
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(first["success"], true);
+    assert_eq!(first["data"]["path"], "x");
+    assert_eq!(first["data"]["file_size"], 10);
+    let again: Value = c
+        .post(&complete)
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(first, again, "complete is idempotent");
+    assert_eq!(emu.ledger().len(), 1);
+    assert_eq!(
+        std::fs::read(emu.store.path().join("x/a.bin")).unwrap(),
+        b"abcdefghij"
+    );
+}
+
+#[test]
+fn part_urls_expire() {
+    let emu = Emulator::start(&["--url-ttl", "1"]);
+    let s = start_session(&emu, 3);
+    let expire_at = s["expire_at"].as_i64().unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    assert!(wait_until(Duration::from_secs(5), || now() >= expire_at));
+    let r = Client::new().put(part_url(&s, 0)).body("abc").send().unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().unwrap().contains("Request has expired"));
+}
