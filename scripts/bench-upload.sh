@@ -23,6 +23,7 @@ FILE=$WORK/input.bin
 echo "writing a ${SIZE_MIB} MiB test file…" >&2
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$FILE"
 SIZE=$(stat -c %s "$FILE")
+sync
 
 "$BIN" emulator --listen 127.0.0.1:0 --store "$WORK/store" --api-key "$KEY" > "$WORK/emu.out" 2>/dev/null &
 EMU_PID=$!
@@ -37,6 +38,7 @@ cat > "$WORK/shell-flow.sh" <<'SH'
 set -euo pipefail
 URL=$1 KEY=$2 FILE=$3 PAR=$4 WORK=$5
 SIZE=$(stat -c %s "$FILE")
+sync
 START=$(curl -sf -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
   -d "{\"file_name\":\"shell-$PAR.bin\",\"size\":$SIZE,\"format\":\"application/octet-stream\",\"folder\":\"bench\"}" \
   "$URL/api/v1/multipart/start")
@@ -64,6 +66,7 @@ measure() { # name, command... → "seconds maxrss_kib"
     echo "$name failed:" >&2; cat "$WORK/err.$name" >&2; exit 1; }
   cat "$WORK/time.$name"
   rm -rf "$WORK/store/bench" "$WORK/store/.emulator/objects/"* # keep the disk free between runs
+  sync # flush the emulator's writes so the next run does not pay for this one's writeback
 }
 
 declare -A T R

@@ -177,6 +177,7 @@ impl Uploader {
             message: e.to_string(),
         };
         let before = Fingerprint::of(&job.path).map_err(io_err)?;
+        let began = std::time::Instant::now();
         let (sha256, mut carried) = match resume {
             Some(r) if r.fingerprint == before => (r.sha256, Some((r.session, r.done))),
             _ => {
@@ -189,6 +190,7 @@ impl Uploader {
             }
         };
         observer.hashed(before.size, &sha256);
+        tracing::debug!(file = %job.path.display(), size = before.size, "hashed in {:?}", began.elapsed());
 
         let mut sessions = 0;
         loop {
@@ -216,6 +218,7 @@ impl Uploader {
                 }
                 Err(e) => return Err(e),
             }
+            tracing::debug!(file = %job.path.display(), "all {} parts stored after {:?}", session.parts.len(), began.elapsed());
             let now = Fingerprint::of(&job.path).map_err(io_err)?;
             if now != before {
                 return Err(UploadError::Changed(describe_change(before, now)));

@@ -257,3 +257,19 @@ fn file_modified_while_parts_upload_is_not_completed() {
         "stopped sending once the change was seen"
     );
 }
+
+#[test]
+fn bandwidth_limit_holds_uploads_back() {
+    let emu = Emulator::start(&["--part-size", "64KiB"]);
+    let sb = Sandbox::new(&emu, "bandwidth_limit = \"256KiB/s\"\n");
+    write_file(&sb.path("a.bin"), 512 * 1024, 4);
+    let mut cmd = sb.cmd();
+    cmd.arg("upload").arg(sb.path("a.bin"));
+    let began = std::time::Instant::now();
+    let out = run(cmd);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // A lower bound only: 512 KiB at 256 KiB/s, less the 64 KiB burst, cannot
+    // take less than 1.75 s whatever the machine's speed.
+    assert!(began.elapsed() >= Duration::from_millis(1700), "took {:?}", began.elapsed());
+    assert_eq!(emu.ledger().len(), 1);
+}
