@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 pub struct Storage {
     store: PathBuf,
     sessions: PathBuf,
@@ -72,7 +71,9 @@ impl Storage {
     }
 
     pub async fn part_writer(&self, id: &str, offset: u64) -> std::io::Result<PartWriter> {
-        let file = std::fs::OpenOptions::new().write(true).open(self.sessions.join(id))?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.sessions.join(id))?;
         Ok(PartWriter { file, offset })
     }
 

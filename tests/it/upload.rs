@@ -270,6 +270,10 @@ fn bandwidth_limit_holds_uploads_back() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     // A lower bound only: 512 KiB at 256 KiB/s, less the 64 KiB burst, cannot
     // take less than 1.75 s whatever the machine's speed.
-    assert!(began.elapsed() >= Duration::from_millis(1700), "took {:?}", began.elapsed());
+    assert!(
+        began.elapsed() >= Duration::from_millis(1700),
+        "took {:?}",
+        began.elapsed()
+    );
     assert_eq!(emu.ledger().len(), 1);
 }

@@ -1,0 +1,905 @@
+//! The journal: an SQLite database (WAL, synchronous=FULL) in `state_dir` that
+//! records every file's state, fingerprint, in-flight multipart session and
+//! result, so a crash at any instant resumes from what was recorded.
+//!
+//! One owner thread holds the write connection; everyone else sends it
+//! closures over a channel (FIFO, so a later call that is awaited also
+//! proves every earlier call committed). `status` and `history` open their
+//! own read-only connection, which WAL lets run beside a live agent.
+//! A lock file (`agent.lock`) keeps a second agent off the same state dir.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::api::Session;
+use crate::upload::Fingerprint;
+
+const SCHEMA_VERSION: i64 = 1;
+pub const DB_NAME: &str = "journal.sqlite3";
+pub const LOCK_NAME: &str = "agent.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot use the state dir {path}: {message}; check `agent.state_dir` and free disk space")]
+    Open { path: PathBuf, message: String },
+    #[error(
+        "another autorender-sync agent is already running on {0}; stop it first (or give this one another `agent.state_dir`)"
+    )]
+    Locked(PathBuf),
+    #[error("journal write failed: {0}")]
+    Db(String),
+    #[error("the journal thread has stopped")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for JournalError {
+    fn from(e: rusqlite::Error) -> Self {
+        JournalError::Db(e.to_string())
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Settling,
+    Pending,
+    Uploading,
+    Done,
+    Failed,
+    Gone,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Settling => "settling",
+            State::Pending => "pending",
+            State::Uploading => "uploading",
+            State::Done => "done",
+            State::Failed => "failed",
+            State::Gone => "gone",
+        }
+    }
+    fn parse(s: &str) -> State {
+        match s {
+            "settling" => State::Settling,
+            "pending" => State::Pending,
+            "uploading" => State::Uploading,
+            "done" => State::Done,
+            "failed" => State::Failed,
+            _ => State::Gone,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileRow {
+    pub id: i64,
+    pub root: String,
+    pub rel: String,
+    pub state: State,
+    pub size: i64,
+    pub mtime_ns: i64,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub next_attempt_at: i64,
+    pub done_size: Option<i64>,
+    pub done_mtime_ns: Option<i64>,
+    pub done_sha256: Option<String>,
+    pub file_no: Option<String>,
+    pub url: Option<String>,
+    pub remote_path: Option<String>,
+}
+
+impl FileRow {
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            size: self.size as u64,
+            mtime_ns: self.mtime_ns as i128,
+        }
+    }
+    pub fn local_path(&self) -> PathBuf {
+        Path::new(&self.root).join(&self.rel)
+    }
+}
+
+const FILE_COLS: &str = "id, root, rel, state, size, mtime_ns, attempts, last_error, next_attempt_at, \
+    done_size, done_mtime_ns, done_sha256, file_no, url, remote_path";
+
+fn file_row(r: &rusqlite::Row) -> rusqlite::Result<FileRow> {
+    Ok(FileRow {
+        id: r.get(0)?,
+        root: r.get(1)?,
+        rel: r.get(2)?,
+        state: State::parse(&r.get::<_, String>(3)?),
+        size: r.get(4)?,
+        mtime_ns: r.get(5)?,
+        attempts: r.get(6)?,
+        last_error: r.get(7)?,
+        next_attempt_at: r.get(8)?,
+        done_size: r.get(9)?,
+        done_mtime_ns: r.get(10)?,
+        done_sha256: r.get(11)?,
+        file_no: r.get(12)?,
+        url: r.get(13)?,
+        remote_path: r.get(14)?,
+    })
+}
+
+/// A multipart session saved for resuming.
+#[derive(Debug, Clone)]
+pub struct SavedSession {
+    pub session: Session,
+    pub done: Vec<bool>,
+    pub fingerprint: Fingerprint,
+    pub sha256: String,
+    pub completing: bool,
+}
+
+/// What a finished upload recorded.
+#[derive(Debug, Clone)]
+pub struct DoneRecord {
+    pub fingerprint: Fingerprint,
+    pub sha256: String,
+    pub remote_folder: String,
+    pub remote_name: String,
+    pub file_no: String,
+    pub url: Option<String>,
+}
+
+type Call = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// Handle to the journal's owner thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Call>,
+}
+
+/// Holds the agent lock for as long as it lives.
+pub struct AgentLock {
+    _file: std::fs::File,
+}
+
+pub fn db_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(DB_NAME)
+}
+
+/// Takes the single-agent lock on `state_dir`.
+pub fn lock_agent(state_dir: &Path) -> Result<AgentLock, JournalError> {
+    let open_err = |e: std::io::Error| JournalError::Open {
+        path: state_dir.to_path_buf(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(state_dir).map_err(open_err)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state_dir.join(LOCK_NAME))
+        .map_err(open_err)?;
+    match file.try_lock() {
+        Ok(()) => Ok(AgentLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Locked(state_dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(open_err(e)),
+    }
+}
+
+/// Is an agent holding the lock on `state_dir` right now?
+pub fn agent_running(state_dir: &Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(state_dir.join(LOCK_NAME))
+    else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version < 1 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS files (
+                id INTEGER PRIMARY KEY,
+                root TEXT NOT NULL,
+                rel TEXT NOT NULL,
+                state TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                mtime_ns INTEGER NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT,
+                next_attempt_at INTEGER NOT NULL DEFAULT 0,
+                done_size INTEGER,
+                done_mtime_ns INTEGER,
+                done_sha256 TEXT,
+                file_no TEXT,
+                url TEXT,
+                remote_path TEXT,
+                updated_at INTEGER NOT NULL,
+                UNIQUE (root, rel)
+            );
+            CREATE INDEX IF NOT EXISTS files_queue ON files (state, next_attempt_at);
+            CREATE TABLE IF NOT EXISTS sessions (
+                file_id INTEGER PRIMARY KEY REFERENCES files (id) ON DELETE CASCADE,
+                session_id TEXT NOT NULL,
+                uuid TEXT,
+                part_size INTEGER NOT NULL,
+                parts TEXT NOT NULL,
+                expire_at INTEGER,
+                parts_done TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                mtime_ns INTEGER NOT NULL,
+                sha256 TEXT NOT NULL,
+                completing INTEGER NOT NULL DEFAULT 0,
+                created_at INTEGER NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS history (
+                id INTEGER PRIMARY KEY,
+                root TEXT NOT NULL,
+                rel TEXT NOT NULL,
+                ok INTEGER NOT NULL,
+                remote_folder TEXT,
+                remote_name TEXT,
+                file_no TEXT,
+                url TEXT,
+                size INTEGER,
+                sha256 TEXT,
+                error TEXT,
+                at INTEGER NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS agent (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                pid INTEGER,
+                started_at INTEGER,
+                heartbeat_at INTEGER,
+                last_event_at INTEGER,
+                snapshot TEXT
+            );",
+        )?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl Journal {
+    /// Opens (creating and migrating) the journal and starts its owner thread.
+    pub fn open(state_dir: &Path) -> Result<Journal, JournalError> {
+        let open_err = |m: String| JournalError::Open {
+            path: state_dir.to_path_buf(),
+            message: m,
+        };
+        std::fs::create_dir_all(state_dir).map_err(|e| open_err(e.to_string()))?;
+        let mut conn = Connection::open(db_path(state_dir)).map_err(|e| open_err(e.to_string()))?;
+        migrate(&mut conn).map_err(|e| open_err(e.to_string()))?;
+        let (tx, rx) = mpsc::channel::<Call>();
+        std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || {
+                while let Ok(call) = rx.recv() {
+                    call(&mut conn);
+                }
+                // Channel closed: fold the WAL back so the file is tidy.
+                let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+            })
+            .map_err(|e| open_err(e.to_string()))?;
+        Ok(Journal { tx })
+    }
+
+    /// Runs `f` on the owner thread and waits for its result.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Box::new(move |c| {
+                let _ = tx.send(f(c));
+            }))
+            .map_err(|_| JournalError::Closed)?;
+        Ok(rx.await.map_err(|_| JournalError::Closed)??)
+    }
+
+    /// Queues `f` without waiting (ordering with later calls is kept).
+    pub fn send<F>(&self, f: F)
+    where
+        F: FnOnce(&mut Connection) -> rusqlite::Result<()> + Send + 'static,
+    {
+        let _ = self.tx.send(Box::new(move |c| {
+            if let Err(e) = f(c) {
+                tracing::error!("journal write failed: {e}");
+            }
+        }));
+    }
+
+    pub async fn lookup(&self, root: String, rel: String) -> Result<Option<FileRow>, JournalError> {
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {FILE_COLS} FROM files WHERE root = ?1 AND rel = ?2"),
+                params![root, rel],
+                file_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Queues a stable file for upload (new, changed, or back from settling).
+    pub async fn enqueue(&self, root: String, rel: String, fp: Fingerprint) -> Result<(), JournalError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO files (root, rel, state, size, mtime_ns, attempts, next_attempt_at, updated_at)
+                 VALUES (?1, ?2, 'pending', ?3, ?4, 0, 0, ?5)
+                 ON CONFLICT (root, rel) DO UPDATE SET state = 'pending', size = ?3, mtime_ns = ?4,
+                   attempts = 0, last_error = NULL, next_attempt_at = 0, updated_at = ?5",
+                params![root, rel, fp.size as i64, fp.mtime_ns as i64, now_ms()],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// A touched but identical file: remember the new mtime so the next look
+    /// skips it without hashing.
+    pub async fn refresh_done_mtime(&self, id: i64, mtime_ns: i128) -> Result<(), JournalError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE files SET done_mtime_ns = ?2, mtime_ns = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'done'",
+                params![id, mtime_ns as i64, now_ms()],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Pending (or interrupted) uploads whose time has come, oldest first.
+    pub async fn due(&self, now: i64, limit: usize, skip: Vec<i64>) -> Result<Vec<FileRow>, JournalError> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {FILE_COLS} FROM files WHERE state IN ('pending', 'uploading') AND next_attempt_at <= ?1
+                 ORDER BY next_attempt_at, id LIMIT ?2"
+            ))?;
+            let rows = stmt
+                .query_map(params![now, (limit + skip.len()) as i64], file_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows.into_iter().filter(|r| !skip.contains(&r.id)).take(limit).collect())
+        })
+        .await
+    }
+
+    /// Earliest `next_attempt_at` among queued files (to sleep until then).
+    pub async fn next_due(&self) -> Result<Option<i64>, JournalError> {
+        self.call(|c| {
+            c.query_row(
+                "SELECT MIN(next_attempt_at) FROM files WHERE state IN ('pending', 'uploading')",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    pub async fn set_state(&self, id: i64, state: State) -> Result<(), JournalError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE files SET state = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, state.as_str(), now_ms()],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    pub async fn session(&self, id: i64) -> Result<Option<SavedSession>, JournalError> {
+        self.call(move |c| {
+            c.query_row(
+                "SELECT session_id, uuid, part_size, parts, expire_at, parts_done, size, mtime_ns, sha256, completing
+                 FROM sessions WHERE file_id = ?1",
+                params![id],
+                |r| {
+                    let parts: String = r.get(3)?;
+                    let parts: Vec<String> = serde_json::from_str(&parts).unwrap_or_default();
+                    let done: String = r.get(5)?;
+                    Ok(SavedSession {
+                        session: Session {
+                            session_id: r.get(0)?,
+                            uuid: r.get(1)?,
+                            part_size: r.get::<_, i64>(2)? as u64,
+                            parts: parts.iter().filter_map(|u| url::Url::parse(u).ok()).collect(),
+                            expire_at: r.get(4)?,
+                        },
+                        done: done.chars().map(|ch| ch == '1').collect(),
+                        fingerprint: Fingerprint { size: r.get::<_, i64>(6)? as u64, mtime_ns: r.get::<_, i64>(7)? as i128 },
+                        sha256: r.get(8)?,
+                        completing: r.get::<_, i64>(9)? != 0,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    pub async fn save_session(
+        &self,
+        id: i64,
+        s: Session,
+        fp: Fingerprint,
+        sha256: String,
+    ) -> Result<(), JournalError> {
+        self.call(move |c| {
+            let parts: Vec<&str> = s.parts.iter().map(|u| u.as_str()).collect();
+            c.execute(
+                "INSERT OR REPLACE INTO sessions
+                 (file_id, session_id, uuid, part_size, parts, expire_at, parts_done, size, mtime_ns, sha256, completing, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11)",
+                params![
+                    id,
+                    s.session_id,
+                    s.uuid,
+                    s.part_size as i64,
+                    serde_json::to_string(&parts).unwrap_or_default(),
+                    s.expire_at,
+                    "0".repeat(s.parts.len()),
+                    fp.size as i64,
+                    fp.mtime_ns as i64,
+                    sha256,
+                    now_ms()
+                ],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Marks part `index` stored (not awaited: a lost mark only re-sends a part).
+    pub fn part_done(&self, id: i64, index: usize) {
+        self.send(move |c| {
+            let tx = c.transaction()?;
+            let done: Option<String> = tx
+                .query_row(
+                    "SELECT parts_done FROM sessions WHERE file_id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(done) = done {
+                let mut bytes = done.into_bytes();
+                if let Some(b) = bytes.get_mut(index) {
+                    *b = b'1';
+                }
+                let done = String::from_utf8(bytes).unwrap_or_default();
+                tx.execute(
+                    "UPDATE sessions SET parts_done = ?2 WHERE file_id = ?1",
+                    params![id, done],
+                )?;
+            }
+            tx.commit()
+        });
+    }
+
+    /// Recorded (and committed, with every earlier part mark) before complete is sent.
+    pub async fn completing(&self, id: i64) -> Result<(), JournalError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE sessions SET completing = 1 WHERE file_id = ?1",
+                params![id],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    pub async fn drop_session(&self, id: i64) -> Result<(), JournalError> {
+        self.call(move |c| {
+            c.execute("DELETE FROM sessions WHERE file_id = ?1", params![id])
+                .map(|_| ())
+        })
+        .await
+    }
+
+    pub async fn record_done(&self, id: i64, d: DoneRecord) -> Result<(), JournalError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let now = now_ms();
+            tx.execute(
+                "UPDATE files SET state = 'done', size = ?2, mtime_ns = ?3, done_size = ?2, done_mtime_ns = ?3,
+                   done_sha256 = ?4, file_no = ?5, url = ?6, remote_path = ?7, last_error = NULL, updated_at = ?8
+                 WHERE id = ?1",
+                params![
+                    id,
+                    d.fingerprint.size as i64,
+                    d.fingerprint.mtime_ns as i64,
+                    d.sha256,
+                    d.file_no,
+                    d.url,
+                    d.remote_folder,
+                    now
+                ],
+            )?;
+            tx.execute("DELETE FROM sessions WHERE file_id = ?1", params![id])?;
+            tx.execute(
+                "INSERT INTO history (root, rel, ok, remote_folder, remote_name, file_no, url, size, sha256, at)
+                 SELECT root, rel, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM files WHERE id = ?1",
+                params![id, d.remote_folder, d.remote_name, d.file_no, d.url, d.fingerprint.size as i64, d.sha256, now],
+            )?;
+            tx.commit()
+        })
+        .await
+    }
+
+    /// Records a failed attempt: back to pending after `retry_at`, or
+    /// `failed` once `max_attempts` is reached. Returns the new state.
+    pub async fn record_failure(
+        &self,
+        id: i64,
+        error: String,
+        max_attempts: u32,
+        retry_at: i64,
+    ) -> Result<State, JournalError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let attempts: i64 = tx.query_row("SELECT attempts FROM files WHERE id = ?1", params![id], |r| r.get(0))?;
+            let attempts = attempts + 1;
+            let state = if attempts >= max_attempts as i64 { State::Failed } else { State::Pending };
+            tx.execute(
+                "UPDATE files SET state = ?2, attempts = ?3, last_error = ?4, next_attempt_at = ?5, updated_at = ?6 WHERE id = ?1",
+                params![id, state.as_str(), attempts, error, retry_at, now_ms()],
+            )?;
+            if state == State::Failed {
+                tx.execute(
+                    "INSERT INTO history (root, rel, ok, size, error, at) SELECT root, rel, 0, size, ?2, ?3 FROM files WHERE id = ?1",
+                    params![id, error, now_ms()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(state)
+        })
+        .await
+    }
+
+    /// The file vanished: forget its session; a `done` record stays done.
+    pub async fn mark_gone(&self, root: String, rel: String) -> Result<(), JournalError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM sessions WHERE file_id IN (SELECT id FROM files WHERE root = ?1 AND rel = ?2 AND state != 'done')",
+                params![root, rel],
+            )?;
+            tx.execute(
+                "UPDATE files SET state = 'gone', updated_at = ?3 WHERE root = ?1 AND rel = ?2 AND state != 'done'",
+                params![root, rel, now_ms()],
+            )?;
+            tx.commit()
+        })
+        .await
+    }
+
+    /// `retry`: failed files (all, or those under the given paths) back to pending.
+    pub async fn retry(&self, paths: Vec<PathBuf>) -> Result<usize, JournalError> {
+        self.call(move |c| {
+            let failed: Vec<(i64, String, String)> = c
+                .prepare("SELECT id, root, rel FROM files WHERE state = 'failed'")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut n = 0;
+            for (id, root, rel) in failed {
+                let full = Path::new(&root).join(&rel);
+                if paths.is_empty() || paths.iter().any(|p| full.starts_with(p)) {
+                    n += c.execute(
+                        "UPDATE files SET state = 'pending', attempts = 0, next_attempt_at = 0, updated_at = ?2 WHERE id = ?1",
+                        params![id, now_ms()],
+                    )?;
+                }
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    pub async fn heartbeat(
+        &self,
+        pid: u32,
+        started_at: i64,
+        last_event_at: Option<i64>,
+        snapshot: String,
+    ) -> Result<(), JournalError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO agent (id, pid, started_at, heartbeat_at, last_event_at, snapshot) VALUES (1, ?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET pid = ?1, started_at = ?2, heartbeat_at = ?3, last_event_at = ?4, snapshot = ?5",
+                params![pid, started_at, now_ms(), last_event_at, snapshot],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Waits until every earlier call has been committed.
+    pub async fn flush(&self) -> Result<(), JournalError> {
+        self.call(|_| Ok(())).await
+    }
+}
+
+/// Read-only access for `status` and `history`, safe beside a running agent.
+pub fn open_read_only(state_dir: &Path) -> Result<Option<Connection>, JournalError> {
+    let path = db_path(state_dir);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| JournalError::Open {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(Some(conn))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    pub local_path: String,
+    pub ok: bool,
+    pub remote_folder: Option<String>,
+    pub remote_name: Option<String>,
+    pub file_no: Option<String>,
+    pub url: Option<String>,
+    pub size: Option<i64>,
+    pub sha256: Option<String>,
+    pub error: Option<String>,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+pub fn history(conn: &Connection, limit: usize, failed_only: bool) -> Result<Vec<HistoryRow>, JournalError> {
+    let mut stmt = conn.prepare(
+        "SELECT root, rel, ok, remote_folder, remote_name, file_no, url, size, sha256, error, at FROM history
+         WHERE (?1 = 0 OR ok = 0) ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(params![failed_only as i64, limit as i64], |r| {
+            let root: String = r.get(0)?;
+            let rel: String = r.get(1)?;
+            Ok(HistoryRow {
+                local_path: Path::new(&root).join(rel).display().to_string(),
+                ok: r.get::<_, i64>(2)? != 0,
+                remote_folder: r.get(3)?,
+                remote_name: r.get(4)?,
+                file_no: r.get(5)?,
+                url: r.get(6)?,
+                size: r.get(7)?,
+                sha256: r.get(8)?,
+                error: r.get(9)?,
+                at: r.get(10)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RootCounts {
+    pub root: String,
+    pub settling: i64,
+    pub growing: i64,
+    pub pending: i64,
+    pub uploading: i64,
+    pub uploading_bytes_done: i64,
+    pub failed: i64,
+    pub done: i64,
+    pub gone: i64,
+    pub failures: Vec<(String, String)>,
+}
+
+/// Per-root counts by state, with bytes done for uploads in flight and the
+/// last error of each failed file.
+pub fn counts(conn: &Connection) -> Result<Vec<RootCounts>, JournalError> {
+    let mut out: Vec<RootCounts> = Vec::new();
+    let mut stmt =
+        conn.prepare("SELECT root, state, COUNT(*) FROM files GROUP BY root, state ORDER BY root")?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (root, state, n) in rows {
+        if out.last().is_none_or(|c| c.root != root) {
+            out.push(RootCounts {
+                root: root.clone(),
+                ..Default::default()
+            });
+        }
+        let c = out.last_mut().expect("pushed above");
+        match State::parse(&state) {
+            State::Settling => c.settling += n,
+            State::Pending => c.pending += n,
+            State::Uploading => c.uploading += n,
+            State::Done => c.done += n,
+            State::Failed => c.failed += n,
+            State::Gone => c.gone += n,
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT f.root, s.parts_done, s.part_size, s.size FROM sessions s JOIN files f ON f.id = s.file_id
+         WHERE f.state = 'uploading'",
+    )?;
+    let sessions = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (root, done, part_size, size) in sessions {
+        let bytes: i64 = done
+            .chars()
+            .enumerate()
+            .filter(|(_, ch)| *ch == '1')
+            .map(|(i, _)| (size - i as i64 * part_size).clamp(0, part_size))
+            .sum();
+        if let Some(c) = out.iter_mut().find(|c| c.root == root) {
+            c.uploading_bytes_done += bytes;
+        }
+    }
+    let mut stmt = conn.prepare("SELECT root, rel, COALESCE(last_error, '') FROM files WHERE state = 'failed' ORDER BY updated_at DESC")?;
+    let failures = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (root, rel, err) in failures {
+        if let Some(c) = out.iter_mut().find(|c| c.root == root) {
+            c.failures.push((rel, err));
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentRow {
+    pub pid: Option<i64>,
+    pub started_at: Option<i64>,
+    pub heartbeat_at: Option<i64>,
+    pub last_event_at: Option<i64>,
+    pub snapshot: Option<String>,
+}
+
+pub fn agent_row(conn: &Connection) -> Result<Option<AgentRow>, JournalError> {
+    Ok(conn
+        .query_row(
+            "SELECT pid, started_at, heartbeat_at, last_event_at, snapshot FROM agent WHERE id = 1",
+            [],
+            |r| {
+                Ok(AgentRow {
+                    pid: r.get(0)?,
+                    started_at: r.get(1)?,
+                    heartbeat_at: r.get(2)?,
+                    last_event_at: r.get(3)?,
+                    snapshot: r.get(4)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(size: u64, m: i128) -> Fingerprint {
+        Fingerprint { size, mtime_ns: m }
+    }
+
+    #[tokio::test]
+    async fn queue_session_and_done_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        j.enqueue("/r".into(), "a.mp4".into(), fp(10, 5)).await.unwrap();
+        let due = j.due(now_ms(), 10, vec![]).await.unwrap();
+        assert_eq!(due.len(), 1);
+        let id = due[0].id;
+        let s = Session {
+            session_id: "s1".into(),
+            uuid: Some("u".into()),
+            part_size: 4,
+            parts: (0..3)
+                .map(|i| url::Url::parse(&format!("https://x/{i}")).unwrap())
+                .collect(),
+            expire_at: Some(99),
+        };
+        j.save_session(id, s.clone(), fp(10, 5), "abc".into())
+            .await
+            .unwrap();
+        j.part_done(id, 1);
+        j.completing(id).await.unwrap();
+        let saved = j.session(id).await.unwrap().unwrap();
+        assert_eq!(saved.session, s);
+        assert_eq!(saved.done, vec![false, true, false]);
+        assert!(saved.completing);
+        j.record_done(
+            id,
+            DoneRecord {
+                fingerprint: fp(10, 5),
+                sha256: "abc".into(),
+                remote_folder: "x".into(),
+                remote_name: "a.mp4".into(),
+                file_no: "7".into(),
+                url: None,
+            },
+        )
+        .await
+        .unwrap();
+        let row = j.lookup("/r".into(), "a.mp4".into()).await.unwrap().unwrap();
+        assert_eq!(row.state, State::Done);
+        assert_eq!(row.done_size, Some(10));
+        assert!(j.session(id).await.unwrap().is_none());
+        let conn = open_read_only(dir.path()).unwrap().unwrap();
+        let h = history(&conn, 10, false).unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].file_no.as_deref(), Some("7"));
+    }
+
+    #[tokio::test]
+    async fn failures_back_off_then_fail_until_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        j.enqueue("/r".into(), "a".into(), fp(1, 1)).await.unwrap();
+        let id = j.due(now_ms(), 1, vec![]).await.unwrap()[0].id;
+        assert_eq!(
+            j.record_failure(id, "boom".into(), 2, now_ms() + 60_000)
+                .await
+                .unwrap(),
+            State::Pending
+        );
+        assert!(
+            j.due(now_ms(), 1, vec![]).await.unwrap().is_empty(),
+            "backing off"
+        );
+        assert_eq!(
+            j.record_failure(id, "boom".into(), 2, 0).await.unwrap(),
+            State::Failed
+        );
+        assert!(j.due(now_ms(), 1, vec![]).await.unwrap().is_empty());
+        assert_eq!(j.retry(vec![]).await.unwrap(), 1);
+        assert_eq!(j.due(now_ms(), 1, vec![]).await.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn second_agent_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = lock_agent(dir.path()).unwrap();
+        assert!(matches!(lock_agent(dir.path()), Err(JournalError::Locked(_))));
+        assert!(agent_running(dir.path()));
+    }
+}
