@@ -4,6 +4,8 @@
 //! The binary is a thin shell over [`cli::main`]; everything else lives here
 //! so tests can drive it in-process as well as through the real binary.
 
+pub mod after;
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -11,7 +13,9 @@ pub mod emulator;
 pub mod journal;
 pub mod limiter;
 pub mod mapping;
+pub mod scan;
 pub mod secrets;
 pub mod settle;
 pub mod units;
 pub mod upload;
+pub mod watch;

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backon::{ExponentialBuilder, Retryable};
+use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -89,6 +90,8 @@ pub enum UploadError {
     Io { path: PathBuf, message: String },
     #[error("upload could not be verified: {0}")]
     Verify(String),
+    #[error("cannot record progress in the journal: {0}")]
+    Checkpoint(String),
 }
 
 impl UploadError {
@@ -98,14 +101,21 @@ impl UploadError {
     }
 }
 
-/// Progress and checkpoints. All methods have no-op defaults.
+/// Progress and checkpoints. All methods have no-op defaults. The two that
+/// return futures are awaited before the upload goes on: a journal records
+/// the session before any part is sent, and "completing" (with every part
+/// mark before it) before complete is sent; an error there stops the upload.
 pub trait Observer: Send + Sync {
     fn hashed(&self, _size: u64, _sha256: &str) {}
-    fn session_started(&self, _session: &Session) {}
+    fn session_started<'a>(&'a self, _session: &'a Session) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
     /// Bytes sent (negative when a failed part attempt is rewound).
     fn bytes(&self, _delta: i64) {}
     fn part_done(&self, _index: usize) {}
-    fn completing(&self) {}
+    fn completing(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The no-op observer.
@@ -199,7 +209,10 @@ impl Uploader {
                 None => {
                     sessions += 1;
                     let s = self.start(job, before.size, &sha256).await?;
-                    observer.session_started(&s);
+                    observer
+                        .session_started(&s)
+                        .await
+                        .map_err(UploadError::Checkpoint)?;
                     let n = s.parts.len();
                     (s, vec![false; n])
                 }
@@ -223,7 +236,7 @@ impl Uploader {
             if now != before {
                 return Err(UploadError::Changed(describe_change(before, now)));
             }
-            observer.completing();
+            observer.completing().await.map_err(UploadError::Checkpoint)?;
             let file = self.complete(&session).await?;
             return verify(job, file, before.size, sha256);
         }

@@ -4,7 +4,11 @@
 
 mod check;
 mod emulator;
+mod history;
 mod init;
+mod retry;
+mod run;
+mod status;
 mod upload;
 
 use std::io::IsTerminal;
@@ -54,6 +58,14 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the agent: scan, then watch and upload files as they settle
+    Run(run::Args),
+    /// Show the agent's state: running or not, per-folder counts, last uploads
+    Status(status::Args),
+    /// Recent uploads (or failures) from the journal
+    History(history::Args),
+    /// Queue failed files again
+    Retry(retry::Args),
     /// Upload the given files now (no watching) and print where they landed
     Upload(upload::Args),
     /// Validate the config, resolve paths, and verify the API key
@@ -113,6 +125,10 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> CliResult {
     match cli.command {
+        Command::Run(ref args) => run::run(&cli, args).await,
+        Command::Status(ref args) => status::run(&cli, args),
+        Command::History(ref args) => history::run(&cli, args),
+        Command::Retry(ref args) => retry::run(&cli, args).await,
         Command::Upload(ref args) => upload::run(&cli, args).await,
         Command::Check(ref args) => check::run(&cli, args).await,
         Command::Init(ref args) => init::run(&cli, args),

@@ -1,0 +1,745 @@
+//! The agent: wires watch → settle → journal → uploader → after-upload.
+//!
+//! One loop owns the settle state and the set of uploads in flight; uploads
+//! and sha256 checks run as tasks whose results come back to the loop, so no
+//! state is shared. Events and scans only say "look at this path"; settle
+//! says when a file is finished; the journal says whether it needs uploading
+//! and holds the durable queue. Shutdown stops watching, cancels in-flight
+//! transfers (their sessions and finished parts are already recorded, so the
+//! next start resumes them) and flushes the journal.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiError, Session};
+use crate::config::{Settings, WatchSettings};
+use crate::journal::{DoneRecord, FileRow, Journal, JournalError, SavedSession, State, now_ms};
+use crate::mapping;
+use crate::scan::{self, Rejected};
+use crate::settle::{Decision, Fs, Seen, Settler, Stat};
+use crate::upload::{Fingerprint, Job, Observer, Outcome, Resume, UploadError, Uploader, hash_file};
+use crate::watch::{self, Hint};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Scan, upload what is pending, exit.
+    pub once: bool,
+    /// Log what would be uploaded; send nothing, record nothing.
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Report {
+    pub uploaded: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub would_upload: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("{0}")]
+    Watch(String),
+    #[error("the API key was rejected: {0}")]
+    Auth(String),
+}
+
+/// How long uploads pause after the key is rejected before checking again.
+const AUTH_RECHECK: Duration = Duration::from_secs(60);
+
+enum TaskResult {
+    Upload {
+        row: FileRow,
+        result: Box<Result<Outcome, UploadError>>,
+        fp: Fingerprint,
+    },
+    /// The file changed (or vanished) between being queued and being sent.
+    NotReady { row: FileRow, gone: bool },
+    /// A touched file (same size, new mtime) was hashed: same content or not.
+    Touched {
+        row: FileRow,
+        fp: Fingerprint,
+        same: bool,
+    },
+}
+
+/// Records each upload step in the journal (see [`Observer`]).
+struct JournalObserver {
+    journal: Journal,
+    id: i64,
+    fp: Fingerprint,
+    sha256: Mutex<String>,
+}
+
+impl Observer for JournalObserver {
+    fn hashed(&self, _size: u64, sha256: &str) {
+        *self.sha256.lock().expect("sha lock") = sha256.to_string();
+    }
+    fn session_started<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<(), String>> {
+        let sha = self.sha256.lock().expect("sha lock").clone();
+        Box::pin(async move {
+            self.journal
+                .save_session(self.id, session.clone(), self.fp, sha)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+    fn part_done(&self, index: usize) {
+        self.journal.part_done(self.id, index);
+    }
+    fn completing(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.journal.completing(self.id).await.map_err(|e| e.to_string()) })
+    }
+}
+
+pub struct Agent {
+    settings: Arc<Settings>,
+    uploader: Arc<Uploader>,
+    journal: Journal,
+    opts: RunOptions,
+    settler: Settler,
+    tasks: JoinSet<TaskResult>,
+    inflight: HashSet<i64>,
+    attempted: HashSet<i64>,
+    report: Report,
+    queue_dirty: bool,
+    paused_until: Option<Instant>,
+    last_event_at: Option<i64>,
+    watch_modes: Vec<String>,
+}
+
+impl Agent {
+    pub fn new(settings: Arc<Settings>, uploader: Uploader, journal: Journal, opts: RunOptions) -> Agent {
+        Agent {
+            settings,
+            uploader: Arc::new(uploader),
+            journal,
+            opts,
+            settler: Settler::new(),
+            tasks: JoinSet::new(),
+            inflight: HashSet::new(),
+            attempted: HashSet::new(),
+            report: Report::default(),
+            queue_dirty: true,
+            paused_until: None,
+            last_event_at: None,
+            watch_modes: Vec::new(),
+        }
+    }
+
+    fn root_str(&self, i: usize) -> String {
+        self.settings.watches[i].path.to_string_lossy().into_owned()
+    }
+
+    /// Runs until `shutdown` (or, with `once`, until the work is done).
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<Report, AgentError> {
+        let (tx, mut rx) = mpsc::channel::<Hint>(64 * 1024);
+        let watchers = if self.opts.once {
+            None
+        } else {
+            let w = watch::start(
+                &self.settings.watches,
+                self.settings.agent.poll_interval,
+                tx.clone(),
+            )
+            .map_err(AgentError::Watch)?;
+            self.watch_modes = w.modes.clone();
+            Some(w)
+        };
+        for (i, w) in self.settings.watches.iter().enumerate() {
+            tracing::info!(
+                "watching {} → \"{}\" ({})",
+                w.path.display(),
+                w.remote_folder,
+                self.watch_modes.get(i).map(String::as_str).unwrap_or("one scan")
+            );
+        }
+        let started_at = now_ms();
+        for i in 0..self.settings.watches.len() {
+            self.scan(i, None).await?;
+        }
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        let rescan_every = self
+            .settings
+            .agent
+            .rescan_interval
+            .unwrap_or(Duration::from_secs(365 * 86400));
+        let mut rescan = tokio::time::interval_at(Instant::now() + rescan_every, rescan_every);
+        let give_up_after = self
+            .settings
+            .watches
+            .iter()
+            .map(|w| w.settle)
+            .max()
+            .unwrap_or_default()
+            * 5;
+        loop {
+            let next_retry = self.fill().await?;
+            if self.opts.once {
+                for p in self.settler.older_than(std::time::Instant::now(), give_up_after) {
+                    tracing::warn!("{} is still changing; leaving it for the next run", p.display());
+                    self.settler.forget(&p);
+                }
+                if self.settler.is_empty() && self.tasks.is_empty() && !self.queue_dirty {
+                    break;
+                }
+            }
+            let settle_at = self.settler.next_deadline().map(Instant::from_std);
+            let wake = [settle_at, next_retry, self.paused_until]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(h) = rx.recv() => {
+                    self.hint(h).await?;
+                    while let Ok(h) = rx.try_recv() {
+                        self.hint(h).await?;
+                    }
+                }
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    match done {
+                        Ok(result) => self.finished(result, &shutdown).await?,
+                        Err(e) if e.is_panic() => tracing::error!("an upload task panicked: {e}"),
+                        Err(_) => {}
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    self.poll_settle().await?;
+                    if self.paused_until.is_some_and(|t| t <= Instant::now()) {
+                        self.recheck_key().await;
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    // `retry` from another process may have queued files.
+                    self.queue_dirty = true;
+                    if let Some(w) = &watchers {
+                        for (i, flag) in w.overflowed.iter().enumerate() {
+                            if flag.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                                tracing::info!("event queue overflowed; rescanning {}", self.settings.watches[i].path.display());
+                                self.scan(i, None).await?;
+                            }
+                        }
+                    }
+                    if !self.opts.dry_run {
+                        self.journal.heartbeat(std::process::id(), started_at, self.last_event_at, self.snapshot()).await?;
+                    }
+                }
+                _ = rescan.tick() => {
+                    for i in 0..self.settings.watches.len() {
+                        self.scan(i, None).await?;
+                    }
+                }
+            }
+        }
+        drop(watchers);
+        // In-flight transfers stop here; their sessions are in the journal.
+        self.tasks.shutdown().await;
+        self.journal.flush().await?;
+        Ok(self.report)
+    }
+
+    fn snapshot(&self) -> String {
+        let now = std::time::Instant::now();
+        let roots: Vec<serde_json::Value> = self
+            .settings
+            .watches
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let (settling, growing) = self.settler.counts_under(&w.path, now);
+                serde_json::json!({
+                    "root": w.path,
+                    "remote_folder": w.remote_folder,
+                    "watch": self.watch_modes.get(i),
+                    "settling": settling,
+                    "growing": growing,
+                })
+            })
+            .collect();
+        serde_json::json!({ "roots": roots, "paused": self.paused_until.is_some() }).to_string()
+    }
+
+    /// Walks root `i` (or a folder in it); files already uploaded unchanged
+    /// are skipped on the spot, the rest go to settle.
+    async fn scan(&mut self, i: usize, dir: Option<PathBuf>) -> Result<(), AgentError> {
+        let w = self.settings.watches[i].clone();
+        let dir = dir.unwrap_or_else(|| w.path.clone());
+        let found = tokio::task::spawn_blocking({
+            let w = w.clone();
+            move || scan::walk(&w, &dir)
+        })
+        .await
+        .unwrap_or_default();
+        let root = self.root_str(i);
+        let done = self
+            .journal
+            .call(move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT rel, done_size, done_mtime_ns FROM files WHERE root = ?1 AND state = 'done'",
+                )?;
+                let rows = stmt
+                    .query_map([root], |r| {
+                        Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+                    })?
+                    .collect::<rusqlite::Result<HashMap<_, _>>>()?;
+                Ok(rows)
+            })
+            .await?;
+        let now = std::time::Instant::now();
+        for path in found {
+            let Ok(rel) = scan::relative(&w, &path) else {
+                continue;
+            };
+            if let Some((size, mtime)) = done.get(&rel)
+                && let Seen::File { size: s, mtime_ns: m } = Fs.stat(&path)
+                && s as i64 == *size
+                && m as i64 == *mtime
+            {
+                self.report.skipped += 1;
+                continue;
+            }
+            self.settler.offer(&path, w.settle, now);
+        }
+        Ok(())
+    }
+
+    async fn hint(&mut self, h: Hint) -> Result<(), AgentError> {
+        self.last_event_at = Some(now_ms());
+        match h {
+            Hint::Rescan(i) => self.scan(i, None).await,
+            Hint::Dir(i, dir) => self.scan(i, Some(dir)).await,
+            Hint::Path(i, path) => {
+                let w = &self.settings.watches[i];
+                if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                    // A folder moved or renamed into the root.
+                    if path.starts_with(&w.path) && path != w.path {
+                        return self.scan(i, Some(path)).await;
+                    }
+                    return Ok(());
+                }
+                match scan::relative(w, &path) {
+                    Ok(_) => self.settler.touch(&path, w.settle, std::time::Instant::now()),
+                    Err(Rejected::NotUtf8(p)) => {
+                        tracing::warn!(
+                            "skipping {}: its name is not valid UTF-8; rename it to upload it",
+                            p.display()
+                        )
+                    }
+                    Err(_) => {}
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn locate(&self, path: &Path) -> Option<(usize, String)> {
+        self.settings
+            .watches
+            .iter()
+            .enumerate()
+            .find_map(|(i, w)| scan::relative(w, path).ok().map(|rel| (i, rel)))
+    }
+
+    async fn poll_settle(&mut self) -> Result<(), AgentError> {
+        for d in self.settler.poll(std::time::Instant::now(), &Fs) {
+            match d {
+                Decision::Gone { path } => {
+                    if let Some((i, rel)) = self.locate(&path) {
+                        self.journal.mark_gone(self.root_str(i), rel).await?;
+                    }
+                }
+                Decision::Stable { path, size, mtime_ns } => {
+                    self.stable(path, Fingerprint { size, mtime_ns }).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A finished file: decide from the journal whether it needs uploading.
+    async fn stable(&mut self, path: PathBuf, fp: Fingerprint) -> Result<(), AgentError> {
+        let Some((i, rel)) = self.locate(&path) else {
+            return Ok(());
+        };
+        let root = self.root_str(i);
+        let row = self.journal.lookup(root.clone(), rel.clone()).await?;
+        if let Some(row) = &row {
+            let same_fp = row.fingerprint() == fp;
+            match row.state {
+                State::Done
+                    if row.done_size == Some(fp.size as i64)
+                        && row.done_mtime_ns == Some(fp.mtime_ns as i64) =>
+                {
+                    self.report.skipped += 1;
+                    return Ok(());
+                }
+                State::Done if row.done_size == Some(fp.size as i64) => {
+                    // Same size, new mtime: hash before deciding (a `touch` is not a change).
+                    let row = row.clone();
+                    self.tasks.spawn(async move {
+                        let same = hash_file(&path).await.ok() == row.done_sha256;
+                        TaskResult::Touched { row, fp, same }
+                    });
+                    return Ok(());
+                }
+                State::Pending | State::Uploading | State::Failed if same_fp => return Ok(()),
+                _ => {}
+            }
+        }
+        self.enqueue(i, root, rel, fp).await
+    }
+
+    async fn enqueue(
+        &mut self,
+        i: usize,
+        root: String,
+        rel: String,
+        fp: Fingerprint,
+    ) -> Result<(), AgentError> {
+        if self.opts.dry_run {
+            let w = &self.settings.watches[i];
+            if let Ok(r) = mapping::map(Path::new(&rel), &w.remote_folder, w.subfolders) {
+                tracing::info!(
+                    "would upload {} → {}/{} ({} bytes)",
+                    Path::new(&root).join(&rel).display(),
+                    r.folder,
+                    r.name,
+                    fp.size
+                );
+            }
+            self.report.would_upload += 1;
+            return Ok(());
+        }
+        self.journal.enqueue(root, rel, fp).await?;
+        self.queue_dirty = true;
+        Ok(())
+    }
+
+    /// Starts due uploads up to `concurrent_files`. Returns when the next
+    /// backed-off file becomes due, if any.
+    async fn fill(&mut self) -> Result<Option<Instant>, AgentError> {
+        if self.opts.dry_run || self.paused_until.is_some() {
+            self.queue_dirty = false;
+            return Ok(None);
+        }
+        let free = self
+            .settings
+            .agent
+            .concurrent_files
+            .saturating_sub(self.inflight.len());
+        if free > 0 && self.queue_dirty {
+            let mut skip: Vec<i64> = self.inflight.iter().copied().collect();
+            if self.opts.once {
+                skip.extend(self.attempted.iter().copied());
+            }
+            let rows = self.journal.due(now_ms(), free, skip).await?;
+            if rows.len() < free {
+                self.queue_dirty = false;
+            }
+            for row in rows {
+                self.start_upload(row);
+            }
+        }
+        if self.opts.once {
+            return Ok(None);
+        }
+        let next = self.journal.next_due().await?;
+        Ok(next
+            .filter(|t| *t > now_ms())
+            .map(|t| Instant::now() + Duration::from_millis((t - now_ms()) as u64)))
+    }
+
+    fn start_upload(&mut self, row: FileRow) {
+        let Some(i) = self
+            .settings
+            .watches
+            .iter()
+            .position(|w| w.path.to_string_lossy() == row.root)
+        else {
+            // The root left the config: leave the record alone.
+            self.attempted.insert(row.id);
+            return;
+        };
+        self.inflight.insert(row.id);
+        self.attempted.insert(row.id);
+        let w: WatchSettings = self.settings.watches[i].clone();
+        let journal = self.journal.clone();
+        let uploader = self.uploader.clone();
+        self.tasks.spawn(async move {
+            let path = row.local_path();
+            let fp = match Fingerprint::of(&path) {
+                Ok(fp) => fp,
+                Err(e) => {
+                    let gone = e.kind() == std::io::ErrorKind::NotFound;
+                    return TaskResult::NotReady { row, gone };
+                }
+            };
+            if fp != row.fingerprint() {
+                return TaskResult::NotReady { row, gone: false };
+            }
+            let remote = match mapping::map(Path::new(&row.rel), &w.remote_folder, w.subfolders) {
+                Ok(r) => r,
+                Err(e) => {
+                    let err = UploadError::Io {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    };
+                    return TaskResult::Upload {
+                        row,
+                        result: Box::new(Err(err)),
+                        fp,
+                    };
+                }
+            };
+            let job = Job {
+                path: path.clone(),
+                file_name: remote.name,
+                folder: remote.folder,
+                format: remote.format,
+                tags: w.tags.clone(),
+                metadata: w.metadata.clone(),
+                random_prefix: w.random_prefix,
+            };
+            if let Err(e) = journal.set_state(row.id, State::Uploading).await {
+                let err = UploadError::Checkpoint(e.to_string());
+                return TaskResult::Upload {
+                    row,
+                    result: Box::new(Err(err)),
+                    fp,
+                };
+            }
+            let resume = match journal.session(row.id).await {
+                Ok(Some(saved)) => usable(saved, fp),
+                _ => None,
+            };
+            if resume.is_some() {
+                tracing::info!("resuming the upload of {}", path.display());
+            }
+            let observer: Arc<dyn Observer> = Arc::new(JournalObserver {
+                journal,
+                id: row.id,
+                fp,
+                sha256: Mutex::new(String::new()),
+            });
+            if let Some(r) = &resume {
+                observer.hashed(fp.size, &r.sha256);
+            }
+            let result = uploader.upload_resuming(&job, resume, &observer).await;
+            TaskResult::Upload {
+                row,
+                result: Box::new(result),
+                fp,
+            }
+        });
+    }
+
+    async fn finished(&mut self, result: TaskResult, shutdown: &CancellationToken) -> Result<(), AgentError> {
+        match result {
+            TaskResult::Touched { row, fp, same } => {
+                if same {
+                    self.journal.refresh_done_mtime(row.id, fp.mtime_ns).await?;
+                    self.report.skipped += 1;
+                } else if let Some(i) = self
+                    .settings
+                    .watches
+                    .iter()
+                    .position(|w| w.path.to_string_lossy() == row.root)
+                {
+                    self.enqueue(i, row.root, row.rel, fp).await?;
+                }
+            }
+            TaskResult::NotReady { row, gone } => {
+                self.inflight.remove(&row.id);
+                if gone {
+                    self.journal.mark_gone(row.root.clone(), row.rel.clone()).await?;
+                } else {
+                    self.back_to_settling(&row).await?;
+                }
+            }
+            TaskResult::Upload { row, result, fp } => {
+                self.inflight.remove(&row.id);
+                self.queue_dirty = true;
+                self.upload_result(row, *result, fp, shutdown).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn back_to_settling(&mut self, row: &FileRow) -> Result<(), AgentError> {
+        self.journal.drop_session(row.id).await?;
+        self.journal.set_state(row.id, State::Settling).await?;
+        if let Some(w) = self
+            .settings
+            .watches
+            .iter()
+            .find(|w| w.path.to_string_lossy() == row.root)
+        {
+            self.settler
+                .touch(&row.local_path(), w.settle, std::time::Instant::now());
+        }
+        Ok(())
+    }
+
+    async fn upload_result(
+        &mut self,
+        row: FileRow,
+        result: Result<Outcome, UploadError>,
+        fp: Fingerprint,
+        shutdown: &CancellationToken,
+    ) -> Result<(), AgentError> {
+        let path = row.local_path();
+        match result {
+            Ok(o) => {
+                self.journal
+                    .record_done(
+                        row.id,
+                        DoneRecord {
+                            fingerprint: fp,
+                            sha256: o.sha256.clone(),
+                            remote_folder: o.folder.clone(),
+                            remote_name: o.name.clone(),
+                            file_no: o.file.file_no_string(),
+                            url: o.file.url.clone(),
+                        },
+                    )
+                    .await?;
+                self.report.uploaded += 1;
+                tracing::info!(
+                    "uploaded {} → {}/{} (file_no {})",
+                    path.display(),
+                    o.folder,
+                    o.name,
+                    o.file.file_no_string()
+                );
+                if let Some(w) = self
+                    .settings
+                    .watches
+                    .iter()
+                    .find(|w| w.path.to_string_lossy() == row.root)
+                {
+                    let action = w.after_upload.clone();
+                    let rel = row.rel.clone();
+                    let outcome =
+                        tokio::task::spawn_blocking(move || crate::after::apply(&action, &path, &rel, fp))
+                            .await;
+                    if let Ok(Err(e)) = outcome {
+                        tracing::warn!("{e}");
+                    }
+                }
+            }
+            Err(e) if e.is_auth() => {
+                self.journal.set_state(row.id, State::Pending).await?;
+                if self.opts.once {
+                    shutdown.cancel();
+                    return Err(AgentError::Auth(e.to_string()));
+                }
+                if self.paused_until.is_none() {
+                    tracing::error!(
+                        "{e}; all uploads are paused and the key is re-checked every {}s. Fix the key (then restart, or wait)",
+                        AUTH_RECHECK.as_secs()
+                    );
+                }
+                self.paused_until = Some(Instant::now() + AUTH_RECHECK);
+            }
+            Err(UploadError::Changed(why)) => {
+                tracing::info!(
+                    "{} changed during upload ({why}); waiting for it to settle again",
+                    path.display()
+                );
+                self.back_to_settling(&row).await?;
+            }
+            Err(UploadError::Io { message, .. }) if !path.exists() => {
+                tracing::info!("{} vanished during upload ({message})", path.display());
+                self.journal.mark_gone(row.root, row.rel).await?;
+            }
+            Err(e) => {
+                let keep_session = matches!(&e, UploadError::Api(a) if a.is_transient())
+                    || matches!(e, UploadError::Io { .. });
+                if !keep_session {
+                    self.journal.drop_session(row.id).await?;
+                }
+                let delay = retry_delay(row.attempts as u32);
+                let state = self
+                    .journal
+                    .record_failure(
+                        row.id,
+                        e.to_string(),
+                        self.settings.agent.max_attempts,
+                        now_ms() + delay.as_millis() as i64,
+                    )
+                    .await?;
+                if state == State::Failed {
+                    self.report.failed += 1;
+                    tracing::error!(
+                        "{} failed after {} attempts: {e}; run `autorender-sync retry` to try again",
+                        path.display(),
+                        row.attempts + 1
+                    );
+                } else {
+                    if self.opts.once {
+                        self.report.failed += 1;
+                    }
+                    tracing::warn!("{}: {e}; retrying in {}s", path.display(), delay.as_secs());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn recheck_key(&mut self) {
+        match self.uploader.client.verify_key().await {
+            Ok(()) => {
+                tracing::info!("the API key is accepted again; resuming uploads");
+                self.paused_until = None;
+                self.queue_dirty = true;
+            }
+            Err(ApiError::Auth { .. }) => self.paused_until = Some(Instant::now() + AUTH_RECHECK),
+            Err(e) => {
+                tracing::debug!("key re-check failed ({e}); trying again later");
+                self.paused_until = Some(Instant::now() + AUTH_RECHECK);
+            }
+        }
+    }
+}
+
+/// A saved session is resumed only for the very same file version.
+fn usable(saved: SavedSession, fp: Fingerprint) -> Option<Resume> {
+    (saved.fingerprint == fp && saved.done.len() == saved.session.parts.len()).then_some(Resume {
+        session: saved.session,
+        done: saved.done,
+        sha256: saved.sha256,
+        fingerprint: saved.fingerprint,
+    })
+}
+
+/// Per-file backoff between attempts: 5 s doubling to 15 min, with jitter.
+fn retry_delay(attempts: u32) -> Duration {
+    let base = 5u64.saturating_mul(1u64 << attempts.min(8)).min(900);
+    // Up to a quarter of the delay again, so files that failed together spread out.
+    let jitter_ms = (now_ms() as u64 % 1000) * base / 4;
+    Duration::from_secs(base) + Duration::from_millis(jitter_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_and_caps() {
+        assert!(retry_delay(0) >= Duration::from_secs(5));
+        assert!(retry_delay(3) >= Duration::from_secs(40));
+        assert!(retry_delay(20) <= Duration::from_secs(900 + 225));
+    }
+}

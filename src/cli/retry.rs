@@ -1,0 +1,49 @@
+//! `retry`: put failed files back in the queue (named ones, or `--all`).
+//! Safe while an agent runs: it picks them up within a second.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::{Cli, CliError, CliResult};
+use crate::journal::Journal;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Failed files (or folders) to retry
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Retry every failed file
+    #[arg(long, conflicts_with = "paths")]
+    pub all: bool,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> CliResult {
+    if args.paths.is_empty() && !args.all {
+        return Err(CliError::Usage(
+            "name the failed files to retry, or pass --all".into(),
+        ));
+    }
+    let settings = super::load_settings(cli)?;
+    let paths: Vec<PathBuf> = args
+        .paths
+        .iter()
+        .map(|p| {
+            p.canonicalize()
+                .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        })
+        .collect();
+    let journal = Journal::open(&settings.agent.state_dir).map_err(|e| CliError::Usage(e.to_string()))?;
+    let n = journal
+        .retry(paths)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    if args.json {
+        println!("{}", serde_json::json!({ "requeued": n }));
+    } else {
+        println!("{n} failed file(s) queued again");
+    }
+    Ok(ExitCode::SUCCESS)
+}

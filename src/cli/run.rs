@@ -1,0 +1,121 @@
+//! `run`: the agent. Initial scan, then watch until SIGINT/SIGTERM (a second
+//! signal exits at once; the journal is crash-safe either way). `--once`
+//! scans, uploads what is pending and exits; `--dry-run` only logs.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Cli, CliError, CliResult};
+use crate::agent::{Agent, AgentError, RunOptions};
+use crate::api::Client;
+use crate::journal::{self, Journal, JournalError};
+use crate::limiter::Limiter;
+use crate::secrets::{self, ApiKey};
+use crate::upload::{RetryPolicy, Uploader};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Scan, upload what is pending, then exit (for cron and scripts)
+    #[arg(long)]
+    pub once: bool,
+    /// Log what would be uploaded; send nothing and record nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> CliResult {
+    let settings = super::load_settings(cli)?;
+    if settings.watches.is_empty() {
+        let file = settings
+            .source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "the config".into());
+        return Err(CliError::Usage(format!(
+            "{file} has no [[watch]] entries, so there is nothing to watch; add one (see example-config.toml)"
+        )));
+    }
+    let key = match secrets::lookup(&settings.api) {
+        Ok((key, source, warnings)) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            tracing::debug!("API key from {source}");
+            key
+        }
+        // Nothing is sent in a dry run, so no key is needed.
+        Err(_) if args.dry_run => ApiKey::new("dry-run"),
+        Err(e) => return Err(CliError::Usage(e.to_string())),
+    };
+    let client = Client::new(settings.api.endpoint.clone(), key, settings.api.request_timeout)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let uploader = Uploader {
+        client,
+        concurrent_parts: settings.agent.concurrent_parts,
+        limiter: settings.agent.bandwidth_limit.map(|r| Arc::new(Limiter::new(r))),
+        url_ttl: settings.api.url_ttl,
+        retry: RetryPolicy::default(),
+    };
+    let state_dir = settings.agent.state_dir.clone();
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(journal::lock_agent(&state_dir).map_err(journal_error)?)
+    };
+    let journal = Journal::open(&state_dir).map_err(journal_error)?;
+
+    let token = CancellationToken::new();
+    tokio::spawn(stop_on_signals(token.clone()));
+    let opts = RunOptions {
+        once: args.once,
+        dry_run: args.dry_run,
+    };
+    let report = Agent::new(Arc::new(settings), uploader, journal, opts)
+        .run(token)
+        .await
+        .map_err(|e| match e {
+            AgentError::Auth(m) => CliError::Auth(m),
+            AgentError::Watch(m) => CliError::Usage(m),
+            AgentError::Journal(j) => journal_error(j),
+        })?;
+    if args.dry_run {
+        tracing::info!(
+            "dry run: {} file(s) would be uploaded, {} already up to date",
+            report.would_upload,
+            report.skipped
+        );
+    } else if args.once {
+        tracing::info!(
+            "{} uploaded, {} failed, {} already up to date",
+            report.uploaded,
+            report.failed,
+            report.skipped
+        );
+    }
+    if report.failed > 0 {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn journal_error(e: JournalError) -> CliError {
+    match e {
+        JournalError::Locked(_) | JournalError::Open { .. } => CliError::Usage(e.to_string()),
+        other => CliError::Failed(other.to_string()),
+    }
+}
+
+/// First SIGINT/SIGTERM: stop cleanly. Second: exit now (the journal is
+/// crash-safe, so nothing is corrupted).
+async fn stop_on_signals(token: CancellationToken) {
+    super::emulator::shutdown_signal().await;
+    tracing::info!(
+        "stopping: in-flight uploads are checkpointed and resume on the next start (signal again to quit at once)"
+    );
+    token.cancel();
+    super::emulator::shutdown_signal().await;
+    eprintln!("quitting at once");
+    std::process::exit(130);
+}

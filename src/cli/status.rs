@@ -1,0 +1,122 @@
+//! `status`: read from the journal (safe while an agent runs): whether an
+//! agent is running and since when, per watch root the counts by state, and
+//! the last uploads.
+
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use super::{Cli, CliError, CliResult};
+use crate::journal::{self, RootCounts};
+use crate::units::format_bytes;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn format_time(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub fn run(cli: &Cli, args: &Args) -> CliResult {
+    let settings = super::load_settings(cli)?;
+    let state_dir = &settings.agent.state_dir;
+    let running = journal::agent_running(state_dir);
+    let conn = journal::open_read_only(state_dir).map_err(|e| CliError::Failed(e.to_string()))?;
+    let (agent, mut counts, last) = match &conn {
+        Some(c) => (
+            journal::agent_row(c).map_err(|e| CliError::Failed(e.to_string()))?,
+            journal::counts(c).map_err(|e| CliError::Failed(e.to_string()))?,
+            journal::history(c, 5, false).map_err(|e| CliError::Failed(e.to_string()))?,
+        ),
+        None => (None, Vec::new(), Vec::new()),
+    };
+    // Live settling/growing numbers come from the running agent's heartbeat.
+    let snapshot: serde_json::Value = agent
+        .as_ref()
+        .and_then(|a| a.snapshot.as_deref())
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(json!({}));
+    for w in &settings.watches {
+        let root = w.path.to_string_lossy().into_owned();
+        if !counts.iter().any(|c| c.root == root) {
+            counts.push(RootCounts {
+                root: root.clone(),
+                ..Default::default()
+            });
+        }
+        if running
+            && let Some(s) = snapshot["roots"]
+                .as_array()
+                .and_then(|r| r.iter().find(|x| x["root"] == root.as_str()))
+            && let Some(c) = counts.iter_mut().find(|c| c.root == root)
+        {
+            c.settling += s["settling"].as_i64().unwrap_or(0);
+            c.growing += s["growing"].as_i64().unwrap_or(0);
+        }
+    }
+    if args.json {
+        let out = json!({
+            "agent": {
+                "running": running,
+                "pid": agent.as_ref().and_then(|a| a.pid),
+                "started_at": agent.as_ref().and_then(|a| a.started_at),
+                "heartbeat_at": agent.as_ref().and_then(|a| a.heartbeat_at),
+                "last_event_at": agent.as_ref().and_then(|a| a.last_event_at),
+                "paused": running && snapshot["paused"].as_bool().unwrap_or(false),
+            },
+            "state_dir": state_dir,
+            "roots": counts,
+            "last_uploads": last,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    match (&agent, running) {
+        (Some(a), true) => println!(
+            "agent: running (pid {}) since {}; last event {}{}",
+            a.pid.unwrap_or(0),
+            a.started_at.map(format_time).unwrap_or_default(),
+            a.last_event_at
+                .map(format_time)
+                .unwrap_or_else(|| "none yet".into()),
+            if snapshot["paused"].as_bool() == Some(true) {
+                "; UPLOADS PAUSED (API key rejected)"
+            } else {
+                ""
+            }
+        ),
+        (Some(a), false) => println!(
+            "agent: not running (last seen {})",
+            a.heartbeat_at.map(format_time).unwrap_or_default()
+        ),
+        (None, _) => println!("agent: has not run yet (journal: {})", state_dir.display()),
+    }
+    for c in &counts {
+        println!(
+            "{}: {} settling, {} growing, {} pending, {} uploading ({} done), {} failed, {} done",
+            c.root,
+            c.settling,
+            c.growing,
+            c.pending,
+            c.uploading,
+            format_bytes(c.uploading_bytes_done.max(0) as u64),
+            c.failed,
+            c.done
+        );
+        for (rel, err) in &c.failures {
+            println!("  failed: {rel}: {err}");
+        }
+    }
+    if !last.is_empty() {
+        println!("last uploads:");
+        for h in &last {
+            super::history::print_row(h);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
