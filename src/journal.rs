@@ -158,7 +158,13 @@ pub struct DoneRecord {
     pub url: Option<String>,
 }
 
-type Call = Box<dyn FnOnce(&mut Connection) + Send>;
+/// What a call does once its batch is committed (or failed to commit).
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// A queued call: runs inside the batch's transaction, answers after commit.
+type Call = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
+
+/// Most calls grouped into one transaction (one fsync).
+const MAX_BATCH: usize = 512;
 
 /// Handle to the journal's owner thread. Cheap to clone.
 #[derive(Clone)]
@@ -278,6 +284,37 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Group commit: runs every call already queued (up to [`MAX_BATCH`]) in one
+/// transaction, then commits once and answers every caller. Each call is
+/// atomic on its own (one statement, or its own savepoint), so a failing
+/// call undoes only itself. Callers hear "done"
+/// only after the commit, so durability is unchanged; throughput under load
+/// is one fsync per batch instead of one per call.
+fn run_batch(conn: &mut Connection, first: Call, rx: &mpsc::Receiver<Call>) {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(c) => batch.push(c),
+            Err(_) => break,
+        }
+    }
+    let began = conn.execute_batch("BEGIN IMMEDIATE");
+    let mut replies = Vec::with_capacity(batch.len());
+    for call in batch {
+        replies.push(call(conn));
+    }
+    let committed = match began {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if committed.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for reply in replies {
+        reply(committed.clone());
+    }
+}
+
 impl Journal {
     /// Opens (creating and migrating) the journal and starts its owner thread.
     pub fn open(state_dir: &Path) -> Result<Journal, JournalError> {
@@ -292,8 +329,8 @@ impl Journal {
         std::thread::Builder::new()
             .name("journal".into())
             .spawn(move || {
-                while let Ok(call) = rx.recv() {
-                    call(&mut conn);
+                while let Ok(first) = rx.recv() {
+                    run_batch(&mut conn, first, &rx);
                 }
                 // Channel closed: fold the WAL back so the file is tidy.
                 let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
@@ -311,10 +348,16 @@ impl Journal {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send(Box::new(move |c| {
-                let _ = tx.send(f(c));
+                let result = f(c);
+                Box::new(move |committed: Result<(), String>| {
+                    let _ = tx.send(match committed {
+                        Ok(()) => result.map_err(JournalError::from),
+                        Err(e) => Err(JournalError::Db(e)),
+                    });
+                })
             }))
             .map_err(|_| JournalError::Closed)?;
-        Ok(rx.await.map_err(|_| JournalError::Closed)??)
+        rx.await.map_err(|_| JournalError::Closed)?
     }
 
     /// Queues `f` without waiting (ordering with later calls is kept).
@@ -326,6 +369,11 @@ impl Journal {
             if let Err(e) = f(c) {
                 tracing::error!("journal write failed: {e}");
             }
+            Box::new(|committed: Result<(), String>| {
+                if let Err(e) = committed {
+                    tracing::error!("journal commit failed: {e}");
+                }
+            })
         }));
     }
 
@@ -472,7 +520,7 @@ impl Journal {
     /// Marks part `index` stored (not awaited: a lost mark only re-sends a part).
     pub fn part_done(&self, id: i64, index: usize) {
         self.send(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let done: Option<String> = tx
                 .query_row(
                     "SELECT parts_done FROM sessions WHERE file_id = ?1",
@@ -517,7 +565,7 @@ impl Journal {
 
     pub async fn record_done(&self, id: i64, d: DoneRecord) -> Result<(), JournalError> {
         self.call(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let now = now_ms();
             tx.execute(
                 "UPDATE files SET state = 'done', size = ?2, mtime_ns = ?3, done_size = ?2, done_mtime_ns = ?3,
@@ -555,7 +603,7 @@ impl Journal {
         retry_at: i64,
     ) -> Result<State, JournalError> {
         self.call(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let attempts: i64 = tx.query_row("SELECT attempts FROM files WHERE id = ?1", params![id], |r| r.get(0))?;
             let attempts = attempts + 1;
             let state = if attempts >= max_attempts as i64 { State::Failed } else { State::Pending };
@@ -578,7 +626,7 @@ impl Journal {
     /// The file vanished: forget its session; a `done` record stays done.
     pub async fn mark_gone(&self, root: String, rel: String) -> Result<(), JournalError> {
         self.call(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             tx.execute(
                 "DELETE FROM sessions WHERE file_id IN (SELECT id FROM files WHERE root = ?1 AND rel = ?2 AND state != 'done')",
                 params![root, rel],

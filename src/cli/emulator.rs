@@ -48,6 +48,9 @@ pub struct Args {
     /// Seed for the fault generator (same seed, same faults); 0 = random
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Largest file start accepts; bigger ones get 413
+    #[arg(long, value_name = "BYTES", default_value = "5TiB", value_parser = parse_size)]
+    pub max_size: u64,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -96,6 +99,7 @@ pub async fn run(args: &Args) -> CliResult {
     opts.url_ttl = args.url_ttl;
     opts.latency = Duration::from_millis(args.latency);
     opts.seed = args.seed;
+    opts.max_size = args.max_size;
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on http://{addr}");
     let _ = out.flush();

@@ -168,3 +168,107 @@ pub fn sha256_file(path: &Path) -> String {
     let data = std::fs::read(path).expect("read file");
     hex::encode(Sha256::digest(&data))
 }
+
+impl Sandbox {
+    /// A sandbox whose config watches `<dir>/drop` (created), with extra
+    /// `[agent]` keys and extra `[[watch]]` keys.
+    pub fn watching(emu: &Emulator, agent_extra: &str, watch_extra: &str) -> Sandbox {
+        let sb = Sandbox::new(emu, agent_extra);
+        std::fs::create_dir(sb.drop_dir()).expect("create drop dir");
+        let text = std::fs::read_to_string(&sb.config).expect("read config")
+            + &format!(
+                "[[watch]]\npath = \"{}\"\nremote_folder = \"uploads/drop\"\n{watch_extra}\n",
+                sb.drop_dir().display()
+            );
+        std::fs::write(&sb.config, text).expect("write config");
+        sb
+    }
+
+    pub fn drop_dir(&self) -> PathBuf {
+        self.dir.path().join("drop")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Starts `run` in the background (killed on drop).
+    pub fn spawn_agent(&self, extra_args: &[&str]) -> AgentProcess {
+        self.spawn_agent_env(extra_args, &[])
+    }
+
+    pub fn spawn_agent_env(&self, extra_args: &[&str], env: &[(&str, &str)]) -> AgentProcess {
+        // Logs go to a file: an unread pipe would fill up and stall the agent.
+        let log = tempfile::NamedTempFile::new_in(self.dir.path()).expect("log file");
+        let mut c = self.cmd();
+        c.envs(env.iter().copied());
+        c.arg("run")
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log.reopen().expect("reopen log"));
+        AgentProcess {
+            child: Some(c.spawn().expect("spawn agent")),
+            log,
+        }
+    }
+
+    /// `status --json`.
+    pub fn status(&self) -> Value {
+        let mut c = self.cmd();
+        c.args(["status", "--json"]);
+        let out = run(c);
+        assert_eq!(out.code, 0, "status failed: {}", out.stderr);
+        serde_json::from_str(&out.stdout).expect("status --json is JSON")
+    }
+}
+
+/// A background agent. Dropping it kills it.
+pub struct AgentProcess {
+    child: Option<Child>,
+    log: tempfile::NamedTempFile,
+}
+
+impl AgentProcess {
+    /// SIGKILL: a crash at an arbitrary instant.
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the output.
+    pub fn stop(&mut self) -> Output {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = child.wait().expect("agent exits");
+        Output {
+            code: status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr: std::fs::read_to_string(self.log.path()).unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
+/// Names in the ledger, each once, or panics naming the duplicates.
+pub fn unique_names(ledger: &[Value]) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashSet::new();
+    for e in ledger {
+        let key = format!(
+            "{}/{}",
+            e["folder"].as_str().unwrap_or(""),
+            e["name"].as_str().unwrap_or("")
+        );
+        assert!(seen.insert(key.clone()), "{key} was uploaded twice");
+    }
+    seen
+}

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, the real `autorender-sync` executable
 //! against the real emulator on loopback.
 
+mod agent;
 mod cli;
 mod emulator;
 mod harness;

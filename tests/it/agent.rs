@@ -1,0 +1,388 @@
+//! The agent (`run`) end to end: writers of every kind, restarts, crashes,
+//! resume, polling, bursts, and the status/history/retry commands.
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+fn ledger_has(emu: &Emulator, n: usize) -> bool {
+    emu.ledger().len() >= n
+}
+
+fn root_counts(status: &Value) -> Value {
+    status["roots"][0].clone()
+}
+
+/// Waits until the running agent reports everything done and nothing else in
+/// flight, so "exactly once" can be asserted without sleeping.
+fn wait_idle(sb: &Sandbox, done: i64) -> bool {
+    wait_until(Duration::from_secs(60), || {
+        let c = root_counts(&sb.status());
+        c["done"] == done
+            && c["pending"] == 0
+            && c["uploading"] == 0
+            && c["settling"] == 0
+            && c["growing"] == 0
+    })
+}
+
+#[test]
+fn cp_rsync_slow_writer_and_mv_each_upload_once_and_never_half_written() {
+    let emu = Emulator::start(&["--part-size", "256KiB"]);
+    let sb = Sandbox::watching(&emu, "settle = \"2s\"\n", "");
+    let mut agent = sb.spawn_agent(&[]);
+    assert!(wait_until(
+        Duration::from_secs(20),
+        || sb.status()["agent"]["running"] == true
+    ));
+    let outside = sb.path("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let drop = sb.drop_dir();
+
+    // cp: a plain copy into the folder.
+    write_file(&outside.join("copied.mov"), 700_000, 1);
+    std::fs::copy(outside.join("copied.mov"), drop.join("copied.mov")).unwrap();
+    // rsync: writes `.name.XXXXXX`, then renames it into place.
+    write_file(&drop.join(".synced.exr.Ab12Cd"), 900_000, 2);
+    std::fs::rename(drop.join(".synced.exr.Ab12Cd"), drop.join("synced.exr")).unwrap();
+    // mv: a finished file, and a folder with a file in it, moved in.
+    write_file(&outside.join("moved.mp4"), 300_000, 3);
+    std::fs::rename(outside.join("moved.mp4"), drop.join("moved.mp4")).unwrap();
+    std::fs::create_dir_all(outside.join("shoot/day1")).unwrap();
+    write_file(&outside.join("shoot/day1/clip.mxf"), 400_000, 4);
+    std::fs::rename(outside.join("shoot"), drop.join("shoot")).unwrap();
+    // A slow writer: appends every 100 ms for 5 s (well inside `settle`).
+    let slow = drop.join("recording.mov");
+    {
+        let mut f = std::fs::File::create(&slow).unwrap();
+        for i in 0..50u8 {
+            f.write_all(&[i; 20_000]).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert!(wait_idle(&sb, 5), "status: {}", sb.status());
+    let out = agent.stop();
+    assert_eq!(out.code, 0, "clean stop: {}", out.stderr);
+
+    let ledger = emu.ledger();
+    let names = unique_names(&ledger);
+    assert_eq!(names.len(), 5, "{names:?}");
+    for (rel, folder) in [
+        ("copied.mov", "uploads/drop"),
+        ("synced.exr", "uploads/drop"),
+        ("moved.mp4", "uploads/drop"),
+        ("shoot/day1/clip.mxf", "uploads/drop/shoot/day1"),
+        ("recording.mov", "uploads/drop"),
+    ] {
+        let name = rel.rsplit('/').next().unwrap();
+        let e = ledger
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("{rel} missing"));
+        assert_eq!(e["folder"], folder);
+        assert_eq!(
+            e["sha256"],
+            sha256_file(&drop.join(rel)).as_str(),
+            "{rel} complete, not half-written"
+        );
+    }
+}
+
+#[test]
+fn restart_touch_and_change() {
+    let emu = Emulator::start(&["--part-size", "64KiB"]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    for i in 0..3 {
+        write_file(&sb.drop_dir().join(format!("f{i}.bin")), 100_000 + i, i as u64);
+    }
+    let once = || {
+        let mut c = sb.cmd();
+        c.args(["run", "--once"]);
+        run(c)
+    };
+    let out = once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emu.ledger().len(), 3);
+    let requests = |emu: &Emulator| emu.stat("start") + emu.stat("part_put") + emu.stat("complete");
+    let before = requests(&emu);
+
+    // Restart with nothing changed: not a single request.
+    let out = once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(requests(&emu), before, "restart sent requests");
+
+    // Touch (new mtime, same bytes): hashed, not uploaded.
+    let f0 = sb.drop_dir().join("f0.bin");
+    let later = std::time::SystemTime::now() + Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&f0)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let out = once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(requests(&emu), before, "a touch must not upload");
+
+    // Change: exactly one new upload.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&f0)
+        .unwrap()
+        .write_all(b"new take")
+        .unwrap();
+    let out = once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emu.stat("start_ok"), 4);
+    let ledger = emu.ledger();
+    assert_eq!(ledger.len(), 4);
+    assert_eq!(ledger[3]["name"], "f0.bin");
+    assert_eq!(ledger[3]["sha256"], sha256_file(&f0).as_str());
+    let out = once();
+    assert_eq!(out.code, 0);
+    assert_eq!(emu.stat("start_ok"), 4, "and only once");
+}
+
+#[test]
+fn crash_test_sigkill_ten_times_loses_and_duplicates_nothing() {
+    let emu = Emulator::start(&["--part-size", "1MiB"]);
+    let sb = Sandbox::watching(&emu, "settle = \"1s\"\nconcurrent_files = 4\n", "");
+    let drop = sb.drop_dir();
+    // 200 files, log-uniform 1 KiB–30 MiB, written while the agent is killed
+    // at pseudo-random moments (fixed seed: reproducible).
+    let mut seed: u64 = 0xC0FFEE;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let sizes: Vec<usize> = (0..200)
+        .map(|_| {
+            let x = (rnd() % 10_000) as f64 / 10_000.0;
+            (1024.0 * (30.0f64 * 1024.0).powf(x)) as usize
+        })
+        .collect();
+    let kill_after: Vec<u64> = (0..10).map(|_| 300 + rnd() % 1200).collect();
+    let writer = {
+        let drop = drop.clone();
+        let sizes = sizes.clone();
+        std::thread::spawn(move || {
+            for (i, size) in sizes.iter().enumerate() {
+                write_file(&drop.join(format!("take-{i:03}.bin")), *size, i as u64 + 7);
+                if i % 20 == 0 {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        })
+    };
+    for ms in kill_after {
+        let mut agent = sb.spawn_agent(&[]);
+        let started = std::time::Instant::now();
+        // Wait for the agent's own progress (its heartbeat), then a random extra.
+        wait_until(Duration::from_secs(10), || {
+            sb.status()["agent"]["running"] == true
+        });
+        while started.elapsed() < Duration::from_millis(ms) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        agent.crash();
+    }
+    writer.join().unwrap();
+    let mut agent = sb.spawn_agent(&[]);
+    assert!(
+        wait_until(Duration::from_secs(240), || ledger_has(&emu, 200)),
+        "only {} of 200 arrived",
+        emu.ledger().len()
+    );
+    assert!(wait_idle(&sb, 200), "{}", sb.status());
+    assert_eq!(agent.stop().code, 0);
+
+    let ledger = emu.ledger();
+    assert_eq!(unique_names(&ledger).len(), 200);
+    assert_eq!(ledger.len(), 200, "none twice");
+    for (i, _) in sizes.iter().enumerate() {
+        let name = format!("take-{i:03}.bin");
+        let e = ledger.iter().find(|e| e["name"] == name.as_str()).unwrap();
+        assert_eq!(
+            e["sha256"],
+            sha256_file(&drop.join(&name)).as_str(),
+            "{name} byte-exact"
+        );
+    }
+    let conn = rusqlite::Connection::open(sb.state_dir().join("journal.sqlite3")).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}
+
+#[test]
+fn interrupted_large_upload_resumes_without_resending_parts() {
+    let emu = Emulator::start(&["--part-size", "8MiB"]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\nbandwidth_limit = \"40MiB/s\"\n", "");
+    let file = sb.drop_dir().join("big.mov");
+    write_file(&file, 200 * 1024 * 1024, 11);
+    let mut agent = sb.spawn_agent(&["--once"]);
+    assert!(
+        wait_until(Duration::from_secs(60), || emu.stat("part_ok") >= 8),
+        "parts started arriving"
+    );
+    agent.crash();
+    let done_before = emu.stat("part_ok");
+    let out = run({
+        let mut c = sb.cmd();
+        c.args(["run", "--once"]);
+        c
+    });
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("resuming"), "{}", out.stderr);
+    let ledger = emu.ledger();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0]["sha256"], sha256_file(&file).as_str());
+    assert_eq!(emu.stat("start_ok"), 1, "the same session was resumed");
+    let session = emu.get(&format!(
+        "/_emulator/sessions/{}",
+        ledger[0]["session"].as_str().unwrap()
+    ));
+    let puts: Vec<u64> = session["puts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(puts.len(), 25);
+    let resent = puts.iter().filter(|n| **n > 1).count() as u64;
+    // Only parts in flight at the kill (at most concurrent_parts) go again.
+    assert!(resent <= 4, "{resent} parts re-sent: {puts:?}");
+    assert!(resent < done_before, "finished parts were not re-sent");
+}
+
+#[test]
+fn polling_and_watch_limit_fallback_still_pick_files_up() {
+    let emu = Emulator::start(&[]);
+    let polled = Sandbox::watching(&emu, "settle = \"200ms\"\npoll_interval = \"300ms\"\n", "");
+    let _a = polled.spawn_agent(&[]);
+    assert!(wait_until(
+        Duration::from_secs(20),
+        || polled.status()["agent"]["running"] == true
+    ));
+    write_file(&polled.drop_dir().join("polled.bin"), 5000, 1);
+    assert!(wait_until(Duration::from_secs(30), || emu
+        .ledger()
+        .iter()
+        .any(|e| e["name"] == "polled.bin")));
+
+    let limited = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let mut agent = limited.spawn_agent_env(&[], &[("AUTORENDER_SYNC_SIMULATE_WATCH_LIMIT", "1")]);
+    assert!(wait_until(Duration::from_secs(20), || limited.status()["agent"]
+        ["running"]
+        == true));
+    write_file(&limited.drop_dir().join("fallback.bin"), 5000, 2);
+    assert!(wait_until(Duration::from_secs(30), || emu
+        .ledger()
+        .iter()
+        .any(|e| e["name"] == "fallback.bin")));
+    let out = agent.stop();
+    assert!(
+        out.stderr.contains("max_user_watches"),
+        "the warning says how to raise the limit: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn burst_of_2000_small_files_all_uploaded_once() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"300ms\"\nconcurrent_files = 8\n", "");
+    let mut agent = sb.spawn_agent(&[]);
+    assert!(wait_until(
+        Duration::from_secs(20),
+        || sb.status()["agent"]["running"] == true
+    ));
+    for i in 0..2000 {
+        std::fs::write(sb.drop_dir().join(format!("s{i:04}.txt")), format!("file {i}\n")).unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(180), || ledger_has(&emu, 2000)),
+        "{} of 2000",
+        emu.ledger().len()
+    );
+    assert!(wait_idle(&sb, 2000));
+    assert_eq!(agent.stop().code, 0);
+    let ledger = emu.ledger();
+    assert_eq!(unique_names(&ledger).len(), 2000);
+    assert_eq!(ledger.len(), 2000);
+}
+
+#[test]
+fn failures_show_in_status_and_history_and_retry_requeues() {
+    let emu = Emulator::start(&["--max-size", "1000"]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\nmax_attempts = 1\n", "");
+    write_file(&sb.drop_dir().join("too-big.bin"), 5000, 1);
+    write_file(&sb.drop_dir().join("ok.bin"), 10, 2);
+    let once = || {
+        let mut c = sb.cmd();
+        c.args(["run", "--once"]);
+        run(c)
+    };
+    let out = once();
+    assert_eq!(out.code, 1, "a failed file → exit 1: {}", out.stderr);
+    assert!(out.stderr.contains("retry"), "{}", out.stderr);
+    let st = sb.status();
+    let c = root_counts(&st);
+    assert_eq!(
+        (c["done"].as_i64(), c["failed"].as_i64()),
+        (Some(1), Some(1)),
+        "{st}"
+    );
+    assert!(c["failures"][0][1].as_str().unwrap().contains("413"), "{st}");
+    assert_eq!(st["agent"]["running"], false);
+
+    let mut h = sb.cmd();
+    h.args(["history", "--failed", "--json"]);
+    let out = run(h);
+    let rows: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0]["local_path"].as_str().unwrap().ends_with("too-big.bin"));
+
+    let mut r = sb.cmd();
+    r.args(["retry", "--all", "--json"]);
+    let out = run(r);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("\"requeued\":1"), "{}", out.stdout);
+    assert_eq!(root_counts(&sb.status())["pending"], 1);
+    let starts = emu.stat("start");
+    assert_eq!(once().code, 1);
+    assert!(emu.stat("start") > starts, "retried");
+}
+
+#[test]
+fn second_agent_refuses_and_dry_run_sends_nothing() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    write_file(&sb.drop_dir().join("a.bin"), 100, 1);
+    let mut dry = sb.cmd();
+    dry.env_remove("AUTORENDER_API_KEY")
+        .args(["run", "--once", "--dry-run"]);
+    let out = run(dry);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("would upload"), "{}", out.stderr);
+    assert_eq!(emu.stat("start"), 0);
+
+    let mut agent = sb.spawn_agent(&[]);
+    assert!(wait_until(
+        Duration::from_secs(20),
+        || sb.status()["agent"]["running"] == true
+    ));
+    let mut second = sb.cmd();
+    second.arg("run");
+    let out = run(second);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("already running"), "{}", out.stderr);
+    assert_eq!(agent.stop().code, 0);
+}
