@@ -566,28 +566,26 @@ impl Journal {
     pub async fn record_done(&self, id: i64, d: DoneRecord) -> Result<(), JournalError> {
         self.call(move |c| {
             let tx = c.savepoint()?;
-            let now = now_ms();
+            write_done(&tx, id, &d)?;
+            tx.commit()
+        })
+        .await
+    }
+
+    /// Records an upload made outside the queue (`upload FILE`), so history
+    /// shows it and an agent watching the same folder does not send it again.
+    /// One call: the row is never seen half-recorded by a running agent.
+    pub async fn record_upload(&self, root: String, rel: String, d: DoneRecord) -> Result<(), JournalError> {
+        self.call(move |c| {
+            let tx = c.savepoint()?;
             tx.execute(
-                "UPDATE files SET state = 'done', size = ?2, mtime_ns = ?3, done_size = ?2, done_mtime_ns = ?3,
-                   done_sha256 = ?4, file_no = ?5, url = ?6, remote_path = ?7, last_error = NULL, updated_at = ?8
-                 WHERE id = ?1",
-                params![
-                    id,
-                    d.fingerprint.size as i64,
-                    d.fingerprint.mtime_ns as i64,
-                    d.sha256,
-                    d.file_no,
-                    d.url,
-                    d.remote_folder,
-                    now
-                ],
+                "INSERT INTO files (root, rel, state, size, mtime_ns, updated_at) VALUES (?1, ?2, 'done', ?3, ?4, ?5)
+                 ON CONFLICT (root, rel) DO UPDATE SET size = ?3, mtime_ns = ?4, updated_at = ?5",
+                params![root, rel, d.fingerprint.size as i64, d.fingerprint.mtime_ns as i64, now_ms()],
             )?;
-            tx.execute("DELETE FROM sessions WHERE file_id = ?1", params![id])?;
-            tx.execute(
-                "INSERT INTO history (root, rel, ok, remote_folder, remote_name, file_no, url, size, sha256, at)
-                 SELECT root, rel, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM files WHERE id = ?1",
-                params![id, d.remote_folder, d.remote_name, d.file_no, d.url, d.fingerprint.size as i64, d.sha256, now],
-            )?;
+            let id: i64 =
+                tx.query_row("SELECT id FROM files WHERE root = ?1 AND rel = ?2", params![root, rel], |r| r.get(0))?;
+            write_done(&tx, id, &d)?;
             tx.commit()
         })
         .await
@@ -686,6 +684,42 @@ impl Journal {
     }
 }
 
+/// Marks file `id` done with its result, drops its session, adds history.
+fn write_done(c: &Connection, id: i64, d: &DoneRecord) -> rusqlite::Result<()> {
+    let now = now_ms();
+    c.execute(
+        "UPDATE files SET state = 'done', size = ?2, mtime_ns = ?3, done_size = ?2, done_mtime_ns = ?3,
+           done_sha256 = ?4, file_no = ?5, url = ?6, remote_path = ?7, last_error = NULL, updated_at = ?8
+         WHERE id = ?1",
+        params![
+            id,
+            d.fingerprint.size as i64,
+            d.fingerprint.mtime_ns as i64,
+            d.sha256,
+            d.file_no,
+            d.url,
+            d.remote_folder,
+            now
+        ],
+    )?;
+    c.execute("DELETE FROM sessions WHERE file_id = ?1", params![id])?;
+    c.execute(
+        "INSERT INTO history (root, rel, ok, remote_folder, remote_name, file_no, url, size, sha256, at)
+         SELECT root, rel, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM files WHERE id = ?1",
+        params![
+            id,
+            d.remote_folder,
+            d.remote_name,
+            d.file_no,
+            d.url,
+            d.fingerprint.size as i64,
+            d.sha256,
+            now
+        ],
+    )?;
+    Ok(())
+}
+
 /// Read-only access for `status` and `history`, safe beside a running agent.
 pub fn open_read_only(state_dir: &Path) -> Result<Option<Connection>, JournalError> {
     let path = db_path(state_dir);
@@ -701,6 +735,11 @@ pub fn open_read_only(state_dir: &Path) -> Result<Option<Connection>, JournalErr
         message: e.to_string(),
     })?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // An agent may have created the file but not yet the schema.
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version == 0 {
+        return Ok(None);
+    }
     Ok(Some(conn))
 }
 

@@ -14,10 +14,12 @@ use serde_json::json;
 use super::{Cli, CliError, CliResult};
 use crate::api::Client;
 use crate::config::{Subfolders, normalise_remote_folder};
+use crate::journal::{DoneRecord, Journal};
 use crate::limiter::Limiter;
 use crate::mapping;
+use crate::scan;
 use crate::secrets;
-use crate::upload::{Job, Observer, Outcome, RetryPolicy, UploadError, Uploader};
+use crate::upload::{Fingerprint, Job, Observer, Outcome, RetryPolicy, UploadError, Uploader};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -106,6 +108,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             .collect()
             .await;
     let _ = multi.clear();
+    record(&settings, &results).await;
 
     if let Some((_, Err(e), _)) = results.iter().find(|r| r.2) {
         return Err(CliError::Auth(format!("{e}; check the key in {source}")));
@@ -152,6 +155,55 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Records successful uploads in the journal. An upload that worked is never
+/// reported as failed because the journal could not be written: warn instead.
+async fn record(settings: &crate::config::Settings, results: &[(PathBuf, Result<Outcome, String>, bool)]) {
+    if !results.iter().any(|r| r.1.is_ok()) {
+        return;
+    }
+    let journal = match Journal::open(&settings.agent.state_dir) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::warn!("uploads not recorded in the journal: {e}");
+            return;
+        }
+    };
+    for (path, result, _) in results {
+        let Ok(o) = result else { continue };
+        let Ok(abs) = path.canonicalize() else { continue };
+        let Ok(fingerprint) = Fingerprint::of(&abs) else {
+            continue;
+        };
+        // Inside a watched folder: record it under that root, so the agent skips it.
+        let (root, rel) = settings
+            .watches
+            .iter()
+            .find_map(|w| scan::relative(w, &abs).ok().map(|rel| (w.path.clone(), rel)))
+            .unwrap_or_else(|| {
+                let parent = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+                let name = abs
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (parent, name)
+            });
+        let done = DoneRecord {
+            fingerprint,
+            sha256: o.sha256.clone(),
+            remote_folder: o.folder.clone(),
+            remote_name: o.name.clone(),
+            file_no: o.file.file_no_string(),
+            url: o.file.url.clone(),
+        };
+        if let Err(e) = journal
+            .record_upload(root.to_string_lossy().into_owned(), rel, done)
+            .await
+        {
+            tracing::warn!("{} not recorded in the journal: {e}", path.display());
+        }
+    }
 }
 
 fn prepare(path: &Path, folder: &str, tags: &[String]) -> Result<Job, String> {

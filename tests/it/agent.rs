@@ -386,3 +386,25 @@ fn second_agent_refuses_and_dry_run_sends_nothing() {
     assert!(out.stderr.contains("already running"), "{}", out.stderr);
     assert_eq!(agent.stop().code, 0);
 }
+
+#[test]
+fn upload_command_is_recorded_so_the_agent_does_not_send_it_again() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let file = sb.drop_dir().join("manual.mov");
+    write_file(&file, 3000, 5);
+    let mut up = sb.cmd();
+    up.args(["upload", "--folder", "uploads/drop"]).arg(&file);
+    assert_eq!(run(up).code, 0);
+    let mut once = sb.cmd();
+    once.args(["run", "--once"]);
+    let out = run(once);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emu.stat("start"), 1, "the agent skipped the file `upload` sent");
+    let mut h = sb.cmd();
+    h.args(["history", "--json"]);
+    let rows: Vec<Value> = serde_json::from_str(&run(h).stdout).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["remote_name"], "manual.mov");
+    assert_eq!(rows[0]["file_no"], emu.ledger()[0]["file_no"]);
+}
