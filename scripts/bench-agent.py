@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Benchmarks for the agent (issue: watch, settle, journal). Not run in CI.
+
+Measures, each against a baseline taken in the same run:
+  1. event-to-done latency of a small file vs the configured `settle`
+  2. burst throughput: 2,000 small files dropped at once (files/s), vs
+     `autorender-sync upload` sending the same files with no watching at all
+  3. restart over 100,000 already-uploaded files (`run --once`) vs `find`
+     stat-ing the same tree
+  4. CPU time and RSS over 60 s idle while watching 100,000 files
+
+Usage: scripts/bench-agent.py [--files 100000] [--idle 60]
+Needs: python3, a release build (it runs `cargo build --release`).
+"""
+import argparse, json, os, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "autorender-sync")
+KEY = "bench-key"
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, **kw)
+
+
+class Emulator:
+    def __init__(self, work):
+        self.p = subprocess.Popen([BIN, "emulator", "--listen", "127.0.0.1:0", "--api-key", KEY,
+                                   "--store", os.path.join(work, "store")],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.url = self.p.stdout.readline().strip().removeprefix("listening on ")
+
+    def get(self, path):
+        with urllib.request.urlopen(self.url + path) as r:
+            return json.load(r)
+
+    def count(self):
+        return self.get("/_emulator/stats")["complete_ok"]
+
+    def stop(self):
+        self.p.terminate(); self.p.wait()
+
+
+def config(work, emu, drop, settle, extra=""):
+    path = os.path.join(work, "config.toml")
+    with open(path, "w") as f:
+        f.write(f'[api]\nendpoint = "{emu.url}"\n[agent]\nstate_dir = "{work}/state"\nsettle = "{settle}"\n'
+                f'concurrent_files = 8\nrescan_interval = "0s"\n{extra}\n'
+                f'[[watch]]\npath = "{drop}"\nremote_folder = "bench"\n')
+    return path
+
+
+def env():
+    e = dict(os.environ, AUTORENDER_API_KEY=KEY, AUTORENDER_SYNC_LOG="warn")
+    return e
+
+
+def wait(cond, timeout=600, step=0.005):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    raise SystemExit("timed out")
+
+
+def agent(cfg):
+    return subprocess.Popen([BIN, "--config", cfg, "run"], env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def latency(work):
+    drop = os.path.join(work, "lat"); os.makedirs(drop)
+    emu = Emulator(work)
+    settle = 1.0
+    cfg = config(work, emu, drop, "1s")
+    a = agent(cfg)
+    time.sleep(1)  # let the watcher come up (not part of the measurement)
+    samples = []
+    for i in range(10):
+        before = emu.count()
+        t0 = time.monotonic()
+        with open(os.path.join(drop, f"f{i}.txt"), "w") as f:
+            f.write("hello\n")
+        wait(lambda: emu.count() > before)
+        samples.append(time.monotonic() - t0)
+    a.terminate(); a.wait(); emu.stop()
+    med = statistics.median(samples)
+    return {"settle_s": settle, "median_s": round(med, 3), "max_s": round(max(samples), 3),
+            "over_settle_ms": round((med - settle) * 1000)}
+
+
+def burst(work, n=2000):
+    drop = os.path.join(work, "burst"); os.makedirs(drop)
+    emu = Emulator(work)
+    cfg = config(work, emu, drop, "300ms")
+    a = agent(cfg)
+    time.sleep(1)
+    t0 = time.monotonic()
+    for i in range(n):
+        with open(os.path.join(drop, f"s{i:05}.txt"), "w") as f:
+            f.write(f"file {i}\n")
+    wait(lambda: emu.count() >= n)
+    agent_s = time.monotonic() - t0
+    a.terminate(); a.wait()
+    # Baseline: the same files through `upload` (no watching, no settling).
+    files = sorted(os.path.join(drop, x) for x in os.listdir(drop))
+    t0 = time.monotonic()
+    sh(BIN, "--config", cfg, "-q", "upload", "--folder", "bench2", *files, env=env(), stdout=subprocess.DEVNULL)
+    upload_s = time.monotonic() - t0
+    emu.stop()
+    return {"files": n, "agent_files_per_s": round(n / agent_s), "upload_cmd_files_per_s": round(n / upload_s),
+            "ratio_agent_vs_upload": round((n / agent_s) / (n / upload_s), 2), "note": "agent time includes 300ms settle"}
+
+
+def make_tree(drop, n):
+    per_dir = 1000
+    for d in range(n // per_dir):
+        sub = os.path.join(drop, f"d{d:03}")
+        os.makedirs(sub)
+        for i in range(per_dir):
+            with open(os.path.join(sub, f"f{i:04}.bin"), "w") as f:
+                f.write("x" * (i % 50))
+
+
+def restart(work, n):
+    drop = os.path.join(work, "tree"); os.makedirs(drop)
+    emu = Emulator(work)
+    cfg = config(work, emu, drop, "200ms")
+    sh(BIN, "--config", cfg, "run", "--once", env=env())  # creates the journal schema
+    make_tree(drop, n)
+    # Mark every file uploaded, as a finished earlier run would have.
+    db = sqlite3.connect(os.path.join(work, "state", "journal.sqlite3"))
+    rows = []
+    now = int(time.time() * 1000)
+    real = os.path.realpath(drop)
+    for dirpath, _, names in os.walk(real):
+        for name in names:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, real)
+            rows.append((real, rel, "done", st.st_size, st.st_mtime_ns, st.st_size, st.st_mtime_ns, "x", now))
+    db.executemany("INSERT INTO files (root, rel, state, size, mtime_ns, done_size, done_mtime_ns, done_sha256, updated_at)"
+                   " VALUES (?,?,?,?,?,?,?,?,?)", rows)
+    db.commit(); db.close()
+    def timed(args, **kw):
+        best = None
+        for _ in range(3):
+            t0 = time.monotonic(); sh(*args, **kw); dt = time.monotonic() - t0
+            best = dt if best is None else min(best, dt)
+        return best
+    find_s = timed(["find", drop, "-type", "f", "-printf", "%s %T@\n"], stdout=subprocess.DEVNULL)
+    agent_s = timed([BIN, "--config", cfg, "run", "--once"], env=env())
+    sent = emu.get("/_emulator/stats")["start"]
+    emu.stop()
+    return {"files": len(rows), "find_s": round(find_s, 3), "run_once_s": round(agent_s, 3),
+            "ratio": round(agent_s / find_s, 2), "requests_sent": sent}, cfg
+
+
+def idle(work, cfg, seconds):
+    emu_cfg = open(cfg).read()
+    emu = Emulator(work)
+    # Point the config at the new emulator (the old one is gone).
+    import re
+    with open(cfg, "w") as f:
+        f.write(re.sub(r'endpoint = "[^"]*"', f'endpoint = "{emu.url}"', emu_cfg))
+    a = agent(cfg)
+    time.sleep(5)  # start-up scan and watch set-up are not idle time
+    def cpu():
+        with open(f"/proc/{a.pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    c0 = cpu(); time.sleep(seconds); c1 = cpu()
+    rss = 0
+    with open(f"/proc/{a.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                rss = int(line.split()[1]) / 1024
+    a.terminate(); a.wait(); emu.stop()
+    return {"seconds": seconds, "cpu_s": round(c1 - c0, 3), "cpu_s_per_min": round((c1 - c0) * 60 / seconds, 3),
+            "peak_rss_mib": round(rss, 1)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=100_000)
+    ap.add_argument("--idle", type=int, default=60)
+    args = ap.parse_args()
+    sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
+    work = tempfile.mkdtemp(prefix="ar-bench-")
+    try:
+        out = {}
+        out["latency"] = latency(os.path.join(work, "1") if os.makedirs(os.path.join(work, "1")) is None else None)
+        os.makedirs(os.path.join(work, "2")); out["burst"] = burst(os.path.join(work, "2"))
+        os.makedirs(os.path.join(work, "3")); out["restart"], cfg = restart(os.path.join(work, "3"), args.files)
+        out["idle"] = idle(os.path.join(work, "3"), cfg, args.idle)
+        print(json.dumps(out, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
