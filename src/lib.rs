@@ -7,6 +7,7 @@
 pub mod after;
 pub mod agent;
 pub mod api;
+pub mod autostart;
 pub mod cli;
 pub mod config;
 pub mod emulator;

@@ -2,7 +2,9 @@
 //! where errors become exit codes (0 ok, 1 some work failed, 2 usage/config,
 //! 3 API key rejected). One file per command beside this one.
 
+mod autostart;
 mod check;
+mod demo;
 mod emulator;
 mod history;
 mod init;
@@ -74,11 +76,18 @@ pub enum Command {
     Init(init::Args),
     /// Run a local AutoRender upload API for offline trials and tests
     Emulator(emulator::Args),
+    /// Try it without an account: a local emulator and an agent on a drop folder
+    Demo(demo::Args),
+    /// Start the agent at login: install, uninstall, status
+    Autostart(autostart::Args),
     /// Print shell completions (bash, zsh, fish, powershell, elvish)
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the man page (roff), for packagers
+    #[command(hide = true)]
+    Man,
 }
 
 /// What a command ends with when it cannot do its job.
@@ -133,6 +142,14 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Check(ref args) => check::run(&cli, args).await,
         Command::Init(ref args) => init::run(&cli, args),
         Command::Emulator(ref args) => emulator::run(args).await,
+        Command::Autostart(ref args) => autostart::run(&cli, args),
+        Command::Demo(ref args) => demo::run(args).await,
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -149,6 +166,25 @@ async fn dispatch(cli: Cli) -> CliResult {
 pub fn load_settings(cli: &Cli) -> Result<Settings, CliError> {
     let (path, explicit) = resolve_config_path(cli.config.as_deref()).map_err(CliError::Usage)?;
     Ok(Settings::load(&path, explicit)?)
+}
+
+/// The uploader every command builds the same way from the settings.
+pub fn uploader(
+    settings: &Settings,
+    key: crate::secrets::ApiKey,
+) -> Result<crate::upload::Uploader, CliError> {
+    let client = crate::api::Client::new(settings.api.endpoint.clone(), key, settings.api.request_timeout)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(crate::upload::Uploader {
+        client,
+        concurrent_parts: settings.agent.concurrent_parts,
+        limiter: settings
+            .agent
+            .bandwidth_limit
+            .map(|r| std::sync::Arc::new(crate::limiter::Limiter::new(r))),
+        url_ttl: settings.api.url_ttl,
+        retry: crate::upload::RetryPolicy::default(),
+    })
 }
 
 /// Colour only for a terminal, and never when NO_COLOR is set.

@@ -9,11 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Cli, CliError, CliResult};
 use crate::agent::{Agent, AgentError, RunOptions};
-use crate::api::Client;
 use crate::journal::{self, Journal, JournalError};
-use crate::limiter::Limiter;
 use crate::secrets::{self, ApiKey};
-use crate::upload::{RetryPolicy, Uploader};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -49,15 +46,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         Err(_) if args.dry_run => ApiKey::new("dry-run"),
         Err(e) => return Err(CliError::Usage(e.to_string())),
     };
-    let client = Client::new(settings.api.endpoint.clone(), key, settings.api.request_timeout)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
-    let uploader = Uploader {
-        client,
-        concurrent_parts: settings.agent.concurrent_parts,
-        limiter: settings.agent.bandwidth_limit.map(|r| Arc::new(Limiter::new(r))),
-        url_ttl: settings.api.url_ttl,
-        retry: RetryPolicy::default(),
-    };
+    let uploader = super::uploader(&settings, key)?;
     let state_dir = settings.agent.state_dir.clone();
     let _lock = if args.dry_run {
         None
@@ -109,7 +98,7 @@ fn journal_error(e: JournalError) -> CliError {
 
 /// First SIGINT/SIGTERM: stop cleanly. Second: exit now (the journal is
 /// crash-safe, so nothing is corrupted).
-async fn stop_on_signals(token: CancellationToken) {
+pub(super) async fn stop_on_signals(token: CancellationToken) {
     super::emulator::shutdown_signal().await;
     tracing::info!(
         "stopping: in-flight uploads are checkpointed and resume on the next start (signal again to quit at once)"

@@ -12,14 +12,12 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::{Cli, CliError, CliResult};
-use crate::api::Client;
 use crate::config::{Subfolders, normalise_remote_folder};
 use crate::journal::{DoneRecord, Journal};
-use crate::limiter::Limiter;
 use crate::mapping;
 use crate::scan;
 use crate::secrets;
-use crate::upload::{Fingerprint, Job, Observer, Outcome, RetryPolicy, UploadError, Uploader};
+use crate::upload::{Fingerprint, Job, Observer, Outcome, UploadError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -61,15 +59,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     for w in warnings {
         tracing::warn!("{w}");
     }
-    let client = Client::new(settings.api.endpoint.clone(), key, settings.api.request_timeout)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
-    let uploader = Uploader {
-        client,
-        concurrent_parts: settings.agent.concurrent_parts,
-        limiter: settings.agent.bandwidth_limit.map(|r| Arc::new(Limiter::new(r))),
-        url_ttl: settings.api.url_ttl,
-        retry: RetryPolicy::default(),
-    };
+    let uploader = super::uploader(&settings, key)?;
     let show_bars = !args.json && !cli.quiet && std::io::stderr().is_terminal();
     let multi = MultiProgress::new();
     let style = ProgressStyle::with_template(

@@ -4,5 +4,6 @@
 mod agent;
 mod cli;
 mod emulator;
+mod first_run;
 mod harness;
 mod upload;

@@ -1,0 +1,257 @@
+//! First-run experience: `autostart` for real in a temp XDG_CONFIG_HOME,
+//! `demo`, the man page and completions.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// A home with a valid config whose path has spaces and a quote in it.
+struct Home {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Home {
+    fn new() -> Home {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_dir = dir.path().join("My Configs/take \"2\"");
+        std::fs::create_dir_all(&cfg_dir).unwrap();
+        std::fs::create_dir(dir.path().join("drop")).unwrap();
+        let config = cfg_dir.join("agent config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[watch]]\npath = \"{}\"\nremote_folder = \"x\"\n",
+                dir.path().join("drop").display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("runtime")).unwrap();
+        Home { dir, config }
+    }
+
+    fn xdg(&self) -> PathBuf {
+        self.dir.path().join("xdg")
+    }
+
+    /// The binary, cut off from any real user session (no bus, own runtime dir).
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--config")
+            .arg(&self.config)
+            .env("HOME", self.dir.path())
+            .env("XDG_CONFIG_HOME", self.xdg())
+            .env("XDG_RUNTIME_DIR", self.dir.path().join("runtime"))
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env_remove("AUTORENDER_SYNC_CONFIG")
+            .env("AUTORENDER_API_KEY", KEY);
+        c
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    out.push(e.path());
+                    walk(&e.path(), out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.xdg(), &mut out);
+        out
+    }
+}
+
+#[test]
+fn autostart_systemd_unit_quotes_paths_is_idempotent_and_uninstalls_cleanly() {
+    let home = Home::new();
+    let unit = home.xdg().join("systemd/user/autorender-sync.service");
+
+    let mut print = home.cmd();
+    print.args(["autostart", "install", "--method", "systemd", "--print"]);
+    let out = run(print);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains(&unit.display().to_string()));
+    assert!(out.stdout.contains("ExecStart="));
+    assert!(!out.stdout.contains(KEY), "the key never appears");
+    assert!(home.files().is_empty(), "--print touches nothing");
+
+    for _ in 0..2 {
+        let mut install = home.cmd();
+        install.args(["autostart", "install", "--method", "systemd"]);
+        let out = run(install);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let text = std::fs::read_to_string(&unit).unwrap();
+    let exe = bin().canonicalize().unwrap();
+    let expected = format!(
+        "ExecStart=\"{}\" \"run\" \"--config\" \"{}\"",
+        exe.display(),
+        home.config
+            .canonicalize()
+            .unwrap()
+            .display()
+            .to_string()
+            .replace('"', "\\\"")
+    );
+    assert!(text.contains(&expected), "{text}\nexpected: {expected}");
+    assert!(text.contains("Restart=on-failure"));
+    assert!(text.contains("enable-linger"));
+
+    match Command::new("systemd-analyze").arg("--version").output() {
+        Ok(o) if o.status.success() => {
+            let out = Command::new("systemd-analyze")
+                .args(["--user", "verify"])
+                .arg(&unit)
+                .env("XDG_RUNTIME_DIR", home.dir.path().join("runtime"))
+                .env("HOME", home.dir.path())
+                .env_remove("DBUS_SESSION_BUS_ADDRESS")
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "systemd-analyze rejected the unit: {stderr}"
+            );
+            assert!(
+                !stderr.contains("autorender-sync.service:"),
+                "warnings about our unit: {stderr}"
+            );
+        }
+        _ => eprintln!("skipping systemd-analyze verify: systemd-analyze is not installed here"),
+    }
+
+    let mut status = home.cmd();
+    status.args(["autostart", "status"]);
+    let out = run(status);
+    assert!(out.stdout.contains("systemd user unit"), "{}", out.stdout);
+
+    let mut uninstall = home.cmd();
+    uninstall.args(["autostart", "uninstall"]);
+    let out = run(uninstall);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(home.files().is_empty(), "uninstall left {:?}", home.files());
+}
+
+#[test]
+fn autostart_xdg_entry_and_foreign_files_are_left_alone() {
+    let home = Home::new();
+    let mut install = home.cmd();
+    install.args(["autostart", "install", "--method", "xdg"]);
+    let out = run(install);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let desktop = home.xdg().join("autostart/autorender-sync.desktop");
+    let text = std::fs::read_to_string(&desktop).unwrap();
+    assert!(text.contains("Exec=\""), "{text}");
+    assert!(
+        text.contains("take \\\\\"2\\\\\""),
+        "quote escaped per the Desktop Entry spec: {text}"
+    );
+    let mut uninstall = home.cmd();
+    uninstall.args(["autostart", "uninstall"]);
+    assert_eq!(run(uninstall).code, 0);
+    assert!(home.files().is_empty());
+
+    // A unit someone else wrote at our path is never removed.
+    let unit = home.xdg().join("systemd/user/autorender-sync.service");
+    std::fs::create_dir_all(unit.parent().unwrap()).unwrap();
+    std::fs::write(&unit, "[Service]\nExecStart=/bin/true\n").unwrap();
+    let mut uninstall = home.cmd();
+    uninstall.args(["autostart", "uninstall"]);
+    let out = run(uninstall);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("not written by autorender-sync"),
+        "{}",
+        out.stderr
+    );
+    assert!(unit.exists());
+}
+
+#[test]
+fn autostart_refuses_a_config_that_does_not_exist() {
+    let mut home = Home::new();
+    home.config = PathBuf::from("/no/such.toml");
+    let mut c = home.cmd();
+    c.args(["autostart", "install"]);
+    let out = run(c);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("autorender-sync init"), "{}", out.stderr);
+}
+
+#[test]
+fn demo_uploads_what_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin())
+        .args(["demo", "--dir"])
+        .arg(dir.path())
+        .env_remove("AUTORENDER_SYNC_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let drop_dir = dir.path().canonicalize().unwrap().join("drop");
+    let mut said = String::new();
+    let ready = wait_until(Duration::from_secs(30), || {
+        while let Ok(l) = rx.try_recv() {
+            said.push_str(&l);
+            said.push('\n');
+        }
+        said.contains("They appear in")
+    });
+    assert!(ready, "demo printed its instructions: {said}");
+    assert!(said.contains(&drop_dir.display().to_string()), "{said}");
+    write_file(&drop_dir.join("hello.mov"), 70_000, 3);
+    let landed = dir
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("store/uploads/demo/hello.mov");
+    assert!(
+        wait_until(Duration::from_secs(30), || landed.exists()),
+        "the file landed in store/uploads/demo"
+    );
+    assert_eq!(sha256_file(&landed), sha256_file(&drop_dir.join("hello.mov")));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn man_page_and_every_completion_shell() {
+    let out = run({
+        let mut c = Command::new(bin());
+        c.arg("man");
+        c
+    });
+    assert_eq!(out.code, 0);
+    assert!(
+        out.stdout.contains(".TH autorender-sync"),
+        "{}",
+        &out.stdout[..200.min(out.stdout.len())]
+    );
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let out = run({
+            let mut c = Command::new(bin());
+            c.args(["completions", shell]);
+            c
+        });
+        assert_eq!(out.code, 0, "{shell}");
+        assert!(
+            out.stdout.contains("autostart"),
+            "{shell} completions know the commands"
+        );
+    }
+}
