@@ -3,7 +3,9 @@
 
 mod agent;
 mod cli;
+mod config_corpus;
 mod emulator;
 mod first_run;
 mod harness;
+mod protocol;
 mod upload;

@@ -1,0 +1,137 @@
+//! Protocol hostility: a service that answers nonsense. Each misbehaviour is
+//! chosen by the uploaded file's name; every one must become a clear
+//! per-file error, with no crash, no hang and no retry loop.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, put};
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+fn start_answer(base: &str, name: &str, size: u64) -> Response {
+    let part = |n: usize| (0..n).map(|i| format!("{base}/part/{i}")).collect::<Vec<_>>();
+    let needed = size.div_ceil(1024).max(1) as usize;
+    match name {
+        "malformed.bin" => "{not json".into_response(),
+        "missing-fields.bin" => axum::Json(json!({"session_id": "s"})).into_response(),
+        "part-size-zero.bin" => axum::Json(json!({"session_id": "s", "part_size": 0, "parts": part(1)})).into_response(),
+        "part-size-negative.bin" => {
+            axum::Json(json!({"session_id": "s", "part_size": -5, "parts": part(1)})).into_response()
+        }
+        "too-few-parts.bin" => {
+            axum::Json(json!({"session_id": "s", "part_size": 1024, "parts": part(needed - 1)})).into_response()
+        }
+        "too-many-parts.bin" => {
+            axum::Json(json!({"session_id": "s", "part_size": 1024, "parts": part(needed + 3)})).into_response()
+        }
+        "remote-http.bin" => axum::Json(
+            json!({"session_id": "s", "part_size": 1024, "parts": vec!["http://storage.example.com/p?sig=1"; needed]}),
+        )
+        .into_response(),
+        "success-false.bin" => axum::Json(json!({"success": false, "error": "quota", "message": "workspace full"})).into_response(),
+        "gigantic.bin" => "x".repeat(16 * 1024 * 1024).into_response(),
+        // A well-formed start; complete then lies about the size.
+        _ => axum::Json(json!({"session_id": name, "part_size": 1024, "parts": part(needed)})).into_response(),
+    }
+}
+
+async fn start(State(base): State<String>, body: Bytes) -> Response {
+    let req: Value = serde_json::from_slice(&body).unwrap_or_default();
+    start_answer(
+        &base,
+        req["file_name"].as_str().unwrap_or(""),
+        req["size"].as_u64().unwrap_or(0),
+    )
+}
+
+async fn complete(body: Bytes) -> Response {
+    let req: Value = serde_json::from_slice(&body).unwrap_or_default();
+    axum::Json(json!({"success": true, "data": {
+        "id": "1", "file_no": "9", "name": req["session_id"], "path": "elsewhere",
+        "file_size": 1, "url": "https://cdn.example/x"
+    }}))
+    .into_response()
+}
+
+fn serve() -> (String, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr: SocketAddr = listener.local_addr().unwrap();
+            let base = format!("http://{addr}");
+            tx.send(base.clone()).unwrap();
+            let app = Router::new()
+                .route("/api/v1/multipart/start", post(start))
+                .route("/api/v1/multipart/complete", post(complete))
+                .route("/part/{i}", put(|| async { "" }))
+                .with_state(base);
+            // Serves until the test process ends.
+            let _ = tokio::time::timeout(Duration::from_secs(300), axum::serve(listener, app)).await;
+        });
+    });
+    (rx.recv().unwrap(), handle)
+}
+
+#[test]
+fn nonsense_from_the_service_is_a_clear_per_file_error() {
+    let (base, _server) = serve();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[api]\nendpoint = \"{base}\"\nrequest_timeout = \"10s\"\n"),
+    )
+    .unwrap();
+    let cases = [
+        ("malformed.bin", "not JSON"),
+        ("missing-fields.bin", "no part_size"),
+        ("part-size-zero.bin", "part_size 0"),
+        ("part-size-negative.bin", "part_size -5"),
+        ("too-few-parts.bin", "part URLs"),
+        ("too-many-parts.bin", "part URLs"),
+        ("remote-http.bin", "unencrypted"),
+        ("success-false.bin", "success=false"),
+        ("gigantic.bin", "larger than"),
+        ("size-lie.bin", "stored 1 bytes"),
+    ];
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["upload", "--json"])
+        .env("AUTORENDER_API_KEY", KEY)
+        .env("HOME", dir.path());
+    for (name, _) in &cases {
+        write_file(&dir.path().join(name), 3000, 1);
+        cmd.arg(dir.path().join(name));
+    }
+    let started = std::time::Instant::now();
+    let out = run(cmd);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "no retry loop: took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(!out.stderr.contains("panicked"));
+    let results: Vec<Value> = serde_json::from_str(&out.stdout).expect("JSON results");
+    for (name, expect) in cases {
+        let r = results
+            .iter()
+            .find(|r| r["file"].as_str().unwrap().ends_with(name))
+            .unwrap();
+        assert_eq!(r["ok"], false, "{name}");
+        let err = r["error"].as_str().unwrap();
+        assert!(err.contains(expect), "{name}: expected \"{expect}\" in \"{err}\"");
+    }
+}
