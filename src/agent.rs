@@ -116,6 +116,8 @@ pub struct Agent {
     paused_until: Option<Instant>,
     last_event_at: Option<i64>,
     watch_modes: Vec<String>,
+    /// Per root: the identity of the folder being watched (None: missing).
+    root_ids: Vec<Option<(u64, u64)>>,
 }
 
 impl Agent {
@@ -134,6 +136,7 @@ impl Agent {
             paused_until: None,
             last_event_at: None,
             watch_modes: Vec::new(),
+            root_ids: Vec::new(),
         }
     }
 
@@ -144,7 +147,13 @@ impl Agent {
     /// Runs until `shutdown` (or, with `once`, until the work is done).
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<Report, AgentError> {
         let (tx, mut rx) = mpsc::channel::<Hint>(64 * 1024);
-        let watchers = if self.opts.once {
+        self.root_ids = self
+            .settings
+            .watches
+            .iter()
+            .map(|w| folder_identity(&w.path))
+            .collect();
+        let mut watchers = if self.opts.once {
             None
         } else {
             let w = watch::start(
@@ -224,6 +233,9 @@ impl Agent {
                 _ = heartbeat.tick() => {
                     // `retry` from another process may have queued files.
                     self.queue_dirty = true;
+                    if let Some(w) = watchers.as_mut() {
+                        self.check_roots(w, &tx).await?;
+                    }
                     if let Some(w) = &watchers {
                         for (i, flag) in w.overflowed.iter().enumerate() {
                             if flag.swap(false, std::sync::atomic::Ordering::Relaxed) {
@@ -248,6 +260,47 @@ impl Agent {
         self.tasks.shutdown().await;
         self.journal.flush().await?;
         Ok(self.report)
+    }
+
+    /// A watched folder that vanished loses its watch, and so does one that
+    /// was deleted and recreated between two looks (a new folder, a new
+    /// identity). Either way, once it is there it is watched again and
+    /// scanned, so nothing dropped into it is missed.
+    async fn check_roots(
+        &mut self,
+        watchers: &mut watch::Watchers,
+        tx: &mpsc::Sender<Hint>,
+    ) -> Result<(), AgentError> {
+        for i in 0..self.settings.watches.len() {
+            let w = &self.settings.watches[i];
+            let now = folder_identity(&w.path);
+            if now == self.root_ids[i] {
+                continue;
+            }
+            match now {
+                None => {
+                    tracing::warn!(
+                        "watched folder {} disappeared; waiting for it to come back",
+                        w.path.display()
+                    );
+                    watchers.stop(i);
+                    self.root_ids[i] = None;
+                }
+                Some(_) => match watchers.restart(i, w, self.settings.agent.poll_interval, tx) {
+                    Ok(()) => {
+                        tracing::info!(
+                            "watched folder {} is (re)created; watching it again",
+                            w.path.display()
+                        );
+                        self.root_ids[i] = now;
+                        self.watch_modes[i] = watchers.modes[i].clone();
+                        self.scan(i, None).await?;
+                    }
+                    Err(e) => tracing::warn!("{e}; trying again"),
+                },
+            }
+        }
+        Ok(())
     }
 
     fn snapshot(&self) -> String {
@@ -320,6 +373,13 @@ impl Agent {
         match h {
             Hint::Rescan(i) => self.scan(i, None).await,
             Hint::Dir(i, dir) => self.scan(i, Some(dir)).await,
+            Hint::Path(i, path) if path == self.settings.watches[i].path => {
+                // An event on the root itself (deleted, moved): its watch may be
+                // dead even if a new folder already stands there (inode numbers
+                // get reused), so the next heartbeat re-watches and rescans it.
+                self.root_ids[i] = None;
+                Ok(())
+            }
             Hint::Path(i, path) => {
                 let w = &self.settings.watches[i];
                 if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
@@ -711,6 +771,21 @@ impl Agent {
                 self.paused_until = Some(Instant::now() + AUTH_RECHECK);
             }
         }
+    }
+}
+
+/// (device, inode) of a folder, to notice it was replaced; None if missing.
+fn folder_identity(path: &Path) -> Option<(u64, u64)> {
+    let m = std::fs::metadata(path).ok().filter(|m| m.is_dir())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        Some((0, 0))
     }
 }
 

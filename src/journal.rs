@@ -796,6 +796,8 @@ pub struct RootCounts {
     pub done: i64,
     pub gone: i64,
     pub failures: Vec<(String, String)>,
+    /// Pending files whose last attempt failed (retried after a backoff).
+    pub retrying: Vec<(String, String)>,
 }
 
 /// Per-root counts by state, with bytes done for uploads in flight and the

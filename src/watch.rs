@@ -39,7 +39,8 @@ enum AnyWatcher {
 
 /// Keeps the watchers alive; dropping it stops watching.
 pub struct Watchers {
-    _watchers: Vec<AnyWatcher>,
+    /// None while a root's folder is missing.
+    watchers: Vec<Option<AnyWatcher>>,
     /// Per root: set when a hint could not be queued (then rescan).
     pub overflowed: Vec<Arc<AtomicBool>>,
     /// Human-readable mode per root ("native" or "polling every 10s").
@@ -118,62 +119,85 @@ pub fn start(
     tx: mpsc::Sender<Hint>,
 ) -> Result<Watchers, String> {
     let mut out = Watchers {
-        _watchers: Vec::new(),
+        watchers: Vec::new(),
         overflowed: Vec::new(),
         modes: Vec::new(),
     };
-    let simulate_limit = std::env::var_os("AUTORENDER_SYNC_SIMULATE_WATCH_LIMIT").is_some();
     for (i, w) in watches.iter().enumerate() {
         let overflow = Arc::new(AtomicBool::new(false));
-        let mode = if w.recursive {
-            RecursiveMode::Recursive
-        } else {
-            RecursiveMode::NonRecursive
-        };
-        let watcher = match force_poll {
-            Some(every) => {
-                out.modes.push(format!("polling every {every:?}"));
-                AnyWatcher::Poll(
-                    start_poll(i, &w.path, mode, every, &tx, &overflow)
-                        .map_err(|e| format!("cannot watch {}: {e}", w.path.display()))?,
-                )
-            }
-            None => {
-                let native = if simulate_limit {
-                    Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch))
-                } else {
-                    RecommendedWatcher::new(
-                        handler(i, tx.clone(), overflow.clone()),
-                        Config::default().with_follow_symlinks(false),
-                    )
-                    .and_then(|mut n| n.watch(&w.path, mode).map(|_| n))
-                };
-                match native {
-                    Ok(n) => {
-                        out.modes.push("native".into());
-                        AnyWatcher::Native(n)
-                    }
-                    Err(e) if is_watch_limit(&e) => {
-                        tracing::warn!(
-                            "the OS limit on watched folders was reached while watching {}; polling it every {:?} instead. \
-                             Raise the limit to get instant events: `sudo sysctl fs.inotify.max_user_watches=524288` \
-                             (make it permanent in /etc/sysctl.d/)",
-                            w.path.display(),
-                            FALLBACK_POLL
-                        );
-                        out.modes
-                            .push(format!("polling every {FALLBACK_POLL:?} (watch limit reached)"));
-                        AnyWatcher::Poll(
-                            start_poll(i, &w.path, mode, FALLBACK_POLL, &tx, &overflow)
-                                .map_err(|e| format!("cannot watch {}: {e}", w.path.display()))?,
-                        )
-                    }
-                    Err(e) => return Err(format!("cannot watch {}: {e}", w.path.display())),
-                }
-            }
-        };
-        out._watchers.push(watcher);
+        let (watcher, mode) = start_one(i, w, force_poll, &tx, &overflow)?;
+        out.watchers.push(Some(watcher));
         out.overflowed.push(overflow);
+        out.modes.push(mode);
     }
     Ok(out)
+}
+
+impl Watchers {
+    /// Drops root `i`'s watcher (its folder is gone).
+    pub fn stop(&mut self, i: usize) {
+        self.watchers[i] = None;
+    }
+
+    /// Watches root `i` again, e.g. after its folder was deleted and recreated
+    /// (the old watch died with the old folder).
+    pub fn restart(
+        &mut self,
+        i: usize,
+        w: &WatchSettings,
+        force_poll: Option<Duration>,
+        tx: &mpsc::Sender<Hint>,
+    ) -> Result<(), String> {
+        self.watchers[i] = None;
+        let (watcher, mode) = start_one(i, w, force_poll, tx, &self.overflowed[i])?;
+        self.watchers[i] = Some(watcher);
+        self.modes[i] = mode;
+        Ok(())
+    }
+}
+
+fn start_one(
+    i: usize,
+    w: &WatchSettings,
+    force_poll: Option<Duration>,
+    tx: &mpsc::Sender<Hint>,
+    overflow: &Arc<AtomicBool>,
+) -> Result<(AnyWatcher, String), String> {
+    let mode = if w.recursive {
+        RecursiveMode::Recursive
+    } else {
+        RecursiveMode::NonRecursive
+    };
+    let cannot = |e: notify::Error| format!("cannot watch {}: {e}", w.path.display());
+    if let Some(every) = force_poll {
+        let p = start_poll(i, &w.path, mode, every, tx, overflow).map_err(cannot)?;
+        return Ok((AnyWatcher::Poll(p), format!("polling every {every:?}")));
+    }
+    let native = if std::env::var_os("AUTORENDER_SYNC_SIMULATE_WATCH_LIMIT").is_some() {
+        Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch))
+    } else {
+        RecommendedWatcher::new(
+            handler(i, tx.clone(), overflow.clone()),
+            Config::default().with_follow_symlinks(false),
+        )
+        .and_then(|mut n| n.watch(&w.path, mode).map(|_| n))
+    };
+    match native {
+        Ok(n) => Ok((AnyWatcher::Native(n), "native".into())),
+        Err(e) if is_watch_limit(&e) => {
+            tracing::warn!(
+                "the OS limit on watched folders was reached while watching {}; polling it every {:?} instead. \
+                 Raise the limit to get instant events: `sudo sysctl fs.inotify.max_user_watches=524288` \
+                 (make it permanent in /etc/sysctl.d/)",
+                w.path.display(),
+                FALLBACK_POLL
+            );
+            let p = start_poll(i, &w.path, mode, FALLBACK_POLL, tx, overflow).map_err(cannot)?;
+            Ok((
+                AnyWatcher::Poll(p),
+                format!("polling every {FALLBACK_POLL:?} (watch limit reached)"),
+            ))
+        }
+        Err(e) => Err(cannot(e)),
+    }
 }

@@ -111,6 +111,9 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
         for (rel, err) in &c.failures {
             println!("  failed: {rel}: {err}");
         }
+        for (rel, err) in &c.retrying {
+            println!("  retrying: {rel}: {err}");
+        }
     }
     if !last.is_empty() {
         println!("last uploads:");

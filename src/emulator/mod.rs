@@ -420,10 +420,9 @@ fn validate_start(req: &Value, max_size: u64) -> Result<StartFields, (StatusCode
         Some(_) => return Err(bad("file_name must be a string".into())),
         None => return Err(bad("file_name is required".into())),
     };
-    if file_name.len() > 255 || file_name == "." || file_name == ".." || file_name.contains(['/', '\\', '\0'])
-    {
+    if file_name.len() > 255 || file_name == "." || file_name == ".." || file_name.contains(['/', '\0']) {
         return Err(bad(
-            "file_name must be a plain name of at most 255 bytes, without / or \\".into(),
+            "file_name must be a plain name of at most 255 bytes, without /".into(),
         ));
     }
     let size = match req.get("size") {

@@ -87,7 +87,8 @@ impl Storage {
         };
         std::fs::create_dir_all(&dir)?;
         let dest = dir.join(name);
-        let tmp = dir.join(format!(".{name}.{file_no}.tmp"));
+        // Not derived from `name`: a 255-byte name plus a suffix would exceed NAME_MAX.
+        let tmp = dir.join(format!(".ar-emulator-{file_no}.tmp"));
         if std::fs::hard_link(&object, &tmp).is_err() {
             std::fs::copy(&object, &tmp)?;
         }

@@ -7,5 +7,6 @@ mod config_corpus;
 mod emulator;
 mod first_run;
 mod harness;
+mod hostile;
 mod protocol;
 mod upload;

@@ -1,0 +1,230 @@
+//! Hostile files: whatever lands in a watched folder, the agent handles it as
+//! the SPEC says and keeps running.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::harness::*;
+
+fn uploaded(emu: &Emulator, name: &str) -> usize {
+    emu.ledger().iter().filter(|e| e["name"] == name).count()
+}
+
+#[test]
+fn odd_names_special_files_and_links() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"300ms\"\n", "");
+    let mut agent = sb.spawn_agent(&[]);
+    assert!(wait_until(
+        Duration::from_secs(20),
+        || sb.status()["agent"]["running"] == true
+    ));
+    let drop = sb.drop_dir();
+    let long = format!("{}.mov", "n".repeat(251));
+    let names = [
+        "with spaces.mov",
+        "new\nline.mov",
+        "quote\"s 'and' \\slash.mov",
+        long.as_str(),
+        "empty.bin",
+    ];
+    for (i, n) in names.iter().enumerate() {
+        write_file(
+            &drop.join(n),
+            if *n == "empty.bin" { 0 } else { 1000 + i },
+            i as u64,
+        );
+    }
+    // Written by macOS as NFD; uploaded under its NFC name.
+    write_file(&drop.join("Cafe\u{301}.mov"), 500, 9);
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        // A name that is not UTF-8: reported and skipped.
+        write_file(&drop.join(std::ffi::OsStr::from_bytes(b"bad-\xff.mov")), 10, 1);
+        // FIFO and socket: never opened (opening a FIFO would block forever).
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(drop.join("pipe.mov"))
+                .status()
+                .unwrap()
+                .success()
+        );
+        let _sock = std::os::unix::net::UnixListener::bind(drop.join("socket.mov")).unwrap();
+        // Symlinks (a loop, and one to a file outside) are not followed.
+        std::os::unix::fs::symlink(drop.join("loop-b"), drop.join("loop-a")).unwrap();
+        std::os::unix::fs::symlink(drop.join("loop-a"), drop.join("loop-b")).unwrap();
+        write_file(&sb.path("outside.mov"), 100, 3);
+        std::os::unix::fs::symlink(sb.path("outside.mov"), drop.join("link.mov")).unwrap();
+    }
+    let expected = names.len() + 1;
+    assert!(
+        wait_until(Duration::from_secs(60), || emu.ledger().len() >= expected),
+        "{:?}",
+        emu.ledger()
+    );
+    for n in names {
+        assert_eq!(uploaded(&emu, n), 1, "{n:?}");
+    }
+    assert_eq!(uploaded(&emu, "Caf\u{e9}.mov"), 1, "NFC remote name");
+    // Something uploaded after the special files proves they did not stall the agent.
+    write_file(&drop.join("after.mov"), 10, 4);
+    assert!(wait_until(Duration::from_secs(30), || uploaded(
+        &emu,
+        "after.mov"
+    ) == 1));
+    for n in [
+        "pipe.mov",
+        "socket.mov",
+        "loop-a",
+        "loop-b",
+        "link.mov",
+        "outside.mov",
+    ] {
+        assert_eq!(uploaded(&emu, n), 0, "{n} must not be uploaded");
+    }
+    let out = agent.stop();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("not valid UTF-8"), "{}", out.stderr);
+    assert_eq!(emu.ledger().len(), expected + 1);
+}
+
+/// Starts a slow upload of `name` and waits until its first part arrived.
+fn slow_upload_started(emu: &Emulator, sb: &Sandbox, name: &str, size: usize) -> std::path::PathBuf {
+    let path = sb.drop_dir().join(name);
+    let parts_before = emu.stat("part_ok");
+    write_file(&path, size, 42);
+    assert!(
+        wait_until(Duration::from_secs(30), || emu.stat("part_ok") > parts_before),
+        "{name}: upload started"
+    );
+    path
+}
+
+#[test]
+fn files_that_change_vanish_or_turn_into_folders_mid_upload() {
+    let emu = Emulator::start(&["--part-size", "256KiB"]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"300ms\"\nbandwidth_limit = \"1MiB/s\"\nconcurrent_parts = 1\n",
+        "",
+    );
+    let mut agent = sb.spawn_agent(&[]);
+    assert!(wait_until(
+        Duration::from_secs(20),
+        || sb.status()["agent"]["running"] == true
+    ));
+
+    // Deleted mid-upload: the session is abandoned, the journal says gone.
+    let gone = slow_upload_started(&emu, &sb, "deleted.mov", 3 << 20);
+    std::fs::remove_file(&gone).unwrap();
+    // Truncated mid-upload: not completed; uploaded once it is stable again.
+    let cut = slow_upload_started(&emu, &sb, "truncated.mov", 3 << 20);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cut)
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    // Grown mid-upload: same.
+    let grown = slow_upload_started(&emu, &sb, "grown.mov", 2 << 20);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&grown)
+        .unwrap()
+        .write_all(&[7u8; 5000])
+        .unwrap();
+    // Replaced by a folder: the file in the new folder is what gets uploaded.
+    let dir = slow_upload_started(&emu, &sb, "became-dir", 2 << 20);
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    write_file(&dir.join("inside.mov"), 2000, 5);
+
+    assert!(
+        wait_until(Duration::from_secs(90), || {
+            ["truncated.mov", "grown.mov", "inside.mov"]
+                .iter()
+                .all(|n| uploaded(&emu, n) == 1)
+        }),
+        "ledger: {:?}",
+        emu.ledger()
+    );
+    let ledger = emu.ledger();
+    let sha = |n: &str| {
+        ledger.iter().find(|e| e["name"] == n).unwrap()["sha256"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        sha("truncated.mov"),
+        sha256_file(&cut),
+        "the final, truncated version"
+    );
+    assert_eq!(sha("grown.mov"), sha256_file(&grown), "the final, grown version");
+    assert_eq!(uploaded(&emu, "deleted.mov"), 0);
+    assert_eq!(uploaded(&emu, "became-dir"), 0);
+    let status = sb.status();
+    assert_eq!(status["roots"][0]["gone"], 1, "{status}");
+    assert_eq!(agent.stop().code, 0);
+    unique_names(&emu.ledger());
+}
+
+#[test]
+fn a_watched_folder_deleted_and_recreated_is_watched_again() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let mut agent = sb.spawn_agent(&[]);
+    assert!(wait_until(
+        Duration::from_secs(20),
+        || sb.status()["agent"]["running"] == true
+    ));
+    let drop = sb.drop_dir();
+    write_file(&drop.join("first.mov"), 100, 1);
+    assert!(wait_until(Duration::from_secs(30), || uploaded(
+        &emu,
+        "first.mov"
+    ) == 1));
+    std::fs::remove_dir_all(&drop).unwrap();
+    // The agent notices within a heartbeat; recreate and drop a file in.
+    std::fs::create_dir(&drop).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || Path::new(&drop).is_dir()));
+    write_file(&drop.join("second.mov"), 100, 2);
+    assert!(
+        wait_until(Duration::from_secs(30), || uploaded(&emu, "second.mov") == 1),
+        "a file in the recreated folder is uploaded"
+    );
+    // And events work again (not just the rescan at recreation).
+    write_file(&drop.join("third.mov"), 100, 3);
+    assert!(wait_until(Duration::from_secs(30), || uploaded(
+        &emu,
+        "third.mov"
+    ) == 1));
+    assert_eq!(agent.stop().code, 0);
+}
+
+#[cfg(unix)]
+#[test]
+fn an_unreadable_file_is_retried_and_reported() {
+    // root reads everything, so the case cannot be staged as root.
+    let euid = std::process::Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&euid.stdout).trim() == "0" {
+        eprintln!("skipping: running as root, which can read a mode-000 file");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let file = sb.drop_dir().join("locked.mov");
+    write_file(&file, 100, 1);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let mut agent = sb.spawn_agent(&[]);
+    assert!(wait_until(Duration::from_secs(30), || {
+        sb.status()["roots"][0]["retrying"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    }));
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(agent.stop().code, 0);
+}
