@@ -160,6 +160,9 @@ pub struct Uploader {
     pub limiter: Option<Arc<Limiter>>,
     pub url_ttl: Duration,
     pub retry: RetryPolicy,
+    /// A part whose body makes no progress for this long is abandoned and
+    /// retried (a stalled connection never errors by itself).
+    pub stall_timeout: Duration,
 }
 
 /// A session carried over from an earlier run, with the parts already stored.
@@ -333,7 +336,10 @@ impl Uploader {
                 .part_body(&job.path, offset, len, sent.clone(), observer)
                 .await
                 .map_err(|e| PartError::Io(e.to_string()))?;
-            let result = self.client.put_part(url, body, len).await;
+            let result = tokio::select! {
+                r = self.client.put_part(url, body, len) => r,
+                stalled = watch_progress(&sent, len, self.stall_timeout) => Err(stalled),
+            };
             if result.is_err() {
                 let rewind = sent.load(Ordering::Relaxed);
                 observer.bytes(-(rewind as i64));
@@ -418,6 +424,30 @@ impl std::fmt::Display for PartError {
             PartError::Api(e) => write!(f, "{e}"),
             PartError::Changed(m) => write!(f, "file changed: {m}"),
             PartError::Io(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+/// Resolves only if the body stops moving for `limit` before it is fully
+/// sent; once it is, the client's read timeout covers waiting for the answer.
+async fn watch_progress(sent: &AtomicU64, len: u64, limit: Duration) -> ApiError {
+    let tick = (limit / 4).max(Duration::from_millis(50));
+    let mut last = sent.load(Ordering::Relaxed);
+    let mut since = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = sent.load(Ordering::Relaxed);
+        if now >= len {
+            return std::future::pending().await;
+        }
+        if now != last {
+            last = now;
+            since = tokio::time::Instant::now();
+        } else if since.elapsed() >= limit {
+            return ApiError::Network(format!(
+                "part upload stalled: no progress for {}s",
+                limit.as_secs()
+            ));
         }
     }
 }

@@ -48,6 +48,9 @@ pub struct Args {
     /// Seed for the fault generator (same seed, same faults); 0 = random
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Base URL for the part and file URLs it hands out (when clients reach it through a proxy)
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<url::Url>,
     /// Largest file start accepts; bigger ones get 413
     #[arg(long, value_name = "BYTES", default_value = "5TiB", value_parser = parse_size)]
     pub max_size: u64,
@@ -100,6 +103,7 @@ pub async fn run(args: &Args) -> CliResult {
     opts.latency = Duration::from_millis(args.latency);
     opts.seed = args.seed;
     opts.max_size = args.max_size;
+    opts.public_url = args.public_url.as_ref().map(|u| u.to_string());
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on http://{addr}");
     let _ = out.flush();

@@ -184,6 +184,7 @@ pub fn uploader(
             .map(|r| std::sync::Arc::new(crate::limiter::Limiter::new(r))),
         url_ttl: settings.api.url_ttl,
         retry: crate::upload::RetryPolicy::default(),
+        stall_timeout: settings.api.request_timeout,
     })
 }
 

@@ -54,6 +54,9 @@ pub struct Options {
     pub seed: u64,
     /// Largest `size` accepted by start (413 above).
     pub max_size: u64,
+    /// Base URL put into part and file URLs, when clients reach the emulator
+    /// through a proxy; default: the address it listens on.
+    pub public_url: Option<String>,
 }
 
 impl Options {
@@ -69,6 +72,7 @@ impl Options {
             latency: Duration::ZERO,
             seed: 0,
             max_size: 5 * 1024 * 1024 * 1024 * 1024,
+            public_url: None,
         }
     }
 }
@@ -162,8 +166,13 @@ impl Emulator {
         } else {
             addr.to_string()
         };
+        let base = opts
+            .public_url
+            .as_deref()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| format!("http://{host}"));
         Ok(Arc::new(Emulator {
-            base: format!("http://{host}"),
+            base,
             opts,
             secret,
             rng: Mutex::new(rng),

@@ -5,6 +5,7 @@ mod agent;
 mod cli;
 mod config_corpus;
 mod emulator;
+mod faults;
 mod first_run;
 mod harness;
 mod hostile;
