@@ -9,5 +9,6 @@ mod faults;
 mod first_run;
 mod harness;
 mod hostile;
+mod properties;
 mod protocol;
 mod upload;

@@ -277,3 +277,43 @@ fn bandwidth_limit_holds_uploads_back() {
     );
     assert_eq!(emu.ledger().len(), 1);
 }
+
+#[test]
+fn the_key_appears_in_no_command_output_at_any_verbosity() {
+    let emu = Emulator::start(&["--part-size", "64KiB"]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    write_file(&sb.drop_dir().join("a.bin"), PART + 10, 1);
+    write_file(&sb.path("b.bin"), 100, 2);
+    let wrong = "wrong-key-0c1d2e3f";
+    let b = sb.path("b.bin");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["check"],
+        vec!["upload", b.to_str().unwrap()],
+        vec!["run", "--once"],
+        vec!["run", "--once", "--dry-run"],
+        vec!["status", "--json"],
+        vec!["status"],
+        vec!["history", "--json"],
+        vec!["retry", "--all"],
+        vec!["autostart", "install", "--print", "--method", "systemd"],
+    ];
+    for format in ["text", "json"] {
+        for key in [KEY, wrong] {
+            for args in &commands {
+                let mut c = sb.cmd();
+                c.env("AUTORENDER_API_KEY", key)
+                    .env("XDG_CONFIG_HOME", sb.path("xdg"));
+                c.args(["-vvv", "--log-format", format]).args(args);
+                let out = run(c);
+                assert!(!out.stderr.contains("panicked"), "{args:?}: {}", out.stderr);
+                for leaked in [KEY, wrong] {
+                    assert!(
+                        !out.stdout.contains(leaked) && !out.stderr.contains(leaked),
+                        "{args:?} ({format}) printed the key"
+                    );
+                }
+            }
+        }
+    }
+    assert!(!sb.path("xdg").exists(), "--print wrote nothing");
+}
