@@ -109,8 +109,8 @@ impl Session {
     }
     /// Byte range of part `i` in a file of `size` bytes.
     pub fn part_range(&self, i: usize, size: u64) -> (u64, u64) {
-        let start = i as u64 * self.part_size;
-        let end = ((i as u64 + 1) * self.part_size).min(size);
+        let start = (i as u64).saturating_mul(self.part_size);
+        let end = (i as u64 + 1).saturating_mul(self.part_size).min(size);
         (start, end.saturating_sub(start))
     }
 }
@@ -248,14 +248,7 @@ impl Client {
             .await
             .map_err(network)?;
         let value = read_json(resp).await?;
-        // The start answer is bare (not enveloped), but accept `data` wrapping too.
-        let value = match value.get("data") {
-            Some(inner) if inner.get("session_id").is_some() => inner.clone(),
-            _ => value,
-        };
-        let raw: RawStart = serde_json::from_value(value)
-            .map_err(|e| ApiError::Protocol(format!("start answer malformed: {e}")))?;
-        validate_start(raw, req.size)
+        decode_start(value, req.size)
     }
 
     /// PUT one part. `body` must yield exactly `len` bytes.
@@ -300,18 +293,45 @@ impl Client {
             .await
             .map_err(network)?;
         let value = read_json(resp).await?;
-        let data = value
-            .get("data")
-            .cloned()
-            .ok_or_else(|| ApiError::Protocol("complete answer has no `data`".into()))?;
-        serde_json::from_value(data)
-            .map_err(|e| ApiError::Protocol(format!("complete answer malformed: {e}")))
+        decode_complete(value)
     }
 
     #[doc(hidden)]
     pub fn key(&self) -> &ApiKey {
         &self.key
     }
+}
+
+fn decode_start(value: serde_json::Value, size: u64) -> Result<Session, ApiError> {
+    // The start answer is bare (not enveloped), but accept `data` wrapping too.
+    let value = match value.get("data") {
+        Some(inner) if inner.get("session_id").is_some() => inner.clone(),
+        _ => value,
+    };
+    let raw: RawStart = serde_json::from_value(value)
+        .map_err(|e| ApiError::Protocol(format!("start answer malformed: {e}")))?;
+    validate_start(raw, size)
+}
+
+fn decode_complete(value: serde_json::Value) -> Result<UploadedFile, ApiError> {
+    let data = value
+        .get("data")
+        .cloned()
+        .ok_or_else(|| ApiError::Protocol("complete answer has no `data`".into()))?;
+    serde_json::from_value(data).map_err(|e| ApiError::Protocol(format!("complete answer malformed: {e}")))
+}
+
+/// Decodes a start answer (status line and body) as the client does, without
+/// a network: for fuzzing and tests. Never panics, whatever the bytes.
+pub fn decode_start_answer(status: u16, body: &[u8], size: u64) -> Result<Session, ApiError> {
+    let value = classify(status, None, &String::from_utf8_lossy(body))?;
+    decode_start(value, size)
+}
+
+/// Decodes a complete answer as the client does; see [`decode_start_answer`].
+pub fn decode_complete_answer(status: u16, body: &[u8]) -> Result<UploadedFile, ApiError> {
+    let value = classify(status, None, &String::from_utf8_lossy(body))?;
+    decode_complete(value)
 }
 
 fn validate_start(raw: RawStart, size: u64) -> Result<Session, ApiError> {
@@ -374,7 +394,14 @@ async fn read_json(resp: reqwest::Response) -> Result<serde_json::Value, ApiErro
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|s| Duration::from_secs(s.min(600)));
     let text = read_limited(resp).await?;
-    let parsed: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+    classify(status.as_u16(), retry_after, &text)
+}
+
+/// Turns an answer's status and body into its JSON value or a classified error.
+fn classify(status: u16, retry_after: Option<Duration>, text: &str) -> Result<serde_json::Value, ApiError> {
+    let status = reqwest::StatusCode::from_u16(status)
+        .map_err(|_| ApiError::Protocol(format!("invalid HTTP status {status}")))?;
+    let parsed: Option<serde_json::Value> = serde_json::from_str(text).ok();
     let message = parsed
         .as_ref()
         .and_then(|v| serde_json::from_value::<Envelope>(v.clone()).ok())

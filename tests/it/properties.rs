@@ -1,6 +1,7 @@
 //! Property tests (run in `cargo test`): arbitrary input never panics the
 //! config parser or the API answer decoding, and the units round-trip.
 
+use autorender_sync::api::{decode_complete_answer, decode_start_answer};
 use autorender_sync::config::Settings;
 use autorender_sync::units::{parse_duration, parse_rate, parse_size};
 use proptest::prelude::*;
@@ -31,6 +32,28 @@ proptest! {
                 // Every problem is located.
                 prop_assert!(e.line.is_some() || e.message.contains("TOML"), "{e}");
             }
+        }
+    }
+
+    #[test]
+    fn api_answers_never_panic(status in 0u16..1000, body in prop::collection::vec(any::<u8>(), 0..600), size in any::<u64>()) {
+        let _ = decode_start_answer(status, &body, size);
+        let _ = decode_complete_answer(status, &body);
+    }
+
+    #[test]
+    fn start_answers_with_hostile_numbers_are_errors_not_panics(
+        part_size in any::<i64>(),
+        n in 0usize..40,
+        size in any::<u64>(),
+        expire in any::<i64>(),
+    ) {
+        let parts: Vec<String> = (0..n).map(|i| format!("https://s3.example/{i}")).collect();
+        let body = serde_json::json!({"session_id": "s", "part_size": part_size, "parts": parts, "expire_at": expire});
+        if let Ok(s) = decode_start_answer(200, body.to_string().as_bytes(), size) {
+            // Whatever was accepted covers the file exactly.
+            prop_assert!(s.part_size > 0);
+            prop_assert!(s.parts.len() as u64 == size.div_ceil(s.part_size) || (size == 0 && s.parts.len() == 1));
         }
     }
 
