@@ -30,7 +30,9 @@ pub enum JournalError {
         "another autorender-sync agent is already running on {0}; stop it first (or give this one another `agent.state_dir`)"
     )]
     Locked(PathBuf),
-    #[error("journal write failed: {0}")]
+    #[error(
+        "journal write failed: {0}; check that the disk holding `agent.state_dir` has free space and is writable"
+    )]
     Db(String),
     #[error("the journal thread has stopped")]
     Closed,

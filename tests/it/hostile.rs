@@ -228,3 +228,86 @@ fn an_unreadable_file_is_retried_and_reported() {
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     assert_eq!(agent.stop().code, 0);
 }
+
+#[test]
+fn twenty_thousand_files_in_one_folder_overflow_events_and_still_all_arrive() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"300ms\"\nconcurrent_files = 8\n", "");
+    let mut agent = sb.spawn_agent(&[]);
+    assert!(wait_until(
+        Duration::from_secs(20),
+        || sb.status()["agent"]["running"] == true
+    ));
+    // ~60,000 events at once: more than inotify's default queue holds, so
+    // this also exercises overflow → rescan.
+    for i in 0..20_000 {
+        std::fs::write(sb.drop_dir().join(format!("f{i:05}.txt")), format!("{i}\n")).unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(600), || emu.ledger().len() >= 20_000),
+        "{} of 20000",
+        emu.ledger().len()
+    );
+    assert!(wait_until(
+        Duration::from_secs(60),
+        || sb.status()["roots"][0]["done"] == 20_000
+    ));
+    assert_eq!(agent.stop().code, 0);
+    let ledger = emu.ledger();
+    assert_eq!(unique_names(&ledger).len(), 20_000);
+    assert_eq!(ledger.len(), 20_000);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_full_disk_for_the_journal_stops_with_a_clear_error_and_corrupts_nothing() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    for i in 0..300 {
+        write_file(&sb.drop_dir().join(format!("f{i:03}.bin")), 100 + i, i as u64);
+    }
+    // The file-size limit makes journal writes fail the way a full disk does
+    // (EFBIG instead of ENOSPC; SQLite reports both as "disk is full").
+    let mut c = sb.cmd();
+    c.args(["run", "--once"]);
+    let script = format!("trap '' XFSZ; ulimit -f 64; exec {} \"$@\"", bin().display());
+    let mut limited = std::process::Command::new("bash");
+    limited
+        .arg("-c")
+        .arg(script)
+        .arg("autorender-sync")
+        .args(c.get_args());
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => limited.env(k, v),
+            None => limited.env_remove(k),
+        };
+    }
+    let out = run(limited);
+    assert_ne!(out.code, 0, "the agent must stop: {}", out.stderr);
+    assert!(
+        out.stderr.contains("journal write failed"),
+        "a clear error: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("free space"),
+        "naming the fix: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    let conn = rusqlite::Connection::open(sb.state_dir().join("journal.sqlite3")).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    drop(conn);
+    // With space again, the rest is uploaded and nothing twice.
+    let mut again = sb.cmd();
+    again.args(["run", "--once"]);
+    let out = run(again);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let ledger = emu.ledger();
+    assert_eq!(unique_names(&ledger).len(), 300);
+    assert_eq!(ledger.len(), 300);
+}
