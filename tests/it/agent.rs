@@ -33,11 +33,7 @@ fn wait_idle(sb: &Sandbox, done: i64) -> bool {
 fn cp_rsync_slow_writer_and_mv_each_upload_once_and_never_half_written() {
     let emu = Emulator::start(&["--part-size", "256KiB"]);
     let sb = Sandbox::watching(&emu, "settle = \"2s\"\n", "");
-    let mut agent = sb.spawn_agent(&[]);
-    assert!(wait_until(
-        Duration::from_secs(20),
-        || sb.status()["agent"]["running"] == true
-    ));
+    let mut agent = sb.running_agent(&[]);
     let outside = sb.path("outside");
     std::fs::create_dir(&outside).unwrap();
     let drop = sb.drop_dir();
@@ -266,11 +262,7 @@ fn interrupted_large_upload_resumes_without_resending_parts() {
 fn polling_and_watch_limit_fallback_still_pick_files_up() {
     let emu = Emulator::start(&[]);
     let polled = Sandbox::watching(&emu, "settle = \"200ms\"\npoll_interval = \"300ms\"\n", "");
-    let _a = polled.spawn_agent(&[]);
-    assert!(wait_until(
-        Duration::from_secs(20),
-        || polled.status()["agent"]["running"] == true
-    ));
+    let _a = polled.running_agent(&[]);
     write_file(&polled.drop_dir().join("polled.bin"), 5000, 1);
     assert!(wait_until(Duration::from_secs(30), || emu
         .ledger()
@@ -278,10 +270,7 @@ fn polling_and_watch_limit_fallback_still_pick_files_up() {
         .any(|e| e["name"] == "polled.bin")));
 
     let limited = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
-    let mut agent = limited.spawn_agent_env(&[], &[("AUTORENDER_SYNC_SIMULATE_WATCH_LIMIT", "1")]);
-    assert!(wait_until(Duration::from_secs(20), || limited.status()["agent"]
-        ["running"]
-        == true));
+    let mut agent = limited.running_agent_env(&[], &[("AUTORENDER_SYNC_SIMULATE_WATCH_LIMIT", "1")]);
     write_file(&limited.drop_dir().join("fallback.bin"), 5000, 2);
     assert!(wait_until(Duration::from_secs(30), || emu
         .ledger()
@@ -295,28 +284,30 @@ fn polling_and_watch_limit_fallback_still_pick_files_up() {
     );
 }
 
-#[test]
-fn burst_of_2000_small_files_all_uploaded_once() {
+/// Drops `n` small files into a watched folder at once; every one must be
+/// uploaded exactly once.
+pub fn burst(n: usize) {
     let emu = Emulator::start(&[]);
     let sb = Sandbox::watching(&emu, "settle = \"300ms\"\nconcurrent_files = 8\n", "");
-    let mut agent = sb.spawn_agent(&[]);
-    assert!(wait_until(
-        Duration::from_secs(20),
-        || sb.status()["agent"]["running"] == true
-    ));
-    for i in 0..2000 {
-        std::fs::write(sb.drop_dir().join(format!("s{i:04}.txt")), format!("file {i}\n")).unwrap();
+    let mut agent = sb.running_agent(&[]);
+    for i in 0..n {
+        std::fs::write(sb.drop_dir().join(format!("s{i:05}.txt")), format!("file {i}\n")).unwrap();
     }
     assert!(
-        wait_until(Duration::from_secs(180), || ledger_has(&emu, 2000)),
-        "{} of 2000",
+        wait_until(Duration::from_secs(600), || ledger_has(&emu, n)),
+        "{} of {n}",
         emu.ledger().len()
     );
-    assert!(wait_idle(&sb, 2000));
+    assert!(wait_idle(&sb, n as i64));
     assert_eq!(agent.stop().code, 0);
     let ledger = emu.ledger();
-    assert_eq!(unique_names(&ledger).len(), 2000);
-    assert_eq!(ledger.len(), 2000);
+    assert_eq!(unique_names(&ledger).len(), n);
+    assert_eq!(ledger.len(), n);
+}
+
+#[test]
+fn burst_of_2000_small_files_all_uploaded_once() {
+    burst(2000);
 }
 
 #[test]
@@ -374,11 +365,7 @@ fn second_agent_refuses_and_dry_run_sends_nothing() {
     assert!(out.stderr.contains("would upload"), "{}", out.stderr);
     assert_eq!(emu.stat("start"), 0);
 
-    let mut agent = sb.spawn_agent(&[]);
-    assert!(wait_until(
-        Duration::from_secs(20),
-        || sb.status()["agent"]["running"] == true
-    ));
+    let mut agent = sb.running_agent(&[]);
     let mut second = sb.cmd();
     second.arg("run");
     let out = run(second);

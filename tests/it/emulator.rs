@@ -112,25 +112,20 @@ fn part_puts_are_checked_like_object_storage() {
     assert_eq!(r.status(), 400, "complete with parts missing");
     assert_eq!(c.put(part_url(&s, 1)).body("efgh").send().unwrap().status(), 200);
     assert_eq!(c.put(part_url(&s, 2)).body("ij").send().unwrap().status(), 200);
-    let first: Value = c
-        .post(&complete)
-        .bearer_auth(KEY)
-        .json(&body)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let complete_now = || -> Value {
+        c.post(&complete)
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let first = complete_now();
     assert_eq!(first["success"], true);
     assert_eq!(first["data"]["path"], "x");
     assert_eq!(first["data"]["file_size"], 10);
-    let again: Value = c
-        .post(&complete)
-        .bearer_auth(KEY)
-        .json(&body)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let again = complete_now();
     assert_eq!(first, again, "complete is idempotent");
     assert_eq!(emu.ledger().len(), 1);
     assert_eq!(

@@ -213,6 +213,21 @@ impl Sandbox {
         }
     }
 
+    /// Starts `run` and waits until it reports itself running.
+    pub fn running_agent(&self, extra_args: &[&str]) -> AgentProcess {
+        self.running_agent_env(extra_args, &[])
+    }
+
+    pub fn running_agent_env(&self, extra_args: &[&str], env: &[(&str, &str)]) -> AgentProcess {
+        let agent = self.spawn_agent_env(extra_args, env);
+        assert!(
+            wait_until(Duration::from_secs(20), || self.status()["agent"]["running"]
+                == true),
+            "the agent did not start"
+        );
+        agent
+    }
+
     /// `status --json`.
     pub fn status(&self) -> Value {
         let mut c = self.cmd();

@@ -15,11 +15,7 @@ fn uploaded(emu: &Emulator, name: &str) -> usize {
 fn odd_names_special_files_and_links() {
     let emu = Emulator::start(&[]);
     let sb = Sandbox::watching(&emu, "settle = \"300ms\"\n", "");
-    let mut agent = sb.spawn_agent(&[]);
-    assert!(wait_until(
-        Duration::from_secs(20),
-        || sb.status()["agent"]["running"] == true
-    ));
+    let mut agent = sb.running_agent(&[]);
     let drop = sb.drop_dir();
     let long = format!("{}.mov", "n".repeat(251));
     let names = [
@@ -110,11 +106,7 @@ fn files_that_change_vanish_or_turn_into_folders_mid_upload() {
         "settle = \"300ms\"\nbandwidth_limit = \"1MiB/s\"\nconcurrent_parts = 1\n",
         "",
     );
-    let mut agent = sb.spawn_agent(&[]);
-    assert!(wait_until(
-        Duration::from_secs(20),
-        || sb.status()["agent"]["running"] == true
-    ));
+    let mut agent = sb.running_agent(&[]);
 
     // Deleted mid-upload: the session is abandoned, the journal says gone.
     let gone = slow_upload_started(&emu, &sb, "deleted.mov", 3 << 20);
@@ -175,11 +167,7 @@ fn files_that_change_vanish_or_turn_into_folders_mid_upload() {
 fn a_watched_folder_deleted_and_recreated_is_watched_again() {
     let emu = Emulator::start(&[]);
     let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
-    let mut agent = sb.spawn_agent(&[]);
-    assert!(wait_until(
-        Duration::from_secs(20),
-        || sb.status()["agent"]["running"] == true
-    ));
+    let mut agent = sb.running_agent(&[]);
     let drop = sb.drop_dir();
     write_file(&drop.join("first.mov"), 100, 1);
     assert!(wait_until(Duration::from_secs(30), || uploaded(
@@ -231,31 +219,9 @@ fn an_unreadable_file_is_retried_and_reported() {
 
 #[test]
 fn twenty_thousand_files_in_one_folder_overflow_events_and_still_all_arrive() {
-    let emu = Emulator::start(&[]);
-    let sb = Sandbox::watching(&emu, "settle = \"300ms\"\nconcurrent_files = 8\n", "");
-    let mut agent = sb.spawn_agent(&[]);
-    assert!(wait_until(
-        Duration::from_secs(20),
-        || sb.status()["agent"]["running"] == true
-    ));
     // ~60,000 events at once: more than inotify's default queue holds, so
     // this also exercises overflow → rescan.
-    for i in 0..20_000 {
-        std::fs::write(sb.drop_dir().join(format!("f{i:05}.txt")), format!("{i}\n")).unwrap();
-    }
-    assert!(
-        wait_until(Duration::from_secs(600), || emu.ledger().len() >= 20_000),
-        "{} of 20000",
-        emu.ledger().len()
-    );
-    assert!(wait_until(
-        Duration::from_secs(60),
-        || sb.status()["roots"][0]["done"] == 20_000
-    ));
-    assert_eq!(agent.stop().code, 0);
-    let ledger = emu.ledger();
-    assert_eq!(unique_names(&ledger).len(), 20_000);
-    assert_eq!(ledger.len(), 20_000);
+    crate::agent::burst(20_000);
 }
 
 #[cfg(unix)]
