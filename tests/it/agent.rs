@@ -395,3 +395,82 @@ fn upload_command_is_recorded_so_the_agent_does_not_send_it_again() {
     assert_eq!(rows[0]["remote_name"], "manual.mov");
     assert_eq!(rows[0]["file_no"], emu.ledger()[0]["file_no"]);
 }
+
+#[test]
+fn after_upload_move_and_delete_act_only_after_the_upload_is_recorded() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::new(&emu, "settle = \"200ms\"\n");
+    let (moved_root, deleted_root, done) = (sb.path("moving"), sb.path("deleting"), sb.path("done"));
+    for d in [&moved_root, &deleted_root, &done] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::create_dir_all(moved_root.join("day1")).unwrap();
+    std::fs::create_dir_all(done.join("day1")).unwrap();
+    std::fs::write(done.join("day1/clip.mov"), b"an older clip with the same name").unwrap();
+    let text = std::fs::read_to_string(&sb.config).unwrap()
+        + &format!(
+            "[[watch]]\npath = \"{}\"\nremote_folder = \"m\"\nafter_upload = \"move\"\nmove_to = \"{}\"\n\
+             [[watch]]\npath = \"{}\"\nremote_folder = \"d\"\nafter_upload = \"delete\"\n",
+            moved_root.display(),
+            done.display(),
+            deleted_root.display()
+        );
+    std::fs::write(&sb.config, text).unwrap();
+    write_file(&moved_root.join("day1/clip.mov"), 5000, 1);
+    let sha = sha256_file(&moved_root.join("day1/clip.mov"));
+    write_file(&deleted_root.join("gone.mov"), 100, 2);
+    let mut once = sb.cmd();
+    once.args(["run", "--once"]);
+    let out = run(once);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emu.ledger().len(), 2);
+    assert!(!moved_root.join("day1/clip.mov").exists(), "moved away");
+    assert_eq!(
+        sha256_file(&done.join("day1/clip (1).mov")),
+        sha,
+        "kept its sub-path, no overwrite"
+    );
+    assert_eq!(
+        std::fs::read(done.join("day1/clip.mov")).unwrap(),
+        b"an older clip with the same name"
+    );
+    assert!(!deleted_root.join("gone.mov").exists(), "deleted");
+    // Seen again later, nothing is re-uploaded.
+    let mut again = sb.cmd();
+    again.args(["run", "--once"]);
+    assert_eq!(run(again).code, 0);
+    assert_eq!(emu.stat("start"), 2);
+}
+
+#[test]
+fn a_rejected_key_pauses_uploads_without_a_hot_loop() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    write_file(&sb.drop_dir().join("a.mov"), 100, 1);
+    let mut agent = sb.running_agent_env(&[], &[("AUTORENDER_API_KEY", "wrong-key")]);
+    assert!(wait_until(
+        Duration::from_secs(30),
+        || sb.status()["agent"]["paused"] == true
+    ));
+    // Let several heartbeats pass, then count: a hot loop would hammer the service.
+    let beat = sb.status()["agent"]["heartbeat_at"].as_i64().unwrap();
+    assert!(wait_until(Duration::from_secs(30), || {
+        sb.status()["agent"]["heartbeat_at"]
+            .as_i64()
+            .is_some_and(|b| b >= beat + 3000)
+    }));
+    assert!(
+        emu.stat("unauthorized") <= 2,
+        "{} rejected calls",
+        emu.stat("unauthorized")
+    );
+    assert_eq!(sb.status()["roots"][0]["pending"], 1, "the file stays pending");
+    let out = agent.stop();
+    assert_eq!(out.code, 0);
+    assert_eq!(
+        out.stderr.matches("API key was rejected").count(),
+        1,
+        "one clear line: {}",
+        out.stderr
+    );
+}
