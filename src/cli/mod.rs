@@ -32,7 +32,7 @@ pub const LOG_ENV: &str = "AUTORENDER_SYNC_LOG";
     long_about = "Watch local folders and upload each new or changed file, once it has stopped \
 changing, to an AutoRender workspace through the multipart upload API.\n\n\
 Start with `autorender-sync init`, set AUTORENDER_API_KEY, then `autorender-sync check`.\n\
-Try it offline against the built-in emulator: `autorender-sync emulator`.",
+Try it without an account: `autorender-sync demo`.",
     after_help = "Exit codes: 0 success, 1 some work failed, 2 usage or config error, 3 API key rejected."
 )]
 pub struct Cli {
