@@ -110,7 +110,10 @@ pub struct Agent {
     settler: Settler,
     tasks: JoinSet<TaskResult>,
     inflight: HashSet<i64>,
+    /// `--once`: files already tried in this run (not tried twice).
     attempted: HashSet<i64>,
+    /// Queued files whose watch root is no longer configured.
+    orphans: HashSet<i64>,
     report: Report,
     queue_dirty: bool,
     paused_until: Option<Instant>,
@@ -131,6 +134,7 @@ impl Agent {
             tasks: JoinSet::new(),
             inflight: HashSet::new(),
             attempted: HashSet::new(),
+            orphans: HashSet::new(),
             report: Report::default(),
             queue_dirty: true,
             paused_until: None,
@@ -500,7 +504,7 @@ impl Agent {
             .concurrent_files
             .saturating_sub(self.inflight.len());
         if free > 0 && self.queue_dirty {
-            let mut skip: Vec<i64> = self.inflight.iter().copied().collect();
+            let mut skip: Vec<i64> = self.inflight.iter().chain(&self.orphans).copied().collect();
             if self.opts.once {
                 skip.extend(self.attempted.iter().copied());
             }
@@ -528,12 +532,14 @@ impl Agent {
             .iter()
             .position(|w| w.path.to_string_lossy() == row.root)
         else {
-            // The root left the config: leave the record alone.
-            self.attempted.insert(row.id);
+            // The root left the config: leave the record alone (and stop asking for it).
+            self.orphans.insert(row.id);
             return;
         };
         self.inflight.insert(row.id);
-        self.attempted.insert(row.id);
+        if self.opts.once {
+            self.attempted.insert(row.id);
+        }
         let w: WatchSettings = self.settings.watches[i].clone();
         let journal = self.journal.clone();
         let uploader = self.uploader.clone();
