@@ -153,7 +153,6 @@ pub struct Client {
     api: reqwest::Client,
     parts: reqwest::Client,
     base: Url,
-    key: ApiKey,
 }
 
 impl std::fmt::Debug for Client {
@@ -208,16 +207,7 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ApiError::Protocol(format!("cannot build HTTP client: {e}")))?;
-        Ok(Client {
-            api,
-            parts,
-            base,
-            key,
-        })
-    }
-
-    pub fn base(&self) -> &Url {
-        &self.base
+        Ok(Client { api, parts, base })
     }
 
     fn endpoint(&self, path: &str) -> Url {
@@ -294,11 +284,6 @@ impl Client {
             .map_err(network)?;
         let value = read_json(resp).await?;
         decode_complete(value)
-    }
-
-    #[doc(hidden)]
-    pub fn key(&self) -> &ApiKey {
-        &self.key
     }
 }
 

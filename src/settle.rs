@@ -122,10 +122,6 @@ impl Settler {
         self.entries.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
     /// The earliest instant at which [`poll`](Self::poll) may decide something.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.entries.values().map(Self::due).min()

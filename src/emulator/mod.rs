@@ -186,10 +186,6 @@ impl Emulator {
         }))
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base
-    }
-
     fn chance(&self, rate: f64) -> bool {
         if rate <= 0.0 {
             return false;
