@@ -25,7 +25,7 @@ use crate::journal::{DoneRecord, FileRow, Journal, JournalError, SavedSession, S
 use crate::mapping;
 use crate::scan::{self, Rejected};
 use crate::settle::{Decision, Fs, Seen, Settler, Stat};
-use crate::upload::{Fingerprint, Job, Observer, Outcome, Resume, UploadError, Uploader, hash_file};
+use crate::upload::{Fingerprint, Job, Observer, Outcome, Phase, Resume, UploadError, Uploader, hash_file};
 use crate::watch::{self, Hint};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,6 +39,8 @@ pub struct RunOptions {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Report {
     pub uploaded: usize,
+    /// Found in the workspace already (no journal record) and recorded, not sent.
+    pub adopted: usize,
     pub failed: usize,
     pub skipped: usize,
     pub would_upload: usize,
@@ -99,6 +101,18 @@ impl Observer for JournalObserver {
     }
     fn completing(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move { self.journal.completing(self.id).await.map_err(|e| e.to_string()) })
+    }
+    fn direct_sending(&self, began_at_ms: i64) -> BoxFuture<'_, Result<(), String>> {
+        let sha = self.sha256.lock().expect("sha lock").clone();
+        Box::pin(async move {
+            self.journal
+                .direct_sending(self.id, began_at_ms, self.fp, sha)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+    fn reconciling(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.journal.reconciling(self.id).await.map_err(|e| e.to_string()) })
     }
 }
 
@@ -577,6 +591,7 @@ impl Agent {
                 tags: w.tags.clone(),
                 metadata: w.metadata.clone(),
                 random_prefix: w.random_prefix,
+                adopt: row.adopt,
             };
             if let Err(e) = journal.set_state(row.id, State::Uploading).await {
                 let err = UploadError::Checkpoint(e.to_string());
@@ -676,19 +691,24 @@ impl Agent {
                             sha256: o.sha256.clone(),
                             remote_folder: o.folder.clone(),
                             remote_name: o.name.clone(),
-                            file_no: o.file.file_no_string(),
+                            file_no: o.file.file_no.clone(),
                             url: o.file.url.clone(),
+                            adopted: o.adopted.map(|p| p.describe().to_string()),
                         },
                     )
                     .await?;
-                self.report.uploaded += 1;
-                tracing::info!(
-                    "uploaded {} → {}/{} (file_no {})",
-                    path.display(),
-                    o.folder,
-                    o.name,
-                    o.file.file_no_string()
-                );
+                if o.adopted.is_some() {
+                    self.report.adopted += 1;
+                } else {
+                    self.report.uploaded += 1;
+                    tracing::info!(
+                        "uploaded {} → {}/{} (file_no {})",
+                        path.display(),
+                        o.folder,
+                        o.name,
+                        o.file.file_no
+                    );
+                }
                 if let Some(w) = self
                     .settings
                     .watches
@@ -797,11 +817,17 @@ fn folder_identity(path: &Path) -> Option<(u64, u64)> {
 
 /// A saved session is resumed only for the very same file version.
 fn usable(saved: SavedSession, fp: Fingerprint) -> Option<Resume> {
+    let phase = match (saved.direct, saved.completing) {
+        (true, _) => Phase::Direct,
+        (false, true) => Phase::Completing,
+        (false, false) => Phase::Parts,
+    };
     (saved.fingerprint == fp && saved.done.len() == saved.session.parts.len()).then_some(Resume {
         session: saved.session,
         done: saved.done,
         sha256: saved.sha256,
         fingerprint: saved.fingerprint,
+        phase,
     })
 }
 

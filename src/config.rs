@@ -100,6 +100,8 @@ pub struct AgentSettings {
     pub max_attempts: u32,
     /// Some(interval) forces the polling watcher.
     pub poll_interval: Option<Duration>,
+    /// Files up to this many bytes go in one request; 0 = always multipart.
+    pub direct_upload_max: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +234,10 @@ const API_KEYS: &[&str] = &[
     "request_timeout",
     "url_ttl",
 ];
+/// `agent.direct_upload_max` default and ceiling.
+const DEFAULT_DIRECT: u64 = 8 * 1024 * 1024;
+const MAX_DIRECT: u64 = 100 * 1024 * 1024;
+
 const AGENT_KEYS: &[&str] = &[
     "state_dir",
     "settle",
@@ -241,6 +247,7 @@ const AGENT_KEYS: &[&str] = &[
     "bandwidth_limit",
     "max_attempts",
     "poll_interval",
+    "direct_upload_max",
 ];
 const WATCH_KEYS: &[&str] = &[
     "path",
@@ -594,6 +601,24 @@ impl<'s> Walker<'s> {
         let poll_interval = self
             .optional_duration(&f, "poll_interval", "agent.poll_interval")
             .unwrap_or(None);
+        let direct_upload_max = match self.string(&f, "direct_upload_max", "agent.direct_upload_max") {
+            Some((text, span)) => match crate::units::parse_size(&text) {
+                Ok(n) if n <= MAX_DIRECT => n,
+                Ok(_) => {
+                    self.err(
+                        "agent.direct_upload_max",
+                        Some(span),
+                        "must be at most 100MiB (the service advises multipart above ~100 MB)",
+                    );
+                    DEFAULT_DIRECT
+                }
+                Err(e) => {
+                    self.err("agent.direct_upload_max", Some(span), e);
+                    DEFAULT_DIRECT
+                }
+            },
+            None => DEFAULT_DIRECT,
+        };
         AgentSettings {
             state_dir,
             settle,
@@ -603,6 +628,7 @@ impl<'s> Walker<'s> {
             bandwidth_limit,
             max_attempts,
             poll_interval,
+            direct_upload_max,
         }
     }
 

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::api::Session;
 use crate::upload::Fingerprint;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 pub const DB_NAME: &str = "journal.sqlite3";
 pub const LOCK_NAME: &str = "agent.lock";
 
@@ -57,6 +57,9 @@ pub enum State {
     Settling,
     Pending,
     Uploading,
+    /// A complete or direct upload was sent without a plain answer; the
+    /// workspace is being asked whether it holds the file.
+    Reconciling,
     Done,
     Failed,
     Gone,
@@ -68,6 +71,7 @@ impl State {
             State::Settling => "settling",
             State::Pending => "pending",
             State::Uploading => "uploading",
+            State::Reconciling => "reconciling",
             State::Done => "done",
             State::Failed => "failed",
             State::Gone => "gone",
@@ -78,6 +82,7 @@ impl State {
             "settling" => State::Settling,
             "pending" => State::Pending,
             "uploading" => State::Uploading,
+            "reconciling" => State::Reconciling,
             "done" => State::Done,
             "failed" => State::Failed,
             _ => State::Gone,
@@ -102,6 +107,10 @@ pub struct FileRow {
     pub file_no: Option<String>,
     pub url: Option<String>,
     pub remote_path: Option<String>,
+    /// No record existed when it was queued: check the workspace first.
+    pub adopt: bool,
+    /// The name the service gave the file (done files).
+    pub remote_name: Option<String>,
 }
 
 impl FileRow {
@@ -117,7 +126,7 @@ impl FileRow {
 }
 
 const FILE_COLS: &str = "id, root, rel, state, size, mtime_ns, attempts, last_error, next_attempt_at, \
-    done_size, done_mtime_ns, done_sha256, file_no, url, remote_path";
+    done_size, done_mtime_ns, done_sha256, file_no, url, remote_path, adopt, remote_name";
 
 fn file_row(r: &rusqlite::Row) -> rusqlite::Result<FileRow> {
     Ok(FileRow {
@@ -136,6 +145,8 @@ fn file_row(r: &rusqlite::Row) -> rusqlite::Result<FileRow> {
         file_no: r.get(12)?,
         url: r.get(13)?,
         remote_path: r.get(14)?,
+        adopt: r.get::<_, i64>(15)? != 0,
+        remote_name: r.get(16)?,
     })
 }
 
@@ -147,6 +158,8 @@ pub struct SavedSession {
     pub fingerprint: Fingerprint,
     pub sha256: String,
     pub completing: bool,
+    /// A direct upload in flight (no parts; only its start time).
+    pub direct: bool,
 }
 
 /// What a finished upload recorded.
@@ -158,6 +171,8 @@ pub struct DoneRecord {
     pub remote_name: String,
     pub file_no: String,
     pub url: Option<String>,
+    /// Recorded by adoption (how it was proven the same), not uploaded.
+    pub adopted: Option<String>,
 }
 
 /// What a call does once its batch is committed (or failed to commit).
@@ -280,6 +295,21 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
                 snapshot TEXT
             );",
         )?;
+        tx.pragma_update(None, "user_version", 1)?;
+        tx.commit()?;
+    }
+    if version < 2 {
+        // v2: reconciliation and adoption. `kind` tells a multipart session
+        // from a direct upload in flight; `began_at` is the service's time
+        // when it began; `adopt` marks files with no earlier record.
+        let tx = conn.transaction()?;
+        tx.execute_batch(
+            "ALTER TABLE sessions ADD COLUMN kind TEXT NOT NULL DEFAULT 'multipart';
+             ALTER TABLE sessions ADD COLUMN began_at INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE files ADD COLUMN adopt INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE files ADD COLUMN remote_name TEXT;
+             ALTER TABLE history ADD COLUMN adopted TEXT;",
+        )?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
     }
@@ -392,11 +422,13 @@ impl Journal {
     }
 
     /// Queues a stable file for upload (new, changed, or back from settling).
+    /// A file with no earlier record is marked for adoption (the workspace
+    /// is checked for the same content before it is uploaded).
     pub async fn enqueue(&self, root: String, rel: String, fp: Fingerprint) -> Result<(), JournalError> {
         self.call(move |c| {
             c.execute(
-                "INSERT INTO files (root, rel, state, size, mtime_ns, attempts, next_attempt_at, updated_at)
-                 VALUES (?1, ?2, 'pending', ?3, ?4, 0, 0, ?5)
+                "INSERT INTO files (root, rel, state, size, mtime_ns, attempts, next_attempt_at, updated_at, adopt)
+                 VALUES (?1, ?2, 'pending', ?3, ?4, 0, 0, ?5, 1)
                  ON CONFLICT (root, rel) DO UPDATE SET state = 'pending', size = ?3, mtime_ns = ?4,
                    attempts = 0, last_error = NULL, next_attempt_at = 0, updated_at = ?5",
                 params![root, rel, fp.size as i64, fp.mtime_ns as i64, now_ms()],
@@ -423,7 +455,7 @@ impl Journal {
     pub async fn due(&self, now: i64, limit: usize, skip: Vec<i64>) -> Result<Vec<FileRow>, JournalError> {
         self.call(move |c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {FILE_COLS} FROM files WHERE state IN ('pending', 'uploading') AND next_attempt_at <= ?1
+                "SELECT {FILE_COLS} FROM files WHERE state IN ('pending', 'uploading', 'reconciling') AND next_attempt_at <= ?1
                  ORDER BY next_attempt_at, id LIMIT ?2"
             ))?;
             let rows = stmt
@@ -438,7 +470,7 @@ impl Journal {
     pub async fn next_due(&self) -> Result<Option<i64>, JournalError> {
         self.call(|c| {
             c.query_row(
-                "SELECT MIN(next_attempt_at) FROM files WHERE state IN ('pending', 'uploading')",
+                "SELECT MIN(next_attempt_at) FROM files WHERE state IN ('pending', 'uploading', 'reconciling')",
                 [],
                 |r| r.get(0),
             )
@@ -460,7 +492,8 @@ impl Journal {
     pub async fn session(&self, id: i64) -> Result<Option<SavedSession>, JournalError> {
         self.call(move |c| {
             c.query_row(
-                "SELECT session_id, uuid, part_size, parts, expire_at, parts_done, size, mtime_ns, sha256, completing
+                "SELECT session_id, uuid, part_size, parts, expire_at, parts_done, size, mtime_ns, sha256, completing,
+                        kind, began_at
                  FROM sessions WHERE file_id = ?1",
                 params![id],
                 |r| {
@@ -474,11 +507,13 @@ impl Journal {
                             part_size: r.get::<_, i64>(2)? as u64,
                             parts: parts.iter().filter_map(|u| url::Url::parse(u).ok()).collect(),
                             expire_at: r.get(4)?,
+                            began_at_ms: r.get(11)?,
                         },
                         done: done.chars().map(|ch| ch == '1').collect(),
                         fingerprint: Fingerprint { size: r.get::<_, i64>(6)? as u64, mtime_ns: r.get::<_, i64>(7)? as i128 },
                         sha256: r.get(8)?,
                         completing: r.get::<_, i64>(9)? != 0,
+                        direct: r.get::<_, String>(10)? == "direct",
                     })
                 },
             )
@@ -498,8 +533,9 @@ impl Journal {
             let parts: Vec<&str> = s.parts.iter().map(|u| u.as_str()).collect();
             c.execute(
                 "INSERT OR REPLACE INTO sessions
-                 (file_id, session_id, uuid, part_size, parts, expire_at, parts_done, size, mtime_ns, sha256, completing, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11)",
+                 (file_id, session_id, uuid, part_size, parts, expire_at, parts_done, size, mtime_ns, sha256, completing,
+                  created_at, kind, began_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, 'multipart', ?12)",
                 params![
                     id,
                     s.session_id,
@@ -511,10 +547,81 @@ impl Journal {
                     fp.size as i64,
                     fp.mtime_ns as i64,
                     sha256,
-                    now_ms()
+                    now_ms(),
+                    s.began_at_ms
                 ],
             )
             .map(|_| ())
+        })
+        .await
+    }
+
+    /// Recorded (and committed) before a direct upload is sent: if its
+    /// answer never arrives, the next attempt reconciles instead of sending
+    /// the file again blind.
+    pub async fn direct_sending(
+        &self,
+        id: i64,
+        began_at_ms: i64,
+        fp: Fingerprint,
+        sha256: String,
+    ) -> Result<(), JournalError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO sessions
+                 (file_id, session_id, uuid, part_size, parts, expire_at, parts_done, size, mtime_ns, sha256, completing,
+                  created_at, kind, began_at)
+                 VALUES (?1, '', NULL, 1, '[]', NULL, '', ?2, ?3, ?4, 1, ?5, 'direct', ?6)",
+                params![id, fp.size as i64, fp.mtime_ns as i64, sha256, now_ms(), began_at_ms],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// The outcome of a sent complete or direct upload is being looked up.
+    pub async fn reconciling(&self, id: i64) -> Result<(), JournalError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE files SET state = 'reconciling', updated_at = ?2 WHERE id = ?1",
+                params![id, now_ms()],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Files recorded as done (all, or those under `paths`), for `verify`.
+    pub async fn done_files(&self, paths: Vec<PathBuf>) -> Result<Vec<FileRow>, JournalError> {
+        self.call(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {FILE_COLS} FROM files WHERE state = 'done' ORDER BY root, rel"
+            ))?;
+            let rows = stmt
+                .query_map([], file_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows
+                .into_iter()
+                .filter(|r| paths.is_empty() || paths.iter().any(|p| r.local_path().starts_with(p)))
+                .collect())
+        })
+        .await
+    }
+
+    /// `verify --requeue`: done files the workspace no longer holds go back
+    /// to the queue (their done record is cleared so nothing skips them).
+    pub async fn requeue(&self, ids: Vec<i64>) -> Result<usize, JournalError> {
+        self.call(move |c| {
+            let mut n = 0;
+            for id in ids {
+                n += c.execute(
+                    "UPDATE files SET state = 'pending', attempts = 0, next_attempt_at = 0, last_error = NULL,
+                       done_size = NULL, done_mtime_ns = NULL, adopt = 0, updated_at = ?2
+                     WHERE id = ?1 AND state = 'done'",
+                    params![id, now_ms()],
+                )?;
+            }
+            Ok(n)
         })
         .await
     }
@@ -691,7 +798,8 @@ fn write_done(c: &Connection, id: i64, d: &DoneRecord) -> rusqlite::Result<()> {
     let now = now_ms();
     c.execute(
         "UPDATE files SET state = 'done', size = ?2, mtime_ns = ?3, done_size = ?2, done_mtime_ns = ?3,
-           done_sha256 = ?4, file_no = ?5, url = ?6, remote_path = ?7, last_error = NULL, updated_at = ?8
+           done_sha256 = ?4, file_no = ?5, url = ?6, remote_path = ?7, last_error = NULL, updated_at = ?8, adopt = 0,
+           remote_name = ?9
          WHERE id = ?1",
         params![
             id,
@@ -701,13 +809,14 @@ fn write_done(c: &Connection, id: i64, d: &DoneRecord) -> rusqlite::Result<()> {
             d.file_no,
             d.url,
             d.remote_folder,
-            now
+            now,
+            d.remote_name
         ],
     )?;
     c.execute("DELETE FROM sessions WHERE file_id = ?1", params![id])?;
     c.execute(
-        "INSERT INTO history (root, rel, ok, remote_folder, remote_name, file_no, url, size, sha256, at)
-         SELECT root, rel, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM files WHERE id = ?1",
+        "INSERT INTO history (root, rel, ok, remote_folder, remote_name, file_no, url, size, sha256, at, adopted)
+         SELECT root, rel, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 FROM files WHERE id = ?1",
         params![
             id,
             d.remote_folder,
@@ -716,7 +825,8 @@ fn write_done(c: &Connection, id: i64, d: &DoneRecord) -> rusqlite::Result<()> {
             d.url,
             d.fingerprint.size as i64,
             d.sha256,
-            now
+            now,
+            d.adopted
         ],
     )?;
     Ok(())
@@ -758,11 +868,13 @@ pub struct HistoryRow {
     pub error: Option<String>,
     /// Unix milliseconds.
     pub at: i64,
+    /// Recorded by adoption, not uploaded: how the copy was proven the same.
+    pub adopted: Option<String>,
 }
 
 pub fn history(conn: &Connection, limit: usize, failed_only: bool) -> Result<Vec<HistoryRow>, JournalError> {
     let mut stmt = conn.prepare(
-        "SELECT root, rel, ok, remote_folder, remote_name, file_no, url, size, sha256, error, at FROM history
+        "SELECT root, rel, ok, remote_folder, remote_name, file_no, url, size, sha256, error, at, adopted FROM history
          WHERE (?1 = 0 OR ok = 0) ORDER BY id DESC LIMIT ?2",
     )?;
     let rows = stmt
@@ -780,6 +892,7 @@ pub fn history(conn: &Connection, limit: usize, failed_only: bool) -> Result<Vec
                 sha256: r.get(8)?,
                 error: r.get(9)?,
                 at: r.get(10)?,
+                adopted: r.get(11)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -793,6 +906,7 @@ pub struct RootCounts {
     pub growing: i64,
     pub pending: i64,
     pub uploading: i64,
+    pub reconciling: i64,
     pub uploading_bytes_done: i64,
     pub failed: i64,
     pub done: i64,
@@ -829,6 +943,7 @@ pub fn counts(conn: &Connection) -> Result<Vec<RootCounts>, JournalError> {
             State::Settling => c.settling += n,
             State::Pending => c.pending += n,
             State::Uploading => c.uploading += n,
+            State::Reconciling => c.reconciling += n,
             State::Done => c.done += n,
             State::Failed => c.failed += n,
             State::Gone => c.gone += n,
@@ -928,6 +1043,7 @@ mod tests {
                 .map(|i| url::Url::parse(&format!("https://x/{i}")).unwrap())
                 .collect(),
             expire_at: Some(99),
+            began_at_ms: 1_000,
         };
         j.save_session(id, s.clone(), fp(10, 5), "abc".into())
             .await
@@ -947,6 +1063,7 @@ mod tests {
                 remote_name: "a.mp4".into(),
                 file_no: "7".into(),
                 url: None,
+                adopted: None,
             },
         )
         .await

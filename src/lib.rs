@@ -20,3 +20,4 @@ pub mod settle;
 pub mod units;
 pub mod upload;
 pub mod watch;
+pub mod workspace;

@@ -54,6 +54,23 @@ pub struct Args {
     /// Largest file start accepts; bigger ones get 413
     #[arg(long, value_name = "BYTES", default_value = "5TiB", value_parser = parse_size)]
     pub max_size: u64,
+    /// Which reading of the API to answer in: the docs' (wrapped, file_size,
+    /// path = folder) or the official SDKs' (flat, size, path = folder/name)
+    #[arg(long, value_enum, default_value_t = emulator::Answers::Docs)]
+    pub answers: emulator::Answers,
+    /// Forget a session once it is finished: a repeated complete gets 404
+    #[arg(long)]
+    pub forget_sessions: bool,
+    /// Complete takes this long (ms) after the parts are assembled; a second
+    /// complete meanwhile gets 400 "parts incomplete"
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub complete_delay: u64,
+    /// The file listing ignores its name and path filters
+    #[arg(long)]
+    pub ignore_list_filters: bool,
+    /// Largest direct upload (POST /api/v1/uploads) accepted; bigger ones get 413
+    #[arg(long, value_name = "BYTES", default_value = "100MiB", value_parser = parse_size)]
+    pub direct_max: u64,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -104,6 +121,11 @@ pub async fn run(args: &Args) -> CliResult {
     opts.seed = args.seed;
     opts.max_size = args.max_size;
     opts.public_url = args.public_url.as_ref().map(|u| u.to_string());
+    opts.answers = args.answers;
+    opts.forget_sessions = args.forget_sessions;
+    opts.complete_delay = Duration::from_millis(args.complete_delay);
+    opts.ignore_list_filters = args.ignore_list_filters;
+    opts.direct_max = args.direct_max;
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on http://{addr}");
     let _ = out.flush();

@@ -12,6 +12,7 @@ mod retry;
 mod run;
 mod status;
 mod upload;
+mod verify;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -72,6 +73,8 @@ pub enum Command {
     Upload(upload::Args),
     /// Validate the config, resolve paths, and verify the API key
     Check(check::Args),
+    /// Ask the workspace whether it still holds every uploaded file; --requeue the missing
+    Verify(verify::Args),
     /// Write a commented starter config to the config path
     Init(init::Args),
     /// Run a local AutoRender upload API for offline trials and tests
@@ -140,6 +143,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Retry(ref args) => retry::run(&cli, args).await,
         Command::Upload(ref args) => upload::run(&cli, args).await,
         Command::Check(ref args) => check::run(&cli, args).await,
+        Command::Verify(ref args) => verify::run(&cli, args).await,
         Command::Init(ref args) => init::run(&cli, args),
         Command::Emulator(ref args) => emulator::run(args).await,
         Command::Autostart(ref args) => autostart::run(&cli, args),
@@ -176,6 +180,9 @@ pub fn uploader(
     let client = crate::api::Client::new(settings.api.endpoint.clone(), key, settings.api.request_timeout)
         .map_err(|e| CliError::Usage(e.to_string()))?;
     Ok(crate::upload::Uploader {
+        workspace: std::sync::Arc::new(crate::workspace::Workspace::new(client.clone())),
+        direct_upload_max: settings.agent.direct_upload_max,
+        reconcile: crate::upload::reconcile::Window::default(),
         client,
         concurrent_parts: settings.agent.concurrent_parts,
         limiter: settings
@@ -186,6 +193,18 @@ pub fn uploader(
         retry: crate::upload::RetryPolicy::default(),
         stall_timeout: settings.api.request_timeout,
     })
+}
+
+/// Prints one line to stdout; a closed pipe (`| head`) ends the program
+/// quietly, as Unix tools do, instead of panicking.
+pub fn print_stdout(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|_| out.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
 }
 
 /// Colour only for a terminal, and never when NO_COLOR is set.

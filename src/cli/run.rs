@@ -77,10 +77,11 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         );
     } else if args.once {
         tracing::info!(
-            "{} uploaded, {} failed, {} already up to date",
+            "{} uploaded, {} failed, {} already up to date, {} already in the workspace (adopted)",
             report.uploaded,
             report.failed,
-            report.skipped
+            report.skipped,
+            report.adopted
         );
     }
     if report.failed > 0 {

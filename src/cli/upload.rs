@@ -111,7 +111,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                 Ok(o) => json!({
                     "file": path,
                     "ok": true,
-                    "file_no": o.file.file_no_string(),
+                    "file_no": o.file.file_no.clone(),
                     "url": o.file.url,
                     "path": o.folder,
                     "name": o.name,
@@ -131,7 +131,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                     o.folder,
                     if o.folder.is_empty() { "" } else { "/" },
                     o.name,
-                    o.file.file_no_string(),
+                    o.file.file_no.clone(),
                     o.file.url.as_deref().unwrap_or("-"),
                 ),
                 Err(e) => eprintln!("error: {}: {e}", path.display()),
@@ -184,8 +184,9 @@ async fn record(settings: &crate::config::Settings, results: &[(PathBuf, Result<
             sha256: o.sha256.clone(),
             remote_folder: o.folder.clone(),
             remote_name: o.name.clone(),
-            file_no: o.file.file_no_string(),
+            file_no: o.file.file_no.clone(),
             url: o.file.url.clone(),
+            adopted: None,
         };
         if let Err(e) = journal
             .record_upload(root.to_string_lossy().into_owned(), rel, done)
@@ -214,5 +215,6 @@ fn prepare(path: &Path, folder: &str, tags: &[String]) -> Result<Job, String> {
         tags: tags.to_vec(),
         metadata: serde_json::Map::new(),
         random_prefix: false,
+        adopt: false,
     })
 }

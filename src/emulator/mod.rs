@@ -4,7 +4,11 @@
 //! key is 401, a malformed start is 400, part URLs are HMAC-signed and expire
 //! (403 S3-style XML), a part PUT with credentials is 400, chunked is 501, a
 //! wrong length is 400, and complete succeeds only when every part has exactly
-//! its bytes. Complete is idempotent.
+//! its bytes. It answers in either reading of SPEC §1 (`--answers docs|sdk`)
+//! and can be made as unhelpful as the real service may be: a repeated
+//! complete of a finished session may be forgotten (404), a complete may take
+//! its time (a second one meanwhile gets 400 "parts incomplete"), listings
+//! may ignore their filters.
 //!
 //! Faults (`--fail-parts`, `--throttle-start`, `--fail-complete`) are drawn
 //! from one seeded generator so a run with `--seed` is reproducible.
@@ -15,6 +19,7 @@
 //! lazily, so complete stays O(1) even for very large files.
 
 mod storage;
+mod workspace;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,7 +35,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{get, post, put};
 use futures_util::StreamExt;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
@@ -57,6 +62,27 @@ pub struct Options {
     /// Base URL put into part and file URLs, when clients reach the emulator
     /// through a proxy; default: the address it listens on.
     pub public_url: Option<String>,
+    /// Which reading of the API's answers to speak (SPEC §1).
+    pub answers: Answers,
+    /// A finished session is forgotten: a repeated complete gets 404.
+    pub forget_sessions: bool,
+    /// Complete takes this long after the parts are assembled; a second
+    /// complete meanwhile gets 400 "parts incomplete".
+    pub complete_delay: Duration,
+    /// The file listing ignores its `name` and `path` filters.
+    pub ignore_list_filters: bool,
+    /// Largest direct upload accepted (413 above).
+    pub direct_max: u64,
+}
+
+/// The two readings of the service's answers (SPEC §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Answers {
+    /// Wrapped in `{"success", "data"}`, `file_size`, `path` = the folder, numeric error codes.
+    #[default]
+    Docs,
+    /// Flat, `size`, `path` = folder/name, `folder_no`, `is_duplicate`, metadata in listings, string error codes.
+    Sdk,
 }
 
 impl Options {
@@ -73,6 +99,11 @@ impl Options {
             seed: 0,
             max_size: 5 * 1024 * 1024 * 1024 * 1024,
             public_url: None,
+            answers: Answers::Docs,
+            forget_sessions: false,
+            complete_delay: Duration::ZERO,
+            ignore_list_filters: false,
+            direct_max: 100 * 1024 * 1024,
         }
     }
 }
@@ -94,11 +125,19 @@ pub struct Stats {
     pub complete_ok: AtomicU64,
     pub unauthorized: AtomicU64,
     pub faults_injected: AtomicU64,
+    pub direct: AtomicU64,
+    pub direct_ok: AtomicU64,
+    pub list_files: AtomicU64,
+    pub list_folders: AtomicU64,
+    pub details: AtomicU64,
+    pub deletes: AtomicU64,
+    pub url_gets: AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LedgerEntry {
     pub folder: String,
+    pub folder_no: Option<String>,
     pub name: String,
     pub size: u64,
     pub sha256: Option<String>,
@@ -108,6 +147,10 @@ pub struct LedgerEntry {
     pub tags: Vec<String>,
     pub metadata: Value,
     pub deleted: bool,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+    /// "multipart" or "direct".
+    pub kind: String,
 }
 
 struct SessionRec {
@@ -125,13 +168,57 @@ struct SessionRec {
     received: Vec<Option<u64>>,
     /// PUTs per part, to show resumed uploads skip finished parts.
     puts: Vec<u64>,
-    completed: Option<Value>,
+    /// The file_no it became, once finished.
+    completed: Option<String>,
+    /// A complete is assembling it right now.
+    completing: bool,
 }
 
 struct Inner {
     sessions: HashMap<String, SessionRec>,
     ledger: Vec<LedgerEntry>,
     next_file_no: u64,
+    /// Workspace folders by path ("a/b"), created as uploads land in them.
+    folders: HashMap<String, FolderRec>,
+    next_folder_no: u64,
+}
+
+struct FolderRec {
+    folder_no: String,
+    name: String,
+    /// Parent folder's path; None at the root.
+    parent: Option<String>,
+    created_at_ms: i64,
+}
+
+impl Inner {
+    /// The folder at `path` and its ancestors, created if missing; its folder_no
+    /// (None for the root).
+    fn ensure_folder(&mut self, path: &str) -> Option<String> {
+        if path.is_empty() {
+            return None;
+        }
+        let mut parent: Option<String> = None;
+        let mut so_far = String::new();
+        for seg in path.split('/') {
+            if !so_far.is_empty() {
+                so_far.push('/');
+            }
+            so_far.push_str(seg);
+            if !self.folders.contains_key(&so_far) {
+                self.next_folder_no += 1;
+                let rec = FolderRec {
+                    folder_no: format!("fld{:06}", self.next_folder_no),
+                    name: seg.to_string(),
+                    parent: parent.clone(),
+                    created_at_ms: now_ms(),
+                };
+                self.folders.insert(so_far.clone(), rec);
+            }
+            parent = Some(so_far.clone());
+        }
+        self.folders.get(path).map(|f| f.folder_no.clone())
+    }
 }
 
 pub struct Emulator {
@@ -180,6 +267,8 @@ impl Emulator {
                 sessions: HashMap::new(),
                 ledger: Vec::new(),
                 next_file_no: 1_000_000_001,
+                folders: HashMap::new(),
+                next_folder_no: 0,
             }),
             storage,
             stats: Stats::default(),
@@ -255,6 +344,13 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -262,18 +358,33 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-fn json_error(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
+/// An API error in the reading the emulator speaks: a numeric `code` (docs)
+/// or a string one such as `NOT_FOUND` (SDKs).
+fn json_error(emu: &Emulator, status: StatusCode, error: &str, message: impl Into<String>) -> Response {
+    let code = match emu.opts.answers {
+        Answers::Docs => json!(status.as_u16()),
+        Answers::Sdk => json!(match status.as_u16() {
+            400 => "VALIDATION_ERROR",
+            401 => "UNAUTHORIZED",
+            404 => "NOT_FOUND",
+            411 => "LENGTH_REQUIRED",
+            413 => "FILE_TOO_LARGE",
+            429 => "RATE_LIMITED",
+            _ => "INTERNAL_ERROR",
+        }),
+    };
     let body = json!({
         "success": false,
         "error": error,
         "message": message.into(),
-        "code": status.as_u16(),
+        "code": code,
     });
     (status, axum::Json(body)).into_response()
 }
 
-fn unauthorized() -> Response {
+fn unauthorized(emu: &Emulator) -> Response {
     json_error(
+        emu,
         StatusCode::UNAUTHORIZED,
         "Unauthorized",
         "Invalid or missing API key",
@@ -293,9 +404,15 @@ pub fn router(emu: Arc<Emulator>) -> Router {
     let api = Router::new()
         .route("/api/v1/multipart/start", post(start))
         .route("/api/v1/multipart/complete", post(complete))
-        .route("/api/v1/files", get(list_files))
-        .route("/api/v1/files/{file_no}", delete(delete_file))
+        .route("/api/v1/files", get(workspace::list_files))
+        .route(
+            "/api/v1/files/{file_no}",
+            get(workspace::details).delete(workspace::delete_file),
+        )
+        .route("/api/v1/folders", get(workspace::list_folders))
+        .route("/api/v1/uploads", post(workspace::direct_upload))
         .route("/_storage/{session}/{part}", put(put_part))
+        .route("/files/{file_no}/{name}", get(workspace::serve_file))
         .layer(middleware::from_fn(move |req: Request, next: Next| async move {
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
@@ -326,12 +443,13 @@ pub async fn serve(
 async fn start(State(emu): State<Arc<Emulator>>, headers: HeaderMap, body: Bytes) -> Response {
     emu.stats.start.fetch_add(1, Ordering::Relaxed);
     if !emu.authorized(&headers) {
-        return unauthorized();
+        return unauthorized(&emu);
     }
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
             return json_error(
+                &emu,
                 StatusCode::BAD_REQUEST,
                 "Bad Request",
                 "body must be a JSON object",
@@ -340,11 +458,12 @@ async fn start(State(emu): State<Arc<Emulator>>, headers: HeaderMap, body: Bytes
     };
     let parsed = match validate_start(&req, emu.opts.max_size) {
         Ok(p) => p,
-        Err((status, msg)) => return json_error(status, "Bad Request", msg),
+        Err((status, msg)) => return json_error(&emu, status, "Bad Request", msg),
     };
     if emu.chance(emu.opts.throttle_start) {
         emu.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
         let mut r = json_error(
+            &emu,
             StatusCode::TOO_MANY_REQUESTS,
             "Too Many Requests",
             "rate limit exceeded; retry later",
@@ -361,6 +480,7 @@ async fn start(State(emu): State<Arc<Emulator>>, headers: HeaderMap, body: Bytes
     let uuid = emu.random_hex(16);
     if let Err(e) = emu.storage.create_session(&id, parsed.size) {
         return json_error(
+            &emu,
             StatusCode::INTERNAL_SERVER_ERROR,
             "Internal Server Error",
             format!("storage: {e}"),
@@ -391,6 +511,7 @@ async fn start(State(emu): State<Arc<Emulator>>, headers: HeaderMap, body: Bytes
             received: vec![None; n_parts],
             puts: vec![0; n_parts],
             completed: None,
+            completing: false,
         },
     );
     emu.stats.start_ok.fetch_add(1, Ordering::Relaxed);
@@ -700,52 +821,82 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 async fn complete(State(emu): State<Arc<Emulator>>, headers: HeaderMap, body: Bytes) -> Response {
     emu.stats.complete.fetch_add(1, Ordering::Relaxed);
     if !emu.authorized(&headers) {
-        return unauthorized();
+        return unauthorized(&emu);
     }
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let Some(session) = req.get("session_id").and_then(Value::as_str).map(str::to_string) else {
-        return json_error(StatusCode::BAD_REQUEST, "Bad Request", "session_id is required");
+        return json_error(
+            &emu,
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            "session_id is required",
+        );
     };
     let fault = emu.chance(emu.opts.fail_complete);
     let lose_answer = fault && emu.chance(0.5);
     if fault && !lose_answer {
         emu.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
         return json_error(
+            &emu,
             StatusCode::INTERNAL_SERVER_ERROR,
             "Internal Server Error",
             "complete failed; retry",
         );
     }
-    let result = {
+    let uuid = req.get("uuid").and_then(Value::as_str).map(str::to_string);
+    let checked = {
         let mut inner = emu.inner.lock().expect("state lock");
-        finish_session(
-            &emu,
-            &mut inner,
-            &session,
-            req.get("uuid").and_then(Value::as_str),
-        )
+        check_complete(&mut inner, &session, uuid.as_deref())
     };
-    match result {
-        Ok(data) => {
-            if lose_answer {
-                // Finished, but the client never hears it: complete must be idempotent.
-                emu.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
-                return json_error(StatusCode::BAD_GATEWAY, "Bad Gateway", "upstream timed out");
+    let entry = match checked {
+        Err((status, msg)) => return json_error(&emu, status, "Bad Request", msg),
+        Ok(Some(done)) => done,
+        Ok(None) => {
+            // Assembling runs on its own task: like the real service, it
+            // finishes even when the client has gone away meanwhile.
+            let task = {
+                let emu = emu.clone();
+                let session = session.clone();
+                tokio::spawn(async move {
+                    if !emu.opts.complete_delay.is_zero() {
+                        tokio::time::sleep(emu.opts.complete_delay).await;
+                    }
+                    let mut inner = emu.inner.lock().expect("state lock");
+                    finish_session(&emu, &mut inner, &session)
+                })
+            };
+            match task.await {
+                Ok(Ok(entry)) => entry,
+                Ok(Err((status, msg))) => return json_error(&emu, status, "Internal Server Error", msg),
+                Err(_) => {
+                    return json_error(
+                        &emu,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Internal Server Error",
+                        "complete task failed",
+                    );
+                }
             }
-            emu.stats.complete_ok.fetch_add(1, Ordering::Relaxed);
-            axum::Json(json!({ "success": true, "data": data })).into_response()
         }
-        Err((status, msg)) => json_error(status, "Bad Request", msg),
+    };
+    if lose_answer {
+        // Finished, but the client never hears it.
+        emu.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
+        return json_error(&emu, StatusCode::BAD_GATEWAY, "Bad Gateway", "upstream timed out");
     }
+    emu.stats.complete_ok.fetch_add(1, Ordering::Relaxed);
+    workspace::file_answer(&emu, &entry)
 }
 
-fn finish_session(
-    emu: &Emulator,
+/// Whether a complete may go ahead: `Ok(Some)` the earlier result of a
+/// finished session, `Ok(None)` go ahead (now marked as completing), or the
+/// error the service gives (unknown session 404; parts missing, or a complete
+/// still running, 400).
+fn check_complete(
     inner: &mut Inner,
     session: &str,
     uuid: Option<&str>,
-) -> Result<Value, (StatusCode, String)> {
-    let file_no_next = inner.next_file_no;
+) -> Result<Option<LedgerEntry>, (StatusCode, String)> {
     let Some(rec) = inner.sessions.get_mut(session) else {
         return Err((StatusCode::NOT_FOUND, format!("unknown session {session}")));
     };
@@ -754,8 +905,15 @@ fn finish_session(
     {
         return Err((StatusCode::BAD_REQUEST, "uuid does not match the session".into()));
     }
-    if let Some(done) = &rec.completed {
-        return Ok(done.clone());
+    if let Some(file_no) = &rec.completed {
+        let file_no = file_no.clone();
+        return Ok(inner.ledger.iter().find(|e| e.file_no == file_no).cloned());
+    }
+    if rec.completing {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "parts incomplete: the upload is still being assembled".into(),
+        ));
     }
     let missing: Vec<String> = rec
         .received
@@ -771,113 +929,90 @@ fn finish_session(
         return Err((
             StatusCode::BAD_REQUEST,
             format!(
-                "parts not uploaded with their exact length: {}",
+                "parts incomplete: parts not uploaded with their exact length: {}",
                 missing.join(", ")
             ),
         ));
     }
-    let name = if rec.random_prefix {
-        let mut s = emu.rng.lock().expect("rng lock");
-        format!("{:08x}_{}", splitmix(&mut s) as u32, rec.file_name)
-    } else {
-        rec.file_name.clone()
+    rec.completing = true;
+    Ok(None)
+}
+
+/// Turns a fully received session into a stored file.
+fn finish_session(
+    emu: &Emulator,
+    inner: &mut Inner,
+    session: &str,
+) -> Result<LedgerEntry, (StatusCode, String)> {
+    let Some(rec) = inner.sessions.get(session) else {
+        return Err((StatusCode::NOT_FOUND, format!("unknown session {session}")));
     };
-    let file_no = file_no_next.to_string();
-    emu.storage
-        .finish(session, &file_no, &rec.folder, &name)
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("storage: {e}")))?;
-    let ext = name
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    let url_path = if rec.folder.is_empty() {
-        name.clone()
-    } else {
-        format!("{}/{}", rec.folder, name)
-    };
-    let data = json!({
-        "id": format!("f_{file_no}"),
-        "file_no": file_no,
-        "name": name,
-        "url": format!("{}/files/{}", emu.base, url_path),
-        "path": rec.folder,
-        "width": null,
-        "height": null,
-        "format": ext,
-        "file_size": rec.size,
-        "workspace_no": "EMULATOR",
-    });
-    rec.completed = Some(data.clone());
-    let entry = LedgerEntry {
+    let new = NewFile {
+        file_name: rec.file_name.clone(),
         folder: rec.folder.clone(),
-        name,
-        size: rec.size,
-        sha256: None,
-        file_no,
-        session: session.to_string(),
         format: rec.format.clone(),
         tags: rec.tags.clone(),
         metadata: rec.metadata.clone(),
+        random_prefix: rec.random_prefix,
+        size: rec.size,
+        session: session.to_string(),
+        kind: "multipart",
+    };
+    let entry = store_file(emu, inner, new)?;
+    if emu.opts.forget_sessions {
+        inner.sessions.remove(session);
+    } else if let Some(rec) = inner.sessions.get_mut(session) {
+        rec.completed = Some(entry.file_no.clone());
+        rec.completing = false;
+    }
+    Ok(entry)
+}
+
+/// What a finished upload (multipart or direct) stores.
+struct NewFile {
+    file_name: String,
+    folder: String,
+    format: String,
+    tags: Vec<String>,
+    metadata: Value,
+    random_prefix: bool,
+    size: u64,
+    /// The storage scratch file holding the bytes.
+    session: String,
+    kind: &'static str,
+}
+
+/// Stores a finished file: object, `<store>/<folder>/<name>`, folders, ledger.
+fn store_file(emu: &Emulator, inner: &mut Inner, f: NewFile) -> Result<LedgerEntry, (StatusCode, String)> {
+    let name = if f.random_prefix {
+        let mut s = emu.rng.lock().expect("rng lock");
+        format!("{:08x}_{}", splitmix(&mut s) as u32, f.file_name)
+    } else {
+        f.file_name.clone()
+    };
+    let file_no = inner.next_file_no.to_string();
+    emu.storage
+        .finish(&f.session, &file_no, &f.folder, &name)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("storage: {e}")))?;
+    let folder_no = inner.ensure_folder(&f.folder);
+    let entry = LedgerEntry {
+        folder: f.folder,
+        folder_no,
+        name,
+        size: f.size,
+        sha256: None,
+        file_no,
+        session: f.session,
+        format: f.format,
+        tags: f.tags,
+        metadata: f.metadata,
         deleted: false,
+        created_at_ms: now_ms(),
+        kind: f.kind.to_string(),
     };
     inner.next_file_no += 1;
-    inner.ledger.push(entry);
-    Ok(data)
-}
-
-#[derive(Deserialize)]
-struct ListQuery {
-    limit: Option<usize>,
-    page: Option<usize>,
-}
-
-async fn list_files(
-    State(emu): State<Arc<Emulator>>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> Response {
-    if !emu.authorized(&headers) {
-        return unauthorized();
-    }
-    let limit = q.limit.unwrap_or(20).clamp(1, 100);
-    let page = q.page.unwrap_or(1).max(1);
-    let inner = emu.inner.lock().expect("state lock");
-    let live: Vec<&LedgerEntry> = inner.ledger.iter().rev().filter(|e| !e.deleted).collect();
-    let files: Vec<Value> = live
-        .iter()
-        .skip((page - 1) * limit)
-        .take(limit)
-        .map(|e| json!({"file_no": e.file_no, "name": e.name, "file_size": e.size, "path": e.folder}))
-        .collect();
-    let total = live.len();
-    axum::Json(json!({
-        "files": files,
-        "meta": {"page": page, "limit": limit, "total": total, "hasNext": page * limit < total, "hasPrev": page > 1},
-    }))
-    .into_response()
-}
-
-async fn delete_file(
-    State(emu): State<Arc<Emulator>>,
-    headers: HeaderMap,
-    Path(file_no): Path<String>,
-) -> Response {
-    if !emu.authorized(&headers) {
-        return unauthorized();
-    }
-    let mut inner = emu.inner.lock().expect("state lock");
-    match inner
-        .ledger
-        .iter_mut()
-        .find(|e| e.file_no == file_no && !e.deleted)
-    {
-        Some(e) => {
-            e.deleted = true;
-            emu.storage.unlink(&e.folder, &e.name, &file_no);
-            axum::Json(json!({"success": true})).into_response()
-        }
-        None => json_error(StatusCode::NOT_FOUND, "Not Found", format!("no file {file_no}")),
-    }
+    inner.ledger.push(entry.clone());
+    Ok(entry)
 }
 
 async fn ledger(State(emu): State<Arc<Emulator>>) -> Response {
@@ -901,7 +1036,7 @@ async fn session_info(State(emu): State<Arc<Emulator>>, Path(session): Path<Stri
             "completed": rec.completed.is_some(),
         }))
         .into_response(),
-        None => json_error(StatusCode::NOT_FOUND, "Not Found", "no such session"),
+        None => json_error(&emu, StatusCode::NOT_FOUND, "Not Found", "no such session"),
     }
 }
 

@@ -106,6 +106,10 @@ impl Storage {
         }
     }
 
+    pub fn object_path(&self, file_no: &str) -> PathBuf {
+        self.objects.join(file_no)
+    }
+
     pub async fn object_sha256(&self, file_no: &str) -> std::io::Result<String> {
         crate::upload::hash_file(&self.objects.join(file_no)).await
     }

@@ -145,7 +145,26 @@ fn restart_touch_and_change() {
 
 #[test]
 fn crash_test_sigkill_ten_times_loses_and_duplicates_nothing() {
-    let emu = Emulator::start(&["--part-size", "1MiB"]);
+    crash_test(&["--part-size", "1MiB"]);
+}
+
+/// The SDKs' reading, with a complete that takes its time and is forgotten
+/// once done: a kill during complete must be reconciled, never re-sent blind.
+#[test]
+fn crash_test_with_slow_forgetful_completes_in_the_sdk_reading() {
+    crash_test(&[
+        "--part-size",
+        "1MiB",
+        "--answers",
+        "sdk",
+        "--forget-sessions",
+        "--complete-delay",
+        "500",
+    ]);
+}
+
+fn crash_test(emulator_args: &[&str]) {
+    let emu = Emulator::start(emulator_args);
     let sb = Sandbox::watching(&emu, "settle = \"1s\"\nconcurrent_files = 4\n", "");
     let drop = sb.drop_dir();
     // 200 files, log-uniform 1 KiB–30 MiB, written while the agent is killed

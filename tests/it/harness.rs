@@ -23,12 +23,31 @@ pub struct Emulator {
     pub store: tempfile::TempDir,
 }
 
+/// The reading of the API the emulator answers in (SPEC §1), for every test
+/// that does not name one: `AUTORENDER_TEST_ANSWERS=docs|sdk` (default docs).
+/// CI runs the suite once in each.
+pub fn answers() -> String {
+    match std::env::var("AUTORENDER_TEST_ANSWERS").as_deref() {
+        Ok("sdk") => "sdk".into(),
+        Ok("docs") | Err(_) => "docs".into(),
+        Ok(other) => panic!("AUTORENDER_TEST_ANSWERS={other:?}: use docs or sdk"),
+    }
+}
+
 impl Emulator {
+    /// An emulator in the harness's answer shape (see [`answers`]), unless
+    /// `extra` names one itself.
     pub fn start(extra: &[&str]) -> Emulator {
         let store = tempfile::tempdir().expect("temp store");
+        let shape = if extra.contains(&"--answers") {
+            Vec::new()
+        } else {
+            vec!["--answers".to_string(), answers()]
+        };
         let mut child = Command::new(bin())
             .args(["emulator", "--listen", "127.0.0.1:0", "--api-key", KEY, "--store"])
             .arg(store.path())
+            .args(&shape)
             .args(extra)
             .env_remove("AUTORENDER_SYNC_LOG")
             .stdout(Stdio::piped())
@@ -64,6 +83,22 @@ impl Emulator {
             .as_array()
             .cloned()
             .expect("ledger is an array")
+    }
+
+    /// Files the service stores (both kinds of upload).
+    pub fn stored(&self) -> u64 {
+        self.stat("complete_ok") + self.stat("direct_ok")
+    }
+
+    /// An authenticated API call, as a client would make it.
+    pub fn api(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
+        let resp = reqwest::blocking::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(KEY)
+            .send()
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
     }
 
     pub fn stat(&self, name: &str) -> u64 {

@@ -11,4 +11,5 @@ mod harness;
 mod hostile;
 mod properties;
 mod protocol;
+mod shapes;
 mod upload;

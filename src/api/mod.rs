@@ -7,6 +7,8 @@
 //! credentials and never follows redirects; the API client follows redirects
 //! only to the same host; plain http is allowed only to loopback.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -15,6 +17,11 @@ use url::Url;
 
 use crate::config::check_transport;
 use crate::secrets::ApiKey;
+
+mod decode;
+pub use decode::{
+    FilePage, RemoteFile, RemoteFolder, decode_file, decode_file_page, decode_folders, derive_folder,
+};
 
 /// Largest JSON answer we are willing to read; the service's are tiny.
 const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
@@ -100,6 +107,9 @@ pub struct Session {
     pub parts: Vec<Url>,
     /// Unix seconds after which part URLs stop working, when the service said.
     pub expire_at: Option<i64>,
+    /// When the service opened the session (its `Date` header, else our
+    /// clock), unix ms: a file created before this is not this upload's.
+    pub began_at_ms: i64,
 }
 
 impl Session {
@@ -115,32 +125,6 @@ impl Session {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct UploadedFile {
-    #[serde(default)]
-    pub id: Option<serde_json::Value>,
-    pub file_no: serde_json::Value,
-    pub name: String,
-    #[serde(default)]
-    pub url: Option<String>,
-    #[serde(default)]
-    pub path: Option<String>,
-    #[serde(default)]
-    pub format: Option<String>,
-    pub file_size: Option<u64>,
-    #[serde(default)]
-    pub workspace_no: Option<serde_json::Value>,
-}
-
-impl UploadedFile {
-    pub fn file_no_string(&self) -> String {
-        match &self.file_no {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct Envelope {
     success: Option<bool>,
@@ -153,6 +137,10 @@ pub struct Client {
     api: reqwest::Client,
     parts: reqwest::Client,
     base: Url,
+    timeout: Duration,
+    /// The service's clock minus ours (ms), from the last `Date` header seen;
+    /// `i64::MIN` until one was.
+    skew_ms: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for Client {
@@ -207,7 +195,13 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ApiError::Protocol(format!("cannot build HTTP client: {e}")))?;
-        Ok(Client { api, parts, base })
+        Ok(Client {
+            api,
+            parts,
+            base,
+            timeout,
+            skew_ms: Arc::new(AtomicI64::new(i64::MIN)),
+        })
     }
 
     fn endpoint(&self, path: &str) -> Url {
@@ -230,6 +224,7 @@ impl Client {
     }
 
     pub async fn start(&self, req: &StartRequest) -> Result<Session, ApiError> {
+        let sent_at = crate::journal::now_ms();
         let resp = self
             .api
             .post(self.endpoint("/api/v1/multipart/start"))
@@ -237,8 +232,13 @@ impl Client {
             .send()
             .await
             .map_err(network)?;
+        let began_at_ms = self
+            .observe_date(resp.headers())
+            .unwrap_or(sent_at - CLOCK_MARGIN_MS);
         let value = read_json(resp).await?;
-        decode_start(value, req.size)
+        let mut session = decode_start(value, req.size)?;
+        session.began_at_ms = began_at_ms;
+        Ok(session)
     }
 
     /// PUT one part. `body` must yield exactly `len` bytes.
@@ -269,7 +269,10 @@ impl Client {
         })
     }
 
-    pub async fn complete(&self, session: &Session) -> Result<UploadedFile, ApiError> {
+    /// `POST /api/v1/multipart/complete`. The wait grows with the file's size
+    /// (the service assembles the parts before it answers), so a slow
+    /// complete is not cut off and sent again.
+    pub async fn complete(&self, session: &Session, size: u64) -> Result<RemoteFile, ApiError> {
         let mut body = serde_json::Map::new();
         body.insert("session_id".into(), session.session_id.clone().into());
         if let Some(uuid) = &session.uuid {
@@ -278,13 +281,205 @@ impl Client {
         let resp = self
             .api
             .post(self.endpoint("/api/v1/multipart/complete"))
+            .timeout(self.timeout_for(size))
             .json(&body)
             .send()
             .await
             .map_err(network)?;
+        self.observe_date(resp.headers());
         let value = read_json(resp).await?;
         decode_complete(value)
     }
+
+    fn timeout_for(&self, size: u64) -> Duration {
+        // One more request_timeout for every GiB (at least the plain timeout).
+        self.timeout + self.timeout.mul_f64(size as f64 / (1u64 << 30) as f64)
+    }
+
+    /// `POST /api/v1/uploads`: the whole file in one multipart/form-data
+    /// request. `body` must yield exactly `len` bytes, so the request has an
+    /// exact `Content-Length`. Returns the stored file and when the service
+    /// says it took the request (for reconciliation).
+    pub async fn direct_upload(
+        &self,
+        form: DirectForm,
+        body: reqwest::Body,
+        len: u64,
+    ) -> Result<RemoteFile, ApiError> {
+        let file = reqwest::multipart::Part::stream_with_length(body, len)
+            .file_name(form.file_name.clone())
+            .mime_str(&form.format)
+            .map_err(|e| ApiError::Protocol(format!("format {:?} is not a MIME type: {e}", form.format)))?;
+        let mut multipart = reqwest::multipart::Form::new()
+            .text("file_name", form.file_name)
+            .part("file", file);
+        if !form.folder.is_empty() {
+            multipart = multipart.text("folder", form.folder);
+        }
+        if !form.tags.is_empty() {
+            multipart = multipart.text("tags", form.tags.join(","));
+        }
+        if !form.metadata.is_empty() {
+            multipart = multipart.text("metadata", serde_json::Value::Object(form.metadata).to_string());
+        }
+        if form.random_prefix {
+            multipart = multipart.text("random_prefix", "true");
+        }
+        let resp = self
+            .api
+            .post(self.endpoint("/api/v1/uploads"))
+            .timeout(self.timeout_for(len) + self.timeout)
+            .multipart(multipart)
+            .send()
+            .await
+            .map_err(network)?;
+        self.observe_date(resp.headers());
+        let value = read_json(resp).await?;
+        decode_complete(value)
+    }
+
+    /// Notes the service's clock from an answer's `Date` header; returns it.
+    fn observe_date(&self, headers: &HeaderMap) -> Option<i64> {
+        let t = service_time_ms(headers)?;
+        self.skew_ms
+            .store(t - crate::journal::now_ms(), Ordering::Relaxed);
+        Some(t)
+    }
+
+    /// The service's clock now, as far as we can tell without asking: ours
+    /// corrected by the skew its last `Date` header showed, less a second
+    /// (`Date` has whole seconds). Asks once when no answer was seen yet.
+    pub async fn service_now_ms(&self) -> i64 {
+        if self.skew_ms.load(Ordering::Relaxed) == i64::MIN {
+            let mut url = self.endpoint("/api/v1/files");
+            url.set_query(Some("limit=1"));
+            if let Ok(resp) = self.api.get(url).send().await {
+                self.observe_date(resp.headers());
+            }
+        }
+        match self.skew_ms.load(Ordering::Relaxed) {
+            i64::MIN => crate::journal::now_ms() - CLOCK_MARGIN_MS,
+            skew => crate::journal::now_ms() + skew - 1000,
+        }
+    }
+
+    /// `GET /api/v1/folders[?parent_folder_no=…]`.
+    pub async fn list_folders(&self, parent: Option<&str>) -> Result<Vec<RemoteFolder>, ApiError> {
+        let mut url = self.endpoint("/api/v1/folders");
+        if let Some(p) = parent {
+            url.query_pairs_mut().append_pair("parent_folder_no", p);
+        }
+        let resp = self.api.get(url).send().await.map_err(network)?;
+        let value = read_json(resp).await?;
+        decode_folders(&value).map_err(ApiError::Protocol)
+    }
+
+    /// One page of `GET /api/v1/files` in `folder_no` (None: the whole
+    /// workspace), optionally filtered by `name` (the service may ignore it).
+    pub async fn list_files(
+        &self,
+        folder_no: Option<&str>,
+        name: Option<&str>,
+        page: u64,
+        limit: u64,
+    ) -> Result<FilePage, ApiError> {
+        let mut url = self.endpoint("/api/v1/files");
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(f) = folder_no {
+                q.append_pair("folder_no", f);
+            }
+            if let Some(n) = name {
+                q.append_pair("name", n);
+            }
+            q.append_pair("page", &page.to_string());
+            q.append_pair("limit", &limit.to_string());
+        }
+        let resp = self.api.get(url).send().await.map_err(network)?;
+        let value = read_json(resp).await?;
+        decode_file_page(&value).map_err(ApiError::Protocol)
+    }
+
+    /// `GET /api/v1/files/{file_no}`; `Ok(None)` when the service says 404.
+    pub async fn file_details(&self, file_no: &str) -> Result<Option<RemoteFile>, ApiError> {
+        let url = self.endpoint(&format!("/api/v1/files/{}", urlencode(file_no)));
+        let resp = self.api.get(url).send().await.map_err(network)?;
+        match read_json(resp).await {
+            Ok(v) => decode_file(&v).map(Some).map_err(ApiError::Protocol),
+            Err(ApiError::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `DELETE /api/v1/files/{file_no}`.
+    pub async fn delete_file(&self, file_no: &str) -> Result<(), ApiError> {
+        let url = self.endpoint(&format!("/api/v1/files/{}", urlencode(file_no)));
+        let resp = self.api.delete(url).send().await.map_err(network)?;
+        let status = resp.status();
+        let text = read_limited(resp).await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        classify(status.as_u16(), None, &text).map(|_| ())
+    }
+
+    /// sha256 of the bytes a file's `url` serves, read as a stream and cut
+    /// off past `max` bytes (then `Ok(None)`: not the file we think). The
+    /// URL is fetched without credentials, like a part URL.
+    pub async fn url_sha256(&self, url: &str, max: u64) -> Result<Option<String>, ApiError> {
+        use sha2::Digest;
+        let url = Url::parse(url).map_err(|e| ApiError::Protocol(format!("file url is not a URL: {e}")))?;
+        check_transport(&url).map_err(ApiError::Protocol)?;
+        let mut resp = self.parts.get(url).send().await.map_err(network)?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(match status.as_u16() {
+                429 => ApiError::Throttled { retry_after: None },
+                s if s >= 500 => ApiError::Server {
+                    status: s,
+                    message: "file url".into(),
+                },
+                s => ApiError::Rejected {
+                    status: s,
+                    message: "the file's url did not serve it".into(),
+                },
+            });
+        }
+        let mut hasher = sha2::Sha256::new();
+        let mut read = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(network)? {
+            read += chunk.len() as u64;
+            if read > max {
+                return Ok(None);
+            }
+            hasher.update(&chunk);
+        }
+        Ok(Some(hex::encode(hasher.finalize())))
+    }
+}
+
+/// What a direct upload sends beside the bytes.
+#[derive(Debug, Clone)]
+pub struct DirectForm {
+    pub file_name: String,
+    pub folder: String,
+    pub format: String,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub random_prefix: bool,
+}
+
+/// Without the service's `Date`, how far our clock may be ahead of its.
+const CLOCK_MARGIN_MS: i64 = 10 * 60 * 1000;
+
+fn service_time_ms(headers: &HeaderMap) -> Option<i64> {
+    let date = headers.get(header::DATE)?.to_str().ok()?;
+    let t = httpdate::parse_http_date(date).ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64)
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 fn decode_start(value: serde_json::Value, size: u64) -> Result<Session, ApiError> {
@@ -298,12 +493,8 @@ fn decode_start(value: serde_json::Value, size: u64) -> Result<Session, ApiError
     validate_start(raw, size)
 }
 
-fn decode_complete(value: serde_json::Value) -> Result<UploadedFile, ApiError> {
-    let data = value
-        .get("data")
-        .cloned()
-        .ok_or_else(|| ApiError::Protocol("complete answer has no `data`".into()))?;
-    serde_json::from_value(data).map_err(|e| ApiError::Protocol(format!("complete answer malformed: {e}")))
+fn decode_complete(value: serde_json::Value) -> Result<RemoteFile, ApiError> {
+    decode_file(&value).map_err(|e| ApiError::Protocol(format!("the upload's answer is unusable: {e}")))
 }
 
 /// Decodes a start answer (status line and body) as the client does, without
@@ -314,7 +505,7 @@ pub fn decode_start_answer(status: u16, body: &[u8], size: u64) -> Result<Sessio
 }
 
 /// Decodes a complete answer as the client does; see [`decode_start_answer`].
-pub fn decode_complete_answer(status: u16, body: &[u8]) -> Result<UploadedFile, ApiError> {
+pub fn decode_complete_answer(status: u16, body: &[u8]) -> Result<RemoteFile, ApiError> {
     let value = classify(status, None, &String::from_utf8_lossy(body))?;
     decode_complete(value)
 }
@@ -353,6 +544,7 @@ fn validate_start(raw: RawStart, size: u64) -> Result<Session, ApiError> {
         part_size,
         parts,
         expire_at: raw.expire_at,
+        began_at_ms: crate::journal::now_ms(),
     })
 }
 

@@ -24,8 +24,12 @@ use futures_util::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::api::{ApiError, Client, Session, StartRequest, UploadedFile};
+use crate::api::{ApiError, Client, RemoteFile, Session, StartRequest};
 use crate::limiter::Limiter;
+use crate::workspace::{Proof, Workspace, same_content};
+
+mod direct;
+pub mod reconcile;
 
 /// Read size for streaming parts and hashing.
 const CHUNK: usize = 256 * 1024;
@@ -41,6 +45,8 @@ pub struct Job {
     pub tags: Vec<String>,
     pub metadata: serde_json::Map<String, serde_json::Value>,
     pub random_prefix: bool,
+    /// No journal record: look for the same content in the workspace first.
+    pub adopt: bool,
 }
 
 /// Size and mtime: what "unchanged" means before hashing again.
@@ -73,11 +79,13 @@ impl Fingerprint {
 
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub file: UploadedFile,
+    pub file: RemoteFile,
     pub size: u64,
     pub sha256: String,
     pub folder: String,
     pub name: String,
+    /// Recorded without uploading: how the workspace's copy was proven the same.
+    pub adopted: Option<Proof>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -114,6 +122,16 @@ pub trait Observer: Send + Sync {
     fn bytes(&self, _delta: i64) {}
     fn part_done(&self, _index: usize) {}
     fn completing(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// A direct upload is about to be sent (recorded first, so a crash
+    /// while it is in flight is reconciled, not sent again blind).
+    fn direct_sending(&self, _began_at_ms: i64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// The outcome of a sent complete or direct upload is unknown; the
+    /// workspace is being asked.
+    fn reconciling(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async { Ok(()) })
     }
 }
@@ -156,6 +174,12 @@ impl RetryPolicy {
 #[derive(Debug, Clone)]
 pub struct Uploader {
     pub client: Client,
+    /// The same client's view of the workspace, with the per-run listing cache.
+    pub workspace: Arc<Workspace>,
+    /// Files up to this size go in one request (`POST /api/v1/uploads`).
+    pub direct_upload_max: u64,
+    /// How long an unknown outcome is looked for before "not there".
+    pub reconcile: reconcile::Window,
     pub concurrent_parts: usize,
     pub limiter: Option<Arc<Limiter>>,
     pub url_ttl: Duration,
@@ -172,11 +196,29 @@ pub struct Resume {
     pub done: Vec<bool>,
     pub sha256: String,
     pub fingerprint: Fingerprint,
+    pub phase: Phase,
+}
+
+/// How far an upload carried over from an earlier run had got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Parts were being sent.
+    Parts,
+    /// Complete was sent (or about to be): its outcome is unknown.
+    Completing,
+    /// A direct upload was sent (the session holds only its start time).
+    Direct,
 }
 
 impl Uploader {
     pub async fn upload(&self, job: &Job, observer: &Arc<dyn Observer>) -> Result<Outcome, UploadError> {
         self.upload_resuming(job, None, observer).await
+    }
+
+    /// Files up to `direct_upload_max` go in one request, unless a tag has a
+    /// comma (the direct upload sends tags comma-separated).
+    pub fn is_direct(&self, job: &Job, size: u64) -> bool {
+        size <= self.direct_upload_max && !job.tags.iter().any(|t| t.contains(','))
     }
 
     pub async fn upload_resuming(
@@ -192,7 +234,7 @@ impl Uploader {
         let before = Fingerprint::of(&job.path).map_err(io_err)?;
         let began = std::time::Instant::now();
         let (sha256, mut carried) = match resume {
-            Some(r) if r.fingerprint == before => (r.sha256, Some((r.session, r.done))),
+            Some(r) if r.fingerprint == before => (r.sha256, Some((r.session, r.done, r.phase))),
             _ => {
                 let sha = hash_file(&job.path).await.map_err(io_err)?;
                 let after = Fingerprint::of(&job.path).map_err(io_err)?;
@@ -205,10 +247,56 @@ impl Uploader {
         observer.hashed(before.size, &sha256);
         tracing::debug!(file = %job.path.display(), size = before.size, "hashed in {:?}", began.elapsed());
 
+        if job.adopt
+            && carried.is_none()
+            && let Some((file, proof)) = self.adoptable(job, before, &sha256).await?
+        {
+            tracing::info!(
+                "{} is already in the workspace as file_no {} ({}); recorded without uploading",
+                job.path.display(),
+                file.file_no,
+                proof.describe()
+            );
+            let mut outcome = verify(job, file, before.size, sha256)?;
+            outcome.adopted = Some(proof);
+            return Ok(outcome);
+        }
+
+        // An upload that may already have landed is reconciled before anything is sent again.
+        if let Some((session, _, phase @ (Phase::Completing | Phase::Direct))) = &carried {
+            let multipart = (*phase == Phase::Completing).then_some(session);
+            tracing::info!(
+                "{}: the last upload's outcome is unknown; asking the workspace",
+                job.path.display()
+            );
+            observer.reconciling().await.map_err(UploadError::Checkpoint)?;
+            match self
+                .reconcile(
+                    job,
+                    multipart,
+                    session.began_at_ms,
+                    before.size,
+                    &sha256,
+                    &self.reconcile,
+                )
+                .await?
+            {
+                Some(file) => return verify(job, file, before.size, sha256),
+                None => {
+                    tracing::info!("{}: not in the workspace; uploading it again", job.path.display());
+                    carried = None;
+                }
+            }
+        }
+
+        if carried.is_none() && self.is_direct(job, before.size) {
+            return self.direct(job, before, sha256, observer).await;
+        }
+
         let mut sessions = 0;
         loop {
             let (session, done) = match carried.take() {
-                Some(s) => s,
+                Some((s, done, _)) => (s, done),
                 None => {
                     sessions += 1;
                     let s = self.start(job, before.size, &sha256).await?;
@@ -240,9 +328,85 @@ impl Uploader {
                 return Err(UploadError::Changed(describe_change(before, now)));
             }
             observer.completing().await.map_err(UploadError::Checkpoint)?;
-            let file = self.complete(&session).await?;
-            return verify(job, file, before.size, sha256);
+            let error = match self.client.complete(&session, before.size).await {
+                Ok(file) => return verify(job, file, before.size, sha256),
+                Err(e @ ApiError::Auth { .. }) => return Err(e.into()),
+                Err(e) => e,
+            };
+            // Sent, but not plainly answered: the service may hold the file.
+            tracing::info!(
+                "{}: complete was not answered with success ({error}); asking the workspace",
+                job.path.display()
+            );
+            observer.reconciling().await.map_err(UploadError::Checkpoint)?;
+            match self
+                .reconcile(
+                    job,
+                    Some(&session),
+                    session.began_at_ms,
+                    before.size,
+                    &sha256,
+                    &self.reconcile,
+                )
+                .await?
+            {
+                Some(file) => return verify(job, file, before.size, sha256),
+                None if error.is_transient() && sessions <= self.retry.max_sessions => {
+                    tracing::info!(
+                        "{}: not in the workspace; starting a new session",
+                        job.path.display()
+                    );
+                }
+                None => return Err(error.into()),
+            }
         }
+    }
+
+    /// Asks the workspace about an upload whose outcome is unknown.
+    async fn reconcile(
+        &self,
+        job: &Job,
+        session: Option<&Session>,
+        began_at_ms: i64,
+        size: u64,
+        sha256: &str,
+        window: &reconcile::Window,
+    ) -> Result<Option<RemoteFile>, UploadError> {
+        let what = reconcile::Ambiguous {
+            session,
+            folder: &job.folder,
+            name: &job.file_name,
+            random_prefix: job.random_prefix,
+            size,
+            sha256,
+            began_at_ms,
+        };
+        Ok(reconcile::reconcile(&self.workspace, &what, window).await?)
+    }
+
+    /// Adoption (SPEC §4): a file the journal has no record of, whose folder
+    /// already holds the same content under the same name.
+    async fn adoptable(
+        &self,
+        job: &Job,
+        fp: Fingerprint,
+        sha256: &str,
+    ) -> Result<Option<(RemoteFile, Proof)>, UploadError> {
+        if job.random_prefix {
+            // The service renames such files: a name can prove nothing.
+            return Ok(None);
+        }
+        let candidates = self
+            .workspace
+            .same_name_and_size(&job.folder, &job.file_name, fp.size)
+            .await?;
+        let mtime_ms = (fp.mtime_ns / 1_000_000) as i64;
+        for c in candidates {
+            if let Some(proof) = same_content(self.workspace.client(), &c, fp.size, sha256, mtime_ms).await? {
+                return Ok(Some((c, proof)));
+            }
+        }
+        Ok(None)
     }
 
     async fn start(&self, job: &Job, size: u64, sha256: &str) -> Result<Session, UploadError> {
@@ -268,16 +432,6 @@ impl Uploader {
             )
             .await?;
         Ok(s)
-    }
-
-    async fn complete(&self, session: &Session) -> Result<UploadedFile, UploadError> {
-        let f = (|| self.client.complete(session))
-            .retry(self.retry.backoff())
-            .when(ApiError::is_transient)
-            .adjust(|e, d| d.map(|d| e.retry_after().unwrap_or(d)))
-            .notify(|e, d| tracing::debug!("complete failed ({e}); retrying in {d:?}"))
-            .await?;
-        Ok(f)
     }
 
     async fn send_parts(
@@ -460,26 +614,37 @@ fn describe_change(before: Fingerprint, now: Fingerprint) -> String {
     }
 }
 
-fn verify(job: &Job, file: UploadedFile, size: u64, sha256: String) -> Result<Outcome, UploadError> {
-    if let Some(remote) = file.file_size
+fn verify(job: &Job, file: RemoteFile, size: u64, sha256: String) -> Result<Outcome, UploadError> {
+    if let Some(remote) = file.size
         && remote != size
     {
         return Err(UploadError::Verify(format!(
             "the service stored {remote} bytes but the file has {size}"
         )));
     }
-    let landed = file.path.clone().map(|p| p.trim_matches('/').to_string());
-    if let Some(p) = &landed
+    if let Some(remote) = &file.sha256
+        && remote != &sha256
+    {
+        return Err(UploadError::Verify(format!(
+            "the service recorded sha256 {remote} but the file has {sha256}"
+        )));
+    }
+    if let Some(p) = &file.folder
         && p != &job.folder
     {
         tracing::warn!(file = %job.path.display(), "asked for folder \"{}\" but the service placed it in \"{p}\"", job.folder);
     }
     Ok(Outcome {
-        folder: landed.unwrap_or_else(|| job.folder.clone()),
-        name: file.name.clone(),
+        folder: file.folder.clone().unwrap_or_else(|| job.folder.clone()),
+        name: if file.name.is_empty() {
+            job.file_name.clone()
+        } else {
+            file.name.clone()
+        },
         file,
         size,
         sha256,
+        adopted: None,
     })
 }
 

@@ -1,0 +1,87 @@
+//! One-request uploads for small files (`POST /api/v1/uploads`, SPEC §1.6):
+//! the body is streamed from disk with an exact length, paced by the shared
+//! limiter, with the sha256 in `metadata`. The start time is recorded before
+//! the request goes, so an answer that never comes (or an error after the
+//! bytes were sent) is reconciled exactly like a complete.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use super::{Fingerprint, Job, Observer, Outcome, UploadError, Uploader, describe_change, reconcile, verify};
+use crate::api::{ApiError, DirectForm};
+
+impl Uploader {
+    pub(super) async fn direct(
+        &self,
+        job: &Job,
+        fp: Fingerprint,
+        sha256: String,
+        observer: &Arc<dyn Observer>,
+    ) -> Result<Outcome, UploadError> {
+        let mut metadata = job.metadata.clone();
+        metadata.insert("sha256".into(), sha256.clone().into());
+        let form = DirectForm {
+            file_name: job.file_name.clone(),
+            folder: job.folder.clone(),
+            format: job.format.clone(),
+            tags: job.tags.clone(),
+            metadata,
+            random_prefix: job.random_prefix,
+        };
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let now = Fingerprint::of(&job.path).map_err(|e| UploadError::Io {
+                path: job.path.clone(),
+                message: e.to_string(),
+            })?;
+            if now != fp {
+                return Err(UploadError::Changed(describe_change(fp, now)));
+            }
+            let began_at_ms = self.client.service_now_ms().await;
+            observer
+                .direct_sending(began_at_ms)
+                .await
+                .map_err(UploadError::Checkpoint)?;
+            let sent = Arc::new(AtomicU64::new(0));
+            let body = self
+                .part_body(&job.path, 0, fp.size, sent.clone(), observer)
+                .await
+                .map_err(|e| UploadError::Io {
+                    path: job.path.clone(),
+                    message: e.to_string(),
+                })?;
+            let error = match self.client.direct_upload(form.clone(), body, fp.size).await {
+                Ok(file) => return verify(job, file, fp.size, sha256),
+                Err(e @ ApiError::Auth { .. }) => return Err(e.into()),
+                Err(e) => e,
+            };
+            observer.bytes(-(sent.load(std::sync::atomic::Ordering::Relaxed) as i64));
+            // A refusal before the body went anywhere is plain; anything else
+            // may have stored the file.
+            let window = if error.is_transient() {
+                reconcile::Window::short()
+            } else {
+                reconcile::Window::once()
+            };
+            tracing::debug!(
+                "{}: direct upload not answered with success ({error}); asking the workspace",
+                job.path.display()
+            );
+            observer.reconciling().await.map_err(UploadError::Checkpoint)?;
+            match self
+                .reconcile(job, None, began_at_ms, fp.size, &sha256, &window)
+                .await?
+            {
+                Some(file) => return verify(job, file, fp.size, sha256),
+                None if error.is_transient() && tries <= self.retry.max_retries => {
+                    let delay = error
+                        .retry_after()
+                        .unwrap_or(self.retry.min_delay * (1 << tries.min(6)));
+                    tokio::time::sleep(delay.min(self.retry.max_delay)).await;
+                }
+                None => return Err(error.into()),
+            }
+        }
+    }
+}

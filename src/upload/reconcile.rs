@@ -1,0 +1,183 @@
+//! Reconcile, never guess (SPEC §3 of §1 and §4): when a complete or a
+//! direct upload was sent but not plainly answered with success (answer lost,
+//! an error after sending, the agent killed meanwhile), the service may or may
+//! not hold the file. Nothing documents that complete is idempotent, so the
+//! answer is found by asking: complete once more (a service may answer with
+//! the first result), else look in the workspace for a file with the same
+//! name and size, created after the session began, with the same sha256
+//! wherever metadata is exposed. Only when several looks, spread over a
+//! window (a complete may still be assembling), find nothing is the file
+//! known not to be there.
+
+use std::time::Duration;
+
+use crate::api::{ApiError, RemoteFile, Session};
+use crate::workspace::Workspace;
+
+/// What is being reconciled.
+pub struct Ambiguous<'a> {
+    /// The multipart session, if any (none for a direct upload).
+    pub session: Option<&'a Session>,
+    pub folder: &'a str,
+    pub name: &'a str,
+    pub random_prefix: bool,
+    pub size: u64,
+    pub sha256: &'a str,
+    /// The service's time when the session (or direct upload) began, unix ms.
+    pub began_at_ms: i64,
+}
+
+/// How long reconciliation keeps looking before it concludes "not there".
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// Delays between looks; one look more than delays.
+    pub delays: Vec<Duration>,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            delays: [500, 1000, 2000, 4000, 8000]
+                .into_iter()
+                .map(Duration::from_millis)
+                .collect(),
+        }
+    }
+}
+
+impl Window {
+    /// One look, no waiting: for answers that plainly refused the file.
+    pub fn once() -> Window {
+        Window { delays: Vec::new() }
+    }
+    /// A few quick looks: a direct upload is stored before it is answered,
+    /// so there is no assembly to wait for, only a listing to catch up.
+    pub fn short() -> Window {
+        Window {
+            delays: vec![Duration::from_millis(300), Duration::from_secs(1)],
+        }
+    }
+}
+
+/// `Ok(Some(file))`: the service holds it. `Ok(None)`: it does not (after
+/// every look in the window). `Err`: the service could not be asked (a
+/// transient error persisted, or the key was rejected); the caller keeps the
+/// ambiguity recorded and asks again later.
+pub async fn reconcile(
+    workspace: &Workspace,
+    what: &Ambiguous<'_>,
+    window: &Window,
+) -> Result<Option<RemoteFile>, ApiError> {
+    let mut last_err: Option<ApiError> = None;
+    for round in 0..=window.delays.len() {
+        if round > 0 {
+            tokio::time::sleep(window.delays[round - 1]).await;
+        }
+        if let Some(session) = what.session {
+            match workspace.client().complete(session, what.size).await {
+                Ok(file) => return Ok(Some(file)),
+                Err(e @ ApiError::Auth { .. }) => return Err(e),
+                Err(e) => tracing::debug!(name = what.name, "complete again: {e}"),
+            }
+        }
+        match workspace.find(what.folder, what.name, what.random_prefix).await {
+            Ok(found) => {
+                last_err = None;
+                if let Some(file) = pick(found, what) {
+                    return Ok(Some(file));
+                }
+            }
+            Err(e @ ApiError::Auth { .. }) => return Err(e),
+            Err(e) => {
+                tracing::debug!(name = what.name, "cannot list the workspace: {e}");
+                last_err = Some(e);
+            }
+        }
+    }
+    match last_err {
+        Some(e) => Err(e),
+        None => Ok(None),
+    }
+}
+
+/// The newest candidate that is this upload: same size, created after the
+/// session began (when the service says when), same sha256 (when it
+/// exposes metadata).
+fn pick(found: Vec<RemoteFile>, what: &Ambiguous<'_>) -> Option<RemoteFile> {
+    let mut ok: Vec<RemoteFile> = found
+        .into_iter()
+        .filter(|f| f.size == Some(what.size))
+        .filter(|f| f.created_at_ms.is_none_or(|t| t >= what.began_at_ms))
+        .filter(|f| f.sha256.as_deref().is_none_or(|s| s == what.sha256))
+        .collect();
+    ok.sort_by_key(|f| std::cmp::Reverse(f.created_at_ms.unwrap_or(0)));
+    ok.into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(no: &str, size: u64, created: Option<i64>, sha: Option<&str>) -> RemoteFile {
+        RemoteFile {
+            file_no: no.into(),
+            name: "a.mov".into(),
+            id: None,
+            url: None,
+            path: None,
+            folder: None,
+            folder_no: None,
+            size: Some(size),
+            created_at_ms: created,
+            sha256: sha.map(str::to_string),
+            has_metadata: sha.is_some(),
+            hash: None,
+            is_duplicate: None,
+        }
+    }
+
+    fn what() -> Ambiguous<'static> {
+        Ambiguous {
+            session: None,
+            folder: "f",
+            name: "a.mov",
+            random_prefix: false,
+            size: 10,
+            sha256: "good",
+            began_at_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn picks_only_a_file_that_is_this_upload() {
+        let w = what();
+        assert_eq!(
+            pick(vec![file("1", 9, Some(2_000), None)], &w),
+            None,
+            "other size"
+        );
+        assert_eq!(
+            pick(vec![file("1", 10, Some(999), None)], &w),
+            None,
+            "older than the session"
+        );
+        assert_eq!(
+            pick(vec![file("1", 10, Some(2_000), Some("bad"))], &w),
+            None,
+            "other content"
+        );
+        let got = pick(
+            vec![
+                file("old", 10, Some(1_500), Some("good")),
+                file("new", 10, Some(3_000), Some("good")),
+                file("x", 10, Some(4_000), Some("bad")),
+            ],
+            &w,
+        );
+        assert_eq!(got.map(|f| f.file_no), Some("new".into()));
+        assert!(
+            pick(vec![file("1", 10, None, None)], &w).is_some(),
+            "no time, no metadata: name and size"
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! Asking the workspace what it holds (SPEC §1.5, §4 "Reconcile, never
+//! guess" and "Adoption"): find a folder by path, list its files page by
+//! page, and filter client-side (the service's `name`/`path` filters are
+//! "if supported").
+//!
+//! Invariants:
+//! - a folder's listing for adoption is fetched at most once per run and
+//!   shared (a folder of 10,000 files costs its pages, not a request per
+//!   file); a lookup for reconciliation is always fresh;
+//! - a folder that does not exist is never cached as missing for
+//!   reconciliation: the upload being reconciled may just have created it;
+//! - names are compared after Unicode NFC normalisation (macOS writes NFD).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::api::{ApiError, Client, RemoteFile};
+
+/// Items asked for per listing page (the service may give fewer).
+const PAGE_LIMIT: u64 = 100;
+/// A listing longer than this many pages is not followed further.
+const MAX_PAGES: u64 = 100_000;
+
+type Listing = Arc<Vec<RemoteFile>>;
+
+pub struct Workspace {
+    client: Client,
+    /// Folder path → folder_no, for folders seen to exist.
+    folders: Mutex<HashMap<String, String>>,
+    /// Folder path → its whole listing, fetched once (adoption).
+    listings: Mutex<HashMap<String, Arc<OnceCell<Listing>>>>,
+}
+
+fn nfc(s: &str) -> String {
+    s.nfc().collect()
+}
+
+impl Workspace {
+    pub fn new(client: Client) -> Workspace {
+        Workspace {
+            client,
+            folders: Mutex::new(HashMap::new()),
+            listings: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Where `folder` is: the root, a folder_no, or missing; found by
+    /// walking down from the root one level at a time.
+    async fn lookup(&self, folder: &str) -> Result<Lookup, ApiError> {
+        if folder.is_empty() {
+            return Ok(Lookup::Root);
+        }
+        if let Some(no) = self.folders.lock().expect("folders lock").get(folder) {
+            return Ok(Lookup::Found(no.clone()));
+        }
+        let mut parent: Option<String> = None;
+        let mut path = String::new();
+        for seg in folder.split('/') {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(seg);
+            let cached = self.folders.lock().expect("folders lock").get(&path).cloned();
+            let no = match cached {
+                Some(no) => no,
+                None => {
+                    let list = self.client.list_folders(parent.as_deref()).await?;
+                    let want = nfc(seg);
+                    match list.into_iter().find(|f| nfc(&f.name) == want) {
+                        Some(f) => {
+                            self.folders
+                                .lock()
+                                .expect("folders lock")
+                                .insert(path.clone(), f.folder_no.clone());
+                            f.folder_no
+                        }
+                        None => return Ok(Lookup::Missing),
+                    }
+                }
+            };
+            parent = Some(no);
+        }
+        Ok(parent.map(Lookup::Found).unwrap_or(Lookup::Root))
+    }
+
+    /// Every file in `folder` whose name passes `name` (sent as the
+    /// service's filter too), every page followed, filtered client-side to
+    /// the folder itself.
+    async fn list(&self, folder: &str, name: Option<&str>) -> Result<Vec<RemoteFile>, ApiError> {
+        let folder_no = match self.lookup(folder).await? {
+            Lookup::Missing => return Ok(Vec::new()),
+            Lookup::Root => None,
+            Lookup::Found(no) => Some(no),
+        };
+        let mut out = Vec::new();
+        let mut page = 1;
+        loop {
+            let got = self
+                .client
+                .list_files(folder_no.as_deref(), name, page, PAGE_LIMIT)
+                .await?;
+            let n = got.files.len() as u64;
+            out.extend(got.files.into_iter().filter(|f| f.in_folder(folder)));
+            let more = match got.has_next {
+                Some(more) => more,
+                None => n >= PAGE_LIMIT,
+            };
+            if !more || n == 0 || page >= MAX_PAGES {
+                break;
+            }
+            page += 1;
+        }
+        Ok(out)
+    }
+
+    /// The whole listing of `folder`, fetched once per run and shared.
+    pub async fn listing(&self, folder: &str) -> Result<Listing, ApiError> {
+        let cell = self
+            .listings
+            .lock()
+            .expect("listings lock")
+            .entry(folder.to_string())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async { self.list(folder, None).await.map(Arc::new) })
+            .await
+            .cloned()
+    }
+
+    /// Files named `name` in `folder` now (fresh, not cached), newest first
+    /// as the service lists them. With `random_prefix`, names the service
+    /// prefixed (`<prefix>_name`) match too.
+    pub async fn find(
+        &self,
+        folder: &str,
+        name: &str,
+        random_prefix: bool,
+    ) -> Result<Vec<RemoteFile>, ApiError> {
+        let want = nfc(name);
+        let suffix = format!("_{want}");
+        Ok(self
+            .list(folder, Some(name))
+            .await?
+            .into_iter()
+            .filter(|f| {
+                let got = nfc(&f.name);
+                got == want || (random_prefix && got.ends_with(&suffix))
+            })
+            .collect())
+    }
+
+    /// Files in the cached listing of `folder` named `name` with `size` bytes.
+    pub async fn same_name_and_size(
+        &self,
+        folder: &str,
+        name: &str,
+        size: u64,
+    ) -> Result<Vec<RemoteFile>, ApiError> {
+        let want = nfc(name);
+        Ok(self
+            .listing(folder)
+            .await?
+            .iter()
+            .filter(|f| nfc(&f.name) == want && f.size == Some(size))
+            .cloned()
+            .collect())
+    }
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspace")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Lookup {
+    Root,
+    Found(String),
+    Missing,
+}
+
+/// How a remote file was shown to hold the same content as a local one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// `metadata.sha256` equals the local sha256.
+    Metadata,
+    /// The bytes its `url` serves hash to the local sha256.
+    UrlBytes,
+    /// No hash to compare: it was created after the local file was last
+    /// modified (with the same name and size).
+    CreatedAfterMtime,
+}
+
+impl Proof {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Proof::Metadata => "the same sha256 in its metadata",
+            Proof::UrlBytes => "the same sha256 of the bytes its url serves",
+            Proof::CreatedAfterMtime => {
+                "the same name and size, created after the local file was last modified (no hash to compare)"
+            }
+        }
+    }
+}
+
+/// Is `remote` (already known to have the same name and size) the same
+/// content as the local file with `sha256` and mtime `mtime_ms`? `Ok(None)`:
+/// not shown to be. Name and size alone never suffice.
+pub async fn same_content(
+    client: &Client,
+    remote: &RemoteFile,
+    size: u64,
+    sha256: &str,
+    mtime_ms: i64,
+) -> Result<Option<Proof>, ApiError> {
+    if let Some(remote_sha) = &remote.sha256 {
+        return Ok((remote_sha == sha256).then_some(Proof::Metadata));
+    }
+    if let Some(url) = &remote.url {
+        match client.url_sha256(url, size).await {
+            Ok(Some(h)) => return Ok((h == sha256).then_some(Proof::UrlBytes)),
+            Ok(None) => return Ok(None),
+            Err(e @ ApiError::Auth { .. }) => return Err(e),
+            Err(e) => {
+                tracing::debug!(file_no = %remote.file_no, "cannot read the file's url ({e}); comparing creation times instead")
+            }
+        }
+    }
+    Ok(match remote.created_at_ms {
+        Some(created) if created > mtime_ms => Some(Proof::CreatedAfterMtime),
+        _ => None,
+    })
+}
