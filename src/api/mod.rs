@@ -306,8 +306,21 @@ impl Client {
         body: reqwest::Body,
         len: u64,
     ) -> Result<RemoteFile, ApiError> {
+        // The name travels in `file_name`; the part's own filename is only a
+        // hint, kept to characters a Content-Disposition header carries safely.
+        let hint: String = form
+            .file_name
+            .chars()
+            .map(|c| {
+                if c.is_control() || c == '"' || c == '\\' {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
         let file = reqwest::multipart::Part::stream_with_length(body, len)
-            .file_name(form.file_name.clone())
+            .file_name(hint)
             .mime_str(&form.format)
             .map_err(|e| ApiError::Protocol(format!("format {:?} is not a MIME type: {e}", form.format)))?;
         let mut multipart = reqwest::multipart::Form::new()

@@ -410,7 +410,11 @@ pub fn router(emu: Arc<Emulator>) -> Router {
             get(workspace::details).delete(workspace::delete_file),
         )
         .route("/api/v1/folders", get(workspace::list_folders))
-        .route("/api/v1/uploads", post(workspace::direct_upload))
+        // The form's size is checked against --direct-max by the handler itself.
+        .route(
+            "/api/v1/uploads",
+            post(workspace::direct_upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/_storage/{session}/{part}", put(put_part))
         .route("/files/{file_no}/{name}", get(workspace::serve_file))
         .layer(middleware::from_fn(move |req: Request, next: Next| async move {

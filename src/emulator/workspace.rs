@@ -414,6 +414,14 @@ pub(super) async fn direct_upload(
     let Some(size) = size else {
         return bad("file is required");
     };
+    if size > emu.opts.max_size {
+        return json_error(
+            &emu,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large",
+            format!("size {size} exceeds the limit of {} bytes", emu.opts.max_size),
+        );
+    }
     let file_name = match fields.get("file_name").map(|s| s.trim()) {
         Some(n) if !n.is_empty() && n.len() <= 255 && !n.contains(['/', '\0']) && n != "." && n != ".." => {
             n.to_string()

@@ -103,7 +103,19 @@ fn restart_touch_and_change() {
     let out = once();
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(emu.ledger().len(), 3);
-    let requests = |emu: &Emulator| emu.stat("start") + emu.stat("part_put") + emu.stat("complete");
+    let requests = |emu: &Emulator| {
+        [
+            "start",
+            "part_put",
+            "complete",
+            "direct",
+            "list_files",
+            "list_folders",
+        ]
+        .iter()
+        .map(|s| emu.stat(s))
+        .sum::<u64>()
+    };
     let before = requests(&emu);
 
     // Restart with nothing changed: not a single request.
@@ -133,14 +145,14 @@ fn restart_touch_and_change() {
         .unwrap();
     let out = once();
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(emu.stat("start_ok"), 4);
+    assert_eq!(emu.stored(), 4);
     let ledger = emu.ledger();
     assert_eq!(ledger.len(), 4);
     assert_eq!(ledger[3]["name"], "f0.bin");
     assert_eq!(ledger[3]["sha256"], sha256_file(&f0).as_str());
     let out = once();
     assert_eq!(out.code, 0);
-    assert_eq!(emu.stat("start_ok"), 4, "and only once");
+    assert_eq!(emu.stored(), 4, "and only once");
 }
 
 #[test]
@@ -366,9 +378,9 @@ fn failures_show_in_status_and_history_and_retry_requeues() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("\"requeued\":1"), "{}", out.stdout);
     assert_eq!(root_counts(&sb.status())["pending"], 1);
-    let starts = emu.stat("start");
+    let starts = emu.stat("start") + emu.stat("direct");
     assert_eq!(once().code, 1);
-    assert!(emu.stat("start") > starts, "retried");
+    assert!(emu.stat("start") + emu.stat("direct") > starts, "retried");
 }
 
 #[test]
@@ -382,7 +394,7 @@ fn second_agent_refuses_and_dry_run_sends_nothing() {
     let out = run(dry);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("would upload"), "{}", out.stderr);
-    assert_eq!(emu.stat("start"), 0);
+    assert_eq!(emu.stat("start") + emu.stat("direct"), 0);
 
     let mut agent = sb.running_agent(&[]);
     let mut second = sb.cmd();
@@ -406,7 +418,7 @@ fn upload_command_is_recorded_so_the_agent_does_not_send_it_again() {
     once.args(["run", "--once"]);
     let out = run(once);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(emu.stat("start"), 1, "the agent skipped the file `upload` sent");
+    assert_eq!(emu.stored(), 1, "the agent skipped the file `upload` sent");
     let mut h = sb.cmd();
     h.args(["history", "--json"]);
     let rows: Vec<Value> = serde_json::from_str(&run(h).stdout).unwrap();
@@ -458,7 +470,7 @@ fn after_upload_move_and_delete_act_only_after_the_upload_is_recorded() {
     let mut again = sb.cmd();
     again.args(["run", "--once"]);
     assert_eq!(run(again).code, 0);
-    assert_eq!(emu.stat("start"), 2);
+    assert_eq!(emu.stored(), 2);
 }
 
 #[test]

@@ -172,7 +172,7 @@ fn a_hundred_files_survive_resets_stalls_trickles_and_service_faults() {
 
     let sb = Sandbox::new(
         &emu,
-        "settle = \"200ms\"\nconcurrent_files = 4\nmax_attempts = 100\n",
+        "settle = \"200ms\"\nconcurrent_files = 4\nmax_attempts = 100\ndirect_upload_max = \"0\"\n",
     );
     // Point the agent at the proxy, with short timeouts so stalls are abandoned quickly.
     let text = std::fs::read_to_string(&sb.config).unwrap().replace(

@@ -103,7 +103,7 @@ fn files_that_change_vanish_or_turn_into_folders_mid_upload() {
     let emu = Emulator::start(&["--part-size", "256KiB"]);
     let sb = Sandbox::watching(
         &emu,
-        "settle = \"300ms\"\nbandwidth_limit = \"1MiB/s\"\nconcurrent_parts = 1\n",
+        "settle = \"300ms\"\nbandwidth_limit = \"1MiB/s\"\nconcurrent_parts = 1\ndirect_upload_max = \"0\"\n",
         "",
     );
     let mut agent = sb.running_agent(&[]);

@@ -90,7 +90,9 @@ fn nonsense_from_the_service_is_a_clear_per_file_error() {
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
-        format!("[api]\nendpoint = \"{base}\"\nrequest_timeout = \"10s\"\n"),
+        format!(
+            "[api]\nendpoint = \"{base}\"\nrequest_timeout = \"10s\"\n[agent]\ndirect_upload_max = \"0\"\n"
+        ),
     )
     .unwrap();
     let cases = [

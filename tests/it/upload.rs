@@ -14,7 +14,8 @@ const PART: usize = 64 * 1024;
 #[test]
 fn edge_sizes_arrive_byte_exact_in_the_mapped_folder() {
     let emu = Emulator::start(&["--part-size", "64KiB"]);
-    let sb = Sandbox::new(&emu, "");
+    // Multipart at every size here (direct uploads are covered in shapes.rs).
+    let sb = Sandbox::new(&emu, "direct_upload_max = \"0\"\n");
     let sizes = [
         ("zero.bin", 0),
         ("one.txt", 1),
@@ -228,7 +229,7 @@ fn key_never_appears_in_verbose_or_json_logs() {
 #[test]
 fn file_modified_while_parts_upload_is_not_completed() {
     let emu = Emulator::start(&["--part-size", "64KiB", "--latency", "150"]);
-    let sb = Sandbox::new(&emu, "concurrent_parts = 2\n");
+    let sb = Sandbox::new(&emu, "concurrent_parts = 2\ndirect_upload_max = \"0\"\n");
     let file = sb.path("growing.mov");
     write_file(&file, PART * 40, 5);
     let mut cmd = sb.cmd();
