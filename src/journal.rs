@@ -235,8 +235,9 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    // Every step in one transaction: a reader never sees a half-migrated schema.
+    let tx = conn.transaction()?;
     if version < 1 {
-        let tx = conn.transaction()?;
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS files (
                 id INTEGER PRIMARY KEY,
@@ -295,14 +296,11 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
                 snapshot TEXT
             );",
         )?;
-        tx.pragma_update(None, "user_version", 1)?;
-        tx.commit()?;
     }
     if version < 2 {
         // v2: reconciliation and adoption. `kind` tells a multipart session
         // from a direct upload in flight; `began_at` is the service's time
         // when it began; `adopt` marks files with no earlier record.
-        let tx = conn.transaction()?;
         tx.execute_batch(
             "ALTER TABLE sessions ADD COLUMN kind TEXT NOT NULL DEFAULT 'multipart';
              ALTER TABLE sessions ADD COLUMN began_at INTEGER NOT NULL DEFAULT 0;
@@ -310,9 +308,11 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
              ALTER TABLE files ADD COLUMN remote_name TEXT;
              ALTER TABLE history ADD COLUMN adopted TEXT;",
         )?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        tx.commit()?;
     }
+    if version < SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    tx.commit()?;
     Ok(())
 }
 

@@ -218,7 +218,9 @@ impl Uploader {
     /// Files up to `direct_upload_max` go in one request, unless a tag has a
     /// comma (the direct upload sends tags comma-separated).
     pub fn is_direct(&self, job: &Job, size: u64) -> bool {
-        size <= self.direct_upload_max && !job.tags.iter().any(|t| t.contains(','))
+        self.direct_upload_max > 0
+            && size <= self.direct_upload_max
+            && !job.tags.iter().any(|t| t.contains(','))
     }
 
     pub async fn upload_resuming(
