@@ -160,6 +160,9 @@ async fn record(settings: &crate::config::Settings, results: &[(PathBuf, Result<
             return;
         }
     };
+    // All records are queued before any is awaited, so the journal's group
+    // commit writes them in a few transactions instead of one fsync each.
+    let mut pending = Vec::new();
     for (path, result, _) in results {
         let Ok(o) = result else { continue };
         let Ok(abs) = path.canonicalize() else { continue };
@@ -188,13 +191,17 @@ async fn record(settings: &crate::config::Settings, results: &[(PathBuf, Result<
             url: o.file.url.clone(),
             adopted: None,
         };
-        if let Err(e) = journal
-            .record_upload(root.to_string_lossy().into_owned(), rel, done)
-            .await
-        {
-            tracing::warn!("{} not recorded in the journal: {e}", path.display());
-        }
+        let journal = journal.clone();
+        pending.push(async move {
+            if let Err(e) = journal
+                .record_upload(root.to_string_lossy().into_owned(), rel, done)
+                .await
+            {
+                tracing::warn!("{} not recorded in the journal: {e}", path.display());
+            }
+        });
     }
+    futures_util::future::join_all(pending).await;
 }
 
 fn prepare(path: &Path, folder: &str, tags: &[String]) -> Result<Job, String> {
