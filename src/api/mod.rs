@@ -278,14 +278,18 @@ impl Client {
         if let Some(uuid) = &session.uuid {
             body.insert("uuid".into(), uuid.clone().into());
         }
-        let resp = self
+        let req = self
             .api
             .post(self.endpoint("/api/v1/multipart/complete"))
             .timeout(self.timeout_for(size))
-            .json(&body)
-            .send()
-            .await
-            .map_err(network)?;
+            .json(&body);
+        self.send_for_file(req).await
+    }
+
+    /// Sends a request whose answer describes a stored file (complete,
+    /// direct upload), noting the service's clock on the way.
+    async fn send_for_file(&self, req: reqwest::RequestBuilder) -> Result<RemoteFile, ApiError> {
+        let resp = req.send().await.map_err(network)?;
         self.observe_date(resp.headers());
         let value = read_json(resp).await?;
         decode_complete(value)
@@ -297,15 +301,15 @@ impl Client {
     }
 
     /// `POST /api/v1/uploads`: the whole file in one multipart/form-data
-    /// request. `body` must yield exactly `len` bytes, so the request has an
-    /// exact `Content-Length`. Returns the stored file and when the service
-    /// says it took the request (for reconciliation).
+    /// request, described by the same fields a multipart start sends
+    /// (`ttl_seconds` is not sent). `body` must yield exactly `form.size`
+    /// bytes, so the request has an exact `Content-Length`.
     pub async fn direct_upload(
         &self,
-        form: DirectForm,
+        form: &StartRequest,
         body: reqwest::Body,
-        len: u64,
     ) -> Result<RemoteFile, ApiError> {
+        let len = form.size;
         // The name travels in `file_name`; the part's own filename is only a
         // hint, kept to characters a Content-Disposition header carries safely.
         let hint: String = form
@@ -324,31 +328,32 @@ impl Client {
             .mime_str(&form.format)
             .map_err(|e| ApiError::Protocol(format!("format {:?} is not a MIME type: {e}", form.format)))?;
         let mut multipart = reqwest::multipart::Form::new()
-            .text("file_name", form.file_name)
+            .text("file_name", form.file_name.clone())
             .part("file", file);
-        if !form.folder.is_empty() {
-            multipart = multipart.text("folder", form.folder);
+        if let Some(folder) = &form.folder {
+            multipart = multipart.text("folder", folder.clone());
         }
         if !form.tags.is_empty() {
             multipart = multipart.text("tags", form.tags.join(","));
         }
         if !form.metadata.is_empty() {
-            multipart = multipart.text("metadata", serde_json::Value::Object(form.metadata).to_string());
+            multipart = multipart.text(
+                "metadata",
+                serde_json::Value::Object(form.metadata.clone()).to_string(),
+            );
+        }
+        if let Some(id) = &form.custom_id {
+            multipart = multipart.text("custom_id", id.clone());
         }
         if form.random_prefix {
             multipart = multipart.text("random_prefix", "true");
         }
-        let resp = self
+        let req = self
             .api
             .post(self.endpoint("/api/v1/uploads"))
             .timeout(self.timeout_for(len) + self.timeout)
-            .multipart(multipart)
-            .send()
-            .await
-            .map_err(network)?;
-        self.observe_date(resp.headers());
-        let value = read_json(resp).await?;
-        decode_complete(value)
+            .multipart(multipart);
+        self.send_for_file(req).await
     }
 
     /// Notes the service's clock from an answer's `Date` header; returns it.
@@ -469,17 +474,6 @@ impl Client {
         }
         Ok(Some(hex::encode(hasher.finalize())))
     }
-}
-
-/// What a direct upload sends beside the bytes.
-#[derive(Debug, Clone)]
-pub struct DirectForm {
-    pub file_name: String,
-    pub folder: String,
-    pub format: String,
-    pub tags: Vec<String>,
-    pub metadata: serde_json::Map<String, serde_json::Value>,
-    pub random_prefix: bool,
 }
 
 /// Without the service's `Date`, how far our clock may be ahead of its.

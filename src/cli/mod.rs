@@ -195,6 +195,23 @@ pub fn uploader(
     })
 }
 
+/// Paths named on the command line, as the journal records them: resolved
+/// (symlinks too) where they exist, made absolute where they do not.
+pub fn absolute_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
+    paths
+        .iter()
+        .map(|p| {
+            p.canonicalize()
+                .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        })
+        .collect()
+}
+
+/// The journal in the configured state dir, for commands beside an agent.
+pub fn open_journal(settings: &Settings) -> Result<crate::journal::Journal, CliError> {
+    crate::journal::Journal::open(&settings.agent.state_dir).map_err(|e| CliError::Usage(e.to_string()))
+}
+
 /// Prints one line to stdout; a closed pipe (`| head`) ends the program
 /// quietly, as Unix tools do, instead of panicking.
 pub fn print_stdout(line: &str) {

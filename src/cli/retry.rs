@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{Cli, CliError, CliResult};
-use crate::journal::Journal;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,15 +26,8 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         ));
     }
     let settings = super::load_settings(cli)?;
-    let paths: Vec<PathBuf> = args
-        .paths
-        .iter()
-        .map(|p| {
-            p.canonicalize()
-                .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
-        })
-        .collect();
-    let journal = Journal::open(&settings.agent.state_dir).map_err(|e| CliError::Usage(e.to_string()))?;
+    let paths = super::absolute_paths(&args.paths);
+    let journal = super::open_journal(&settings)?;
     let n = journal
         .retry(paths)
         .await

@@ -14,7 +14,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::{Cli, CliError, CliResult};
 use crate::api::ApiError;
-use crate::journal::{FileRow, Journal};
+use crate::journal::FileRow;
 use crate::secrets;
 use crate::workspace::Workspace;
 
@@ -48,15 +48,8 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     }
     let uploader = super::uploader(&settings, key)?;
     let workspace: &Workspace = &uploader.workspace;
-    let paths: Vec<PathBuf> = args
-        .paths
-        .iter()
-        .map(|p| {
-            p.canonicalize()
-                .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
-        })
-        .collect();
-    let journal = Journal::open(&settings.agent.state_dir).map_err(|e| CliError::Usage(e.to_string()))?;
+    let paths = super::absolute_paths(&args.paths);
+    let journal = super::open_journal(&settings)?;
     let rows = journal
         .done_files(paths)
         .await

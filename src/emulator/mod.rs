@@ -153,8 +153,9 @@ pub struct LedgerEntry {
     pub kind: String,
 }
 
-struct SessionRec {
-    uuid: String,
+/// What a client says about a file it uploads (start, or a direct upload's form).
+#[derive(Debug, Clone)]
+struct FileMeta {
     file_name: String,
     folder: String,
     format: String,
@@ -162,6 +163,11 @@ struct SessionRec {
     metadata: Value,
     random_prefix: bool,
     size: u64,
+}
+
+struct SessionRec {
+    uuid: String,
+    meta: FileMeta,
     part_size: u64,
     expire_at: i64,
     /// Bytes stored per part (None until a PUT of the exact length finished).
@@ -284,6 +290,35 @@ impl Emulator {
         x < rate
     }
 
+    /// `--fail-complete`, drawn for a request that finishes a file
+    /// (complete, a direct upload).
+    fn finish_fault(&self) -> FinishFault {
+        if !self.chance(self.opts.fail_complete) {
+            FinishFault::None
+        } else if self.chance(0.5) {
+            FinishFault::LoseAnswer
+        } else {
+            FinishFault::FailBefore
+        }
+    }
+
+    /// A 500 before anything was stored.
+    fn failed_before(&self, message: &str) -> Response {
+        self.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
+        json_error(
+            self,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            message,
+        )
+    }
+
+    /// The file was stored, but the client never hears it.
+    fn lost_answer(&self) -> Response {
+        self.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
+        json_error(self, StatusCode::BAD_GATEWAY, "Bad Gateway", "upstream timed out")
+    }
+
     fn random_hex(&self, bytes: usize) -> String {
         let mut s = self.rng.lock().expect("rng lock");
         (0..bytes.div_ceil(8))
@@ -334,6 +369,16 @@ impl Emulator {
         }
         self.inner.lock().expect("state lock").ledger.clone()
     }
+}
+
+/// What `--fail-complete` does to one finishing request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FinishFault {
+    None,
+    /// Fail with a 500 before storing anything.
+    FailBefore,
+    /// Store the file, then answer 502 as if the answer were lost.
+    LoseAnswer,
 }
 
 fn splitmix(state: &mut u64) -> u64 {
@@ -476,13 +521,14 @@ async fn start(State(emu): State<Arc<Emulator>>, headers: HeaderMap, body: Bytes
             .insert(header::RETRY_AFTER, "1".parse().expect("static header"));
         return r;
     }
-    let part_size = emu.opts.part_size.max(1).max(parsed.size.div_ceil(10_000));
-    let n_parts = parsed.size.div_ceil(part_size).max(1) as usize;
+    let size = parsed.meta.size;
+    let part_size = emu.opts.part_size.max(1).max(size.div_ceil(10_000));
+    let n_parts = size.div_ceil(part_size).max(1) as usize;
     let ttl = parsed.ttl.min(emu.opts.url_ttl.unwrap_or(u64::MAX)).max(1);
     let expire_at = now() + ttl as i64;
     let id = emu.random_hex(16);
     let uuid = emu.random_hex(16);
-    if let Err(e) = emu.storage.create_session(&id, parsed.size) {
+    if let Err(e) = emu.storage.create_session(&id, size) {
         return json_error(
             &emu,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -503,13 +549,7 @@ async fn start(State(emu): State<Arc<Emulator>>, headers: HeaderMap, body: Bytes
         id.clone(),
         SessionRec {
             uuid: uuid.clone(),
-            file_name: parsed.file_name,
-            folder: parsed.folder,
-            format: parsed.format,
-            tags: parsed.tags,
-            metadata: parsed.metadata,
-            random_prefix: parsed.random_prefix,
-            size: parsed.size,
+            meta: parsed.meta,
             part_size,
             expire_at,
             received: vec![None; n_parts],
@@ -532,13 +572,7 @@ async fn start(State(emu): State<Arc<Emulator>>, headers: HeaderMap, body: Bytes
 }
 
 struct StartFields {
-    file_name: String,
-    size: u64,
-    format: String,
-    folder: String,
-    tags: Vec<String>,
-    metadata: Value,
-    random_prefix: bool,
+    meta: FileMeta,
     ttl: u64,
 }
 
@@ -618,13 +652,15 @@ fn validate_start(req: &Value, max_size: u64) -> Result<StartFields, (StatusCode
         Some(_) => return Err(bad("ttl_seconds must be an integer".into())),
     };
     Ok(StartFields {
-        file_name,
-        size,
-        format,
-        folder,
-        tags,
-        metadata,
-        random_prefix,
+        meta: FileMeta {
+            file_name,
+            size,
+            format,
+            folder,
+            tags,
+            metadata,
+            random_prefix,
+        },
         ttl,
     })
 }
@@ -703,7 +739,7 @@ async fn put_part(
         }
         rec.puts[part] += 1;
         let offset = part as u64 * rec.part_size;
-        let len = (rec.size.saturating_sub(offset)).min(rec.part_size);
+        let len = (rec.meta.size.saturating_sub(offset)).min(rec.part_size);
         (offset, len)
     };
     let declared = headers
@@ -836,16 +872,9 @@ async fn complete(State(emu): State<Arc<Emulator>>, headers: HeaderMap, body: By
             "session_id is required",
         );
     };
-    let fault = emu.chance(emu.opts.fail_complete);
-    let lose_answer = fault && emu.chance(0.5);
-    if fault && !lose_answer {
-        emu.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
-        return json_error(
-            &emu,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal Server Error",
-            "complete failed; retry",
-        );
+    let fault = emu.finish_fault();
+    if fault == FinishFault::FailBefore {
+        return emu.failed_before("complete failed; retry");
     }
     let uuid = req.get("uuid").and_then(Value::as_str).map(str::to_string);
     let checked = {
@@ -883,10 +912,8 @@ async fn complete(State(emu): State<Arc<Emulator>>, headers: HeaderMap, body: By
             }
         }
     };
-    if lose_answer {
-        // Finished, but the client never hears it.
-        emu.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
-        return json_error(&emu, StatusCode::BAD_GATEWAY, "Bad Gateway", "upstream timed out");
+    if fault == FinishFault::LoseAnswer {
+        return emu.lost_answer();
     }
     emu.stats.complete_ok.fetch_add(1, Ordering::Relaxed);
     workspace::file_answer(&emu, &entry)
@@ -924,7 +951,7 @@ fn check_complete(
         .iter()
         .enumerate()
         .filter(|(i, got)| {
-            let want = (rec.size.saturating_sub(*i as u64 * rec.part_size)).min(rec.part_size);
+            let want = (rec.meta.size.saturating_sub(*i as u64 * rec.part_size)).min(rec.part_size);
             **got != Some(want)
         })
         .map(|(i, _)| i.to_string())
@@ -952,13 +979,7 @@ fn finish_session(
         return Err((StatusCode::NOT_FOUND, format!("unknown session {session}")));
     };
     let new = NewFile {
-        file_name: rec.file_name.clone(),
-        folder: rec.folder.clone(),
-        format: rec.format.clone(),
-        tags: rec.tags.clone(),
-        metadata: rec.metadata.clone(),
-        random_prefix: rec.random_prefix,
-        size: rec.size,
+        meta: rec.meta.clone(),
         session: session.to_string(),
         kind: "multipart",
     };
@@ -974,20 +995,15 @@ fn finish_session(
 
 /// What a finished upload (multipart or direct) stores.
 struct NewFile {
-    file_name: String,
-    folder: String,
-    format: String,
-    tags: Vec<String>,
-    metadata: Value,
-    random_prefix: bool,
-    size: u64,
+    meta: FileMeta,
     /// The storage scratch file holding the bytes.
     session: String,
     kind: &'static str,
 }
 
 /// Stores a finished file: object, `<store>/<folder>/<name>`, folders, ledger.
-fn store_file(emu: &Emulator, inner: &mut Inner, f: NewFile) -> Result<LedgerEntry, (StatusCode, String)> {
+fn store_file(emu: &Emulator, inner: &mut Inner, new: NewFile) -> Result<LedgerEntry, (StatusCode, String)> {
+    let f = new.meta;
     let name = if f.random_prefix {
         let mut s = emu.rng.lock().expect("rng lock");
         format!("{:08x}_{}", splitmix(&mut s) as u32, f.file_name)
@@ -996,7 +1012,7 @@ fn store_file(emu: &Emulator, inner: &mut Inner, f: NewFile) -> Result<LedgerEnt
     };
     let file_no = inner.next_file_no.to_string();
     emu.storage
-        .finish(&f.session, &file_no, &f.folder, &name)
+        .finish(&new.session, &file_no, &f.folder, &name)
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("storage: {e}")))?;
     let folder_no = inner.ensure_folder(&f.folder);
     let entry = LedgerEntry {
@@ -1006,13 +1022,13 @@ fn store_file(emu: &Emulator, inner: &mut Inner, f: NewFile) -> Result<LedgerEnt
         size: f.size,
         sha256: None,
         file_no,
-        session: f.session,
+        session: new.session,
         format: f.format,
         tags: f.tags,
         metadata: f.metadata,
         deleted: false,
         created_at_ms: now_ms(),
-        kind: f.kind.to_string(),
+        kind: new.kind.to_string(),
     };
     inner.next_file_no += 1;
     inner.ledger.push(entry.clone());
@@ -1032,7 +1048,7 @@ async fn session_info(State(emu): State<Arc<Emulator>>, Path(session): Path<Stri
     match inner.sessions.get(&session) {
         Some(rec) => axum::Json(json!({
             "session": session,
-            "size": rec.size,
+            "size": rec.meta.size,
             "part_size": rec.part_size,
             "expire_at": rec.expire_at,
             "puts": rec.puts,
@@ -1052,7 +1068,7 @@ mod tests {
     fn start_validation() {
         let ok = json!({"file_name": "a.mp4", "size": 10, "format": "video/mp4", "folder": "/x//y/"});
         let f = validate_start(&ok, 100).unwrap();
-        assert_eq!(f.folder, "x/y");
+        assert_eq!(f.meta.folder, "x/y");
         for bad in [
             json!({"size": 10, "format": "video/mp4"}),
             json!({"file_name": "a", "size": -1, "format": "video/mp4"}),

@@ -18,7 +18,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Answers, Emulator, LedgerEntry, NewFile, json_error, store_file, unauthorized};
+use super::{
+    Answers, Emulator, FileMeta, FinishFault, LedgerEntry, NewFile, json_error, store_file, unauthorized,
+};
 
 fn iso(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
@@ -457,25 +459,20 @@ pub(super) async fn direct_upload(
         .first_or_octet_stream()
         .essence_str()
         .to_string();
-    let fault = emu.chance(emu.opts.fail_complete);
-    let lose_answer = fault && emu.chance(0.5);
-    if fault && !lose_answer {
-        emu.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
-        return json_error(
-            &emu,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal Server Error",
-            "upload failed; retry",
-        );
+    let fault = emu.finish_fault();
+    if fault == FinishFault::FailBefore {
+        return emu.failed_before("upload failed; retry");
     }
     let new = NewFile {
-        file_name,
-        folder: segs.join("/"),
-        format,
-        tags,
-        metadata,
-        random_prefix: fields.get("random_prefix").is_some_and(|v| v == "true"),
-        size,
+        meta: FileMeta {
+            file_name,
+            folder: segs.join("/"),
+            format,
+            tags,
+            metadata,
+            random_prefix: fields.get("random_prefix").is_some_and(|v| v == "true"),
+            size,
+        },
         session: scratch,
         kind: "direct",
     };
@@ -485,9 +482,8 @@ pub(super) async fn direct_upload(
     };
     match stored {
         Ok(entry) => {
-            if lose_answer {
-                emu.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
-                return json_error(&emu, StatusCode::BAD_GATEWAY, "Bad Gateway", "upstream timed out");
+            if fault == FinishFault::LoseAnswer {
+                return emu.lost_answer();
             }
             emu.stats.direct_ok.fetch_add(1, Ordering::Relaxed);
             file_answer(&emu, &entry)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use super::{Fingerprint, Job, Observer, Outcome, UploadError, Uploader, describe_change, reconcile, verify};
-use crate::api::{ApiError, DirectForm};
+use crate::api::ApiError;
 
 impl Uploader {
     pub(super) async fn direct(
@@ -18,16 +18,7 @@ impl Uploader {
         sha256: String,
         observer: &Arc<dyn Observer>,
     ) -> Result<Outcome, UploadError> {
-        let mut metadata = job.metadata.clone();
-        metadata.insert("sha256".into(), sha256.clone().into());
-        let form = DirectForm {
-            file_name: job.file_name.clone(),
-            folder: job.folder.clone(),
-            format: job.format.clone(),
-            tags: job.tags.clone(),
-            metadata,
-            random_prefix: job.random_prefix,
-        };
+        let form = self.request(job, fp.size, &sha256);
         let mut tries = 0;
         loop {
             tries += 1;
@@ -51,7 +42,7 @@ impl Uploader {
                     path: job.path.clone(),
                     message: e.to_string(),
                 })?;
-            let error = match self.client.direct_upload(form.clone(), body, fp.size).await {
+            let error = match self.client.direct_upload(&form, body).await {
                 Ok(file) => return verify(job, file, fp.size, sha256),
                 Err(e @ ApiError::Auth { .. }) => return Err(e.into()),
                 Err(e) => e,

@@ -1,5 +1,9 @@
-//! One file's multipart upload: hash, start, PUT parts in parallel (streamed
-//! from disk, each retried alone), re-check the file, complete.
+//! One file's upload: hash; for a file with no journal record, look for the
+//! same content in the workspace first (adoption); then either one direct
+//! request (`direct.rs`, small files) or start, PUT parts in parallel
+//! (streamed from disk, each retried alone), re-check the file, complete. A
+//! complete or direct upload without a plain success is reconciled
+//! (`reconcile.rs`), never sent again blind.
 //!
 //! Invariants:
 //! - memory is bounded by `concurrent_parts` × one read buffer, whatever the
@@ -411,10 +415,12 @@ impl Uploader {
         Ok(None)
     }
 
-    async fn start(&self, job: &Job, size: u64, sha256: &str) -> Result<Session, UploadError> {
+    /// What start (or a direct upload) says about the file: the job's
+    /// fields, its size, and the content sha256 as metadata `sha256`.
+    fn request(&self, job: &Job, size: u64, sha256: &str) -> StartRequest {
         let mut metadata = job.metadata.clone();
         metadata.insert("sha256".into(), sha256.into());
-        let req = StartRequest {
+        StartRequest {
             file_name: job.file_name.clone(),
             size,
             format: job.format.clone(),
@@ -424,7 +430,11 @@ impl Uploader {
             custom_id: None,
             random_prefix: job.random_prefix,
             ttl_seconds: self.url_ttl.as_secs().max(1),
-        };
+        }
+    }
+
+    async fn start(&self, job: &Job, size: u64, sha256: &str) -> Result<Session, UploadError> {
+        let req = self.request(job, size, sha256);
         let s = (|| self.client.start(&req))
             .retry(self.retry.backoff())
             .when(ApiError::is_transient)

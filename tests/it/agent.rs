@@ -95,11 +95,7 @@ fn restart_touch_and_change() {
     for i in 0..3 {
         write_file(&sb.drop_dir().join(format!("f{i}.bin")), 100_000 + i, i as u64);
     }
-    let once = || {
-        let mut c = sb.cmd();
-        c.args(["run", "--once"]);
-        run(c)
-    };
+    let once = || sb.run_once();
     let out = once();
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(emu.ledger().len(), 3);
@@ -347,11 +343,7 @@ fn failures_show_in_status_and_history_and_retry_requeues() {
     let sb = Sandbox::watching(&emu, "settle = \"200ms\"\nmax_attempts = 1\n", "");
     write_file(&sb.drop_dir().join("too-big.bin"), 5000, 1);
     write_file(&sb.drop_dir().join("ok.bin"), 10, 2);
-    let once = || {
-        let mut c = sb.cmd();
-        c.args(["run", "--once"]);
-        run(c)
-    };
+    let once = || sb.run_once();
     let out = once();
     assert_eq!(out.code, 1, "a failed file → exit 1: {}", out.stderr);
     assert!(out.stderr.contains("retry"), "{}", out.stderr);

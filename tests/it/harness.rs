@@ -263,6 +263,13 @@ impl Sandbox {
         agent
     }
 
+    /// `run --once`: scan, upload what is pending, exit.
+    pub fn run_once(&self) -> Output {
+        let mut c = self.cmd();
+        c.args(["run", "--once"]);
+        run(c)
+    }
+
     /// `status --json`.
     pub fn status(&self) -> Value {
         let mut c = self.cmd();

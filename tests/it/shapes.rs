@@ -118,11 +118,7 @@ fn state_loss(shape: &[&str]) {
         std::fs::create_dir_all(&sub).unwrap();
         write_file(&sub.join(format!("f{i:03}.exr")), 2_000 + (i % 7) * 100, i as u64);
     }
-    let once = || {
-        let mut c = sb.cmd();
-        c.args(["run", "--once"]);
-        run(c)
-    };
+    let once = || sb.run_once();
     let out = once();
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(emu.stored(), 300);
@@ -181,11 +177,7 @@ fn verify_finds_a_deleted_file_and_requeue_restores_it() {
         for i in 0..5 {
             write_file(&sb.drop_dir().join(format!("v{i}.mov")), 5_000, i);
         }
-        let once = || {
-            let mut c = sb.cmd();
-            c.args(["run", "--once"]);
-            run(c)
-        };
+        let once = || sb.run_once();
         assert_eq!(once().code, 0);
         let verify = |extra: &[&str]| {
             let mut c = sb.cmd();
