@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::AfterUpload;
-use crate::upload::Fingerprint;
+use crate::fileid::Fingerprint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AfterError {

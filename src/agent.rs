@@ -25,7 +25,8 @@ use crate::journal::{DoneRecord, FileRow, Journal, JournalError, SavedSession, S
 use crate::mapping;
 use crate::scan::{self, Rejected};
 use crate::settle::{Decision, Fs, Seen, Settler, Stat};
-use crate::upload::{Fingerprint, Job, Observer, Outcome, Phase, Resume, UploadError, Uploader, hash_file};
+use crate::fileid::{FileId, Fingerprint, hash_file};
+use crate::upload::{Job, Observer, Outcome, Phase, Resume, UploadError, Uploader};
 use crate::watch::{self, Hint};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -79,19 +80,29 @@ enum TaskResult {
 struct JournalObserver {
     journal: Journal,
     id: i64,
-    fp: Fingerprint,
-    sha256: Mutex<String>,
+    /// The version being sent and its sha256, once hashed.
+    hashed: Mutex<Option<(FileId, String)>>,
+}
+
+impl JournalObserver {
+    fn hashed_version(&self) -> Result<(FileId, String), String> {
+        self.hashed
+            .lock()
+            .expect("hashed lock")
+            .clone()
+            .ok_or_else(|| "the file was not hashed before its upload began".to_string())
+    }
 }
 
 impl Observer for JournalObserver {
-    fn hashed(&self, _size: u64, sha256: &str) {
-        *self.sha256.lock().expect("sha lock") = sha256.to_string();
+    fn hashed(&self, id: FileId, sha256: &str) {
+        *self.hashed.lock().expect("hashed lock") = Some((id, sha256.to_string()));
     }
     fn session_started<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<(), String>> {
-        let sha = self.sha256.lock().expect("sha lock").clone();
         Box::pin(async move {
+            let (file, sha) = self.hashed_version()?;
             self.journal
-                .save_session(self.id, session.clone(), self.fp, sha)
+                .save_session(self.id, session.clone(), file, sha)
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -103,10 +114,10 @@ impl Observer for JournalObserver {
         Box::pin(async move { self.journal.completing(self.id).await.map_err(|e| e.to_string()) })
     }
     fn direct_sending(&self, began_at_ms: i64) -> BoxFuture<'_, Result<(), String>> {
-        let sha = self.sha256.lock().expect("sha lock").clone();
         Box::pin(async move {
+            let (file, sha) = self.hashed_version()?;
             self.journal
-                .direct_sending(self.id, began_at_ms, self.fp, sha)
+                .direct_sending(self.id, began_at_ms, file, sha)
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -611,12 +622,8 @@ impl Agent {
             let observer: Arc<dyn Observer> = Arc::new(JournalObserver {
                 journal,
                 id: row.id,
-                fp,
-                sha256: Mutex::new(String::new()),
+                hashed: Mutex::new(None),
             });
-            if let Some(r) = &resume {
-                observer.hashed(fp.size, &r.sha256);
-            }
             let result = uploader.upload_resuming(&job, resume, &observer).await;
             TaskResult::Upload {
                 row,
@@ -827,6 +834,7 @@ fn usable(saved: SavedSession, fp: Fingerprint) -> Option<Resume> {
         done: saved.done,
         sha256: saved.sha256,
         fingerprint: saved.fingerprint,
+        file_id: saved.file_id,
         phase,
     })
 }

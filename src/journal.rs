@@ -16,9 +16,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::api::Session;
-use crate::upload::Fingerprint;
+use crate::fileid::{FileId, Fingerprint};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 pub const DB_NAME: &str = "journal.sqlite3";
 pub const LOCK_NAME: &str = "agent.lock";
 
@@ -160,6 +160,8 @@ pub struct SavedSession {
     pub completing: bool,
     /// A direct upload in flight (no parts; only its start time).
     pub direct: bool,
+    /// The version being sent (None in journals from before v3).
+    pub file_id: Option<FileId>,
 }
 
 /// What a finished upload recorded.
@@ -307,6 +309,15 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
              ALTER TABLE files ADD COLUMN adopt INTEGER NOT NULL DEFAULT 0;
              ALTER TABLE files ADD COLUMN remote_name TEXT;
              ALTER TABLE history ADD COLUMN adopted TEXT;",
+        )?;
+    }
+    if version < 3 {
+        // v3: the identity of the file version a session sends (inode and
+        // ctime, which a copied mtime cannot fake); NULL in older rows.
+        tx.execute_batch(
+            "ALTER TABLE sessions ADD COLUMN dev INTEGER;
+             ALTER TABLE sessions ADD COLUMN ino INTEGER;
+             ALTER TABLE sessions ADD COLUMN ctime_ns INTEGER;",
         )?;
     }
     if version < SCHEMA_VERSION {
@@ -493,7 +504,7 @@ impl Journal {
         self.call(move |c| {
             c.query_row(
                 "SELECT session_id, uuid, part_size, parts, expire_at, parts_done, size, mtime_ns, sha256, completing,
-                        kind, began_at
+                        kind, began_at, dev, ino, ctime_ns
                  FROM sessions WHERE file_id = ?1",
                 params![id],
                 |r| {
@@ -514,6 +525,16 @@ impl Journal {
                         sha256: r.get(8)?,
                         completing: r.get::<_, i64>(9)? != 0,
                         direct: r.get::<_, String>(10)? == "direct",
+                        file_id: match (r.get::<_, Option<i64>>(12)?, r.get::<_, Option<i64>>(13)?, r.get::<_, Option<i64>>(14)?) {
+                            (Some(dev), Some(ino), Some(ctime)) => Some(FileId {
+                                dev: dev as u64,
+                                ino: ino as u64,
+                                size: r.get::<_, i64>(6)? as u64,
+                                mtime_ns: r.get::<_, i64>(7)? as i128,
+                                ctime_ns: ctime as i128,
+                            }),
+                            _ => None,
+                        },
                     })
                 },
             )
@@ -522,38 +543,9 @@ impl Journal {
         .await
     }
 
-    pub async fn save_session(
-        &self,
-        id: i64,
-        s: Session,
-        fp: Fingerprint,
-        sha256: String,
-    ) -> Result<(), JournalError> {
-        self.call(move |c| {
-            let parts: Vec<&str> = s.parts.iter().map(|u| u.as_str()).collect();
-            c.execute(
-                "INSERT OR REPLACE INTO sessions
-                 (file_id, session_id, uuid, part_size, parts, expire_at, parts_done, size, mtime_ns, sha256, completing,
-                  created_at, kind, began_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, 'multipart', ?12)",
-                params![
-                    id,
-                    s.session_id,
-                    s.uuid,
-                    s.part_size as i64,
-                    serde_json::to_string(&parts).unwrap_or_default(),
-                    s.expire_at,
-                    "0".repeat(s.parts.len()),
-                    fp.size as i64,
-                    fp.mtime_ns as i64,
-                    sha256,
-                    now_ms(),
-                    s.began_at_ms
-                ],
-            )
-            .map(|_| ())
-        })
-        .await
+    /// Records a multipart session before any part is sent.
+    pub async fn save_session(&self, id: i64, s: Session, file: FileId, sha256: String) -> Result<(), JournalError> {
+        self.call(move |c| insert_session(c, id, Some(&s), s.began_at_ms, file, &sha256)).await
     }
 
     /// Recorded (and committed) before a direct upload is sent: if its
@@ -563,20 +555,10 @@ impl Journal {
         &self,
         id: i64,
         began_at_ms: i64,
-        fp: Fingerprint,
+        file: FileId,
         sha256: String,
     ) -> Result<(), JournalError> {
-        self.call(move |c| {
-            c.execute(
-                "INSERT OR REPLACE INTO sessions
-                 (file_id, session_id, uuid, part_size, parts, expire_at, parts_done, size, mtime_ns, sha256, completing,
-                  created_at, kind, began_at)
-                 VALUES (?1, '', NULL, 1, '[]', NULL, '', ?2, ?3, ?4, 1, ?5, 'direct', ?6)",
-                params![id, fp.size as i64, fp.mtime_ns as i64, sha256, now_ms(), began_at_ms],
-            )
-            .map(|_| ())
-        })
-        .await
+        self.call(move |c| insert_session(c, id, None, began_at_ms, file, &sha256)).await
     }
 
     /// The outcome of a sent complete or direct upload is being looked up.
@@ -791,6 +773,61 @@ impl Journal {
     pub async fn flush(&self) -> Result<(), JournalError> {
         self.call(|_| Ok(())).await
     }
+}
+
+/// The session row of file `id`: a multipart `session` with no part done
+/// yet, or (None) a direct upload about to be sent, which counts as
+/// completing from the start. `file` is the version being sent.
+fn insert_session(
+    c: &Connection,
+    id: i64,
+    session: Option<&Session>,
+    began_at_ms: i64,
+    file: FileId,
+    sha256: &str,
+) -> rusqlite::Result<()> {
+    let (session_id, uuid, part_size, parts, expire_at, done, completing, kind) = match session {
+        Some(s) => {
+            let urls: Vec<&str> = s.parts.iter().map(|u| u.as_str()).collect();
+            (
+                s.session_id.as_str(),
+                s.uuid.as_deref(),
+                s.part_size as i64,
+                serde_json::to_string(&urls).unwrap_or_default(),
+                s.expire_at,
+                "0".repeat(s.parts.len()),
+                0,
+                "multipart",
+            )
+        }
+        None => ("", None, 1, "[]".to_string(), None, String::new(), 1, "direct"),
+    };
+    c.execute(
+        "INSERT OR REPLACE INTO sessions
+         (file_id, session_id, uuid, part_size, parts, expire_at, parts_done, size, mtime_ns, sha256, completing,
+          created_at, kind, began_at, dev, ino, ctime_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        params![
+            id,
+            session_id,
+            uuid,
+            part_size,
+            parts,
+            expire_at,
+            done,
+            file.size as i64,
+            file.mtime_ns as i64,
+            sha256,
+            completing,
+            now_ms(),
+            kind,
+            began_at_ms,
+            file.dev as i64,
+            file.ino as i64,
+            file.ctime_ns as i64
+        ],
+    )
+    .map(|_| ())
 }
 
 /// Marks file `id` done with its result, drops its session, adds history.
@@ -1045,7 +1082,14 @@ mod tests {
             expire_at: Some(99),
             began_at_ms: 1_000,
         };
-        j.save_session(id, s.clone(), fp(10, 5), "abc".into())
+        let file = FileId {
+            dev: 1,
+            ino: 2,
+            size: 10,
+            mtime_ns: 5,
+            ctime_ns: 6,
+        };
+        j.save_session(id, s.clone(), file, "abc".into())
             .await
             .unwrap();
         j.part_done(id, 1);
@@ -1053,6 +1097,8 @@ mod tests {
         let saved = j.session(id).await.unwrap().unwrap();
         assert_eq!(saved.session, s);
         assert_eq!(saved.done, vec![false, true, false]);
+        assert_eq!(saved.file_id, Some(file));
+        assert_eq!(saved.fingerprint, fp(10, 5));
         assert!(saved.completing);
         j.record_done(
             id,

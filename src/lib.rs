@@ -11,6 +11,7 @@ pub mod autostart;
 pub mod cli;
 pub mod config;
 pub mod emulator;
+pub mod fileid;
 pub mod journal;
 pub mod limiter;
 pub mod mapping;

@@ -34,12 +34,7 @@ impl Stat for Fs {
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_file() => Seen::File {
                 size: m.len(),
-                mtime_ns: m
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_nanos() as i128)
-                    .unwrap_or(0),
+                mtime_ns: crate::fileid::mtime_ns(&m),
             },
             Ok(_) => Seen::NotAFile,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Seen::Missing,

@@ -17,7 +17,8 @@ use crate::journal::{DoneRecord, Journal};
 use crate::mapping;
 use crate::scan;
 use crate::secrets;
-use crate::upload::{Fingerprint, Job, Observer, Outcome, UploadError};
+use crate::fileid::Fingerprint;
+use crate::upload::{Job, Observer, Outcome, UploadError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -471,6 +471,7 @@ pub fn router(emu: Arc<Emulator>) -> Router {
     Router::new()
         .route("/_emulator/uploads", get(ledger))
         .route("/_emulator/stats", get(stats))
+        .route("/_emulator/sessions", get(sessions))
         .route("/_emulator/sessions/{session}", get(session_info))
         .merge(api)
         .with_state(emu)
@@ -1043,21 +1044,34 @@ async fn stats(State(emu): State<Arc<Emulator>>) -> Response {
     axum::Json(&emu.stats).into_response()
 }
 
+fn session_json(id: &str, rec: &SessionRec) -> Value {
+    json!({
+        "session": id,
+        "file_name": rec.meta.file_name,
+        "size": rec.meta.size,
+        "part_size": rec.part_size,
+        "expire_at": rec.expire_at,
+        "puts": rec.puts,
+        "received": rec.received,
+        "parts_received": rec.received.iter().filter(|r| r.is_some()).count(),
+        "completing": rec.completing,
+        "completed": rec.completed.is_some(),
+    })
+}
+
 async fn session_info(State(emu): State<Arc<Emulator>>, Path(session): Path<String>) -> Response {
     let inner = emu.inner.lock().expect("state lock");
     match inner.sessions.get(&session) {
-        Some(rec) => axum::Json(json!({
-            "session": session,
-            "size": rec.meta.size,
-            "part_size": rec.part_size,
-            "expire_at": rec.expire_at,
-            "puts": rec.puts,
-            "received": rec.received,
-            "completed": rec.completed.is_some(),
-        }))
-        .into_response(),
+        Some(rec) => axum::Json(session_json(&session, rec)).into_response(),
         None => json_error(&emu, StatusCode::NOT_FOUND, "Not Found", "no such session"),
     }
+}
+
+/// Every session the emulator still knows, for tests that wait on one file's upload.
+async fn sessions(State(emu): State<Arc<Emulator>>) -> Response {
+    let inner = emu.inner.lock().expect("state lock");
+    let list: Vec<Value> = inner.sessions.iter().map(|(id, rec)| session_json(id, rec)).collect();
+    axum::Json(list).into_response()
 }
 
 #[cfg(test)]

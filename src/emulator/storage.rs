@@ -111,7 +111,7 @@ impl Storage {
     }
 
     pub async fn object_sha256(&self, file_no: &str) -> std::io::Result<String> {
-        crate::upload::hash_file(&self.objects.join(file_no)).await
+        crate::fileid::hash_file(&self.objects.join(file_no)).await
     }
 }
 

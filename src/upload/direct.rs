@@ -7,43 +7,32 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use super::{Fingerprint, Job, Observer, Outcome, UploadError, Uploader, describe_change, reconcile, verify};
+use super::{Job, Observer, Outcome, Source, UploadError, Uploader, reconcile, verify};
 use crate::api::ApiError;
 
 impl Uploader {
     pub(super) async fn direct(
         &self,
         job: &Job,
-        fp: Fingerprint,
+        source: &Source,
         sha256: String,
         observer: &Arc<dyn Observer>,
     ) -> Result<Outcome, UploadError> {
-        let form = self.request(job, fp.size, &sha256);
+        let size = source.id.size;
+        let form = self.request(job, size, &sha256);
         let mut tries = 0;
         loop {
             tries += 1;
-            let now = Fingerprint::of(&job.path).map_err(|e| UploadError::Io {
-                path: job.path.clone(),
-                message: e.to_string(),
-            })?;
-            if now != fp {
-                return Err(UploadError::Changed(describe_change(fp, now)));
-            }
+            source.check(job)?;
             let began_at_ms = self.client.service_now_ms().await;
             observer
                 .direct_sending(began_at_ms)
                 .await
                 .map_err(UploadError::Checkpoint)?;
             let sent = Arc::new(AtomicU64::new(0));
-            let body = self
-                .part_body(&job.path, 0, fp.size, sent.clone(), observer)
-                .await
-                .map_err(|e| UploadError::Io {
-                    path: job.path.clone(),
-                    message: e.to_string(),
-                })?;
+            let body = self.part_body(source, 0, size, sent.clone(), observer);
             let error = match self.client.direct_upload(&form, body).await {
-                Ok(file) => return verify(job, file, fp.size, sha256),
+                Ok(file) => return verify(job, file, size, sha256),
                 Err(e @ ApiError::Auth { .. }) => return Err(e.into()),
                 Err(e) => e,
             };
@@ -61,10 +50,10 @@ impl Uploader {
             );
             observer.reconciling().await.map_err(UploadError::Checkpoint)?;
             match self
-                .reconcile(job, None, began_at_ms, fp.size, &sha256, &window)
+                .reconcile(job, None, began_at_ms, size, &sha256, &window)
                 .await?
             {
-                Some(file) => return verify(job, file, fp.size, sha256),
+                Some(file) => return verify(job, file, size, sha256),
                 None if error.is_transient() && tries <= self.retry.max_retries => {
                     let delay = error
                         .retry_after()

@@ -16,19 +16,18 @@
 //! - every step is reported to an [`Observer`] before the next one starts, so a
 //!   journal can checkpoint the session and resume it later.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::api::{ApiError, Client, RemoteFile, Session, StartRequest};
+pub use crate::fileid::Fingerprint;
+use crate::fileid::{FileId, hash_open, read_at};
 use crate::limiter::Limiter;
 use crate::workspace::{Proof, Workspace, same_content};
 
@@ -51,34 +50,6 @@ pub struct Job {
     pub random_prefix: bool,
     /// No journal record: look for the same content in the workspace first.
     pub adopt: bool,
-}
-
-/// Size and mtime: what "unchanged" means before hashing again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fingerprint {
-    pub size: u64,
-    pub mtime_ns: i128,
-}
-
-impl Fingerprint {
-    pub fn of(path: &Path) -> std::io::Result<Fingerprint> {
-        let m = std::fs::metadata(path)?;
-        if !m.is_file() {
-            return Err(std::io::Error::other("not a regular file"));
-        }
-        let mtime_ns = m
-            .modified()
-            .ok()
-            .map(|t| match t.duration_since(UNIX_EPOCH) {
-                Ok(d) => d.as_nanos() as i128,
-                Err(e) => -(e.duration().as_nanos() as i128),
-            })
-            .unwrap_or(0);
-        Ok(Fingerprint {
-            size: m.len(),
-            mtime_ns,
-        })
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -118,7 +89,8 @@ impl UploadError {
 /// the session before any part is sent, and "completing" (with every part
 /// mark before it) before complete is sent; an error there stops the upload.
 pub trait Observer: Send + Sync {
-    fn hashed(&self, _size: u64, _sha256: &str) {}
+    /// The file's identity and content hash, before anything is sent.
+    fn hashed(&self, _id: FileId, _sha256: &str) {}
     fn session_started<'a>(&'a self, _session: &'a Session) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async { Ok(()) })
     }
@@ -200,6 +172,8 @@ pub struct Resume {
     pub done: Vec<bool>,
     pub sha256: String,
     pub fingerprint: Fingerprint,
+    /// Inode and ctime when the session began (None in older journals).
+    pub file_id: Option<FileId>,
     pub phase: Phase,
 }
 
@@ -237,20 +211,23 @@ impl Uploader {
             path: job.path.clone(),
             message: e.to_string(),
         };
-        let before = Fingerprint::of(&job.path).map_err(io_err)?;
+        // One descriptor for the whole upload: hash and every part read the
+        // same inode, and any change to it or to the path shows in `check`.
+        let source = Source::open(&job.path).map_err(io_err)?;
+        let before = source.id.fingerprint();
         let began = std::time::Instant::now();
         let (sha256, mut carried) = match resume {
-            Some(r) if r.fingerprint == before => (r.sha256, Some((r.session, r.done, r.phase))),
+            Some(r) if r.fingerprint == before && r.file_id.is_none_or(|id| id == source.id) => {
+                (r.sha256, Some((r.session, r.done, r.phase)))
+            }
             _ => {
-                let sha = hash_file(&job.path).await.map_err(io_err)?;
-                let after = Fingerprint::of(&job.path).map_err(io_err)?;
-                if after != before {
-                    return Err(UploadError::Changed("while it was being hashed".into()));
-                }
+                let reader = source.file.try_clone().map_err(io_err)?;
+                let sha = hash_open(reader).await.map_err(io_err)?;
+                source.check(job)?;
                 (sha, None)
             }
         };
-        observer.hashed(before.size, &sha256);
+        observer.hashed(source.id, &sha256);
         tracing::debug!(file = %job.path.display(), size = before.size, "hashed in {:?}", began.elapsed());
 
         if job.adopt
@@ -296,7 +273,7 @@ impl Uploader {
         }
 
         if carried.is_none() && self.is_direct(job, before.size) {
-            return self.direct(job, before, sha256, observer).await;
+            return self.direct(job, &source, sha256, observer).await;
         }
 
         let mut sessions = 0;
@@ -314,7 +291,7 @@ impl Uploader {
                     (s, vec![false; n])
                 }
             };
-            match self.send_parts(job, &session, &done, before, observer).await {
+            match self.send_parts(job, &session, &done, &source, observer).await {
                 Ok(()) => {}
                 Err(UploadError::Api(ApiError::SessionExpired { message, .. })) => {
                     if sessions > self.retry.max_sessions {
@@ -329,10 +306,7 @@ impl Uploader {
                 Err(e) => return Err(e),
             }
             tracing::debug!(file = %job.path.display(), "all {} parts stored after {:?}", session.parts.len(), began.elapsed());
-            let now = Fingerprint::of(&job.path).map_err(io_err)?;
-            if now != before {
-                return Err(UploadError::Changed(describe_change(before, now)));
-            }
+            source.check(job)?;
             observer.completing().await.map_err(UploadError::Checkpoint)?;
             let error = match self.client.complete(&session, before.size).await {
                 Ok(file) => return verify(job, file, before.size, sha256),
@@ -451,21 +425,22 @@ impl Uploader {
         job: &Job,
         session: &Session,
         done: &[bool],
-        fp: Fingerprint,
+        source: &Source,
         observer: &Arc<dyn Observer>,
     ) -> Result<(), UploadError> {
+        let size = source.id.size;
         let todo: Vec<usize> = (0..session.parts.len())
             .filter(|i| !done.get(*i).copied().unwrap_or(false))
             .collect();
         let already: u64 = (0..session.parts.len())
             .filter(|i| done.get(*i).copied().unwrap_or(false))
-            .map(|i| session.part_range(i, fp.size).1)
+            .map(|i| session.part_range(i, size).1)
             .sum();
         if already > 0 {
             observer.bytes(already as i64);
         }
         futures_util::stream::iter(todo)
-            .map(|i| self.send_part(job, session, i, fp, observer))
+            .map(|i| self.send_part(job, session, i, source, observer))
             .buffer_unordered(self.concurrent_parts.max(1))
             .try_collect::<Vec<()>>()
             .await?;
@@ -477,31 +452,21 @@ impl Uploader {
         job: &Job,
         session: &Session,
         index: usize,
-        fp: Fingerprint,
+        source: &Source,
         observer: &Arc<dyn Observer>,
     ) -> Result<(), UploadError> {
-        let (offset, len) = session.part_range(index, fp.size);
+        let (offset, len) = session.part_range(index, source.id.size);
         let url = &session.parts[index];
         let attempt = || async {
             // Cheap guard: a file that changed makes every further byte wasted.
-            match Fingerprint::of(&job.path) {
-                Ok(now) if now == fp => {}
-                Ok(now) => return Err(PartError::Changed(describe_change(fp, now))),
-                Err(e) => return Err(PartError::Io(e.to_string())),
-            }
-            if let Some(exp) = session.expire_at
-                && unix_now() >= exp
-            {
-                return Err(PartError::Api(ApiError::SessionExpired {
-                    status: 403,
-                    message: "presigned URLs expired".into(),
-                }));
-            }
+            // Expiry is not judged by our clock (it may be skewed): storage
+            // answers 403 for an expired URL, and that starts a new session.
+            source.check(job).map_err(|e| match e {
+                UploadError::Changed(m) => PartError::Changed(m),
+                other => PartError::Io(other.to_string()),
+            })?;
             let sent = Arc::new(AtomicU64::new(0));
-            let body = self
-                .part_body(&job.path, offset, len, sent.clone(), observer)
-                .await
-                .map_err(|e| PartError::Io(e.to_string()))?;
+            let body = self.part_body(source, offset, len, sent.clone(), observer);
             let result = tokio::select! {
                 r = self.client.put_part(url, body, len) => r,
                 stalled = watch_progress(&sent, len, self.stall_timeout) => Err(stalled),
@@ -533,24 +498,33 @@ impl Uploader {
     /// A streamed body of exactly `len` bytes from `offset`, paced by the
     /// limiter. A file that turns out shorter ends the stream with an error,
     /// so a truncated part is never sent as if whole.
-    async fn part_body(
+    fn part_body(
         &self,
-        path: &Path,
+        source: &Source,
         offset: u64,
         len: u64,
         sent: Arc<AtomicU64>,
         observer: &Arc<dyn Observer>,
-    ) -> std::io::Result<reqwest::Body> {
-        let mut file = tokio::fs::File::open(path).await?;
-        file.seek(std::io::SeekFrom::Start(offset)).await?;
+    ) -> reqwest::Body {
         let limiter = self.limiter.clone();
         let progress = observer.clone();
-        let state = (file.take(len), 0u64, limiter, sent, progress);
+        let state = (source.file.clone(), 0u64, limiter, sent, progress);
         let stream = futures_util::stream::try_unfold(
             state,
-            move |(mut reader, mut read, limiter, sent, progress)| async move {
-                let mut buf = vec![0u8; CHUNK.min((len - read) as usize).max(1)];
-                let n = reader.read(&mut buf).await?;
+            move |(file, mut read, limiter, sent, progress)| async move {
+                let want = CHUNK.min((len - read) as usize);
+                let (mut buf, n) = if want == 0 {
+                    (Vec::new(), 0)
+                } else {
+                    let reader = file.clone();
+                    let at = offset + read;
+                    tokio::task::spawn_blocking(move || {
+                        let mut buf = vec![0u8; want];
+                        read_at(&reader, &mut buf, at).map(|n| (buf, n))
+                    })
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))??
+                };
                 if n == 0 {
                     if read < len {
                         return Err(std::io::Error::new(
@@ -569,11 +543,11 @@ impl Uploader {
                 progress.bytes(n as i64);
                 Ok(Some((
                     bytes::Bytes::from(buf),
-                    (reader, read, limiter, sent, progress),
+                    (file, read, limiter, sent, progress),
                 )))
             },
         );
-        Ok(reqwest::Body::wrap_stream(stream))
+        reqwest::Body::wrap_stream(stream)
     }
 }
 
@@ -618,11 +592,35 @@ async fn watch_progress(sent: &AtomicU64, len: u64, limit: Duration) -> ApiError
     }
 }
 
-fn describe_change(before: Fingerprint, now: Fingerprint) -> String {
-    if before.size != now.size {
-        format!("size {} → {}", before.size, now.size)
-    } else {
-        "modification time changed".to_string()
+/// The file being uploaded: one open descriptor, and what it was when opened.
+pub(crate) struct Source {
+    file: Arc<std::fs::File>,
+    pub id: FileId,
+}
+
+impl Source {
+    fn open(path: &Path) -> std::io::Result<Source> {
+        let file = std::fs::File::open(path)?;
+        let id = FileId::of_file(&file)?;
+        Ok(Source {
+            file: Arc::new(file),
+            id,
+        })
+    }
+
+    /// Still the same version, both behind the path and behind the
+    /// descriptor (size, mtime, ctime, inode)? Else [`UploadError::Changed`].
+    fn check(&self, job: &Job) -> Result<(), UploadError> {
+        let io_err = |e: std::io::Error| UploadError::Io {
+            path: job.path.clone(),
+            message: e.to_string(),
+        };
+        for now in [FileId::of_path(&job.path).map_err(io_err)?, FileId::of_file(&self.file).map_err(io_err)?] {
+            if now != self.id {
+                return Err(UploadError::Changed(self.id.describe_change(&now)));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -658,115 +656,4 @@ fn verify(job: &Job, file: RemoteFile, size: u64, sha256: String) -> Result<Outc
         sha256,
         adopted: None,
     })
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// sha256 of a file, computed in the blocking pool.
-pub async fn hash_file(path: &Path) -> std::io::Result<String> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || hash_blocking(&path))
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?
-}
-
-const HASH_BUF: usize = 1024 * 1024;
-
-/// SHA-256 runs at the CPU's limit (~1.6–1.8 GB/s with SHA-NI) and `start`
-/// needs the digest before the first part can go, so for a large file the
-/// read (the copy out of the page cache, or the wait on the disk) runs on a
-/// second thread, overlapping the hashing. Three 1 MiB buffers circulate
-/// between the two threads; small files are hashed inline.
-fn hash_blocking(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    if f.metadata()?.len() < 4 * HASH_BUF as u64 {
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; HASH_BUF];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        return Ok(hex::encode(h.finalize()));
-    }
-    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(3);
-    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
-    for _ in 0..3 {
-        // Cannot fail: the channel has room for all three and its receiver is alive.
-        let _ = empty_tx.send(vec![0u8; HASH_BUF]);
-    }
-    std::thread::scope(|scope| {
-        let hasher = scope.spawn(move || {
-            let mut h = Sha256::new();
-            for (buf, n) in full_rx {
-                h.update(&buf[..n]);
-                // The reader may already have stopped; then the buffer is simply dropped.
-                let _ = empty_tx.send(buf);
-            }
-            h.finalize()
-        });
-        let mut read = || -> std::io::Result<()> {
-            while let Ok(mut buf) = empty_rx.recv() {
-                let n = f.read(&mut buf)?;
-                if n == 0 || full_tx.send((buf, n)).is_err() {
-                    break;
-                }
-            }
-            Ok(())
-        };
-        let read_result = read();
-        drop(full_tx);
-        let digest = hasher
-            .join()
-            .map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
-        read_result?;
-        Ok(hex::encode(digest))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(len: usize) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        // Not a repeating pattern, so a lost or reordered buffer changes the digest.
-        let data: Vec<u8> = (0..len as u64)
-            .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
-            .collect();
-        std::fs::write(&path, &data).unwrap();
-        assert_eq!(
-            hash_blocking(&path).unwrap(),
-            hex::encode(Sha256::digest(&data)),
-            "len {len}"
-        );
-    }
-
-    #[test]
-    fn hashing_matches_a_one_shot_digest_below_and_above_the_threaded_size() {
-        for len in [
-            0,
-            1,
-            HASH_BUF - 1,
-            4 * HASH_BUF - 1,
-            4 * HASH_BUF,
-            7 * HASH_BUF + 12_345,
-        ] {
-            check(len);
-        }
-    }
-
-    #[test]
-    fn hashing_a_missing_file_is_an_error_not_a_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(hash_blocking(&dir.path().join("absent")).is_err());
-    }
 }

@@ -85,6 +85,17 @@ impl Emulator {
             .expect("ledger is an array")
     }
 
+    /// The emulator's sessions for `file_name` (open or finished, not forgotten).
+    pub fn sessions_of(&self, file_name: &str) -> Vec<Value> {
+        self.get("/_emulator/sessions")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s["file_name"] == file_name)
+            .collect()
+    }
+
     /// Files the service stores (both kinds of upload).
     pub fn stored(&self) -> u64 {
         self.stat("complete_ok") + self.stat("direct_ok")

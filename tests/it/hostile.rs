@@ -277,3 +277,78 @@ fn a_full_disk_for_the_journal_stops_with_a_clear_error_and_corrupts_nothing() {
     assert_eq!(unique_names(&ledger).len(), 300);
     assert_eq!(ledger.len(), 300);
 }
+
+/// SPEC §4 Integrity: a file rewritten in place during its upload, with the
+/// same size and its old mtime put back (`cp -p`, `rsync -t`, `touch -r`),
+/// must not be completed as a mix of two versions; the final version is
+/// uploaded once.
+#[test]
+fn a_file_rewritten_with_a_copied_mtime_mid_upload_is_never_stored_mixed() {
+    let emu = Emulator::start(&["--part-size", "64KiB"]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"300ms\"\nbandwidth_limit = \"256KiB/s\"\nconcurrent_parts = 1\ndirect_upload_max = \"0\"\n",
+        "",
+    );
+    let mut agent = sb.running_agent(&[]);
+    let path = sb.drop_dir().join("take.mov");
+    write_file(&path, 1024 * 1024, 1);
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    // Synchronise on this file's own session: two parts of sixteen are stored.
+    assert!(
+        wait_until(Duration::from_secs(30), || emu
+            .sessions_of("take.mov")
+            .iter()
+            .any(|s| s["parts_received"].as_u64() >= Some(2))),
+        "the upload started"
+    );
+    let first = emu.sessions_of("take.mov")[0]["session"].as_str().unwrap().to_string();
+    // Rewrite in place (same inode, same size), then put the old mtime back.
+    write_file(&path, 1024 * 1024, 2);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let final_sha = sha256_file(&path);
+    assert!(
+        wait_until(Duration::from_secs(60), || emu
+            .ledger()
+            .iter()
+            .any(|e| e["name"] == "take.mov")),
+        "the final version arrived"
+    );
+    let out = agent.stop();
+    let ledger = emu.ledger();
+    let stored: Vec<&serde_json::Value> = ledger.iter().filter(|e| e["name"] == "take.mov").collect();
+    assert_eq!(stored.len(), 1, "uploaded once: {ledger:?}");
+    assert_eq!(stored[0]["sha256"], final_sha.as_str(), "the new version, whole");
+    assert_eq!(stored[0]["metadata"]["sha256"], final_sha.as_str());
+    assert_ne!(stored[0]["session"], first.as_str(), "the session that read both versions was not completed");
+    assert!(out.stderr.contains("ctime changed"), "the change was recorded: {}", out.stderr);
+}
+
+/// SIGTERM while a huge file is being hashed: the agent exits within a
+/// couple of seconds (systemd allows 30 s before SIGKILL), not after the hash.
+#[test]
+fn sigterm_while_hashing_a_huge_file_exits_promptly() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let mut agent = sb.running_agent(&[]);
+    // 20 GiB, sparse: costs no disk, but hashing it takes ~12 s or more.
+    let f = std::fs::File::create(sb.drop_dir().join("huge.mov")).unwrap();
+    f.set_len(20 * 1024 * 1024 * 1024).unwrap();
+    drop(f);
+    assert!(
+        wait_until(Duration::from_secs(30), || sb.status()["roots"][0]["uploading"] == 1),
+        "hashing began: {}",
+        sb.status()
+    );
+    let asked = std::time::Instant::now();
+    let out = agent.stop();
+    let took = asked.elapsed();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(took < Duration::from_secs(3), "exited {took:?} after SIGTERM");
+    assert_eq!(emu.stat("start"), 0, "nothing was sent");
+}
