@@ -21,11 +21,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiError, Session};
 use crate::config::{Settings, WatchSettings};
+use crate::fileid::{FileId, Fingerprint, hash_file};
 use crate::journal::{DoneRecord, FileRow, Journal, JournalError, SavedSession, State, now_ms};
 use crate::mapping;
 use crate::scan::{self, Rejected};
 use crate::settle::{Decision, Fs, Seen, Settler, Stat};
-use crate::fileid::{FileId, Fingerprint, hash_file};
 use crate::upload::{Job, Observer, Outcome, Phase, Resume, UploadError, Uploader};
 use crate::watch::{self, Hint};
 
@@ -287,7 +287,7 @@ impl Agent {
         drop(watchers);
         // In-flight transfers stop here; their sessions are in the journal.
         self.tasks.shutdown().await;
-        self.journal.flush().await?;
+        self.journal.checkpoint().await?;
         Ok(self.report)
     }
 

@@ -73,7 +73,11 @@ impl FileId {
         #[cfg(unix)]
         let (dev, ino, ctime_ns) = {
             use std::os::unix::fs::MetadataExt;
-            (m.dev(), m.ino(), m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128)
+            (
+                m.dev(),
+                m.ino(),
+                m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+            )
         };
         #[cfg(not(unix))]
         let (dev, ino, ctime_ns) = (0, 0, epoch_ns(m.created()));
@@ -288,7 +292,11 @@ mod tests {
         f.set_modified(SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(before.mtime_ns as u64))
             .unwrap();
         let now = FileId::of_path(&path).unwrap();
-        assert_eq!(before.fingerprint(), now.fingerprint(), "size and mtime alone cannot tell");
+        assert_eq!(
+            before.fingerprint(),
+            now.fingerprint(),
+            "size and mtime alone cannot tell"
+        );
         assert_ne!(before, now);
         assert!(before.describe_change(&now).contains("ctime"));
     }

@@ -189,6 +189,7 @@ const MAX_BATCH: usize = 512;
 #[derive(Clone)]
 pub struct Journal {
     tx: mpsc::Sender<Call>,
+    path: PathBuf,
 }
 
 /// Holds the agent lock for as long as it lives.
@@ -379,7 +380,10 @@ impl Journal {
                 let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
             })
             .map_err(|e| open_err(e.to_string()))?;
-        Ok(Journal { tx })
+        Ok(Journal {
+            tx,
+            path: db_path(state_dir),
+        })
     }
 
     /// Runs `f` on the owner thread and waits for its result.
@@ -544,8 +548,15 @@ impl Journal {
     }
 
     /// Records a multipart session before any part is sent.
-    pub async fn save_session(&self, id: i64, s: Session, file: FileId, sha256: String) -> Result<(), JournalError> {
-        self.call(move |c| insert_session(c, id, Some(&s), s.began_at_ms, file, &sha256)).await
+    pub async fn save_session(
+        &self,
+        id: i64,
+        s: Session,
+        file: FileId,
+        sha256: String,
+    ) -> Result<(), JournalError> {
+        self.call(move |c| insert_session(c, id, Some(&s), s.began_at_ms, file, &sha256))
+            .await
     }
 
     /// Recorded (and committed) before a direct upload is sent: if its
@@ -558,7 +569,8 @@ impl Journal {
         file: FileId,
         sha256: String,
     ) -> Result<(), JournalError> {
-        self.call(move |c| insert_session(c, id, None, began_at_ms, file, &sha256)).await
+        self.call(move |c| insert_session(c, id, None, began_at_ms, file, &sha256))
+            .await
     }
 
     /// The outcome of a sent complete or direct upload is being looked up.
@@ -772,6 +784,23 @@ impl Journal {
     /// Waits until every earlier call has been committed.
     pub async fn flush(&self) -> Result<(), JournalError> {
         self.call(|_| Ok(())).await
+    }
+
+    /// After a clean stop: everything committed and the WAL folded back, so
+    /// the journal is one self-contained file (the `-wal` file left empty).
+    /// Runs on its own connection: the owner's is idle between batches, and
+    /// a checkpoint cannot run inside the owner's batch transaction.
+    pub async fn checkpoint(&self) -> Result<(), JournalError> {
+        self.flush().await?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), JournalError> {
+            let conn = Connection::open(&path)?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| JournalError::Db(e.to_string()))?
     }
 }
 
@@ -1089,9 +1118,7 @@ mod tests {
             mtime_ns: 5,
             ctime_ns: 6,
         };
-        j.save_session(id, s.clone(), file, "abc".into())
-            .await
-            .unwrap();
+        j.save_session(id, s.clone(), file, "abc".into()).await.unwrap();
         j.part_done(id, 1);
         j.completing(id).await.unwrap();
         let saved = j.session(id).await.unwrap().unwrap();

@@ -13,11 +13,11 @@ use serde_json::json;
 
 use super::{Cli, CliError, CliResult};
 use crate::config::{Subfolders, normalise_remote_folder};
+use crate::fileid::Fingerprint;
 use crate::journal::{DoneRecord, Journal};
 use crate::mapping;
 use crate::scan;
 use crate::secrets;
-use crate::fileid::Fingerprint;
 use crate::upload::{Job, Observer, Outcome, UploadError};
 
 #[derive(Debug, clap::Args)]
@@ -203,6 +203,9 @@ async fn record(settings: &crate::config::Settings, results: &[(PathBuf, Result<
         });
     }
     futures_util::future::join_all(pending).await;
+    if let Err(e) = journal.checkpoint().await {
+        tracing::warn!("the journal's write-ahead log was not folded back: {e}");
+    }
 }
 
 fn prepare(path: &Path, folder: &str, tags: &[String]) -> Result<Job, String> {

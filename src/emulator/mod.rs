@@ -1070,7 +1070,11 @@ async fn session_info(State(emu): State<Arc<Emulator>>, Path(session): Path<Stri
 /// Every session the emulator still knows, for tests that wait on one file's upload.
 async fn sessions(State(emu): State<Arc<Emulator>>) -> Response {
     let inner = emu.inner.lock().expect("state lock");
-    let list: Vec<Value> = inner.sessions.iter().map(|(id, rec)| session_json(id, rec)).collect();
+    let list: Vec<Value> = inner
+        .sessions
+        .iter()
+        .map(|(id, rec)| session_json(id, rec))
+        .collect();
     axum::Json(list).into_response()
 }
 

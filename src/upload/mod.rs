@@ -615,7 +615,10 @@ impl Source {
             path: job.path.clone(),
             message: e.to_string(),
         };
-        for now in [FileId::of_path(&job.path).map_err(io_err)?, FileId::of_file(&self.file).map_err(io_err)?] {
+        for now in [
+            FileId::of_path(&job.path).map_err(io_err)?,
+            FileId::of_file(&self.file).map_err(io_err)?,
+        ] {
             if now != self.id {
                 return Err(UploadError::Changed(self.id.describe_change(&now)));
             }

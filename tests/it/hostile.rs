@@ -302,7 +302,10 @@ fn a_file_rewritten_with_a_copied_mtime_mid_upload_is_never_stored_mixed() {
             .any(|s| s["parts_received"].as_u64() >= Some(2))),
         "the upload started"
     );
-    let first = emu.sessions_of("take.mov")[0]["session"].as_str().unwrap().to_string();
+    let first = emu.sessions_of("take.mov")[0]["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // Rewrite in place (same inode, same size), then put the old mtime back.
     write_file(&path, 1024 * 1024, 2);
     std::fs::File::options()
@@ -325,8 +328,16 @@ fn a_file_rewritten_with_a_copied_mtime_mid_upload_is_never_stored_mixed() {
     assert_eq!(stored.len(), 1, "uploaded once: {ledger:?}");
     assert_eq!(stored[0]["sha256"], final_sha.as_str(), "the new version, whole");
     assert_eq!(stored[0]["metadata"]["sha256"], final_sha.as_str());
-    assert_ne!(stored[0]["session"], first.as_str(), "the session that read both versions was not completed");
-    assert!(out.stderr.contains("ctime changed"), "the change was recorded: {}", out.stderr);
+    assert_ne!(
+        stored[0]["session"],
+        first.as_str(),
+        "the session that read both versions was not completed"
+    );
+    assert!(
+        out.stderr.contains("ctime changed"),
+        "the change was recorded: {}",
+        out.stderr
+    );
 }
 
 /// SIGTERM while a huge file is being hashed: the agent exits within a
@@ -341,7 +352,8 @@ fn sigterm_while_hashing_a_huge_file_exits_promptly() {
     f.set_len(20 * 1024 * 1024 * 1024).unwrap();
     drop(f);
     assert!(
-        wait_until(Duration::from_secs(30), || sb.status()["roots"][0]["uploading"] == 1),
+        wait_until(Duration::from_secs(30), || sb.status()["roots"][0]["uploading"]
+            == 1),
         "hashing began: {}",
         sb.status()
     );
@@ -351,4 +363,27 @@ fn sigterm_while_hashing_a_huge_file_exits_promptly() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(took < Duration::from_secs(3), "exited {took:?} after SIGTERM");
     assert_eq!(emu.stat("start"), 0, "nothing was sent");
+}
+
+/// A clean stop (and the end of `run --once`) leaves the journal as one
+/// self-contained file: its write-ahead log folded back, not megabytes beside it.
+#[test]
+fn a_clean_stop_folds_the_journal_wal_back() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    for i in 0..200 {
+        write_file(&sb.drop_dir().join(format!("w{i}.bin")), 100, i);
+    }
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let wal = sb.state_dir().join("journal.sqlite3-wal");
+    let len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(len, 0, "{} holds {len} bytes after run --once", wal.display());
+
+    let mut agent = sb.running_agent(&[]);
+    write_file(&sb.drop_dir().join("late.bin"), 100, 999);
+    assert!(wait_until(Duration::from_secs(30), || emu.stored() == 201));
+    assert_eq!(agent.stop().code, 0);
+    let len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(len, 0, "{} holds {len} bytes after SIGTERM", wal.display());
 }
