@@ -24,6 +24,11 @@ struct Bucket {
 
 impl Limiter {
     /// `bytes_per_second` > 0. Up to a quarter second of burst is allowed.
+    /// Bytes per second.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
     pub fn new(bytes_per_second: u64) -> Limiter {
         let rate = bytes_per_second.max(1) as f64;
         Limiter {

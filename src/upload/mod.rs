@@ -34,6 +34,20 @@ use crate::workspace::{Proof, Workspace, same_content};
 mod direct;
 pub mod reconcile;
 
+/// The upload rate assumed when sizing URL lifetimes without a bandwidth limit.
+const ASSUMED_RATE: f64 = 2.0 * 1024.0 * 1024.0;
+/// The longest lifetime a presigned URL can have (S3's limit).
+const MAX_URL_TTL: u64 = 7 * 86400;
+
+/// The presigned URL lifetime (seconds) to ask for: `url_ttl`, or longer
+/// when `size` bytes cannot be sent in that time at the expected rate (the
+/// bandwidth limit, else a cautious 2 MiB/s), with room to spare; at most 7
+/// days, the longest a presigned URL can live. The service may grant less.
+fn url_lifetime(url_ttl: Duration, rate: Option<f64>, size: u64) -> u64 {
+    let needed = (size as f64 / rate.unwrap_or(ASSUMED_RATE) * 2.0) as u64 + 600;
+    url_ttl.as_secs().max(needed).clamp(1, MAX_URL_TTL)
+}
+
 /// Read size for streaming parts and hashing.
 const CHUNK: usize = 256 * 1024;
 
@@ -291,16 +305,23 @@ impl Uploader {
                     (s, vec![false; n])
                 }
             };
+            let session_began = std::time::Instant::now();
             match self.send_parts(job, &session, &done, &source, observer).await {
                 Ok(()) => {}
                 Err(UploadError::Api(ApiError::SessionExpired { message, .. })) => {
+                    let lived = session_began.elapsed().as_secs();
+                    let why = format!(
+                        "the part URLs stopped working after {lived}s, before the {} MiB were sent ({message}). \
+                         Raise `api.url_ttl`, or `agent.bandwidth_limit` if one holds the upload back",
+                        before.size >> 20
+                    );
                     if sessions > self.retry.max_sessions {
                         return Err(UploadError::Api(ApiError::SessionExpired {
                             status: 403,
-                            message: format!("gave up after {sessions} sessions: {message}"),
+                            message: format!("gave up after {sessions} sessions: {why}"),
                         }));
                     }
-                    tracing::info!(file = %job.path.display(), "part URLs expired or refused ({message}); starting a new session");
+                    tracing::warn!(file = %job.path.display(), "{why}; starting a new session");
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -403,7 +424,7 @@ impl Uploader {
             metadata,
             custom_id: None,
             random_prefix: job.random_prefix,
-            ttl_seconds: self.url_ttl.as_secs().max(1),
+            ttl_seconds: url_lifetime(self.url_ttl, self.limiter.as_ref().map(|l| l.rate()), size),
         }
     }
 
@@ -659,4 +680,27 @@ fn verify(job: &Job, file: RemoteFile, size: u64, sha256: String) -> Result<Outc
         sha256,
         adopted: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_lifetimes_grow_with_the_file_and_the_limit() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(url_lifetime(hour, None, 10 << 20), 3600, "small files: url_ttl");
+        // 35 GiB at the assumed 2 MiB/s: ~5 h, asked for twice that.
+        assert_eq!(url_lifetime(hour, None, 35 << 30), 35 * 1024 + 600);
+        // 150 MiB under a 2 MiB/s limit with url_ttl = 60s: not 60 s.
+        assert_eq!(
+            url_lifetime(Duration::from_secs(60), Some(2.0 * 1048576.0), 150 << 20),
+            750
+        );
+        assert_eq!(
+            url_lifetime(hour, Some(1.0), 1 << 40),
+            MAX_URL_TTL,
+            "capped at 7 days"
+        );
+    }
 }

@@ -253,3 +253,28 @@ fn the_emulator_speaks_both_readings_of_listing_and_details() {
         assert_eq!(status, 404);
     }
 }
+
+/// A complete that takes longer than `request_timeout` (a large file on a
+/// slow service): the timeout is not a failure to act on blindly; the file
+/// is stored once.
+#[test]
+fn a_complete_slower_than_the_request_timeout_is_not_doubled() {
+    for shape in SHAPES {
+        let emu = Emulator::start(&[&["--part-size", "64KiB", "--complete-delay", "2500"], shape].concat());
+        let sb = Sandbox::new(&emu, "direct_upload_max = \"0\"");
+        let text = std::fs::read_to_string(&sb.config)
+            .unwrap()
+            .replace("[agent]", "request_timeout = \"1s\"\n[agent]");
+        std::fs::write(&sb.config, text).unwrap();
+        let f = sb.path("master.mov");
+        write_file(&f, 200_000, 4);
+        let (code, out, err) = upload_json(&sb, std::slice::from_ref(&f), &[]);
+        assert_eq!(code, 0, "{shape:?}: {err}\n{out}");
+        assert_eq!(emu.ledger().len(), 1, "{shape:?}: stored once");
+        assert_eq!(emu.stat("start_ok"), 1, "{shape:?}: no second session");
+        assert!(
+            emu.stat("complete") >= 2,
+            "the slow complete was asked about again"
+        );
+    }
+}
