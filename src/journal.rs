@@ -36,6 +36,18 @@ pub enum JournalError {
     Db(String),
     #[error("the journal thread has stopped")]
     Closed,
+    /// The file is there but is no journal this binary can use.
+    #[error(
+        "the journal {path} is damaged: {reason}. Nothing was uploaded. To rebuild it from the workspace \
+         (files already there are adopted, not sent again), run `autorender-sync run --recover`; \
+         the damaged file is moved aside, not deleted"
+    )]
+    Damaged { path: PathBuf, reason: String },
+    #[error(
+        "the journal {path} was written by a newer autorender-sync (schema {found}; this one knows up to {known}); \
+         run the newer version, or move the journal aside to start over"
+    )]
+    Newer { path: PathBuf, found: i64, known: i64 },
 }
 
 impl From<rusqlite::Error> for JournalError {
@@ -328,6 +340,66 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A damaged file is named as such; anything else is a state-dir problem.
+fn open_error(path: &Path, e: rusqlite::Error) -> JournalError {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match e.sqlite_error_code() {
+        Some(NotADatabase) => JournalError::Damaged {
+            path: path.to_path_buf(),
+            reason: "it is not an SQLite database (its header is garbage)".into(),
+        },
+        Some(DatabaseCorrupt) => JournalError::Damaged {
+            path: path.to_path_buf(),
+            reason: format!("SQLite finds it malformed ({e})"),
+        },
+        _ => match path.parent() {
+            Some(dir) => JournalError::Open {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            },
+            None => JournalError::Db(e.to_string()),
+        },
+    }
+}
+
+/// Refuses a journal from a newer release before anything touches it.
+fn check_version(conn: &Connection, path: &Path) -> Result<(), JournalError> {
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| open_error(path, e))?;
+    if found > SCHEMA_VERSION {
+        return Err(JournalError::Newer {
+            path: path.to_path_buf(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// `run --recover`: moves a damaged journal (and its -wal/-shm) aside as
+/// `journal.sqlite3.damaged-<unix ms>` and returns the new name; the next
+/// open starts empty and adoption rebuilds the state from the workspace.
+pub fn move_aside(state_dir: &Path) -> Result<Option<PathBuf>, JournalError> {
+    let path = db_path(state_dir);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let aside = state_dir.join(format!("{DB_NAME}.damaged-{}", now_ms()));
+    let io = |e: std::io::Error| JournalError::Open {
+        path: state_dir.to_path_buf(),
+        message: format!("cannot move the damaged journal aside: {e}"),
+    };
+    std::fs::rename(&path, &aside).map_err(io)?;
+    for ext in ["-wal", "-shm"] {
+        let side = state_dir.join(format!("{DB_NAME}{ext}"));
+        if side.exists() {
+            std::fs::rename(&side, state_dir.join(format!("{}{ext}", aside.display()))).map_err(io)?;
+        }
+    }
+    Ok(Some(aside))
+}
+
 /// Group commit: runs every call already queued (up to [`MAX_BATCH`]) in one
 /// transaction, then commits once and answers every caller. Each call is
 /// atomic on its own (one statement, or its own savepoint), so a failing
@@ -367,8 +439,19 @@ impl Journal {
             message: m,
         };
         std::fs::create_dir_all(state_dir).map_err(|e| open_err(e.to_string()))?;
-        let mut conn = Connection::open(db_path(state_dir)).map_err(|e| open_err(e.to_string()))?;
-        migrate(&mut conn).map_err(|e| open_err(e.to_string()))?;
+        let path = db_path(state_dir);
+        // SQLite would take an empty file for a new database: a journal that
+        // lost its contents must not look like a first run (that re-uploads
+        // everything).
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            return Err(JournalError::Damaged {
+                path,
+                reason: "the file is empty (0 bytes)".into(),
+            });
+        }
+        let mut conn = Connection::open(&path).map_err(|e| open_error(&path, e))?;
+        check_version(&conn, &path)?;
+        migrate(&mut conn).map_err(|e| open_error(&path, e))?;
         let (tx, rx) = mpsc::channel::<Call>();
         std::thread::Builder::new()
             .name("journal".into())
@@ -904,17 +987,23 @@ pub fn open_read_only(state_dir: &Path) -> Result<Option<Connection>, JournalErr
     if !path.exists() {
         return Ok(None);
     }
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+        return Err(JournalError::Damaged {
+            path,
+            reason: "the file is empty (0 bytes)".into(),
+        });
+    }
     let conn = Connection::open_with_flags(
         &path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| JournalError::Open {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
+    .map_err(|e| open_error(&path, e))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    check_version(&conn, &path)?;
     // An agent may have created the file but not yet the schema.
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| open_error(&path, e))?;
     if version == 0 {
         return Ok(None);
     }

@@ -207,6 +207,16 @@ pub fn absolute_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A journal that cannot be read: damage and a newer schema are the user's
+/// to fix (exit 2, the message says how); anything else failed.
+pub fn journal_read_error(e: crate::journal::JournalError) -> CliError {
+    use crate::journal::JournalError;
+    match e {
+        JournalError::Damaged { .. } | JournalError::Newer { .. } => CliError::Usage(e.to_string()),
+        other => CliError::Failed(other.to_string()),
+    }
+}
+
 /// The journal in the configured state dir, for commands beside an agent.
 pub fn open_journal(settings: &Settings) -> Result<crate::journal::Journal, CliError> {
     crate::journal::Journal::open(&settings.agent.state_dir).map_err(|e| CliError::Usage(e.to_string()))

@@ -20,6 +20,10 @@ pub struct Args {
     /// Log what would be uploaded; send nothing and record nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// With a damaged or empty journal: move it aside (named in the log) and
+    /// rebuild the state from the workspace by adoption, instead of refusing to start
+    #[arg(long, conflicts_with = "dry_run")]
+    pub recover: bool,
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
@@ -53,7 +57,19 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     } else {
         Some(journal::lock_agent(&state_dir).map_err(journal_error)?)
     };
-    let journal = Journal::open(&state_dir).map_err(journal_error)?;
+    let journal = match Journal::open(&state_dir) {
+        Err(JournalError::Damaged { path, reason }) if args.recover => {
+            let aside = journal::move_aside(&state_dir).map_err(journal_error)?;
+            tracing::warn!(
+                "the journal {} was damaged ({reason}); moved aside to {}; rebuilding the state from the workspace \
+                 (files already there are adopted, not sent again)",
+                path.display(),
+                aside.map(|p| p.display().to_string()).unwrap_or_default()
+            );
+            Journal::open(&state_dir).map_err(journal_error)?
+        }
+        other => other.map_err(journal_error)?,
+    };
 
     let token = CancellationToken::new();
     tokio::spawn(stop_on_signals(token.clone()));
@@ -92,7 +108,10 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
 
 fn journal_error(e: JournalError) -> CliError {
     match e {
-        JournalError::Locked(_) | JournalError::Open { .. } => CliError::Usage(e.to_string()),
+        JournalError::Locked(_)
+        | JournalError::Open { .. }
+        | JournalError::Damaged { .. }
+        | JournalError::Newer { .. } => CliError::Usage(e.to_string()),
         other => CliError::Failed(other.to_string()),
     }
 }

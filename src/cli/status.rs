@@ -26,7 +26,7 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
     let settings = super::load_settings(cli)?;
     let state_dir = &settings.agent.state_dir;
     let running = journal::agent_running(state_dir);
-    let conn = journal::open_read_only(state_dir).map_err(|e| CliError::Failed(e.to_string()))?;
+    let conn = journal::open_read_only(state_dir).map_err(super::journal_read_error)?;
     let (agent, mut counts, last) = match &conn {
         Some(c) => (
             journal::agent_row(c).map_err(|e| CliError::Failed(e.to_string()))?,

@@ -1,0 +1,96 @@
+//! A damaged journal is damage, not a first run (SPEC §2 `run --recover`):
+//! an empty, garbage or newer journal is refused with a message that names
+//! the file and the way out; `--recover` moves it aside and rebuilds the
+//! state from the workspace by adoption, uploading nothing again.
+
+use crate::harness::{Emulator, Sandbox, write_file};
+
+fn uploaded_sandbox(emu: &Emulator, n: u64) -> Sandbox {
+    let sb = Sandbox::watching(emu, "settle = \"200ms\"\n", "");
+    for i in 0..n {
+        write_file(&sb.drop_dir().join(format!("d{i:02}.mov")), 3_000, i);
+    }
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emu.stored(), n);
+    sb
+}
+
+#[test]
+fn an_empty_journal_is_refused_and_recover_rebuilds_it_without_uploading() {
+    let emu = Emulator::start(&[]);
+    let sb = uploaded_sandbox(&emu, 30);
+    let db = sb.state_dir().join("journal.sqlite3");
+    std::fs::write(&db, b"").unwrap();
+    let _ = std::fs::remove_file(sb.state_dir().join("journal.sqlite3-wal"));
+
+    let out = sb.run_once();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&db.display().to_string()),
+        "names the file: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("empty") && out.stderr.contains("--recover"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(emu.stored(), 30, "nothing uploaded again");
+
+    let mut status = sb.cmd();
+    status.arg("status");
+    let out = crate::harness::run(status);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("damaged") && !out.stderr.contains("write failed"),
+        "{}",
+        out.stderr
+    );
+
+    let mut recover = sb.cmd();
+    recover.args(["run", "--once", "--recover"]);
+    let out = crate::harness::run(recover);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("moved aside to"), "{}", out.stderr);
+    assert_eq!(emu.stored(), 30, "rebuilt by adoption: nothing sent again");
+    assert_eq!(sb.status()["roots"][0]["done"], 30);
+    let aside = std::fs::read_dir(sb.state_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("journal.sqlite3.damaged-")
+        });
+    assert!(aside, "the damaged file is kept");
+}
+
+#[test]
+fn a_garbage_or_newer_journal_is_refused_saying_what_is_wrong() {
+    let emu = Emulator::start(&[]);
+    let sb = uploaded_sandbox(&emu, 2);
+    let db = sb.state_dir().join("journal.sqlite3");
+    let good = std::fs::read(&db).unwrap();
+
+    let mut garbage = good.clone();
+    garbage[..16].copy_from_slice(b"not a database!!");
+    std::fs::write(&db, &garbage).unwrap();
+    let out = sb.run_once();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("not an SQLite database"), "{}", out.stderr);
+    assert!(!out.stderr.contains("free space"), "{}", out.stderr);
+
+    std::fs::write(&db, &good).unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let out = sb.run_once();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("written by a newer autorender-sync"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(emu.stored(), 2);
+}
