@@ -22,7 +22,7 @@ const SCHEMA_VERSION: i64 = 3;
 pub const DB_NAME: &str = "journal.sqlite3";
 pub const LOCK_NAME: &str = "agent.lock";
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum JournalError {
     #[error("cannot use the state dir {path}: {message}; check `agent.state_dir` and free disk space")]
     Open { path: PathBuf, message: String },
@@ -36,6 +36,13 @@ pub enum JournalError {
     Db(String),
     #[error("the journal thread has stopped")]
     Closed,
+    /// The file at the journal's path is no longer the one this agent opened.
+    #[error(
+        "the journal {0} was deleted or replaced while the agent ran; stopping, so that no second agent \
+         uploads the same files again. Restore the state dir, or start again (files already in the \
+         workspace are adopted, not sent again)"
+    )]
+    Vanished(PathBuf),
     /// The file is there but is no journal this binary can use.
     #[error(
         "the journal {path} is damaged: {reason}. Nothing was uploaded. To rebuild it from the workspace \
@@ -190,7 +197,7 @@ pub struct DoneRecord {
 }
 
 /// What a call does once its batch is committed (or failed to commit).
-type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Reply = Box<dyn FnOnce(Result<(), JournalError>) + Send>;
 /// A queued call: runs inside the batch's transaction, answers after commit.
 type Call = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
 
@@ -340,6 +347,37 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Which file the journal's connection has open, to notice it was deleted
+/// or replaced at its path (an unlinked database accepts writes silently).
+struct Identity {
+    path: PathBuf,
+    id: Option<(u64, u64)>,
+}
+
+impl Identity {
+    fn of(path: &Path) -> Identity {
+        Identity {
+            path: path.to_path_buf(),
+            id: file_identity(path),
+        }
+    }
+    fn still_there(&self) -> bool {
+        self.id.is_none() || file_identity(&self.path) == self.id
+    }
+}
+
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::metadata(path).ok().map(|_| (0, 0))
+    }
+}
+
 /// A damaged file is named as such; anything else is a state-dir problem.
 fn open_error(path: &Path, e: rusqlite::Error) -> JournalError {
     use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
@@ -406,7 +444,7 @@ pub fn move_aside(state_dir: &Path) -> Result<Option<PathBuf>, JournalError> {
 /// call undoes only itself. Callers hear "done"
 /// only after the commit, so durability is unchanged; throughput under load
 /// is one fsync per batch instead of one per call.
-fn run_batch(conn: &mut Connection, first: Call, rx: &mpsc::Receiver<Call>) {
+fn run_batch(conn: &mut Connection, first: Call, rx: &mpsc::Receiver<Call>, identity: &Identity) {
     let mut batch = vec![first];
     while batch.len() < MAX_BATCH {
         match rx.try_recv() {
@@ -420,8 +458,13 @@ fn run_batch(conn: &mut Connection, first: Call, rx: &mpsc::Receiver<Call>) {
         replies.push(call(conn));
     }
     let committed = match began {
-        Ok(()) => conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+        // A journal deleted (or replaced) under the agent must not go on
+        // recording into an unlinked file: nothing commits, everyone hears why.
+        Ok(()) if !identity.still_there() => Err(JournalError::Vanished(identity.path.clone())),
+        Ok(()) => conn
+            .execute_batch("COMMIT")
+            .map_err(|e| JournalError::Db(e.to_string())),
+        Err(e) => Err(JournalError::Db(e.to_string())),
     };
     if committed.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
@@ -452,12 +495,13 @@ impl Journal {
         let mut conn = Connection::open(&path).map_err(|e| open_error(&path, e))?;
         check_version(&conn, &path)?;
         migrate(&mut conn).map_err(|e| open_error(&path, e))?;
+        let identity = Identity::of(&path);
         let (tx, rx) = mpsc::channel::<Call>();
         std::thread::Builder::new()
             .name("journal".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
-                    run_batch(&mut conn, first, &rx);
+                    run_batch(&mut conn, first, &rx, &identity);
                 }
                 // Channel closed: fold the WAL back so the file is tidy.
                 let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
@@ -479,11 +523,8 @@ impl Journal {
         self.tx
             .send(Box::new(move |c| {
                 let result = f(c);
-                Box::new(move |committed: Result<(), String>| {
-                    let _ = tx.send(match committed {
-                        Ok(()) => result.map_err(JournalError::from),
-                        Err(e) => Err(JournalError::Db(e)),
-                    });
+                Box::new(move |committed: Result<(), JournalError>| {
+                    let _ = tx.send(committed.and_then(|()| result.map_err(JournalError::from)));
                 })
             }))
             .map_err(|_| JournalError::Closed)?;
@@ -499,7 +540,7 @@ impl Journal {
             if let Err(e) = f(c) {
                 tracing::error!("journal write failed: {e}");
             }
-            Box::new(|committed: Result<(), String>| {
+            Box::new(|committed: Result<(), JournalError>| {
                 if let Err(e) = committed {
                     tracing::error!("journal commit failed: {e}");
                 }

@@ -111,7 +111,8 @@ fn journal_error(e: JournalError) -> CliError {
         JournalError::Locked(_)
         | JournalError::Open { .. }
         | JournalError::Damaged { .. }
-        | JournalError::Newer { .. } => CliError::Usage(e.to_string()),
+        | JournalError::Newer { .. }
+        | JournalError::Vanished(_) => CliError::Usage(e.to_string()),
         other => CliError::Failed(other.to_string()),
     }
 }

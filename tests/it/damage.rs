@@ -94,3 +94,30 @@ fn a_garbage_or_newer_journal_is_refused_saying_what_is_wrong() {
     );
     assert_eq!(emu.stored(), 2);
 }
+
+/// `state_dir` deleted under a running agent: it stops with a clear error
+/// instead of recording into an unlinked journal, and the next agent adopts
+/// what is already uploaded instead of sending it twice.
+#[test]
+fn a_state_dir_deleted_under_a_running_agent_stops_it_and_nothing_is_sent_twice() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let mut agent = sb.running_agent(&[]);
+    for i in 0..25 {
+        write_file(&sb.drop_dir().join(format!("s{i:02}.mov")), 2_000, i);
+    }
+    assert!(crate::harness::wait_until(
+        std::time::Duration::from_secs(30),
+        || emu.stored() == 25
+    ));
+    std::fs::remove_dir_all(sb.state_dir()).unwrap();
+    let exited = crate::harness::wait_until(std::time::Duration::from_secs(10), || agent.has_exited());
+    assert!(exited, "the agent noticed within seconds");
+    let out = agent.stop();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("was deleted or replaced"), "{}", out.stderr);
+
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emu.stored(), 25, "adopted, not sent twice");
+}

@@ -306,7 +306,14 @@ impl AgentProcess {
         }
     }
 
-    /// SIGTERM, then wait for a clean exit; returns the output.
+    /// Has the agent ended by itself?
+    pub fn has_exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    /// SIGTERM (if still running), then wait for its exit; returns the output.
     pub fn stop(&mut self) -> Output {
         let mut child = self.child.take().expect("running");
         let _ = Command::new("kill")
