@@ -511,7 +511,21 @@ impl Agent {
             self.report.would_upload += 1;
             return Ok(());
         }
-        self.journal.enqueue(root, rel, fp).await?;
+        let w = &self.settings.watches[i];
+        // With random_prefix the service gives every file its own name.
+        let key = mapping::map(Path::new(&rel), &w.remote_folder, w.subfolders)
+            .ok()
+            .filter(|_| !w.random_prefix)
+            .map(|r| r.key(self.settings.api.case_insensitive_remote));
+        let path = Path::new(&root).join(&rel);
+        if let Some(first) = self.journal.enqueue(root, rel, fp, key).await? {
+            self.report.failed += 1;
+            tracing::error!(
+                "{} is not uploaded: its remote name is already taken by {first} (the names differ only by \
+                 Unicode normalisation or case); rename one of them",
+                path.display()
+            );
+        }
         self.queue_dirty = true;
         Ok(())
     }

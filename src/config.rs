@@ -85,6 +85,8 @@ pub struct ApiSettings {
     pub api_key_file: Option<PathBuf>,
     pub request_timeout: Duration,
     pub url_ttl: Duration,
+    /// Remote names that differ only by case are the same file.
+    pub case_insensitive_remote: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -233,6 +235,7 @@ const API_KEYS: &[&str] = &[
     "api_key_file",
     "request_timeout",
     "url_ttl",
+    "case_insensitive_remote",
 ];
 /// `agent.direct_upload_max` default and ceiling.
 const DEFAULT_DIRECT: u64 = 8 * 1024 * 1024;
@@ -556,6 +559,9 @@ impl<'s> Walker<'s> {
             api_key_file,
             request_timeout,
             url_ttl,
+            case_insensitive_remote: self
+                .boolean(&f, "case_insensitive_remote", "api.case_insensitive_remote")
+                .unwrap_or(false),
         }
     }
 

@@ -333,11 +333,15 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     }
     if version < 3 {
         // v3: the identity of the file version a session sends (inode and
-        // ctime, which a copied mtime cannot fake); NULL in older rows.
+        // ctime, which a copied mtime cannot fake); NULL in older rows. And
+        // each file's remote key (folder/NFC name), so two local names that
+        // are one remote name are caught.
         tx.execute_batch(
             "ALTER TABLE sessions ADD COLUMN dev INTEGER;
              ALTER TABLE sessions ADD COLUMN ino INTEGER;
-             ALTER TABLE sessions ADD COLUMN ctime_ns INTEGER;",
+             ALTER TABLE sessions ADD COLUMN ctime_ns INTEGER;
+             ALTER TABLE files ADD COLUMN remote_key TEXT;
+             CREATE INDEX files_remote_key ON files (remote_key);",
         )?;
     }
     if version < SCHEMA_VERSION {
@@ -561,18 +565,67 @@ impl Journal {
     }
 
     /// Queues a stable file for upload (new, changed, or back from settling).
+    /// Queues a stable file for upload (new, changed, or back from settling).
     /// A file with no earlier record is marked for adoption (the workspace
-    /// is checked for the same content before it is uploaded).
-    pub async fn enqueue(&self, root: String, rel: String, fp: Fingerprint) -> Result<(), JournalError> {
+    /// is checked for the same content before it is uploaded). With a
+    /// `remote_key`, a file whose key another live file already holds is not
+    /// queued but failed, and that file's local path is returned.
+    pub async fn enqueue(
+        &self,
+        root: String,
+        rel: String,
+        fp: Fingerprint,
+        remote_key: Option<String>,
+    ) -> Result<Option<String>, JournalError> {
         self.call(move |c| {
-            c.execute(
-                "INSERT INTO files (root, rel, state, size, mtime_ns, attempts, next_attempt_at, updated_at, adopt)
-                 VALUES (?1, ?2, 'pending', ?3, ?4, 0, 0, ?5, 1)
-                 ON CONFLICT (root, rel) DO UPDATE SET state = 'pending', size = ?3, mtime_ns = ?4,
-                   attempts = 0, last_error = NULL, next_attempt_at = 0, updated_at = ?5",
-                params![root, rel, fp.size as i64, fp.mtime_ns as i64, now_ms()],
-            )
-            .map(|_| ())
+            let tx = c.savepoint()?;
+            let first: Option<(String, String)> = match &remote_key {
+                None => None,
+                Some(key) => tx
+                    .query_row(
+                        "SELECT root, rel FROM files WHERE remote_key = ?1 AND state != 'gone'
+                           AND NOT (root = ?2 AND rel = ?3) ORDER BY id LIMIT 1",
+                        params![key, root, rel],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?,
+            };
+            let collision = first.map(|(r, l)| Path::new(&r).join(l).display().to_string());
+            let (state, error) = match &collision {
+                Some(first) => (
+                    State::Failed,
+                    Some(format!(
+                        "its remote name is already taken by {first} (the names differ only by Unicode normalisation \
+                         or case); rename one of them"
+                    )),
+                ),
+                None => (State::Pending, None),
+            };
+            tx.execute(
+                "INSERT INTO files (root, rel, state, size, mtime_ns, attempts, next_attempt_at, updated_at, adopt,
+                   last_error, remote_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, 1, ?7, ?8)
+                 ON CONFLICT (root, rel) DO UPDATE SET state = ?3, size = ?4, mtime_ns = ?5,
+                   attempts = 0, last_error = ?7, next_attempt_at = 0, updated_at = ?6, remote_key = ?8",
+                params![
+                    root,
+                    rel,
+                    state.as_str(),
+                    fp.size as i64,
+                    fp.mtime_ns as i64,
+                    now_ms(),
+                    error,
+                    if collision.is_some() { None } else { remote_key }
+                ],
+            )?;
+            if let Some(e) = &error {
+                tx.execute(
+                    "INSERT INTO history (root, rel, ok, size, error, at) VALUES (?1, ?2, 0, ?3, ?4, ?5)",
+                    params![root, rel, fp.size as i64, e, now_ms()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(collision)
         })
         .await
     }
@@ -1227,7 +1280,9 @@ mod tests {
     async fn queue_session_and_done_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
-        j.enqueue("/r".into(), "a.mp4".into(), fp(10, 5)).await.unwrap();
+        j.enqueue("/r".into(), "a.mp4".into(), fp(10, 5), None)
+            .await
+            .unwrap();
         let due = j.due(now_ms(), 10, vec![]).await.unwrap();
         assert_eq!(due.len(), 1);
         let id = due[0].id;
@@ -1285,7 +1340,7 @@ mod tests {
     async fn failures_back_off_then_fail_until_retry() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
-        j.enqueue("/r".into(), "a".into(), fp(1, 1)).await.unwrap();
+        j.enqueue("/r".into(), "a".into(), fp(1, 1), None).await.unwrap();
         let id = j.due(now_ms(), 1, vec![]).await.unwrap()[0].id;
         assert_eq!(
             j.record_failure(id, "boom".into(), 2, now_ms() + 60_000)

@@ -25,6 +25,15 @@ pub enum MappingError {
     NoName(String),
 }
 
+impl Remote {
+    /// What makes two local files one remote file: the folder and the NFC
+    /// name, compared without case when the service ignores it.
+    pub fn key(&self, case_insensitive: bool) -> String {
+        let key = format!("{}/{}", self.folder, self.name);
+        if case_insensitive { key.to_lowercase() } else { key }
+    }
+}
+
 /// MIME type from the extension, `application/octet-stream` when unknown.
 pub fn mime_for(name: &str) -> String {
     mime_guess::from_path(name)

@@ -387,3 +387,49 @@ fn a_clean_stop_folds_the_journal_wal_back() {
     let len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     assert_eq!(len, 0, "{} holds {len} bytes after SIGTERM", wal.display());
 }
+
+/// Two local names, one remote file: `Café.mov` in NFC and in NFD (and, with
+/// `case_insensitive_remote`, names differing only by case) are not both
+/// uploaded as one name; the second fails naming the first.
+#[test]
+fn names_that_collide_remotely_fail_the_second_naming_the_first() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let nfc = sb.drop_dir().join("Caf\u{e9}.mov");
+    let nfd = sb.drop_dir().join("Cafe\u{301}.mov");
+    write_file(&nfc, 1000, 1);
+    write_file(&nfd, 1000, 2);
+    write_file(&sb.drop_dir().join("A.mov"), 10, 3);
+    write_file(&sb.drop_dir().join("a.mov"), 10, 4);
+    let out = sb.run_once();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let ledger = emu.ledger();
+    assert_eq!(unique_names(&ledger).len(), ledger.len());
+    assert_eq!(
+        ledger.iter().filter(|e| e["name"] == "Caf\u{e9}.mov").count(),
+        1,
+        "{ledger:?}"
+    );
+    assert_eq!(
+        ledger.len(),
+        3,
+        "A.mov and a.mov are two names by default: {ledger:?}"
+    );
+    let status = sb.status();
+    let failures = status["roots"][0]["failures"].to_string();
+    assert!(failures.contains("already taken by"), "{status}");
+    assert!(out.stderr.contains("Unicode normalisation"), "{}", out.stderr);
+
+    // The service folds case: then A.mov and a.mov are one name too.
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let text = std::fs::read_to_string(&sb.config)
+        .unwrap()
+        .replace("[agent]", "case_insensitive_remote = true\n[agent]");
+    std::fs::write(&sb.config, text).unwrap();
+    write_file(&sb.drop_dir().join("A.mov"), 10, 3);
+    write_file(&sb.drop_dir().join("a.mov"), 10, 4);
+    let out = sb.run_once();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(emu.ledger().len(), 1);
+}
