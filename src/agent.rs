@@ -57,6 +57,9 @@ pub enum AgentError {
     Auth(String),
 }
 
+/// A new folder is scanned again this long after it appeared.
+const NEW_FOLDER_RESCAN: Duration = Duration::from_secs(1);
+
 /// How long uploads pause after the key is rejected before checking again.
 const AUTH_RECHECK: Duration = Duration::from_secs(60);
 
@@ -146,6 +149,8 @@ pub struct Agent {
     watch_modes: Vec<String>,
     /// Per root: the identity of the folder being watched (None: missing).
     root_ids: Vec<Option<(u64, u64)>>,
+    /// New folders to scan once more, and when.
+    rescan_soon: Vec<(usize, PathBuf, Instant)>,
 }
 
 impl Agent {
@@ -166,6 +171,7 @@ impl Agent {
             last_event_at: None,
             watch_modes: Vec::new(),
             root_ids: Vec::new(),
+            rescan_soon: Vec::new(),
         }
     }
 
@@ -262,6 +268,7 @@ impl Agent {
                 _ = heartbeat.tick() => {
                     // `retry` from another process may have queued files.
                     self.queue_dirty = true;
+                    self.rescan_new_folders().await?;
                     if let Some(w) = watchers.as_mut() {
                         self.check_roots(w, &tx).await?;
                     }
@@ -397,11 +404,36 @@ impl Agent {
         Ok(())
     }
 
+    /// A folder that just appeared: scanned now, and once more a moment
+    /// later, when its own watch is surely in place (a file written between
+    /// the first scan and the watch would otherwise wait for the full rescan).
+    async fn scan_new_folder(&mut self, i: usize, dir: PathBuf) -> Result<(), AgentError> {
+        self.scan(i, Some(dir.clone())).await?;
+        if !self.opts.once {
+            self.rescan_soon
+                .push((i, dir, Instant::now() + NEW_FOLDER_RESCAN));
+        }
+        Ok(())
+    }
+
+    /// Scans the new folders whose second look is due.
+    async fn rescan_new_folders(&mut self) -> Result<(), AgentError> {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rescan_soon)
+            .into_iter()
+            .partition(|(_, _, at)| *at <= now);
+        self.rescan_soon = later;
+        for (i, dir, _) in due {
+            self.scan(i, Some(dir)).await?;
+        }
+        Ok(())
+    }
+
     async fn hint(&mut self, h: Hint) -> Result<(), AgentError> {
         self.last_event_at = Some(now_ms());
         match h {
             Hint::Rescan(i) => self.scan(i, None).await,
-            Hint::Dir(i, dir) => self.scan(i, Some(dir)).await,
+            Hint::Dir(i, dir) => self.scan_new_folder(i, dir).await,
             Hint::Path(i, path) if path == self.settings.watches[i].path => {
                 // An event on the root itself (deleted, moved): its watch may be
                 // dead even if a new folder already stands there (inode numbers
@@ -414,7 +446,7 @@ impl Agent {
                 if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
                     // A folder moved or renamed into the root.
                     if path.starts_with(&w.path) && path != w.path {
-                        return self.scan(i, Some(path)).await;
+                        return self.scan_new_folder(i, path).await;
                     }
                     return Ok(());
                 }

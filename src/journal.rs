@@ -351,6 +351,27 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A new journal is built beside its final name and renamed into place
+/// complete, so the file at `journal.sqlite3` is never seen empty or
+/// half-made (by `status`, or by the next start after a crash right here).
+fn create(state_dir: &Path, path: &Path) -> Result<(), JournalError> {
+    let tmp = state_dir.join(format!("{DB_NAME}.new"));
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", tmp.display()));
+    }
+    {
+        let mut conn = Connection::open(&tmp).map_err(|e| open_error(&tmp, e))?;
+        migrate(&mut conn).map_err(|e| open_error(&tmp, e))?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| open_error(&tmp, e))?;
+        // Closing the only connection removes the -wal file.
+    }
+    std::fs::rename(&tmp, path).map_err(|e| JournalError::Open {
+        path: state_dir.to_path_buf(),
+        message: format!("cannot put the new journal in place: {e}"),
+    })
+}
+
 /// Which file the journal's connection has open, to notice it was deleted
 /// or replaced at its path (an unlinked database accepts writes silently).
 struct Identity {
@@ -487,9 +508,12 @@ impl Journal {
         };
         std::fs::create_dir_all(state_dir).map_err(|e| open_err(e.to_string()))?;
         let path = db_path(state_dir);
+        if !path.exists() {
+            create(state_dir, &path)?;
+        }
         // SQLite would take an empty file for a new database: a journal that
         // lost its contents must not look like a first run (that re-uploads
-        // everything).
+        // everything). A new journal is never empty: `create` fills it first.
         if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
             return Err(JournalError::Damaged {
                 path,

@@ -433,3 +433,23 @@ fn names_that_collide_remotely_fail_the_second_naming_the_first() {
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert_eq!(emu.ledger().len(), 1);
 }
+
+/// 300 brand-new folders, each written into the moment it exists: every
+/// file arrives within seconds, none waits for the 15-minute rescan (a
+/// folder's scan can run before its watch exists).
+#[test]
+fn files_in_brand_new_folders_are_never_left_for_the_full_rescan() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\nrescan_interval = \"1h\"\n", "");
+    let _agent = sb.running_agent(&[]);
+    for i in 0..300 {
+        let dir = sb.drop_dir().join(format!("shot{i:03}"));
+        std::fs::create_dir(&dir).unwrap();
+        write_file(&dir.join("frame.exr"), 100, i);
+    }
+    assert!(
+        wait_until(Duration::from_secs(60), || emu.stored() == 300),
+        "only {} of 300 arrived",
+        emu.stored()
+    );
+}
