@@ -57,6 +57,18 @@ pub enum AgentError {
     Auth(String),
 }
 
+/// Why uploads are held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    /// The API key was rejected.
+    Auth,
+    /// No answer from the service (unix ms since when).
+    Unreachable { since_ms: i64 },
+}
+
+/// How often an unreachable service is asked again.
+const OUTAGE_RECHECK: Duration = Duration::from_secs(15);
+
 /// A new folder is scanned again this long after it appeared.
 const NEW_FOLDER_RESCAN: Duration = Duration::from_secs(1);
 
@@ -144,7 +156,8 @@ pub struct Agent {
     orphans: HashSet<i64>,
     report: Report,
     queue_dirty: bool,
-    paused_until: Option<Instant>,
+    /// Uploads held back, why, and when to ask the service again.
+    pause: Option<(Pause, Instant)>,
     last_event_at: Option<i64>,
     watch_modes: Vec<String>,
     /// Per root: the identity of the folder being watched (None: missing).
@@ -167,7 +180,7 @@ impl Agent {
             orphans: HashSet::new(),
             report: Report::default(),
             queue_dirty: true,
-            paused_until: None,
+            pause: None,
             last_event_at: None,
             watch_modes: Vec::new(),
             root_ids: Vec::new(),
@@ -239,7 +252,7 @@ impl Agent {
                 }
             }
             let settle_at = self.settler.next_deadline().map(Instant::from_std);
-            let wake = [settle_at, next_retry, self.paused_until]
+            let wake = [settle_at, next_retry, self.pause.as_ref().map(|p| p.1)]
                 .into_iter()
                 .flatten()
                 .min()
@@ -261,8 +274,8 @@ impl Agent {
                 }
                 _ = tokio::time::sleep_until(wake) => {
                     self.poll_settle().await?;
-                    if self.paused_until.is_some_and(|t| t <= Instant::now()) {
-                        self.recheck_key().await;
+                    if self.pause.as_ref().is_some_and(|p| p.1 <= Instant::now()) {
+                        self.recheck_service().await;
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -357,7 +370,18 @@ impl Agent {
                 })
             })
             .collect();
-        serde_json::json!({ "roots": roots, "paused": self.paused_until.is_some() }).to_string()
+        let (reason, since) = match &self.pause {
+            Some((Pause::Auth, _)) => (Some("auth_rejected"), None),
+            Some((Pause::Unreachable { since_ms }, _)) => (Some("service_unreachable"), Some(*since_ms)),
+            None => (None, None),
+        };
+        serde_json::json!({
+            "roots": roots,
+            "paused": self.pause.is_some(),
+            "pause_reason": reason,
+            "unreachable_since": since,
+        })
+        .to_string()
     }
 
     /// Walks root `i` (or a folder in it); files already uploaded unchanged
@@ -565,7 +589,7 @@ impl Agent {
     /// Starts due uploads up to `concurrent_files`. Returns when the next
     /// backed-off file becomes due, if any.
     async fn fill(&mut self) -> Result<Option<Instant>, AgentError> {
-        if self.opts.dry_run || self.paused_until.is_some() {
+        if self.opts.dry_run || self.pause.is_some() {
             self.queue_dirty = false;
             return Ok(None);
         }
@@ -784,13 +808,29 @@ impl Agent {
                     shutdown.cancel();
                     return Err(AgentError::Auth(e.to_string()));
                 }
-                if self.paused_until.is_none() {
+                if !matches!(self.pause, Some((Pause::Auth, _))) {
                     tracing::error!(
                         "{e}; all uploads are paused and the key is re-checked every {}s. Fix the key (then restart, or wait)",
                         AUTH_RECHECK.as_secs()
                     );
                 }
-                self.paused_until = Some(Instant::now() + AUTH_RECHECK);
+                self.pause = Some((Pause::Auth, Instant::now() + AUTH_RECHECK));
+            }
+            // No answer about this file at all (network down, 5xx, 429 after
+            // every retry): the service is unreachable for every file, so the
+            // queue waits, and this file's attempts are not spent.
+            Err(UploadError::Api(a)) if a.is_transient() && !self.opts.once => {
+                self.journal.set_state(row.id, State::Pending).await?;
+                if self.pause.is_none() {
+                    tracing::warn!(
+                        "the service is unreachable ({a}); all uploads wait and it is asked again every {}s",
+                        OUTAGE_RECHECK.as_secs()
+                    );
+                    self.pause = Some((
+                        Pause::Unreachable { since_ms: now_ms() },
+                        Instant::now() + OUTAGE_RECHECK,
+                    ));
+                }
             }
             Err(UploadError::Changed(why)) => {
                 tracing::info!(
@@ -837,17 +877,36 @@ impl Agent {
         Ok(())
     }
 
-    async fn recheck_key(&mut self) {
+    /// One cheap authenticated call decides whether a pause ends.
+    async fn recheck_service(&mut self) {
+        let Some((reason, _)) = self.pause.take() else {
+            return;
+        };
         match self.uploader.client.verify_key().await {
             Ok(()) => {
-                tracing::info!("the API key is accepted again; resuming uploads");
-                self.paused_until = None;
+                match reason {
+                    Pause::Auth => tracing::info!("the API key is accepted again; resuming uploads"),
+                    Pause::Unreachable { since_ms } => tracing::info!(
+                        "the service answers again after {}s; resuming uploads",
+                        (now_ms() - since_ms) / 1000
+                    ),
+                }
                 self.queue_dirty = true;
             }
-            Err(ApiError::Auth { .. }) => self.paused_until = Some(Instant::now() + AUTH_RECHECK),
+            Err(e @ ApiError::Auth { .. }) => {
+                if reason != Pause::Auth {
+                    tracing::error!("{e}; all uploads are paused until the key is accepted");
+                }
+                self.pause = Some((Pause::Auth, Instant::now() + AUTH_RECHECK));
+            }
             Err(e) => {
-                tracing::debug!("key re-check failed ({e}); trying again later");
-                self.paused_until = Some(Instant::now() + AUTH_RECHECK);
+                tracing::debug!("the service is still not answering ({e})");
+                let again = if reason == Pause::Auth {
+                    AUTH_RECHECK
+                } else {
+                    OUTAGE_RECHECK
+                };
+                self.pause = Some((reason, Instant::now() + again));
             }
         }
     }

@@ -190,7 +190,7 @@ pub fn uploader(
             .bandwidth_limit
             .map(|r| std::sync::Arc::new(crate::limiter::Limiter::new(r))),
         url_ttl: settings.api.url_ttl,
-        retry: crate::upload::RetryPolicy::default(),
+        retry: retry_policy(),
         stall_timeout: settings.api.request_timeout,
     })
 }
@@ -220,6 +220,19 @@ pub fn journal_read_error(e: crate::journal::JournalError) -> CliError {
 /// The journal in the configured state dir, for commands beside an agent.
 pub fn open_journal(settings: &Settings) -> Result<crate::journal::Journal, CliError> {
     crate::journal::Journal::open(&settings.agent.state_dir).map_err(|e| CliError::Usage(e.to_string()))
+}
+
+/// Retries of one request. `AUTORENDER_SYNC_TEST_RETRIES=N` lowers the count
+/// so tests of a long outage do not wait out a minute of backoff per file.
+fn retry_policy() -> crate::upload::RetryPolicy {
+    let mut policy = crate::upload::RetryPolicy::default();
+    if let Some(n) = std::env::var("AUTORENDER_SYNC_TEST_RETRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        policy.max_retries = n;
+    }
+    policy
 }
 
 /// Prints one line to stdout; a closed pipe (`| head`) ends the program

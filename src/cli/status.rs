@@ -68,6 +68,8 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
                 "heartbeat_at": agent.as_ref().and_then(|a| a.heartbeat_at),
                 "last_event_at": agent.as_ref().and_then(|a| a.last_event_at),
                 "paused": running && snapshot["paused"].as_bool().unwrap_or(false),
+                "pause_reason": if running { snapshot["pause_reason"].clone() } else { serde_json::Value::Null },
+                "unreachable_since": if running { snapshot["unreachable_since"].clone() } else { serde_json::Value::Null },
             },
             "state_dir": state_dir,
             "roots": counts,
@@ -84,10 +86,17 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             a.last_event_at
                 .map(format_time)
                 .unwrap_or_else(|| "none yet".into()),
-            if snapshot["paused"].as_bool() == Some(true) {
-                "; UPLOADS PAUSED (API key rejected)"
-            } else {
-                ""
+            match snapshot["pause_reason"].as_str() {
+                Some("service_unreachable") => format!(
+                    "; UPLOADS WAITING: service unreachable since {}",
+                    snapshot["unreachable_since"]
+                        .as_i64()
+                        .map(format_time)
+                        .unwrap_or_default()
+                ),
+                _ if snapshot["paused"].as_bool() == Some(true) =>
+                    "; UPLOADS PAUSED (API key rejected)".into(),
+                _ => String::new(),
             }
         ),
         (Some(a), false) => println!(

@@ -39,13 +39,16 @@ impl Emulator {
     /// `extra` names one itself.
     pub fn start(extra: &[&str]) -> Emulator {
         let store = tempfile::tempdir().expect("temp store");
-        let shape = if extra.contains(&"--answers") {
+        let mut shape = if extra.contains(&"--answers") {
             Vec::new()
         } else {
             vec!["--answers".to_string(), answers()]
         };
+        if !extra.contains(&"--listen") {
+            shape.extend(["--listen".to_string(), "127.0.0.1:0".to_string()]);
+        }
         let mut child = Command::new(bin())
-            .args(["emulator", "--listen", "127.0.0.1:0", "--api-key", KEY, "--store"])
+            .args(["emulator", "--api-key", KEY, "--store"])
             .arg(store.path())
             .args(&shape)
             .args(extra)

@@ -453,3 +453,44 @@ fn files_in_brand_new_folders_are_never_left_for_the_full_rescan() {
         emu.stored()
     );
 }
+
+/// An outage longer than every retry: the queue waits (status says since
+/// when), no file spends its attempts or turns `failed`, and uploads resume
+/// by themselves once the service answers again.
+#[test]
+fn an_outage_pauses_the_queue_instead_of_failing_files() {
+    let emu = Emulator::start(&[]);
+    let addr = emu.url.trim_start_matches("http://").to_string();
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\nmax_attempts = 2\n", "");
+    let mut agent = sb.running_agent_env(&[], &[("AUTORENDER_SYNC_TEST_RETRIES", "1")]);
+    drop(emu);
+    for i in 0..5 {
+        write_file(&sb.drop_dir().join(format!("o{i}.mov")), 5_000, i);
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || sb.status()["agent"]["pause_reason"]
+            == "service_unreachable"),
+        "{}",
+        sb.status()
+    );
+    let mut c = sb.cmd();
+    c.arg("status");
+    assert!(run(c).stdout.contains("service unreachable since"));
+    assert_eq!(sb.status()["roots"][0]["failed"], 0);
+
+    let emu = Emulator::start(&["--listen", &addr]);
+    assert!(
+        wait_until(Duration::from_secs(40), || emu.stored() == 5),
+        "resumed by itself: {} of 5",
+        emu.stored()
+    );
+    assert_eq!(sb.status()["roots"][0]["failed"], 0);
+    let out = agent.stop();
+    assert!(out.stderr.contains("answers again"), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("the service is unreachable").count(),
+        1,
+        "one log line: {}",
+        out.stderr
+    );
+}
