@@ -8,7 +8,7 @@
 //! transfers (their sessions and finished parts are already recorded, so the
 //! next start resumes them) and flushes the journal.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -389,27 +389,26 @@ impl Agent {
     async fn scan(&mut self, i: usize, dir: Option<PathBuf>) -> Result<(), AgentError> {
         let w = self.settings.watches[i].clone();
         let dir = dir.unwrap_or_else(|| w.path.clone());
+        // Only the records under the folder scanned: a new folder in a root
+        // of 100,000 uploaded files costs that folder, not the root.
+        let under = dir
+            .strip_prefix(&w.path)
+            .ok()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(|p| {
+                let parts: Vec<String> = p
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                format!("{}/", parts.join("/"))
+            });
         let found = tokio::task::spawn_blocking({
             let w = w.clone();
             move || scan::walk(&w, &dir)
         })
         .await
         .unwrap_or_default();
-        let root = self.root_str(i);
-        let done = self
-            .journal
-            .call(move |c| {
-                let mut stmt = c.prepare(
-                    "SELECT rel, done_size, done_mtime_ns FROM files WHERE root = ?1 AND state = 'done'",
-                )?;
-                let rows = stmt
-                    .query_map([root], |r| {
-                        Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
-                    })?
-                    .collect::<rusqlite::Result<HashMap<_, _>>>()?;
-                Ok(rows)
-            })
-            .await?;
+        let done = self.journal.done_under(self.root_str(i), under).await?;
         let now = std::time::Instant::now();
         for path in found {
             let Ok(rel) = scan::relative(&w, &path) else {

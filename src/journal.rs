@@ -786,6 +786,33 @@ impl Journal {
         .await
     }
 
+    /// Size and mtime of every done file of `root` (only those whose relative
+    /// path starts with `prefix`, a folder ending in `/`), by relative path.
+    pub async fn done_under(
+        &self,
+        root: String,
+        prefix: Option<String>,
+    ) -> Result<std::collections::HashMap<String, (i64, i64)>, JournalError> {
+        self.call(move |c| {
+            // A range on the (root, rel) index: [prefix, prefix with '/' → '0').
+            let (lo, hi) = match &prefix {
+                Some(p) => (p.clone(), format!("{}0", p.trim_end_matches('/'))),
+                None => (String::new(), "\u{10FFFF}".to_string()),
+            };
+            let mut stmt = c.prepare_cached(
+                "SELECT rel, done_size, done_mtime_ns FROM files
+                 WHERE root = ?1 AND rel >= ?2 AND rel < ?3 AND state = 'done'",
+            )?;
+            let rows = stmt
+                .query_map(params![root, lo, hi], |r| {
+                    Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     /// Files recorded as done (all, or those under `paths`), for `verify`.
     pub async fn done_files(&self, paths: Vec<PathBuf>) -> Result<Vec<FileRow>, JournalError> {
         self.call(move |c| {
@@ -1383,6 +1410,41 @@ mod tests {
         assert!(j.due(now_ms(), 1, vec![]).await.unwrap().is_empty());
         assert_eq!(j.retry(vec![]).await.unwrap(), 1);
         assert_eq!(j.due(now_ms(), 1, vec![]).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn done_under_a_folder_is_only_that_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        for rel in [
+            "a/b/x.mov",
+            "a/b/y/z.mov",
+            "a/b.mov",
+            "a/bc/x.mov",
+            "a/b0.mov",
+            "top.mov",
+        ] {
+            let d = DoneRecord {
+                fingerprint: fp(1, 2),
+                sha256: "s".into(),
+                remote_folder: "f".into(),
+                remote_name: "n".into(),
+                file_no: "1".into(),
+                url: None,
+                adopted: None,
+            };
+            j.record_upload("/r".into(), rel.into(), d).await.unwrap();
+        }
+        let mut under: Vec<String> = j
+            .done_under("/r".into(), Some("a/b/".into()))
+            .await
+            .unwrap()
+            .into_keys()
+            .collect();
+        under.sort();
+        assert_eq!(under, vec!["a/b/x.mov", "a/b/y/z.mov"]);
+        assert_eq!(j.done_under("/r".into(), None).await.unwrap().len(), 6);
+        assert!(j.done_under("/other".into(), None).await.unwrap().is_empty());
     }
 
     #[test]
