@@ -153,7 +153,14 @@ fn restart_touch_and_change() {
 
 #[test]
 fn crash_test_sigkill_ten_times_loses_and_duplicates_nothing() {
-    crash_test(&["--part-size", "1MiB"]);
+    crash_test(&[
+        "--part-size",
+        "1MiB",
+        "--latency",
+        "10",
+        "--complete-delay",
+        "300",
+    ]);
 }
 
 /// The SDKs' reading, with a complete that takes its time and is forgotten
@@ -163,6 +170,8 @@ fn crash_test_with_slow_forgetful_completes_in_the_sdk_reading() {
     crash_test(&[
         "--part-size",
         "1MiB",
+        "--latency",
+        "10",
         "--answers",
         "sdk",
         "--forget-sessions",
@@ -171,12 +180,34 @@ fn crash_test_with_slow_forgetful_completes_in_the_sdk_reading() {
     ]);
 }
 
+/// What the emulator had open at the instant of a kill.
+#[derive(Debug, Default)]
+struct Interrupted {
+    open_session: bool,
+    complete: bool,
+}
+
+fn in_flight(emu: &Emulator) -> Interrupted {
+    let sessions = emu.get("/_emulator/sessions");
+    let list = sessions.as_array().cloned().unwrap_or_default();
+    Interrupted {
+        open_session: list.iter().any(|s| s["completed"] == false),
+        complete: list.iter().any(|s| s["completing"] == true),
+    }
+}
+
+/// SIGKILL ten times, each at a moment chosen by condition, not by clock:
+/// while parts of a session are being sent, or while a complete is in
+/// flight. 200 files of 1 KiB–30 MiB arrive in batches, one per kill, so
+/// there is always work to interrupt.
 fn crash_test(emulator_args: &[&str]) {
     let emu = Emulator::start(emulator_args);
-    let sb = Sandbox::watching(&emu, "settle = \"1s\"\nconcurrent_files = 4\n", "");
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"300ms\"\nconcurrent_files = 4\ndirect_upload_max = \"1MiB\"\n",
+        "",
+    );
     let drop = sb.drop_dir();
-    // 200 files, log-uniform 1 KiB–30 MiB, written while the agent is killed
-    // at pseudo-random moments (fixed seed: reproducible).
     let mut seed: u64 = 0xC0FFEE;
     let mut rnd = move || {
         seed ^= seed << 13;
@@ -190,32 +221,31 @@ fn crash_test(emulator_args: &[&str]) {
             (1024.0 * (30.0f64 * 1024.0).powf(x)) as usize
         })
         .collect();
-    let kill_after: Vec<u64> = (0..10).map(|_| 300 + rnd() % 1200).collect();
-    let writer = {
-        let drop = drop.clone();
-        let sizes = sizes.clone();
-        std::thread::spawn(move || {
-            for (i, size) in sizes.iter().enumerate() {
-                write_file(&drop.join(format!("take-{i:03}.bin")), *size, i as u64 + 7);
-                if i % 20 == 0 {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        })
-    };
-    for ms in kill_after {
-        let mut agent = sb.spawn_agent(&[]);
-        let started = std::time::Instant::now();
-        // Wait for the agent's own progress (its heartbeat), then a random extra.
-        wait_until(Duration::from_secs(10), || {
-            sb.status()["agent"]["running"] == true
-        });
-        while started.elapsed() < Duration::from_millis(ms) {
-            std::thread::sleep(Duration::from_millis(20));
+    let mut kills = Vec::new();
+    for round in 0..10 {
+        for i in round * 20..(round + 1) * 20 {
+            write_file(&drop.join(format!("take-{i:03}.bin")), sizes[i], i as u64 + 7);
         }
+        let want_complete = round % 3 == 1;
+        let mut agent = sb.spawn_agent(&[]);
+        let hit = wait_until(Duration::from_secs(60), || {
+            let now = in_flight(&emu);
+            if want_complete {
+                now.complete
+            } else {
+                now.open_session && !now.complete
+            }
+        });
+        let at = in_flight(&emu);
         agent.crash();
+        kills.push((want_complete, hit, at));
     }
-    writer.join().unwrap();
+    let open = kills.iter().filter(|k| k.2.open_session).count();
+    let completes = kills.iter().filter(|k| k.2.complete).count();
+    eprintln!("crash test: {open} of 10 kills interrupted an open session, {completes} a complete in flight");
+    assert!(open >= 8, "kills that hit an open session: {kills:?}");
+    assert!(completes >= 2, "kills that hit a complete: {kills:?}");
+
     let mut agent = sb.spawn_agent(&[]);
     assert!(
         wait_until(Duration::from_secs(240), || ledger_has(&emu, 200)),
