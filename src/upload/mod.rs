@@ -495,6 +495,11 @@ impl Uploader {
             if result.is_err() {
                 let rewind = sent.load(Ordering::Relaxed);
                 observer.bytes(-(rewind as i64));
+                // A body cut short because the file shrank is a change, not a
+                // network error to retry.
+                if let Err(UploadError::Changed(m)) = source.check(job) {
+                    return Err(PartError::Changed(m));
+                }
             }
             result.map_err(PartError::Api)
         };

@@ -86,16 +86,27 @@ fn odd_names_special_files_and_links() {
     assert_eq!(emu.ledger().len(), expected + 1);
 }
 
-/// Starts a slow upload of `name` and waits until its first part arrived.
-fn slow_upload_started(emu: &Emulator, sb: &Sandbox, name: &str, size: usize) -> std::path::PathBuf {
+/// Starts a slow upload of `name` and waits until its own session has a
+/// part stored (not any file's: the change must land mid-upload). Returns the
+/// path and the session id.
+fn slow_upload_started(emu: &Emulator, sb: &Sandbox, name: &str, size: usize) -> (std::path::PathBuf, String) {
     let path = sb.drop_dir().join(name);
-    let parts_before = emu.stat("part_ok");
     write_file(&path, size, 42);
+    let mut session = String::new();
     assert!(
-        wait_until(Duration::from_secs(30), || emu.stat("part_ok") > parts_before),
+        wait_until(Duration::from_secs(30), || {
+            let open = emu.sessions_of(name);
+            match open.iter().find(|s| s["parts_received"].as_u64() >= Some(1)) {
+                Some(s) => {
+                    session = s["session"].as_str().unwrap_or_default().to_string();
+                    true
+                }
+                None => false,
+            }
+        }),
         "{name}: upload started"
     );
-    path
+    (path, session)
 }
 
 #[test]
@@ -109,10 +120,10 @@ fn files_that_change_vanish_or_turn_into_folders_mid_upload() {
     let mut agent = sb.running_agent(&[]);
 
     // Deleted mid-upload: the session is abandoned, the journal says gone.
-    let gone = slow_upload_started(&emu, &sb, "deleted.mov", 3 << 20);
+    let (gone, _) = slow_upload_started(&emu, &sb, "deleted.mov", 3 << 20);
     std::fs::remove_file(&gone).unwrap();
     // Truncated mid-upload: not completed; uploaded once it is stable again.
-    let cut = slow_upload_started(&emu, &sb, "truncated.mov", 3 << 20);
+    let (cut, cut_session) = slow_upload_started(&emu, &sb, "truncated.mov", 3 << 20);
     std::fs::OpenOptions::new()
         .write(true)
         .open(&cut)
@@ -120,7 +131,7 @@ fn files_that_change_vanish_or_turn_into_folders_mid_upload() {
         .set_len(1000)
         .unwrap();
     // Grown mid-upload: same.
-    let grown = slow_upload_started(&emu, &sb, "grown.mov", 2 << 20);
+    let (grown, grown_session) = slow_upload_started(&emu, &sb, "grown.mov", 2 << 20);
     std::fs::OpenOptions::new()
         .append(true)
         .open(&grown)
@@ -128,7 +139,7 @@ fn files_that_change_vanish_or_turn_into_folders_mid_upload() {
         .write_all(&[7u8; 5000])
         .unwrap();
     // Replaced by a folder: the file in the new folder is what gets uploaded.
-    let dir = slow_upload_started(&emu, &sb, "became-dir", 2 << 20);
+    let (dir, _) = slow_upload_started(&emu, &sb, "became-dir", 2 << 20);
     std::fs::remove_file(&dir).unwrap();
     std::fs::create_dir(&dir).unwrap();
     write_file(&dir.join("inside.mov"), 2000, 5);
@@ -159,7 +170,15 @@ fn files_that_change_vanish_or_turn_into_folders_mid_upload() {
     assert_eq!(uploaded(&emu, "became-dir"), 0);
     let status = sb.status();
     assert_eq!(status["roots"][0]["gone"], 1, "{status}");
-    assert_eq!(agent.stop().code, 0);
+    // The sessions that saw the change mid-upload were never completed.
+    for (name, session) in [("truncated.mov", &cut_session), ("grown.mov", &grown_session)] {
+        let e = ledger.iter().find(|e| e["name"] == name).unwrap();
+        assert_ne!(e["session"], session.as_str(), "{name}: a new session sent the final version");
+        assert_eq!(emu.get(&format!("/_emulator/sessions/{session}"))["completed"], false);
+    }
+    let out = agent.stop();
+    assert_eq!(out.code, 0);
+    assert_eq!(out.stderr.matches("changed during upload").count(), 2, "{}", out.stderr);
     unique_names(&emu.ledger());
 }
 
