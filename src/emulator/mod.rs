@@ -108,6 +108,14 @@ impl Options {
     }
 }
 
+impl Stats {
+    /// Counts one injected fault of `kind`.
+    fn fault(&self, kind: &AtomicU64) {
+        kind.fetch_add(1, Ordering::Relaxed);
+        self.faults_injected.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Request counters, for tests and for the curious (`GET /_emulator/stats`).
 #[derive(Debug, Default, Serialize)]
 pub struct Stats {
@@ -124,7 +132,13 @@ pub struct Stats {
     pub complete: AtomicU64,
     pub complete_ok: AtomicU64,
     pub unauthorized: AtomicU64,
+    /// Every injected fault; by kind below.
     pub faults_injected: AtomicU64,
+    pub fault_part_500: AtomicU64,
+    pub fault_part_dropped: AtomicU64,
+    pub fault_throttled: AtomicU64,
+    pub fault_finish_failed: AtomicU64,
+    pub fault_finish_lost: AtomicU64,
     pub direct: AtomicU64,
     pub direct_ok: AtomicU64,
     pub list_files: AtomicU64,
@@ -304,7 +318,7 @@ impl Emulator {
 
     /// A 500 before anything was stored.
     fn failed_before(&self, message: &str) -> Response {
-        self.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
+        self.stats.fault(&self.stats.fault_finish_failed);
         json_error(
             self,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -315,7 +329,7 @@ impl Emulator {
 
     /// The file was stored, but the client never hears it.
     fn lost_answer(&self) -> Response {
-        self.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
+        self.stats.fault(&self.stats.fault_finish_lost);
         json_error(self, StatusCode::BAD_GATEWAY, "Bad Gateway", "upstream timed out")
     }
 
@@ -511,7 +525,7 @@ async fn start(State(emu): State<Arc<Emulator>>, headers: HeaderMap, body: Bytes
         Err((status, msg)) => return json_error(&emu, status, "Bad Request", msg),
     };
     if emu.chance(emu.opts.throttle_start) {
-        emu.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
+        emu.stats.fault(&emu.stats.fault_throttled);
         let mut r = json_error(
             &emu,
             StatusCode::TOO_MANY_REQUESTS,
@@ -769,7 +783,7 @@ async fn put_part(
     let fault = emu.chance(emu.opts.fail_parts);
     let drop_connection = fault && emu.chance(0.5);
     if fault && !drop_connection {
-        st.faults_injected.fetch_add(1, Ordering::Relaxed);
+        st.fault(&st.fault_part_500);
         return s3_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
@@ -834,7 +848,7 @@ async fn put_part(
     }
     if drop_connection {
         // The bytes arrived but the answer is lost: the client must retry.
-        st.faults_injected.fetch_add(1, Ordering::Relaxed);
+        st.fault(&st.fault_part_dropped);
         let broken = futures_util::stream::once(async {
             Err::<Bytes, _>(std::io::Error::other("connection dropped by --fail-parts"))
         });

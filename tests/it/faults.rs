@@ -202,13 +202,24 @@ fn a_hundred_files_survive_resets_stalls_trickles_and_service_faults() {
     }
     let mut agent = sb.spawn_agent(&[]);
     let arrived = wait_until(Duration::from_secs(600), || emu.ledger().len() >= 100);
+    // Count only once the agent is idle: nothing settling, queued or in flight.
+    let idle = arrived
+        && wait_until(Duration::from_secs(60), || {
+            let r = &sb.status()["roots"][0];
+            r["done"] == 100
+                && ["settling", "pending", "uploading", "reconciling", "failed"]
+                    .iter()
+                    .all(|k| r[*k] == 0)
+        });
     let out = agent.stop();
     assert!(
-        arrived,
-        "{} of 100 arrived; agent log tail:\n{}",
+        arrived && idle,
+        "{} of 100 arrived (idle: {idle}); status {}; agent log tail:\n{}",
         emu.ledger().len(),
+        sb.status(),
         tail(&out.stderr)
     );
+    assert_eq!(out.code, 0, "clean stop: {}", tail(&out.stderr));
     let ledger = emu.ledger();
     assert_eq!(unique_names(&ledger).len(), 100);
     assert_eq!(ledger.len(), 100, "none twice");
@@ -227,6 +238,16 @@ fn a_hundred_files_survive_resets_stalls_trickles_and_service_faults() {
         reset > 0 && stall > 0 && trickle > 0,
         "every network fault was exercised"
     );
+    for kind in [
+        "fault_part_500",
+        "fault_part_dropped",
+        "fault_throttled",
+        "fault_finish_failed",
+        "fault_finish_lost",
+        "part_rejected_expired",
+    ] {
+        assert!(emu.stat(kind) > 0, "the service fault {kind} never fired");
+    }
     eprintln!(
         "faults: connections pass {} latency {} reset {reset} stall {stall} trickle {trickle}; service faults {}",
         c.pass.load(Ordering::Relaxed),

@@ -89,7 +89,12 @@ fn odd_names_special_files_and_links() {
 /// Starts a slow upload of `name` and waits until its own session has a
 /// part stored (not any file's: the change must land mid-upload). Returns the
 /// path and the session id.
-fn slow_upload_started(emu: &Emulator, sb: &Sandbox, name: &str, size: usize) -> (std::path::PathBuf, String) {
+fn slow_upload_started(
+    emu: &Emulator,
+    sb: &Sandbox,
+    name: &str,
+    size: usize,
+) -> (std::path::PathBuf, String) {
     let path = sb.drop_dir().join(name);
     write_file(&path, size, 42);
     let mut session = String::new();
@@ -173,12 +178,24 @@ fn files_that_change_vanish_or_turn_into_folders_mid_upload() {
     // The sessions that saw the change mid-upload were never completed.
     for (name, session) in [("truncated.mov", &cut_session), ("grown.mov", &grown_session)] {
         let e = ledger.iter().find(|e| e["name"] == name).unwrap();
-        assert_ne!(e["session"], session.as_str(), "{name}: a new session sent the final version");
-        assert_eq!(emu.get(&format!("/_emulator/sessions/{session}"))["completed"], false);
+        assert_ne!(
+            e["session"],
+            session.as_str(),
+            "{name}: a new session sent the final version"
+        );
+        assert_eq!(
+            emu.get(&format!("/_emulator/sessions/{session}"))["completed"],
+            false
+        );
     }
     let out = agent.stop();
     assert_eq!(out.code, 0);
-    assert_eq!(out.stderr.matches("changed during upload").count(), 2, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("changed during upload").count(),
+        2,
+        "{}",
+        out.stderr
+    );
     unique_names(&emu.ledger());
 }
 
