@@ -1274,19 +1274,30 @@ pub fn counts(conn: &Connection) -> Result<Vec<RootCounts>, JournalError> {
             c.uploading_bytes_done += bytes;
         }
     }
-    let mut stmt = conn.prepare("SELECT root, rel, COALESCE(last_error, '') FROM files WHERE state = 'failed' ORDER BY updated_at DESC")?;
-    let failures = stmt
+    // Failed files, and pending ones whose last attempt failed (retrying
+    // after a backoff), each with its last error.
+    let mut stmt = conn.prepare(
+        "SELECT root, rel, COALESCE(last_error, ''), state FROM files
+         WHERE state = 'failed' OR (state = 'pending' AND attempts > 0 AND last_error IS NOT NULL)
+         ORDER BY updated_at DESC",
+    )?;
+    let rows = stmt
         .query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
             ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    for (root, rel, err) in failures {
+    for (root, rel, err, state) in rows {
         if let Some(c) = out.iter_mut().find(|c| c.root == root) {
-            c.failures.push((rel, err));
+            if state == "failed" {
+                c.failures.push((rel, err));
+            } else {
+                c.retrying.push((rel, err));
+            }
         }
     }
     Ok(out)

@@ -262,6 +262,36 @@ impl Sandbox {
         }
     }
 
+    /// Starts `run` as an unprivileged user, so that file permissions hold
+    /// (root reads a mode-000 file). As root (CI is), the sandbox is handed
+    /// to `nobody` and the agent runs under `setpriv`; otherwise as is.
+    pub fn spawn_agent_unprivileged(&self) -> AgentProcess {
+        if !is_root() {
+            return self.spawn_agent(&[]);
+        }
+        chown_tree(self.dir.path(), 65534, 65534);
+        let log = tempfile::NamedTempFile::new_in(self.dir.path()).expect("log file");
+        let inner = self.cmd();
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .arg("run");
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log.reopen().expect("reopen log"));
+        AgentProcess {
+            child: Some(c.spawn().expect("spawn setpriv (util-linux)")),
+            log,
+        }
+    }
+
     /// Starts `run` and waits until it reports itself running.
     pub fn running_agent(&self, extra_args: &[&str]) -> AgentProcess {
         self.running_agent_env(extra_args, &[])
@@ -334,6 +364,34 @@ impl AgentProcess {
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.crash();
+    }
+}
+
+/// Are the tests running as root (as CI does)?
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A test that cannot run here: a loud skip on a developer's machine, a
+/// failure in CI (`CI=true`), where every part must be installed.
+pub fn skip_or_fail(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") {
+        panic!("CI must be able to run this test: {why}");
+    }
+    eprintln!("SKIPPING (not in CI): {why}");
+}
+
+#[cfg(unix)]
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
+    if path.is_dir() && !path.is_symlink() {
+        for e in std::fs::read_dir(path).expect("read_dir") {
+            chown_tree(&e.expect("entry").path(), uid, gid);
+        }
     }
 }
 

@@ -231,25 +231,33 @@ fn a_watched_folder_deleted_and_recreated_is_watched_again() {
 #[cfg(unix)]
 #[test]
 fn an_unreadable_file_is_retried_and_reported() {
-    // root reads everything, so the case cannot be staged as root.
-    let euid = std::process::Command::new("id").arg("-u").output().unwrap();
-    if String::from_utf8_lossy(&euid.stdout).trim() == "0" {
-        eprintln!("skipping: running as root, which can read a mode-000 file");
-        return;
-    }
+    // Root reads a mode-000 file, so the agent runs as `nobody` when the
+    // tests run as root (as CI does).
     use std::os::unix::fs::PermissionsExt;
     let emu = Emulator::start(&[]);
     let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
     let file = sb.drop_dir().join("locked.mov");
     write_file(&file, 100, 1);
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
-    let mut agent = sb.spawn_agent(&[]);
-    assert!(wait_until(Duration::from_secs(30), || {
-        sb.status()["roots"][0]["retrying"]
-            .as_array()
-            .is_some_and(|r| !r.is_empty())
-    }));
+    let mut agent = sb.spawn_agent_unprivileged();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            sb.status()["roots"][0]["retrying"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|f| f.to_string().contains("locked.mov")))
+        }),
+        "status reports the file as retrying: {}",
+        sb.status()
+    );
+    let mut c = sb.cmd();
+    c.arg("status");
+    assert!(run(c).stdout.contains("retrying: locked.mov"));
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Readable again: uploaded at the next retry (5 s backoff).
+    assert!(
+        wait_until(Duration::from_secs(30), || uploaded(&emu, "locked.mov") == 1),
+        "uploaded once readable"
+    );
     assert_eq!(agent.stop().code, 0);
 }
 
