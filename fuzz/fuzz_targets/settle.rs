@@ -32,13 +32,19 @@ fuzz_target!(|ops: &[u8]| {
         match op % 5 {
             0 => {
                 size += 1;
-                fs.0.set(Seen::File { size, mtime_ns: size as i128 });
+                fs.0.set(Seen::File {
+                    size,
+                    mtime_ns: size as i128,
+                });
                 last_change = now;
             }
             1 => st.touch(path, SETTLE, now),
             2 => {
                 size += 1;
-                fs.0.set(Seen::File { size, mtime_ns: size as i128 });
+                fs.0.set(Seen::File {
+                    size,
+                    mtime_ns: size as i128,
+                });
                 last_change = now;
                 st.touch(path, SETTLE, now);
             }
