@@ -226,7 +226,7 @@ fn demo_uploads_what_is_dropped() {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    assert!(child.wait().unwrap().success());
+    assert!(crate::harness::wait_with_deadline(&mut child, Duration::from_secs(60)).success());
 }
 
 #[test]

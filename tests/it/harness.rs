@@ -173,12 +173,50 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// The longest any one command of a test may run: a hung binary fails its
+/// test instead of hanging CI.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Runs a command to its end (at most [`COMMAND_DEADLINE`]), capturing its output.
 pub fn run(mut cmd: Command) -> Output {
-    let out = cmd.stdin(Stdio::null()).output().expect("run binary");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run binary");
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = drain(child.stdout.take().map(|s| Box::new(s) as _));
+    let err = drain(child.stderr.take().map(|s| Box::new(s) as _));
+    let status = wait_with_deadline(&mut child, COMMAND_DEADLINE);
     Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// Waits for `child` to exit; past `deadline` it is killed and the test fails.
+pub fn wait_with_deadline(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a command did not finish within {deadline:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -352,7 +390,7 @@ impl AgentProcess {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        let status = child.wait().expect("agent exits");
+        let status = wait_with_deadline(&mut child, Duration::from_secs(60));
         Output {
             code: status.code().unwrap_or(-1),
             stdout: String::new(),
