@@ -455,7 +455,13 @@ impl Agent {
     async fn hint(&mut self, h: Hint) -> Result<(), AgentError> {
         self.last_event_at = Some(now_ms());
         match h {
-            Hint::Rescan(i) => self.scan(i, None).await,
+            Hint::Rescan(i) => {
+                tracing::info!(
+                    "the watcher lost events (overflow or error); rescanning {}",
+                    self.settings.watches[i].path.display()
+                );
+                self.scan(i, None).await
+            }
             Hint::Dir(i, dir) => self.scan_new_folder(i, dir).await,
             Hint::Path(i, path) if path == self.settings.watches[i].path => {
                 // An event on the root itself (deleted, moved): its watch may be
@@ -957,8 +963,17 @@ mod tests {
 
     #[test]
     fn retry_delay_grows_and_caps() {
-        assert!(retry_delay(0) >= Duration::from_secs(5));
-        assert!(retry_delay(3) >= Duration::from_secs(40));
+        // Each step doubles the base (5 s, 10 s, 20 s …) and adds at most a
+        // quarter of it as jitter, so consecutive delays never overlap.
+        for n in 0..7 {
+            let (a, b) = (retry_delay(n), retry_delay(n + 1));
+            assert!(
+                a >= Duration::from_secs(5 << n) && a <= Duration::from_secs(5 << n) * 5 / 4,
+                "{n}: {a:?}"
+            );
+            assert!(b > a, "{n}: {a:?} then {b:?}");
+        }
+        assert!(retry_delay(20) >= Duration::from_secs(900));
         assert!(retry_delay(20) <= Duration::from_secs(900 + 225));
     }
 }

@@ -1214,6 +1214,9 @@ pub struct RootCounts {
     pub failures: Vec<(String, String)>,
     /// Pending files whose last attempt failed (retried after a backoff).
     pub retrying: Vec<(String, String)>,
+    /// How the running agent watches this root ("native", "poll …"); None
+    /// when no agent runs.
+    pub watch: Option<String>,
 }
 
 /// Per-root counts by state, with bytes done for uploads in flight and the

@@ -57,6 +57,7 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
         {
             c.settling += s["settling"].as_i64().unwrap_or(0);
             c.growing += s["growing"].as_i64().unwrap_or(0);
+            c.watch = s["watch"].as_str().map(str::to_string);
         }
     }
     if args.json {

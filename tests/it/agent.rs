@@ -325,6 +325,11 @@ fn polling_and_watch_limit_fallback_still_pick_files_up() {
         .ledger()
         .iter()
         .any(|e| e["name"] == "polled.bin")));
+    let mode = polled.status()["roots"][0]["watch"].clone();
+    assert!(
+        mode.as_str().is_some_and(|m| m.contains("poll")),
+        "polling was used: {mode}"
+    );
 
     let limited = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
     let mut agent = limited.running_agent_env(&[], &[("AUTORENDER_SYNC_SIMULATE_WATCH_LIMIT", "1")]);
@@ -342,13 +347,21 @@ fn polling_and_watch_limit_fallback_still_pick_files_up() {
 }
 
 /// Drops `n` small files into a watched folder at once; every one must be
-/// uploaded exactly once.
-pub fn burst(n: usize) {
+/// uploaded exactly once. With `frozen`, the agent is stopped (SIGSTOP)
+/// while they are written, so the kernel's event queue overflows for sure.
+/// Returns the agent's log.
+pub fn burst(n: usize, frozen: bool) -> String {
     let emu = Emulator::start(&[]);
     let sb = Sandbox::watching(&emu, "settle = \"300ms\"\nconcurrent_files = 8\n", "");
     let mut agent = sb.running_agent(&[]);
+    if frozen {
+        agent.signal("STOP");
+    }
     for i in 0..n {
         std::fs::write(sb.drop_dir().join(format!("s{i:05}.txt")), format!("file {i}\n")).unwrap();
+    }
+    if frozen {
+        agent.signal("CONT");
     }
     assert!(
         wait_until(Duration::from_secs(600), || ledger_has(&emu, n)),
@@ -356,15 +369,17 @@ pub fn burst(n: usize) {
         emu.ledger().len()
     );
     assert!(wait_idle(&sb, n as i64));
-    assert_eq!(agent.stop().code, 0);
+    let out = agent.stop();
+    assert_eq!(out.code, 0);
     let ledger = emu.ledger();
     assert_eq!(unique_names(&ledger).len(), n);
     assert_eq!(ledger.len(), n);
+    out.stderr
 }
 
 #[test]
 fn burst_of_2000_small_files_all_uploaded_once() {
-    burst(2000);
+    burst(2000, false);
 }
 
 #[test]
@@ -417,6 +432,10 @@ fn second_agent_refuses_and_dry_run_sends_nothing() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("would upload"), "{}", out.stderr);
     assert_eq!(emu.stat("start") + emu.stat("direct"), 0);
+    let recorded: i64 = rusqlite::Connection::open(sb.state_dir().join("journal.sqlite3"))
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM files", [], |r| r.get(0)))
+        .unwrap_or(0);
+    assert_eq!(recorded, 0, "a dry run records nothing");
 
     let mut agent = sb.running_agent(&[]);
     let mut second = sb.cmd();

@@ -377,6 +377,16 @@ impl AgentProcess {
         }
     }
 
+    /// Sends a signal (`"STOP"`, `"CONT"`, …) to the running agent.
+    pub fn signal(&self, sig: &str) {
+        let child = self.child.as_ref().expect("running");
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig}");
+    }
+
     /// Has the agent ended by itself?
     pub fn has_exited(&mut self) -> bool {
         self.child

@@ -263,9 +263,21 @@ fn an_unreadable_file_is_retried_and_reported() {
 
 #[test]
 fn twenty_thousand_files_in_one_folder_overflow_events_and_still_all_arrive() {
-    // ~60,000 events at once: more than inotify's default queue holds, so
-    // this also exercises overflow → rescan.
-    crate::agent::burst(20_000);
+    // ~60,000 events while the agent is frozen: more than the kernel's
+    // event queue holds (16,384 by default), so events are lost for sure and
+    // only the rescan that the overflow triggers can find the files.
+    let log = crate::agent::burst(20_000, true);
+    let queue: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(usize::MAX);
+    if queue < 60_000 {
+        assert!(
+            log.contains("lost events (overflow or error); rescanning")
+                || log.contains("overflowed; rescanning"),
+            "the overflow led to a rescan"
+        );
+    }
 }
 
 #[cfg(unix)]

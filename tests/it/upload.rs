@@ -77,13 +77,17 @@ fn twenty_files_converge_under_faults_and_short_url_lifetimes() {
         "--fail-complete",
         "0.2",
         "--url-ttl",
-        "2",
+        "1",
         "--latency",
         "15",
         "--seed",
         "42",
     ]);
-    let sb = Sandbox::new(&emu, "concurrent_files = 4\nconcurrent_parts = 4\n");
+    // Files above 64 KiB go multipart, so short URL lifetimes bite.
+    let sb = Sandbox::new(
+        &emu,
+        "concurrent_files = 4\nconcurrent_parts = 4\ndirect_upload_max = \"64KiB\"\n",
+    );
     let mut cmd = sb.cmd();
     cmd.args(["upload", "--folder", "farm"]);
     let mut names = Vec::new();
@@ -104,6 +108,11 @@ fn twenty_files_converge_under_faults_and_short_url_lifetimes() {
     assert_eq!(out.code, 0, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
     let ledger = emu.ledger();
     assert_eq!(ledger.len(), 20, "every file once, none twice");
+    // The URLs really expired, and the uploads went on with new sessions.
+    let multipart = ledger.iter().filter(|e| e["kind"] == "multipart").count() as u64;
+    assert_eq!(multipart, 8, "the 8 files above 64 KiB");
+    assert!(emu.stat("part_rejected_expired") > 0, "no URL ever expired");
+    assert!(emu.stat("start_ok") > multipart, "expired sessions were replaced");
     let unique: HashSet<_> = ledger
         .iter()
         .map(|e| e["name"].as_str().unwrap().to_string())
