@@ -223,8 +223,8 @@ fn crash_test(emulator_args: &[&str]) {
         .collect();
     let mut kills = Vec::new();
     for round in 0..10 {
-        for i in round * 20..(round + 1) * 20 {
-            write_file(&drop.join(format!("take-{i:03}.bin")), sizes[i], i as u64 + 7);
+        for (i, size) in sizes.iter().enumerate().skip(round * 20).take(20) {
+            write_file(&drop.join(format!("take-{i:03}.bin")), *size, i as u64 + 7);
         }
         let want_complete = round % 3 == 1;
         let mut agent = sb.spawn_agent(&[]);
