@@ -147,3 +147,61 @@ fn history_limit_retry_path_quiet_and_the_log_filter() {
         "the retried file is still too big; nothing else went again"
     );
 }
+
+/// A failed part is retried alone: the parts that went through the first
+/// time are PUT exactly once, only the failed ones again.
+#[test]
+fn a_failed_part_is_retried_alone() {
+    let emu = Emulator::start(&["--part-size", "64KiB", "--fail-parts", "0.3", "--seed", "5"]);
+    let sb = Sandbox::new(&emu, "direct_upload_max = \"0\"\n");
+    let f = sb.path("parts.mov");
+    write_file(&f, 64 * 1024 * 20, 9);
+    let mut c = sb.cmd();
+    c.args(["upload"]).arg(&f);
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let sessions = emu.sessions_of("parts.mov");
+    assert_eq!(sessions.len(), 1, "one session: {sessions:?}");
+    let puts: Vec<u64> = sessions[0]["puts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    assert!(
+        puts.iter().any(|p| *p >= 2),
+        "some part failed and was retried: {puts:?}"
+    );
+    assert!(
+        puts.iter().filter(|p| **p == 1).count() >= 5,
+        "the others went once: {puts:?}"
+    );
+    assert_eq!(
+        puts.iter().sum::<u64>(),
+        emu.stat("part_put"),
+        "every PUT is accounted for by a part"
+    );
+}
+
+/// 429 with `Retry-After: 1` is honoured: the next try waits the second the
+/// service asked for, not the client's own 200 ms first backoff.
+#[test]
+fn retry_after_is_honoured() {
+    // Seed 3 throttles the first start (checked below), then lets one through.
+    let emu = Emulator::start(&["--throttle-start", "0.5", "--seed", "3"]);
+    let sb = Sandbox::new(&emu, "direct_upload_max = \"0\"\n");
+    let f = sb.path("a.mov");
+    write_file(&f, 1000, 1);
+    let mut c = sb.cmd();
+    c.args(["upload"]).arg(&f);
+    let began = std::time::Instant::now();
+    let out = run(c);
+    let took = began.elapsed();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let throttled = emu.stat("fault_throttled");
+    assert!(throttled >= 1, "the start was throttled");
+    assert!(
+        took >= std::time::Duration::from_secs(throttled),
+        "waited {took:?} for {throttled} Retry-After of 1 s"
+    );
+}
