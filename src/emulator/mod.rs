@@ -476,11 +476,18 @@ pub fn router(emu: Arc<Emulator>) -> Router {
         )
         .route("/_storage/{session}/{part}", put(put_part))
         .route("/files/{file_no}/{name}", get(workspace::serve_file))
+        // Half the latency before the request is handled, half before the
+        // answer leaves: like a real round trip, the work is done before the
+        // client hears of it.
         .layer(middleware::from_fn(move |req: Request, next: Next| async move {
             if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
+                tokio::time::sleep(latency / 2).await;
             }
-            next.run(req).await
+            let resp = next.run(req).await;
+            if !latency.is_zero() {
+                tokio::time::sleep(latency - latency / 2).await;
+            }
+            resp
         }));
     Router::new()
         .route("/_emulator/uploads", get(ledger))

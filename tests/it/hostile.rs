@@ -550,3 +550,40 @@ fn an_outage_pauses_the_queue_instead_of_failing_files() {
         out.stderr
     );
 }
+
+/// A change after the last part was stored but before complete (the parts
+/// all passed their own check) is caught by the check before complete: the
+/// session is never completed.
+#[test]
+fn a_change_after_the_last_part_is_caught_before_complete() {
+    // 2 s per request, half of it after the work: the last part is stored a
+    // second before the client hears so.
+    let emu = Emulator::start(&["--part-size", "64KiB", "--latency", "2000"]);
+    let sb = Sandbox::new(&emu, "direct_upload_max = \"0\"\nconcurrent_parts = 4\n");
+    let f = sb.path("late.mov");
+    write_file(&f, 4 * 64 * 1024, 1);
+    let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+    let mut c = sb.cmd();
+    c.arg("upload").arg(&f).stdin(std::process::Stdio::null());
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = c
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || emu
+            .sessions_of("late.mov")
+            .iter()
+            .any(|s| s["parts_received"] == 4)),
+        "every part stored"
+    );
+    write_file(&f, 4 * 64 * 1024, 2);
+    std::fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+    let status = wait_with_deadline(&mut child, Duration::from_secs(60));
+    let stderr = std::fs::read_to_string(log.path()).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("changed during upload"), "{stderr}");
+    assert_eq!(emu.stat("complete"), 0, "complete was never sent");
+    assert!(emu.ledger().is_empty());
+}
