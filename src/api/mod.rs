@@ -68,8 +68,20 @@ impl ApiError {
 }
 
 fn network(e: reqwest::Error) -> ApiError {
-    // Never include the URL: part URLs carry signatures.
-    ApiError::Network(e.without_url().to_string())
+    // Never include the URL: part URLs carry signatures. The causes say what
+    // actually happened ("connection refused", "dns error", a refused redirect).
+    let e = e.without_url();
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    ApiError::Network(message)
 }
 
 #[derive(Debug, Clone, Serialize)]

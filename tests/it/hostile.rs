@@ -579,7 +579,12 @@ fn a_change_after_the_last_part_is_caught_before_complete() {
         "every part stored"
     );
     write_file(&f, 4 * 64 * 1024, 2);
-    std::fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
     let status = wait_with_deadline(&mut child, Duration::from_secs(60));
     let stderr = std::fs::read_to_string(log.path()).unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");

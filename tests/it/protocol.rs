@@ -137,3 +137,91 @@ fn nonsense_from_the_service_is_a_clear_per_file_error() {
         assert!(err.contains(expect), "{name}: expected \"{expect}\" in \"{err}\"");
     }
 }
+
+/// Serves `app` on 127.0.0.1:0 in its own thread for up to 5 minutes; the base URL.
+fn serve_app(app: Router) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(format!("http://{}", listener.local_addr().unwrap()))
+                .unwrap();
+            let _ = tokio::time::timeout(Duration::from_secs(300), axum::serve(listener, app)).await;
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10)).unwrap()
+}
+
+/// The key follows a redirect only to the same host: a redirect to another
+/// host is refused, and that host never sees the key.
+#[test]
+fn credentials_never_follow_a_redirect_to_another_host() {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use std::sync::{Arc, Mutex};
+    // The "other host": records any Authorization it is sent.
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let other = serve_app(Router::new().route(
+        "/api/v1/files",
+        axum::routing::get({
+            let seen = seen.clone();
+            move |h: HeaderMap| async move {
+                if let Some(a) = h.get(header::AUTHORIZATION) {
+                    seen.lock().unwrap().push(a.to_str().unwrap_or("").to_string());
+                }
+                axum::Json(json!({"files": [], "meta": {}}))
+            }
+        }),
+    ));
+    // `localhost` is another host name than `127.0.0.1`, as far as credentials go.
+    let other = other.replace("127.0.0.1", "localhost");
+    let redirect_to = |to: String| {
+        Router::new()
+            .route(
+                "/api/v1/files",
+                axum::routing::get(move || {
+                    let to = to.clone();
+                    async move { (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response() }
+                }),
+            )
+            .route(
+                "/same/api/v1/files",
+                axum::routing::get(|| async { axum::Json(json!({"files": [], "meta": {}})) }),
+            )
+    };
+    let foreign = serve_app(redirect_to(format!("{other}/api/v1/files?limit=1")));
+    let check = |endpoint: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("c.toml");
+        std::fs::write(&config, format!("[api]\nendpoint = \"{endpoint}\"\n")).unwrap();
+        let mut c = std::process::Command::new(bin());
+        c.arg("--config")
+            .arg(&config)
+            .arg("check")
+            .env("AUTORENDER_API_KEY", KEY)
+            .env("HOME", dir.path());
+        run(c)
+    };
+    let out = check(&foreign);
+    assert_ne!(
+        out.code, 0,
+        "a redirect to another host is not followed: {}",
+        out.stdout
+    );
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(said.contains("redirect to another host refused"), "{said}");
+    assert!(seen.lock().unwrap().is_empty(), "the other host saw the key");
+    assert!(!out.stdout.contains(KEY) && !out.stderr.contains(KEY));
+
+    // The same host: followed (a relative redirect within the service).
+    let same = serve_app(redirect_to("/same/api/v1/files?limit=1".into()));
+    let out = check(&same);
+    assert_eq!(
+        out.code, 0,
+        "a same-host redirect is followed: {}{}",
+        out.stdout, out.stderr
+    );
+}
