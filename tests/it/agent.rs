@@ -537,6 +537,15 @@ fn a_rejected_key_pauses_uploads_without_a_hot_loop() {
         emu.stat("unauthorized")
     );
     assert_eq!(sb.status()["roots"][0]["pending"], 1, "the file stays pending");
+    // The key becomes valid (here: the service now takes it); the slow
+    // re-check (every 60 s) notices and uploads resume by themselves.
+    let addr = emu.url.trim_start_matches("http://").to_string();
+    drop(emu);
+    let emu = Emulator::start(&["--listen", &addr, "--api-key", "wrong-key"]);
+    assert!(
+        wait_until(Duration::from_secs(90), || emu.stored() == 1),
+        "resumed after the re-check"
+    );
     let out = agent.stop();
     assert_eq!(out.code, 0);
     assert_eq!(
@@ -545,4 +554,5 @@ fn a_rejected_key_pauses_uploads_without_a_hot_loop() {
         "one clear line: {}",
         out.stderr
     );
+    assert!(out.stderr.contains("accepted again"), "{}", out.stderr);
 }

@@ -47,8 +47,11 @@ impl Emulator {
         if !extra.contains(&"--listen") {
             shape.extend(["--listen".to_string(), "127.0.0.1:0".to_string()]);
         }
+        if !extra.contains(&"--api-key") {
+            shape.extend(["--api-key".to_string(), KEY.to_string()]);
+        }
         let mut child = Command::new(bin())
-            .args(["emulator", "--api-key", KEY, "--store"])
+            .args(["emulator", "--store"])
             .arg(store.path())
             .args(&shape)
             .args(extra)
