@@ -261,21 +261,13 @@ impl Uploader {
 
         // An upload that may already have landed is reconciled before anything is sent again.
         if let Some((session, _, phase @ (Phase::Completing | Phase::Direct))) = &carried {
-            let multipart = (*phase == Phase::Completing).then_some(session);
+            let multipart = *phase == Phase::Completing;
             tracing::info!(
                 "{}: the last upload's outcome is unknown; asking the workspace",
                 job.path.display()
             );
-            observer.reconciling().await.map_err(UploadError::Checkpoint)?;
             match self
-                .reconcile(
-                    job,
-                    multipart,
-                    session.began_at_ms,
-                    before.size,
-                    &sha256,
-                    &self.reconcile,
-                )
+                .ask_workspace(job, session, multipart, before.size, &sha256, observer)
                 .await?
             {
                 Some(file) => return verify(job, file, before.size, sha256),
@@ -339,16 +331,8 @@ impl Uploader {
                 "{}: complete was not answered with success ({error}); asking the workspace",
                 job.path.display()
             );
-            observer.reconciling().await.map_err(UploadError::Checkpoint)?;
             match self
-                .reconcile(
-                    job,
-                    Some(&session),
-                    session.began_at_ms,
-                    before.size,
-                    &sha256,
-                    &self.reconcile,
-                )
+                .ask_workspace(job, &session, true, before.size, &sha256, observer)
                 .await?
             {
                 Some(file) => return verify(job, file, before.size, sha256),
@@ -361,6 +345,31 @@ impl Uploader {
                 None => return Err(error.into()),
             }
         }
+    }
+
+    /// Records that the outcome of `session` is unknown, then asks: a
+    /// multipart session is completed once more first; otherwise `session`
+    /// only says when the direct upload began.
+    async fn ask_workspace(
+        &self,
+        job: &Job,
+        session: &Session,
+        multipart: bool,
+        size: u64,
+        sha256: &str,
+        observer: &Arc<dyn Observer>,
+    ) -> Result<Option<RemoteFile>, UploadError> {
+        observer.reconciling().await.map_err(UploadError::Checkpoint)?;
+        let session_to_complete = multipart.then_some(session);
+        self.reconcile(
+            job,
+            session_to_complete,
+            session.began_at_ms,
+            size,
+            sha256,
+            &self.reconcile,
+        )
+        .await
     }
 
     /// Asks the workspace about an upload whose outcome is unknown.

@@ -59,33 +59,19 @@ async fn complete(body: Bytes) -> Response {
     .into_response()
 }
 
-fn serve() -> (String, std::thread::JoinHandle<()>) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr: SocketAddr = listener.local_addr().unwrap();
-            let base = format!("http://{addr}");
-            tx.send(base.clone()).unwrap();
-            let app = Router::new()
-                .route("/api/v1/multipart/start", post(start))
-                .route("/api/v1/multipart/complete", post(complete))
-                .route("/part/{i}", put(|| async { "" }))
-                .with_state(base);
-            // Serves until the test process ends.
-            let _ = tokio::time::timeout(Duration::from_secs(300), axum::serve(listener, app)).await;
-        });
-    });
-    (rx.recv().unwrap(), handle)
+fn serve() -> String {
+    serve_app(|base| {
+        Router::new()
+            .route("/api/v1/multipart/start", post(start))
+            .route("/api/v1/multipart/complete", post(complete))
+            .route("/part/{i}", put(|| async { "" }))
+            .with_state(base)
+    })
 }
 
 #[test]
 fn nonsense_from_the_service_is_a_clear_per_file_error() {
-    let (base, _server) = serve();
+    let base = serve();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(
@@ -138,8 +124,9 @@ fn nonsense_from_the_service_is_a_clear_per_file_error() {
     }
 }
 
-/// Serves `app` on 127.0.0.1:0 in its own thread for up to 5 minutes; the base URL.
-fn serve_app(app: Router) -> String {
+/// Serves the app `make` builds (given its own base URL) on 127.0.0.1:0 in
+/// its own thread for up to 5 minutes; returns the base URL.
+fn serve_app(make: impl FnOnce(String) -> Router + Send + 'static) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -148,8 +135,10 @@ fn serve_app(app: Router) -> String {
             .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(format!("http://{}", listener.local_addr().unwrap()))
-                .unwrap();
+            let addr: SocketAddr = listener.local_addr().unwrap();
+            let base = format!("http://{addr}");
+            tx.send(base.clone()).unwrap();
+            let app = make(base);
             let _ = tokio::time::timeout(Duration::from_secs(300), axum::serve(listener, app)).await;
         });
     });
@@ -164,18 +153,21 @@ fn credentials_never_follow_a_redirect_to_another_host() {
     use std::sync::{Arc, Mutex};
     // The "other host": records any Authorization it is sent.
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let other = serve_app(Router::new().route(
-        "/api/v1/files",
-        axum::routing::get({
-            let seen = seen.clone();
-            move |h: HeaderMap| async move {
-                if let Some(a) = h.get(header::AUTHORIZATION) {
-                    seen.lock().unwrap().push(a.to_str().unwrap_or("").to_string());
+    let recorder = seen.clone();
+    let other = serve_app(move |_| {
+        Router::new().route(
+            "/api/v1/files",
+            axum::routing::get({
+                let seen = recorder.clone();
+                move |h: HeaderMap| async move {
+                    if let Some(a) = h.get(header::AUTHORIZATION) {
+                        seen.lock().unwrap().push(a.to_str().unwrap_or("").to_string());
+                    }
+                    axum::Json(json!({"files": [], "meta": {}}))
                 }
-                axum::Json(json!({"files": [], "meta": {}}))
-            }
-        }),
-    ));
+            }),
+        )
+    });
     // `localhost` is another host name than `127.0.0.1`, as far as credentials go.
     let other = other.replace("127.0.0.1", "localhost");
     let redirect_to = |to: String| {
@@ -192,7 +184,8 @@ fn credentials_never_follow_a_redirect_to_another_host() {
                 axum::routing::get(|| async { axum::Json(json!({"files": [], "meta": {}})) }),
             )
     };
-    let foreign = serve_app(redirect_to(format!("{other}/api/v1/files?limit=1")));
+    let to_other = format!("{other}/api/v1/files?limit=1");
+    let foreign = serve_app(move |_| redirect_to(to_other));
     let check = |endpoint: &str| {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("c.toml");
@@ -217,7 +210,7 @@ fn credentials_never_follow_a_redirect_to_another_host() {
     assert!(!out.stdout.contains(KEY) && !out.stderr.contains(KEY));
 
     // The same host: followed (a relative redirect within the service).
-    let same = serve_app(redirect_to("/same/api/v1/files?limit=1".into()));
+    let same = serve_app(move |_| redirect_to("/same/api/v1/files?limit=1".into()));
     let out = check(&same);
     assert_eq!(
         out.code, 0,
