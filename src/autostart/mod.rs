@@ -201,14 +201,24 @@ mod golden {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/golden")
             .join(name);
+        // UPDATE_GOLDEN rewrites the file and then fails the test, so an
+        // update is always looked at and never passes as a comparison of a
+        // file with itself; CI refuses it outright.
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            assert!(
+                std::env::var("CI").is_err(),
+                "UPDATE_GOLDEN is for a developer's machine, not CI"
+            );
             std::fs::write(&path, actual).unwrap();
+            panic!(
+                "{name} rewritten from the current output; review `git diff tests/golden` and run again without UPDATE_GOLDEN"
+            );
         }
         let expected = std::fs::read_to_string(&path)
             .unwrap_or_else(|_| panic!("missing golden file {}", path.display()));
         assert_eq!(
             actual, expected,
-            "{name} differs from its golden file (UPDATE_GOLDEN=1 to accept)"
+            "{name} differs from its golden file (UPDATE_GOLDEN=1 to rewrite it, then review the diff)"
         );
     }
 

@@ -51,9 +51,20 @@ proptest! {
         let parts: Vec<String> = (0..n).map(|i| format!("https://s3.example/{i}")).collect();
         let body = serde_json::json!({"session_id": "s", "part_size": part_size, "parts": parts, "expire_at": expire});
         if let Ok(s) = decode_start_answer(200, body.to_string().as_bytes(), size) {
-            // Whatever was accepted covers the file exactly.
+            // Whatever was accepted covers the file exactly: the parts'
+            // ranges follow one another from 0 to `size`, none empty but a
+            // lone part of an empty file, none longer than part_size.
             prop_assert!(s.part_size > 0);
             prop_assert!(s.parts.len() as u64 == size.div_ceil(s.part_size) || (size == 0 && s.parts.len() == 1));
+            let mut next = 0u64;
+            for i in 0..s.parts.len() {
+                let (start, len) = s.part_range(i, size);
+                prop_assert_eq!(start, next, "part {} starts where {} ended", i, i.saturating_sub(1));
+                prop_assert!(len <= s.part_size);
+                prop_assert!(len > 0 || size == 0);
+                next = start + len;
+            }
+            prop_assert_eq!(next, size, "the parts cover the whole file");
         }
     }
 
