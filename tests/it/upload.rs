@@ -316,6 +316,25 @@ fn the_key_appears_in_no_command_output_at_any_verbosity() {
                 c.args(["-vvv", "--log-format", format]).args(args);
                 let out = run(c);
                 assert!(!out.stderr.contains("panicked"), "{args:?}: {}", out.stderr);
+                // Each command really ran: the right key succeeds; `check` and
+                // `upload` send the wrong one and are refused (exit 3); `run
+                // --once` is refused only if something is left to send.
+                let which = if key == KEY { "right" } else { "wrong" };
+                let allowed: &[i32] = match (key == wrong, args[0]) {
+                    (true, "check" | "upload") => &[3],
+                    (true, "run") if args.len() == 2 => &[0, 3],
+                    _ => &[0],
+                };
+                assert!(
+                    allowed.contains(&out.code),
+                    "{args:?} with the {which} key ({format}): exit {}: {}",
+                    out.code,
+                    out.stderr
+                );
+                assert!(
+                    !out.stdout.is_empty() || !out.stderr.is_empty(),
+                    "{args:?} said something"
+                );
                 for leaked in [KEY, wrong] {
                     assert!(
                         !out.stdout.contains(leaked) && !out.stderr.contains(leaked),
