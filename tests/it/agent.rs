@@ -349,11 +349,15 @@ fn polling_and_watch_limit_fallback_still_pick_files_up() {
 /// Drops `n` small files into a watched folder at once; every one must be
 /// uploaded exactly once. With `frozen`, the agent is stopped (SIGSTOP)
 /// while they are written, so the kernel's event queue overflows for sure.
-/// Returns the agent's log.
-pub fn burst(n: usize, frozen: bool) -> String {
+/// Returns the agent's log and how it watched the folder.
+pub fn burst(n: usize, frozen: bool) -> (String, String) {
     let emu = Emulator::start(&[]);
     let sb = Sandbox::watching(&emu, "settle = \"300ms\"\nconcurrent_files = 8\n", "");
     let mut agent = sb.running_agent(&[]);
+    let mode = sb.status()["roots"][0]["watch"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     if frozen {
         agent.signal("STOP");
     }
@@ -374,7 +378,7 @@ pub fn burst(n: usize, frozen: bool) -> String {
     let ledger = emu.ledger();
     assert_eq!(unique_names(&ledger).len(), n);
     assert_eq!(ledger.len(), n);
-    out.stderr
+    (out.stderr, mode)
 }
 
 #[test]
