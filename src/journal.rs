@@ -55,6 +55,11 @@ pub enum JournalError {
          run the newer version, or move the journal aside to start over"
     )]
     Newer { path: PathBuf, found: i64, known: i64 },
+    #[error(
+        "the journal {path} is from an older autorender-sync (schema {found}); start the agent once \
+         (`autorender-sync run`) to upgrade it, then ask again"
+    )]
+    Older { path: PathBuf, found: i64 },
 }
 
 impl From<rusqlite::Error> for JournalError {
@@ -1151,6 +1156,11 @@ pub fn open_read_only(state_dir: &Path) -> Result<Option<Connection>, JournalErr
         .map_err(|e| open_error(&path, e))?;
     if version == 0 {
         return Ok(None);
+    }
+    // Readers never migrate (they may run beside an old agent); they need
+    // the current schema.
+    if version < SCHEMA_VERSION {
+        return Err(JournalError::Older { path, found: version });
     }
     Ok(Some(conn))
 }

@@ -212,7 +212,9 @@ pub fn absolute_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
 pub fn journal_read_error(e: crate::journal::JournalError) -> CliError {
     use crate::journal::JournalError;
     match e {
-        JournalError::Damaged { .. } | JournalError::Newer { .. } => CliError::Usage(e.to_string()),
+        JournalError::Damaged { .. } | JournalError::Newer { .. } | JournalError::Older { .. } => {
+            CliError::Usage(e.to_string())
+        }
         other => CliError::Failed(other.to_string()),
     }
 }

@@ -93,6 +93,27 @@ fn a_garbage_or_newer_journal_is_refused_saying_what_is_wrong() {
         out.stderr
     );
     assert_eq!(emu.stored(), 2);
+
+    // An older schema: readers say to start the agent once; the agent upgrades it.
+    std::fs::write(&db, &good).unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.pragma_update(None, "user_version", 2).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE sessions DROP COLUMN dev; ALTER TABLE sessions DROP COLUMN ino;
+         ALTER TABLE sessions DROP COLUMN ctime_ns; DROP INDEX files_remote_key;
+         ALTER TABLE files DROP COLUMN remote_key;",
+    )
+    .unwrap();
+    drop(conn);
+    let mut status = sb.cmd();
+    status.arg("status");
+    let out = crate::harness::run(status);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("older autorender-sync"), "{}", out.stderr);
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "the agent upgrades it: {}", out.stderr);
+    assert_eq!(sb.status()["roots"][0]["done"], 2);
+    assert_eq!(emu.stored(), 2);
 }
 
 /// `state_dir` deleted under a running agent: it stops with a clear error
