@@ -74,7 +74,10 @@ pub async fn run(args: &Args) -> CliResult {
         println!("This folder is temporary and is removed when the demo stops; use --dir to keep it.");
     }
 
-    tokio::spawn(super::run::stop_on_signals(token.clone()));
+    tokio::spawn(super::run::stop_on_signals(
+        super::emulator::StopSignals::install(),
+        token.clone(),
+    ));
     let report = Agent::new(Arc::new(settings), uploader, journal, RunOptions::default())
         .run(token.clone())
         .await

@@ -71,6 +71,10 @@ pub struct Args {
     /// Largest direct upload (POST /api/v1/uploads) accepted; bigger ones get 413
     #[arg(long, value_name = "BYTES", default_value = "100MiB", value_parser = parse_size)]
     pub direct_max: u64,
+    /// Place every file under this folder instead of where it was asked to
+    /// go, so answers name another folder (clients should warn)
+    #[arg(long, value_name = "FOLDER")]
+    pub folder_root: Option<String>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -126,6 +130,7 @@ pub async fn run(args: &Args) -> CliResult {
     opts.complete_delay = Duration::from_millis(args.complete_delay);
     opts.ignore_list_filters = args.ignore_list_filters;
     opts.direct_max = args.direct_max;
+    opts.folder_root = args.folder_root.clone();
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on http://{addr}");
     let _ = out.flush();
@@ -139,24 +144,55 @@ pub async fn run(args: &Args) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// SIGINT and SIGTERM, caught from the moment this is made: a stop signal
+/// that arrives during start-up is a clean stop, not the default kill.
+pub struct StopSignals {
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Installs the handlers now (inside a Tokio runtime).
+    pub fn install() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            StopSignals {
+                int: signal(SignalKind::interrupt()).ok(),
+                term: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    /// Resolves on the next Ctrl-C or SIGTERM.
+    pub async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                _ = recv(&mut self.int) => {},
+                _ = recv(&mut self.term) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
+    StopSignals::install().next().await
 }

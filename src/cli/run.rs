@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::emulator::StopSignals;
 use super::{Cli, CliError, CliResult};
 use crate::agent::{Agent, AgentError, RunOptions};
 use crate::journal::{self, Journal, JournalError};
@@ -27,6 +28,8 @@ pub struct Args {
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
+    // Caught from here on: a stop during start-up is a clean stop too.
+    let signals = StopSignals::install();
     let settings = super::load_settings(cli)?;
     if settings.watches.is_empty() {
         let file = settings
@@ -72,7 +75,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     };
 
     let token = CancellationToken::new();
-    tokio::spawn(stop_on_signals(token.clone()));
+    tokio::spawn(stop_on_signals(signals, token.clone()));
     let opts = RunOptions {
         once: args.once,
         dry_run: args.dry_run,
@@ -119,13 +122,13 @@ fn journal_error(e: JournalError) -> CliError {
 
 /// First SIGINT/SIGTERM: stop cleanly. Second: exit now (the journal is
 /// crash-safe, so nothing is corrupted).
-pub(super) async fn stop_on_signals(token: CancellationToken) {
-    super::emulator::shutdown_signal().await;
+pub(super) async fn stop_on_signals(mut signals: StopSignals, token: CancellationToken) {
+    signals.next().await;
     tracing::info!(
         "stopping: in-flight uploads are checkpointed and resume on the next start (signal again to quit at once)"
     );
     token.cancel();
-    super::emulator::shutdown_signal().await;
+    signals.next().await;
     eprintln!("quitting at once");
     std::process::exit(130);
 }
