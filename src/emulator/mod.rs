@@ -73,6 +73,10 @@ pub struct Options {
     pub ignore_list_filters: bool,
     /// Largest direct upload accepted (413 above).
     pub direct_max: u64,
+    /// Every file is placed under this folder, not where it was asked to
+    /// go (as a workspace with a fixed upload root would), so answers name
+    /// a folder other than the one sent.
+    pub folder_root: Option<String>,
 }
 
 /// The two readings of the service's answers (SPEC §1).
@@ -104,6 +108,7 @@ impl Options {
             complete_delay: Duration::ZERO,
             ignore_list_filters: false,
             direct_max: 100 * 1024 * 1024,
+            folder_root: None,
         }
     }
 }
@@ -1025,7 +1030,16 @@ struct NewFile {
 
 /// Stores a finished file: object, `<store>/<folder>/<name>`, folders, ledger.
 fn store_file(emu: &Emulator, inner: &mut Inner, new: NewFile) -> Result<LedgerEntry, (StatusCode, String)> {
-    let f = new.meta;
+    let mut f = new.meta;
+    if let Some(root) = emu.opts.folder_root.as_deref().map(|r| r.trim_matches('/'))
+        && !root.is_empty()
+    {
+        f.folder = [root, f.folder.as_str()]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("/");
+    }
     let name = if f.random_prefix {
         let mut s = emu.rng.lock().expect("rng lock");
         format!("{:08x}_{}", splitmix(&mut s) as u32, f.file_name)

@@ -397,6 +397,22 @@ impl AgentProcess {
             .is_some_and(|c| c.try_wait().ok().flatten().is_some())
     }
 
+    /// What the agent has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Waits (at most `deadline`) for the agent to exit by itself.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Output {
+        let mut child = self.child.take().expect("running");
+        let status = wait_with_deadline(&mut child, deadline);
+        Output {
+            code: status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr: self.log_text(),
+        }
+    }
+
     /// SIGTERM (if still running), then wait for its exit; returns the output.
     pub fn stop(&mut self) -> Output {
         let mut child = self.child.take().expect("running");

@@ -10,6 +10,7 @@ mod faults;
 mod first_run;
 mod harness;
 mod hostile;
+mod lifecycle;
 mod promises;
 mod properties;
 mod protocol;

@@ -1,0 +1,166 @@
+//! The agent's life as a service: periodic rescans find what no event
+//! reported, a second stop signal quits at once, a folder the service placed
+//! elsewhere is warned about, and colour follows the terminal and NO_COLOR.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// A folder mounted over a watched one hides every write inside it from the
+/// watcher (the watch is on the covered folder): only the periodic rescan
+/// can find a file written there. Needs root to mount (CI is root).
+#[test]
+fn periodic_rescans_find_files_no_event_reported() {
+    if !is_root() {
+        skip_or_fail("mounting a tmpfs needs root");
+        return;
+    }
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\nrescan_interval = \"2s\"\n", "");
+    let hidden = sb.drop_dir().join("card");
+    std::fs::create_dir(&hidden).unwrap();
+    let mut agent = sb.running_agent(&[]);
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&hidden)
+        .status()
+        .expect("mount");
+    assert!(status.success(), "mount -t tmpfs failed");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(hidden.clone());
+    write_file(&hidden.join("A001.mov"), 4096, 1);
+    let t0 = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(30), || emu.stored() == 1),
+        "the rescan never found the file: {}",
+        agent.log_text()
+    );
+    let ledger = emu.ledger();
+    assert_eq!(ledger[0]["name"], "A001.mov", "{ledger:?}");
+    assert_eq!(ledger[0]["folder"], "uploads/drop/card", "{ledger:?}");
+    eprintln!("found by the periodic rescan after {:?}", t0.elapsed());
+    let out = agent.stop();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// The first SIGTERM stops cleanly, which waits for the journal; a second
+/// one quits at once (exit 130) even while that wait lasts. Another process
+/// holding the journal's write lock keeps the clean stop waiting.
+#[test]
+fn a_second_signal_quits_at_once() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let mut agent = sb.running_agent(&[]);
+    // "watching" is logged once the journal is open (and in its place).
+    assert!(wait_until(Duration::from_secs(20), || agent
+        .log_text()
+        .contains("watching")));
+    let db = rusqlite::Connection::open_with_flags(
+        sb.state_dir().join("journal.sqlite3"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
+    )
+    .unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    agent.signal("TERM");
+    assert!(
+        wait_until(Duration::from_secs(10), || agent.log_text().contains("stopping")),
+        "the first signal was not taken: {}",
+        agent.log_text()
+    );
+    assert!(
+        !agent.has_exited(),
+        "the clean stop should be waiting for the journal: {}",
+        agent.log_text()
+    );
+    let t0 = Instant::now();
+    agent.signal("TERM");
+    let out = agent.wait_exit(Duration::from_secs(5));
+    let took = t0.elapsed();
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    assert!(out.stderr.contains("quitting at once"), "{}", out.stderr);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    db.execute_batch("ROLLBACK").unwrap();
+    drop(db);
+    // Quitting mid-stop leaves a journal the next run opens as usual.
+    write_file(&sb.drop_dir().join("after.bin"), 100, 3);
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emu.stored(), 1);
+}
+
+/// SPEC §4: the folder the service answers with is recorded, and one other
+/// than the folder sent is a warning, not a failure.
+#[test]
+fn a_folder_the_service_moved_is_warned_about_and_recorded() {
+    let emu = Emulator::start(&["--folder-root", "intake"]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    write_file(&sb.drop_dir().join("shot.mov"), 2048, 5);
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "asked for folder \"uploads/drop\" but the service placed it in \"intake/uploads/drop\""
+        ),
+        "{}",
+        out.stderr
+    );
+    let mut h = sb.cmd();
+    h.args(["history", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&run(h).stdout).unwrap();
+    assert_eq!(rows[0]["remote_folder"], "intake/uploads/drop", "{rows}");
+    // Recorded as done: a second run sends nothing.
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emu.stored(), 1);
+}
+
+/// Colour on a terminal, none with NO_COLOR set (https://no-color.org), none
+/// into a pipe. `script` (util-linux) gives the binary a terminal.
+#[test]
+fn colour_follows_the_terminal_and_no_color() {
+    if Command::new("script").arg("--version").output().is_err() {
+        skip_or_fail("`script` (util-linux) is not installed");
+        return;
+    }
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let on_a_terminal = |no_color: Option<&str>| {
+        let inner = sb.cmd();
+        let mut line = format!("'{}'", inner.get_program().to_string_lossy());
+        for a in inner.get_args() {
+            line.push_str(&format!(" '{}'", a.to_string_lossy()));
+        }
+        line.push_str(" run --once");
+        let mut c = Command::new("script");
+        c.args(["-qec", &line, "/dev/null"]);
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c.env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            c.env("NO_COLOR", v);
+        }
+        run(c)
+    };
+    let coloured = on_a_terminal(None);
+    assert!(coloured.stdout.contains("\x1b["), "{:?}", coloured.stdout);
+    let plain = on_a_terminal(Some("1"));
+    assert!(!plain.stdout.contains("\x1b["), "{:?}", plain.stdout);
+    assert!(plain.stdout.contains("watching"), "{:?}", plain.stdout);
+    let mut piped = sb.cmd();
+    piped.env_remove("NO_COLOR").args(["run", "--once"]);
+    let out = run(piped);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("watching"), "{}", out.stderr);
+    assert!(!out.stderr.contains("\x1b[") && !out.stdout.contains("\x1b["));
+}
