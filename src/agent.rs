@@ -25,7 +25,7 @@ use crate::fileid::{FileId, Fingerprint, hash_file};
 use crate::journal::{DoneRecord, FileRow, Journal, JournalError, SavedSession, State, now_ms};
 use crate::mapping;
 use crate::scan::{self, Rejected};
-use crate::settle::{Decision, Fs, Seen, Settler, Stat};
+use crate::settle::{Decision, Fs, Settler};
 use crate::upload::{Job, Observer, Outcome, Phase, Resume, UploadError, Uploader};
 use crate::watch::{self, Hint};
 
@@ -385,44 +385,39 @@ impl Agent {
     }
 
     /// Walks root `i` (or a folder in it); files already uploaded unchanged
-    /// are skipped on the spot, the rest go to settle.
+    /// are skipped on the spot, the rest go to settle. Folder by folder: the
+    /// walk (on a blocking thread) hands over one folder's files at a time,
+    /// each checked against that folder's journal records only, so memory
+    /// and time follow the folders scanned, not the root's size.
     async fn scan(&mut self, i: usize, dir: Option<PathBuf>) -> Result<(), AgentError> {
         let w = self.settings.watches[i].clone();
         let dir = dir.unwrap_or_else(|| w.path.clone());
-        // Only the records under the folder scanned: a new folder in a root
-        // of 100,000 uploaded files costs that folder, not the root.
-        let under = dir
-            .strip_prefix(&w.path)
-            .ok()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(|p| {
-                let parts: Vec<String> = p
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect();
-                format!("{}/", parts.join("/"))
-            });
-        let found = tokio::task::spawn_blocking({
+        let (tx, mut rx) = mpsc::channel::<scan::Folder>(2);
+        let walker = tokio::task::spawn_blocking({
             let w = w.clone();
-            move || scan::walk(&w, &dir)
-        })
-        .await
-        .unwrap_or_default();
-        let done = self.journal.done_under(self.root_str(i), under).await?;
-        let now = std::time::Instant::now();
-        for path in found {
-            let Ok(rel) = scan::relative(&w, &path) else {
-                continue;
-            };
-            if let Some((size, mtime)) = done.get(&rel)
-                && let Seen::File { size: s, mtime_ns: m } = Fs.stat(&path)
-                && s as i64 == *size
-                && m as i64 == *mtime
-            {
-                self.report.skipped += 1;
+            move || scan::walk_folders(&w, &dir, |folder| tx.blocking_send(folder).is_ok())
+        });
+        let root = self.root_str(i);
+        while let Some(folder) = rx.recv().await {
+            if folder.files.is_empty() {
                 continue;
             }
-            self.settler.offer(&path, w.settle, now);
+            let done = self.journal.done_in(root.clone(), folder.prefix).await?;
+            let now = std::time::Instant::now();
+            for f in folder.files {
+                if let Some((size, mtime)) = done.get(&f.rel)
+                    && f.size as i64 == *size
+                    && f.mtime_ns as i64 == *mtime
+                {
+                    self.report.skipped += 1;
+                    continue;
+                }
+                self.settler.offer(&f.path, w.settle, now);
+            }
+        }
+        // The walk ends with the channel; a panic in it is a bug worth a line.
+        if let Err(e) = walker.await {
+            tracing::error!("scanning {} failed: {e}", w.path.display());
         }
         Ok(())
     }

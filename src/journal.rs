@@ -256,6 +256,11 @@ pub fn agent_running(state_dir: &Path) -> bool {
     matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
 }
 
+/// The folder part of `rel` with its trailing `/` ("a/b/" of "a/b/c.mov",
+/// "" of "c.mov"): every character but `/` trimmed from the right. Queries
+/// must spell it exactly so to use the `files_folder` index.
+const FOLDER_OF_REL: &str = "rtrim(rel, replace(rel, '/', ''))";
+
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -349,6 +354,11 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
              CREATE INDEX files_remote_key ON files (remote_key);",
         )?;
     }
+    // Each file's folder, for scans folder by folder. An index only: older
+    // binaries of the same schema version read and write around it.
+    tx.execute_batch(&format!(
+        "CREATE INDEX IF NOT EXISTS files_folder ON files (root, {FOLDER_OF_REL})"
+    ))?;
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
@@ -791,25 +801,22 @@ impl Journal {
         .await
     }
 
-    /// Size and mtime of every done file of `root` (only those whose relative
-    /// path starts with `prefix`, a folder ending in `/`), by relative path.
-    pub async fn done_under(
+    /// Size and mtime of the done files directly in one folder of `root`
+    /// (`folder`: root-relative with a trailing `/`, empty for the root),
+    /// by relative path. Read through the `files_folder` index, so a scan
+    /// costs each folder its own records, whatever the root holds.
+    pub async fn done_in(
         &self,
         root: String,
-        prefix: Option<String>,
+        folder: String,
     ) -> Result<std::collections::HashMap<String, (i64, i64)>, JournalError> {
         self.call(move |c| {
-            // A range on the (root, rel) index: [prefix, prefix with '/' → '0').
-            let (lo, hi) = match &prefix {
-                Some(p) => (p.clone(), format!("{}0", p.trim_end_matches('/'))),
-                None => (String::new(), "\u{10FFFF}".to_string()),
-            };
-            let mut stmt = c.prepare_cached(
+            let mut stmt = c.prepare_cached(&format!(
                 "SELECT rel, done_size, done_mtime_ns FROM files
-                 WHERE root = ?1 AND rel >= ?2 AND rel < ?3 AND state = 'done'",
-            )?;
+                 WHERE root = ?1 AND {FOLDER_OF_REL} = ?2 AND state = 'done'"
+            ))?;
             let rows = stmt
-                .query_map(params![root, lo, hi], |r| {
+                .query_map(params![root, folder], |r| {
                     Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
@@ -1437,7 +1444,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn done_under_a_folder_is_only_that_folder() {
+    async fn done_in_a_folder_is_only_that_folder_and_uses_its_index() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
         for rel in [
@@ -1459,16 +1466,28 @@ mod tests {
             };
             j.record_upload("/r".into(), rel.into(), d).await.unwrap();
         }
-        let mut under: Vec<String> = j
-            .done_under("/r".into(), Some("a/b/".into()))
+        let keys = |m: std::collections::HashMap<String, (i64, i64)>| {
+            let mut k: Vec<String> = m.into_keys().collect();
+            k.sort();
+            k
+        };
+        let done_in = |folder: &str| j.done_in("/r".into(), folder.into());
+        assert_eq!(keys(done_in("a/b/").await.unwrap()), vec!["a/b/x.mov"]);
+        assert_eq!(keys(done_in("a/").await.unwrap()), vec!["a/b.mov", "a/b0.mov"]);
+        assert_eq!(keys(done_in("").await.unwrap()), vec!["top.mov"]);
+        assert_eq!(keys(done_in("a/b/y/").await.unwrap()), vec!["a/b/y/z.mov"]);
+        assert!(j.done_in("/other".into(), "".into()).await.unwrap().is_empty());
+        // The query reads the folder index, not the whole table.
+        let plan: Vec<String> = j
+            .call(|c| {
+                let mut s = c.prepare(&format!(
+                    "EXPLAIN QUERY PLAN SELECT rel FROM files WHERE root = 'r' AND {FOLDER_OF_REL} = '' AND state = 'done'"
+                ))?;
+                s.query_map([], |r| r.get::<_, String>(3))?.collect()
+            })
             .await
-            .unwrap()
-            .into_keys()
-            .collect();
-        under.sort();
-        assert_eq!(under, vec!["a/b/x.mov", "a/b/y/z.mov"]);
-        assert_eq!(j.done_under("/r".into(), None).await.unwrap().len(), 6);
-        assert!(j.done_under("/other".into(), None).await.unwrap().is_empty());
+            .unwrap();
+        assert!(plan.iter().any(|p| p.contains("files_folder")), "{plan:?}");
     }
 
     #[test]

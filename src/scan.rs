@@ -65,40 +65,110 @@ pub fn relative(watch: &WatchSettings, path: &Path) -> Result<String, Rejected> 
     }
 }
 
-/// Walks `dir` (a root or a folder under it) and returns the candidate files.
-/// Unreadable folders are logged and skipped; the next rescan tries again.
-pub fn walk(watch: &WatchSettings, dir: &Path) -> Vec<PathBuf> {
-    let depth = if watch.recursive { usize::MAX } else { 1 };
-    let start_depth = dir
-        .strip_prefix(&watch.path)
-        .map(|r| r.components().count())
-        .unwrap_or(0);
-    let mut out = Vec::new();
-    let walker = walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .max_depth(depth.saturating_sub(start_depth))
-        .into_iter()
-        .filter_entry(|e| e.depth() == 0 || e.file_name().to_str().is_none_or(|n| !is_builtin_excluded(n)));
-    for entry in walker {
-        match entry {
-            Ok(e) if e.file_type().is_file() => match relative(watch, e.path()) {
-                Ok(_) => out.push(e.into_path()),
-                Err(Rejected::NotUtf8(p)) => {
-                    tracing::warn!(
-                        "skipping {}: its name is not valid UTF-8; rename it to upload it",
-                        p.display()
-                    )
+/// A candidate file found by a walk, with what `lstat` said of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub path: PathBuf,
+    /// Root-relative, with `/`.
+    pub rel: String,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+/// One folder's candidate files (not those of its subfolders).
+#[derive(Debug, Default)]
+pub struct Folder {
+    /// The folder, root-relative with a trailing `/` (empty for the root).
+    pub prefix: String,
+    pub files: Vec<Found>,
+}
+
+/// Walks `dir` (a root or a folder under it) one folder at a time, depth
+/// first, and hands each folder's candidate files to `each`; the walk stops
+/// when `each` returns false. At most one folder's files are held at once
+/// (plus the names of the folders still to visit), so walking a million
+/// files costs the memory of the largest folder, not of the tree. Folders
+/// that cannot be read are logged and skipped; the next rescan tries again.
+/// Symlinks are never followed, and hidden or temp folders not entered.
+pub fn walk_folders(watch: &WatchSettings, dir: &Path, mut each: impl FnMut(Folder) -> bool) {
+    if !dir.starts_with(&watch.path) {
+        return;
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("cannot read {}: {e}", folder.display());
+                continue;
+            }
+        };
+        let mut found = Folder {
+            prefix: folder_prefix(watch, &folder),
+            files: Vec::new(),
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!("cannot read {}: {e}", folder.display());
+                    continue;
                 }
+            };
+            let Ok(kind) = entry.file_type() else { continue };
+            let path = entry.path();
+            if kind.is_dir() {
+                let hidden = entry.file_name().to_str().is_some_and(is_builtin_excluded);
+                if watch.recursive && !hidden {
+                    stack.push(path);
+                }
+                continue;
+            }
+            if !kind.is_file() {
+                continue;
+            }
+            match relative(watch, &path) {
+                Ok(rel) => {
+                    // Gone or unreadable since it was listed: the watcher or
+                    // the next rescan will see it again.
+                    let Ok(m) = std::fs::symlink_metadata(&path) else {
+                        continue;
+                    };
+                    found.files.push(Found {
+                        path,
+                        rel,
+                        size: m.len(),
+                        mtime_ns: crate::fileid::mtime_ns(&m),
+                    });
+                }
+                Err(Rejected::NotUtf8(p)) => tracing::warn!(
+                    "skipping {}: its name is not valid UTF-8; rename it to upload it",
+                    p.display()
+                ),
                 Err(_) => {}
-            },
-            Ok(_) => {}
-            Err(e) => tracing::warn!(
-                "cannot read {}: {e}",
-                e.path().map(|p| p.display().to_string()).unwrap_or_default()
-            ),
+            }
+        }
+        if !each(found) {
+            return;
         }
     }
-    out
+}
+
+/// `folder`'s root-relative path with a trailing `/` (empty for the root).
+fn folder_prefix(watch: &WatchSettings, folder: &Path) -> String {
+    let parts: Vec<String> = folder
+        .strip_prefix(&watch.path)
+        .map(|p| {
+            p.components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", parts.join("/"))
+    }
 }
 
 #[cfg(test)]
@@ -166,10 +236,38 @@ mod tests {
         #[cfg(unix)]
         std::os::unix::fs::symlink(root.join("a.mp4"), root.join("link.mp4")).unwrap();
         let w = watch(&root, "");
-        let mut found: Vec<String> = walk(&w, &root).iter().map(|p| relative(&w, p).unwrap()).collect();
-        found.sort();
-        assert_eq!(found, vec!["a.mp4", "sub/b.mp4"]);
-        let only_sub: Vec<PathBuf> = walk(&w, &root.join("sub"));
-        assert_eq!(only_sub, vec![root.join("sub/b.mp4")]);
+        let walk = |dir: &Path| {
+            let mut folders = Vec::new();
+            walk_folders(&w, dir, |f| {
+                let mut rels: Vec<String> = f.files.iter().map(|x| x.rel.clone()).collect();
+                rels.sort();
+                folders.push((f.prefix, rels));
+                true
+            });
+            folders.sort();
+            folders
+        };
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            walk(&root),
+            vec![("".into(), s(&["a.mp4"])), ("sub/".into(), s(&["sub/b.mp4"]))]
+        );
+        assert_eq!(walk(&root.join("sub")), vec![("sub/".into(), s(&["sub/b.mp4"]))]);
+        // Not recursive: the root's own files only.
+        let flat = watch(&root, "recursive = false\n");
+        let mut n = 0;
+        walk_folders(&flat, &root, |f| {
+            assert_eq!(f.prefix, "");
+            n += f.files.len();
+            true
+        });
+        assert_eq!(n, 1);
+        // `each` returning false stops the walk.
+        let mut calls = 0;
+        walk_folders(&w, &root, |_| {
+            calls += 1;
+            false
+        });
+        assert_eq!(calls, 1);
     }
 }
