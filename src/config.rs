@@ -479,8 +479,8 @@ impl<'s> Walker<'s> {
                         let key = format!("watch[{i}]");
                         if let Some(t) = self.table(entry, &key) {
                             let (root, w) = self.watch(t, &key, entry.span(), agent.settle);
-                            if let Some(root) = root {
-                                roots.push((i, root, entry.span()));
+                            if let Some((root, path_span)) = root {
+                                roots.push((i, root, path_span));
                             }
                             watches.extend(w);
                         }
@@ -656,13 +656,15 @@ impl<'s> Walker<'s> {
         key: &str,
         span: Span,
         default_settle: Duration,
-    ) -> (Option<PathBuf>, Option<WatchSettings>) {
+    ) -> (Option<(PathBuf, Span)>, Option<WatchSettings>) {
         let f = self.fields(t, key, WATCH_KEYS);
         let k = |name: &str| format!("{key}.{name}");
         let before = self.errors.len();
 
+        let mut path_span = span.clone();
         let path = match self.string(&f, "path", &k("path")) {
             Some((text, pspan)) => {
+                path_span = pspan.clone();
                 self.path(&text, &pspan, &k("path"))
                     .and_then(|p| match std::fs::metadata(&p) {
                         Ok(m) if m.is_dir() => match p.canonicalize() {
@@ -823,7 +825,7 @@ impl<'s> Walker<'s> {
             default_settle
         };
         if self.errors.len() != before {
-            return (path, None);
+            return (path.map(|p| (p, path_span)), None);
         }
         let Some(root) = path.clone() else {
             return (None, None);
@@ -843,7 +845,7 @@ impl<'s> Walker<'s> {
             after_upload,
             settle,
         };
-        (path, Some(settings))
+        (path.map(|p| (p, path_span)), Some(settings))
     }
 
     fn globs(

@@ -1,6 +1,7 @@
 //! The bad-config corpus: every file in `tests/config-corpus/` is a broken
-//! config whose first line says `# expect: <key>`. Each must make `check`
-//! exit 2 with a message naming that key and a line, and never panic.
+//! config whose first line says `# expect: <key> on line <N>`. Each must make
+//! `check` exit 2, and the message naming that key must name line N (and
+//! never panic).
 //! A new case is one new file.
 
 use std::path::Path;
@@ -25,12 +26,13 @@ fn every_broken_config_is_exit_2_naming_the_key_and_line() {
         let text = std::fs::read_to_string(case)
             .unwrap()
             .replace("@DIR@", &root.display().to_string());
-        let expect = text
+        let (expect, line) = text
             .lines()
             .next()
             .and_then(|l| l.strip_prefix("# expect: "))
-            .unwrap_or_else(|| panic!("{} lacks its `# expect:` line", case.display()))
-            .to_string();
+            .and_then(|l| l.rsplit_once(" on line "))
+            .unwrap_or_else(|| panic!("{} lacks its `# expect: <key> on line <N>` line", case.display()));
+        let (expect, line) = (expect.to_string(), line.trim().to_string());
         let config = dir.path().join("config.toml");
         std::fs::write(&config, &text).unwrap();
         let mut c = std::process::Command::new(bin());
@@ -39,17 +41,15 @@ fn every_broken_config_is_exit_2_naming_the_key_and_line() {
             .args(["check", "--offline"])
             .env("AUTORENDER_API_KEY", "k");
         let out = run(c);
-        let named = if expect.contains(' ') {
-            out.stderr.contains(&expect)
+        let needle = if expect.contains(' ') {
+            expect.clone()
         } else {
-            out.stderr.contains(&format!("`{expect}`"))
+            format!("`{expect}`")
         };
-        let has_line = out.stderr.contains("config.toml:")
-            && out
-                .stderr
-                .split("config.toml:")
-                .nth(1)
-                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
+        // The message naming the key, and the line it names.
+        let message = out.stderr.lines().find(|l| l.contains(&needle));
+        let named = message.is_some();
+        let has_line = message.is_some_and(|m| m.contains(&format!("config.toml:{line}:")));
         if out.code != 2 || !named || !has_line || out.stderr.contains("panicked") {
             failures.push(format!(
                 "{}: exit {}, stderr: {}",
@@ -67,7 +67,7 @@ fn every_broken_config_is_exit_2_naming_the_key_and_line() {
         failures.join("\n")
     );
     eprintln!(
-        "config corpus: {0}/{0} cases exit 2 naming their key and line",
+        "config corpus: {0}/{0} cases exit 2 naming their key and its exact line",
         cases.len()
     );
 }
