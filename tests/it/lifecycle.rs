@@ -164,3 +164,72 @@ fn colour_follows_the_terminal_and_no_color() {
     assert!(out.stderr.contains("watching"), "{}", out.stderr);
     assert!(!out.stderr.contains("\x1b[") && !out.stdout.contains("\x1b["));
 }
+
+/// Part URLs that expire mid-upload are renewed: the agent is frozen
+/// (SIGSTOP) after its first part until the service's URLs have expired,
+/// then thawed. Its next PUT is refused as expired, it starts one new
+/// session, and the file is stored once, whole.
+#[test]
+fn part_urls_that_expire_mid_upload_are_renewed_with_a_new_session() {
+    let emu = Emulator::start(&["--part-size", "64KiB", "--url-ttl", "2", "--latency", "30"]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\nconcurrent_parts = 1\ndirect_upload_max = \"64KiB\"\n",
+        "",
+    );
+    let mut agent = sb.running_agent(&[]);
+    let file = sb.drop_dir().join("long.mov");
+    write_file(&file, 32 * 64 * 1024, 9);
+    assert!(
+        wait_until(Duration::from_secs(30), || emu
+            .sessions_of("long.mov")
+            .first()
+            .is_some_and(|s| s["parts_received"].as_u64() >= Some(1))),
+        "no part arrived: {}",
+        agent.log_text()
+    );
+    agent.signal("STOP");
+    let first = emu.sessions_of("long.mov");
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0]["parts_received"].as_u64() < Some(32),
+        "frozen mid-upload"
+    );
+    let expire_at = first[0]["expire_at"].as_u64().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                > expire_at
+        }),
+        "the URLs never expired"
+    );
+    agent.signal("CONT");
+    assert!(
+        wait_until(Duration::from_secs(60), || emu.stored() == 1),
+        "not stored after the URLs expired: {}",
+        agent.log_text()
+    );
+    assert!(
+        emu.stat("part_rejected_expired") >= 1,
+        "no PUT was refused as expired"
+    );
+    let sessions = emu.sessions_of("long.mov");
+    assert_eq!(sessions.len(), 2, "one renewal: {sessions:?}");
+    let completed: Vec<&serde_json::Value> = sessions.iter().filter(|s| s["completed"] == true).collect();
+    assert_eq!(completed.len(), 1, "{sessions:?}");
+    assert_ne!(
+        completed[0]["session"], first[0]["session"],
+        "the new session completed"
+    );
+    let log = agent.log_text();
+    assert!(log.contains("the part URLs stopped working"), "{log}");
+    assert!(log.contains("starting a new session"), "{log}");
+    let ledger = emu.ledger();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0]["sha256"], sha256_file(&file).as_str(), "{ledger:?}");
+    let out = agent.stop();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
