@@ -8,14 +8,19 @@ Measures, each against a baseline taken in the same run:
   3. restart over 100,000 already-uploaded files (`run --once`) vs `find`
      stat-ing the same tree
   4. CPU time and RSS over 60 s idle while watching 100,000 files
+  5. peak RSS of the initial ingest: `run --once` over N new files, each
+     uploaded (the baseline is the same agent's peak over 1,000 files)
 
-Usage: scripts/bench-agent.py [--files 100000] [--idle 60]
+Usage: scripts/bench-agent.py [--files 100000] [--idle 60] [--ingest 100000]
+                              [--only latency,burst,restart,ingest]
+(`idle` runs with `restart`: it watches the tree `restart` built.)
 Needs: python3, a release build (it runs `cargo build --release`).
 """
 import argparse, json, os, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "autorender-sync")
+# AUTORENDER_SYNC_BIN: measure another build (e.g. a copy of an older one).
+BIN = os.environ.get("AUTORENDER_SYNC_BIN") or os.path.join(ROOT, "target", "release", "autorender-sync")
 KEY = "bench-key"
 
 
@@ -167,11 +172,20 @@ def idle(work, cfg, seconds):
     with open(cfg, "w") as f:
         f.write(re.sub(r'endpoint = "[^"]*"', f'endpoint = "{emu.url}"', emu_cfg))
     a = agent(cfg)
-    time.sleep(5)  # start-up scan and watch set-up are not idle time
     def cpu():
         with open(f"/proc/{a.pid}/stat") as f:
             parts = f.read().rsplit(")", 1)[1].split()
         return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    # The start-up scan and watch set-up are not idle time: wait until the
+    # agent has used under 0.02 CPU-s in each of two 2 s windows.
+    quiet, last, t_end = 0, cpu(), time.monotonic() + 600
+    while quiet < 2:
+        if time.monotonic() > t_end:
+            raise SystemExit("the agent never went idle")
+        time.sleep(2)
+        now = cpu()
+        quiet = quiet + 1 if now - last < 0.02 else 0
+        last = now
     c0 = cpu(); time.sleep(seconds); c1 = cpu()
     # 300 new folders (a file each) in the root that already holds every
     # uploaded file: the cost should be the new folders', not the root's.
@@ -193,19 +207,62 @@ def idle(work, cfg, seconds):
             "peak_rss_mib": round(rss, 1), "new_300_folders_cpu_s": round(c2 - c1, 3)}
 
 
+def peak_rss_of(args, **kw):
+    """Runs a command to its end; returns (seconds, its own peak RSS in MiB)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(args, **kw)
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise SystemExit(f"{args} exited with {p.returncode}")
+    return time.monotonic() - t0, usage.ru_maxrss / 1024
+
+
+def ingest(work, n):
+    out = {}
+    for label, count in (("baseline_1000", 1000), ("files", n)):
+        sub = os.path.join(work, label); os.makedirs(sub)
+        drop = os.path.join(sub, "tree"); os.makedirs(drop)
+        emu = Emulator(sub)
+        cfg = config(sub, emu, drop, "200ms")
+        make_tree(drop, count)
+        secs, rss = peak_rss_of([BIN, "--config", cfg, "run", "--once"], env=env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stored = emu.count()
+        emu.stop()
+        if stored != count:
+            raise SystemExit(f"ingest of {count} stored {stored}")
+        out[label] = {"files": count, "seconds": round(secs, 1), "files_per_s": round(count / secs),
+                      "peak_rss_mib": round(rss, 1)}
+    out["rss_ratio"] = round(out["files"]["peak_rss_mib"] / out["baseline_1000"]["peak_rss_mib"], 2)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=100_000)
     ap.add_argument("--idle", type=int, default=60)
+    ap.add_argument("--ingest", type=int, default=100_000)
+    ap.add_argument("--only", default="latency,burst,restart,ingest")
     args = ap.parse_args()
-    sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
+    only = set(args.only.split(","))
+    if not os.environ.get("AUTORENDER_SYNC_BIN"):
+        sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
     work = tempfile.mkdtemp(prefix="ar-bench-")
     try:
         out = {}
-        out["latency"] = latency(os.path.join(work, "1") if os.makedirs(os.path.join(work, "1")) is None else None)
-        os.makedirs(os.path.join(work, "2")); out["burst"] = burst(os.path.join(work, "2"))
-        os.makedirs(os.path.join(work, "3")); out["restart"], cfg = restart(os.path.join(work, "3"), args.files)
-        out["idle"] = idle(os.path.join(work, "3"), cfg, args.idle)
+        def part(name):
+            d = os.path.join(work, name); os.makedirs(d); return d
+        if "latency" in only:
+            out["latency"] = latency(part("latency"))
+        if "burst" in only:
+            out["burst"] = burst(part("burst"))
+        if "restart" in only:
+            d = part("restart")
+            out["restart"], cfg = restart(d, args.files)
+            out["idle"] = idle(d, cfg, args.idle)
+        if "ingest" in only:
+            out["ingest"] = ingest(part("ingest"), args.ingest)
         print(json.dumps(out, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
