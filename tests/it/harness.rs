@@ -312,18 +312,18 @@ impl Sandbox {
         }
         chown_tree(self.dir.path(), 65534, 65534);
         let log = tempfile::NamedTempFile::new_in(self.dir.path()).expect("log file");
-        let inner = self.cmd();
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(inner.get_program())
-            .args(inner.get_args())
-            .arg("run");
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
+        let mut inner = self.cmd();
+        inner.arg("run");
+        let mut c = wrapped(
+            &[
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+            ],
+            &inner,
+        );
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log.reopen().expect("reopen log"));
@@ -363,6 +363,22 @@ impl Sandbox {
         assert_eq!(out.code, 0, "status failed: {}", out.stderr);
         serde_json::from_str(&out.stdout).expect("status --json is JSON")
     }
+}
+
+/// `inner` (program, arguments, environment) run through a wrapper such as
+/// `setpriv …`, `faketime …` or `script …`.
+pub fn wrapped(wrapper: &[&str], inner: &Command) -> Command {
+    let mut c = Command::new(wrapper[0]);
+    c.args(&wrapper[1..])
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
 }
 
 /// A background agent. Dropping it kills it.

@@ -138,6 +138,7 @@ fn colour_follows_the_terminal_and_no_color() {
             line.push_str(&format!(" '{}'", a.to_string_lossy()));
         }
         line.push_str(" run --once");
+        // `script -qec LINE /dev/null`: LINE on a pseudo-terminal.
         let mut c = Command::new("script");
         c.args(["-qec", &line, "/dev/null"]);
         for (k, v) in inner.get_envs() {
@@ -232,4 +233,39 @@ fn part_urls_that_expire_mid_upload_are_renewed_with_a_new_session() {
     assert_eq!(ledger[0]["sha256"], sha256_file(&file).as_str(), "{ledger:?}");
     let out = agent.stop();
     assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// SPEC §4: expiry is storage's to judge, not the agent's clock. With the
+/// agent's clock two hours ahead of the service (libfaketime), a multipart
+/// upload still sends its parts and completes in one session.
+#[test]
+fn an_agent_clock_hours_ahead_still_uploads_in_one_session() {
+    if Command::new("faketime").arg("--version").output().is_err() {
+        skip_or_fail("`faketime` (Debian: faketime) is not installed");
+        return;
+    }
+    let emu = Emulator::start(&["--part-size", "64KiB"]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\ndirect_upload_max = \"64KiB\"\n", "");
+    let file = sb.drop_dir().join("skewed.mov");
+    write_file(&file, 8 * 64 * 1024 + 5, 4);
+    let mut inner = sb.cmd();
+    inner.args(["run", "--once"]);
+    let out = run(wrapped(&["faketime", "-f", "+2h"], &inner));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // The wrapper really moved the agent's clock: its log lines are 2 h ahead.
+    let stamp = out.stderr.split_whitespace().next().unwrap_or_default();
+    let logged =
+        humantime::parse_rfc3339_weak(stamp).unwrap_or_else(|e| panic!("no timestamp ({e}): {}", out.stderr));
+    let ahead = logged
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(
+        ahead > Duration::from_secs(5400),
+        "the clock was not shifted: {stamp}"
+    );
+    let sessions = emu.sessions_of("skewed.mov");
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0]["completed"], true);
+    assert_eq!(emu.stat("part_rejected_expired"), 0);
+    assert_eq!(emu.ledger()[0]["sha256"], sha256_file(&file).as_str());
 }
