@@ -253,16 +253,20 @@ def main():
         out = {}
         def part(name):
             d = os.path.join(work, name); os.makedirs(d); return d
+        def done(name, result):
+            out[name] = result
+            print(f"{name}: {json.dumps(result)}", file=sys.stderr, flush=True)
         if "latency" in only:
-            out["latency"] = latency(part("latency"))
+            done("latency", latency(part("latency")))
         if "burst" in only:
-            out["burst"] = burst(part("burst"))
+            done("burst", burst(part("burst")))
         if "restart" in only:
             d = part("restart")
-            out["restart"], cfg = restart(d, args.files)
-            out["idle"] = idle(d, cfg, args.idle)
+            result, cfg = restart(d, args.files)
+            done("restart", result)
+            done("idle", idle(d, cfg, args.idle))
         if "ingest" in only:
-            out["ingest"] = ingest(part("ingest"), args.ingest)
+            done("ingest", ingest(part("ingest"), args.ingest))
         print(json.dumps(out, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)

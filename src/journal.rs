@@ -261,6 +261,22 @@ pub fn agent_running(state_dir: &Path) -> bool {
 /// must spell it exactly so to use the `files_folder` index.
 const FOLDER_OF_REL: &str = "rtrim(rel, replace(rel, '/', ''))";
 
+/// Files waiting for an upload (or its outcome). Queries must spell it
+/// exactly so to use the partial `files_due` index.
+macro_rules! queued {
+    () => {
+        "state IN ('pending', 'uploading', 'reconciling')"
+    };
+}
+const QUEUED: &str = queued!();
+
+/// The queued files due at ?1, in the order they are served.
+const DUE_FROM: &str = concat!(
+    "FROM files INDEXED BY files_due WHERE ",
+    queued!(),
+    " AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id"
+);
+
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -356,8 +372,10 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     }
     // Each file's folder, for scans folder by folder. An index only: older
     // binaries of the same schema version read and write around it.
+    // And the queue in the order it is served (rowid = id breaks ties).
     tx.execute_batch(&format!(
-        "CREATE INDEX IF NOT EXISTS files_folder ON files (root, {FOLDER_OF_REL})"
+        "CREATE INDEX IF NOT EXISTS files_folder ON files (root, {FOLDER_OF_REL});
+         CREATE INDEX IF NOT EXISTS files_due ON files (next_attempt_at) WHERE {QUEUED};"
     ))?;
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -685,14 +703,21 @@ impl Journal {
     /// Pending (or interrupted) uploads whose time has come, oldest first.
     pub async fn due(&self, now: i64, limit: usize, skip: Vec<i64>) -> Result<Vec<FileRow>, JournalError> {
         self.call(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {FILE_COLS} FROM files WHERE state IN ('pending', 'uploading', 'reconciling') AND next_attempt_at <= ?1
-                 ORDER BY next_attempt_at, id LIMIT ?2"
-            ))?;
-            let rows = stmt
-                .query_map(params![now, (limit + skip.len()) as i64], file_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows.into_iter().filter(|r| !skip.contains(&r.id)).take(limit).collect())
+            // In `files_due` order, so rows are read only until `limit` are
+            // found: a queue of 100,000 files costs a few rows per call, not
+            // a sort of the whole queue.
+            let skip: std::collections::HashSet<i64> = skip.into_iter().collect();
+            let mut stmt = c.prepare_cached(&format!("SELECT {FILE_COLS} {DUE_FROM}"))?;
+            let mut rows = stmt.query(params![now])?;
+            let mut out = Vec::new();
+            while out.len() < limit {
+                let Some(r) = rows.next()? else { break };
+                let row = file_row(r)?;
+                if !skip.contains(&row.id) {
+                    out.push(row);
+                }
+            }
+            Ok(out)
         })
         .await
     }
@@ -701,7 +726,7 @@ impl Journal {
     pub async fn next_due(&self) -> Result<Option<i64>, JournalError> {
         self.call(|c| {
             c.query_row(
-                "SELECT MIN(next_attempt_at) FROM files WHERE state IN ('pending', 'uploading', 'reconciling')",
+                &format!("SELECT MIN(next_attempt_at) FROM files WHERE {QUEUED}"),
                 [],
                 |r| r.get(0),
             )
@@ -1441,6 +1466,21 @@ mod tests {
         assert!(j.due(now_ms(), 1, vec![]).await.unwrap().is_empty());
         assert_eq!(j.retry(vec![]).await.unwrap(), 1);
         assert_eq!(j.due(now_ms(), 1, vec![]).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_read_in_index_order_without_a_sort() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let plan: Vec<String> = j
+            .call(|c| {
+                let mut s = c.prepare(&format!("EXPLAIN QUERY PLAN SELECT id {DUE_FROM}"))?;
+                s.query_map([5], |r| r.get::<_, String>(3))?.collect()
+            })
+            .await
+            .unwrap();
+        assert!(plan.iter().any(|p| p.contains("files_due")), "{plan:?}");
+        assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
     }
 
     #[tokio::test]
