@@ -604,3 +604,31 @@ fn a_change_after_the_last_part_is_caught_before_complete() {
     assert_eq!(emu.stat("complete"), 0, "complete was never sent");
     assert!(emu.ledger().is_empty());
 }
+
+/// A file dated before 1970 (`touch -d 1965-01-01`) is uploaded, and a
+/// second run leaves it alone. It once settled forever: settle clamped the
+/// time to 0 while the upload's fingerprint was negative, so the two never
+/// agreed, and `run --once` exited 0 with nothing sent.
+#[test]
+fn a_file_dated_before_1970_is_uploaded_once() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let old = sb.drop_dir().join("old.txt");
+    write_file(&old, 1000, 65);
+    let status = std::process::Command::new("touch")
+        .args(["-d", "1965-01-01"])
+        .arg(&old)
+        .status()
+        .expect("touch");
+    assert!(status.success());
+    let mtime = std::fs::metadata(&old).unwrap().modified().unwrap();
+    assert!(mtime < std::time::UNIX_EPOCH, "the file is dated before 1970");
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emu.stored(), 1, "{}", out.stderr);
+    assert_eq!(emu.ledger()[0]["sha256"], sha256_file(&old).as_str());
+    let again = sb.run_once();
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(emu.stored(), 1, "a second run sends nothing: {}", again.stderr);
+    assert!(again.stderr.contains("1 already up to date"), "{}", again.stderr);
+}
