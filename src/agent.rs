@@ -151,7 +151,10 @@ pub struct Agent {
     tasks: JoinSet<TaskResult>,
     inflight: HashSet<i64>,
     /// `--once`: files already tried in this run (not tried twice).
-    attempted: HashSet<i64>,
+    /// Shared with the journal's queue query without copying (copied on
+    /// write only if a query still holds it), so a run of 100,000 files
+    /// does not rebuild this set for every upload started.
+    attempted: Arc<HashSet<i64>>,
     /// Queued files whose watch root is no longer configured.
     orphans: HashSet<i64>,
     report: Report,
@@ -164,6 +167,37 @@ pub struct Agent {
     root_ids: Vec<Option<(u64, u64)>>,
     /// New folders to scan once more, and when.
     rescan_soon: Vec<(usize, PathBuf, Instant)>,
+    /// Walks under way, oldest first; the loop takes their folders one at a
+    /// time while fewer than [`SETTLING_CAP`] paths are settling.
+    scans: std::collections::VecDeque<Scan>,
+}
+
+/// A walk of root `root` (or a folder in it) on a blocking thread, handing
+/// over one folder's files at a time.
+struct Scan {
+    root: usize,
+    folders: mpsc::Receiver<scan::Folder>,
+}
+
+/// At most this many paths settle at once because of scans: a root of
+/// 100,000 new files is taken in as the earlier ones settle, so memory holds
+/// a few thousand paths, not the whole root. Watcher events are not held back.
+const SETTLING_CAP: usize = 5_000;
+
+/// The next folder of the oldest scan under way (ended scans are dropped);
+/// never resolves when no scan is under way.
+async fn next_folder(scans: &mut std::collections::VecDeque<Scan>) -> (usize, scan::Folder) {
+    loop {
+        let Some(front) = scans.front_mut() else {
+            return std::future::pending().await;
+        };
+        match front.folders.recv().await {
+            Some(folder) => return (front.root, folder),
+            None => {
+                scans.pop_front();
+            }
+        }
+    }
 }
 
 impl Agent {
@@ -176,7 +210,7 @@ impl Agent {
             settler: Settler::new(),
             tasks: JoinSet::new(),
             inflight: HashSet::new(),
-            attempted: HashSet::new(),
+            attempted: Arc::new(HashSet::new()),
             orphans: HashSet::new(),
             report: Report::default(),
             queue_dirty: true,
@@ -185,6 +219,7 @@ impl Agent {
             watch_modes: Vec::new(),
             root_ids: Vec::new(),
             rescan_soon: Vec::new(),
+            scans: std::collections::VecDeque::new(),
         }
     }
 
@@ -223,7 +258,7 @@ impl Agent {
         }
         let started_at = now_ms();
         for i in 0..self.settings.watches.len() {
-            self.scan(i, None).await?;
+            self.scan(i, None);
         }
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         let rescan_every = self
@@ -247,7 +282,11 @@ impl Agent {
                     tracing::warn!("{} is still changing; leaving it for the next run", p.display());
                     self.settler.forget(&p);
                 }
-                if self.settler.is_empty() && self.tasks.is_empty() && !self.queue_dirty {
+                if self.settler.is_empty()
+                    && self.tasks.is_empty()
+                    && !self.queue_dirty
+                    && self.scans.is_empty()
+                {
                     break;
                 }
             }
@@ -265,6 +304,11 @@ impl Agent {
                         self.hint(h).await?;
                     }
                 }
+                (i, folder) = next_folder(&mut self.scans),
+                    if !self.scans.is_empty() && self.settler.len() < SETTLING_CAP =>
+                {
+                    self.scanned_folder(i, folder).await?;
+                }
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     match done {
                         Ok(result) => self.finished(result, &shutdown).await?,
@@ -281,7 +325,7 @@ impl Agent {
                 _ = heartbeat.tick() => {
                     // `retry` from another process may have queued files.
                     self.queue_dirty = true;
-                    self.rescan_new_folders().await?;
+                    self.rescan_new_folders();
                     if let Some(w) = watchers.as_mut() {
                         self.check_roots(w, &tx).await?;
                     }
@@ -289,7 +333,7 @@ impl Agent {
                         for (i, flag) in w.overflowed.iter().enumerate() {
                             if flag.swap(false, std::sync::atomic::Ordering::Relaxed) {
                                 tracing::info!("event queue overflowed; rescanning {}", self.settings.watches[i].path.display());
-                                self.scan(i, None).await?;
+                                self.scan(i, None);
                             }
                         }
                     }
@@ -299,7 +343,7 @@ impl Agent {
                 }
                 _ = rescan.tick() => {
                     for i in 0..self.settings.watches.len() {
-                        self.scan(i, None).await?;
+                        self.scan(i, None);
                     }
                 }
             }
@@ -343,7 +387,7 @@ impl Agent {
                         );
                         self.root_ids[i] = now;
                         self.watch_modes[i] = watchers.modes[i].clone();
-                        self.scan(i, None).await?;
+                        self.scan(i, None);
                     }
                     Err(e) => tracing::warn!("{e}; trying again"),
                 },
@@ -384,40 +428,38 @@ impl Agent {
         .to_string()
     }
 
-    /// Walks root `i` (or a folder in it); files already uploaded unchanged
-    /// are skipped on the spot, the rest go to settle. Folder by folder: the
-    /// walk (on a blocking thread) hands over one folder's files at a time,
-    /// each checked against that folder's journal records only, so memory
-    /// and time follow the folders scanned, not the root's size.
-    async fn scan(&mut self, i: usize, dir: Option<PathBuf>) -> Result<(), AgentError> {
+    /// Starts a walk of root `i` (or a folder in it). Its folders come back
+    /// to the loop one at a time ([`Self::scanned_folder`]), so memory and
+    /// time follow the folders scanned, not the root's size.
+    fn scan(&mut self, i: usize, dir: Option<PathBuf>) {
         let w = self.settings.watches[i].clone();
         let dir = dir.unwrap_or_else(|| w.path.clone());
-        let (tx, mut rx) = mpsc::channel::<scan::Folder>(2);
-        let walker = tokio::task::spawn_blocking({
-            let w = w.clone();
-            move || scan::walk_folders(&w, &dir, |folder| tx.blocking_send(folder).is_ok())
+        let (tx, rx) = mpsc::channel::<scan::Folder>(2);
+        tokio::task::spawn_blocking(move || {
+            scan::walk_folders(&w, &dir, |folder| tx.blocking_send(folder).is_ok())
         });
-        let root = self.root_str(i);
-        while let Some(folder) = rx.recv().await {
-            if folder.files.is_empty() {
+        self.scans.push_back(Scan { root: i, folders: rx });
+    }
+
+    /// One scanned folder: files already uploaded unchanged are skipped on
+    /// the spot (checked against that folder's journal records only), the
+    /// rest go to settle.
+    async fn scanned_folder(&mut self, i: usize, folder: scan::Folder) -> Result<(), AgentError> {
+        if folder.files.is_empty() {
+            return Ok(());
+        }
+        let settle = self.settings.watches[i].settle;
+        let done = self.journal.done_in(self.root_str(i), folder.prefix).await?;
+        let now = std::time::Instant::now();
+        for f in folder.files {
+            if let Some((size, mtime)) = done.get(&f.rel)
+                && f.size as i64 == *size
+                && f.mtime_ns as i64 == *mtime
+            {
+                self.report.skipped += 1;
                 continue;
             }
-            let done = self.journal.done_in(root.clone(), folder.prefix).await?;
-            let now = std::time::Instant::now();
-            for f in folder.files {
-                if let Some((size, mtime)) = done.get(&f.rel)
-                    && f.size as i64 == *size
-                    && f.mtime_ns as i64 == *mtime
-                {
-                    self.report.skipped += 1;
-                    continue;
-                }
-                self.settler.offer(&f.path, w.settle, now);
-            }
-        }
-        // The walk ends with the channel; a panic in it is a bug worth a line.
-        if let Err(e) = walker.await {
-            tracing::error!("scanning {} failed: {e}", w.path.display());
+            self.settler.offer(&f.path, settle, now);
         }
         Ok(())
     }
@@ -425,26 +467,24 @@ impl Agent {
     /// A folder that just appeared: scanned now, and once more a moment
     /// later, when its own watch is surely in place (a file written between
     /// the first scan and the watch would otherwise wait for the full rescan).
-    async fn scan_new_folder(&mut self, i: usize, dir: PathBuf) -> Result<(), AgentError> {
-        self.scan(i, Some(dir.clone())).await?;
+    fn scan_new_folder(&mut self, i: usize, dir: PathBuf) {
+        self.scan(i, Some(dir.clone()));
         if !self.opts.once {
             self.rescan_soon
                 .push((i, dir, Instant::now() + NEW_FOLDER_RESCAN));
         }
-        Ok(())
     }
 
     /// Scans the new folders whose second look is due.
-    async fn rescan_new_folders(&mut self) -> Result<(), AgentError> {
+    fn rescan_new_folders(&mut self) {
         let now = Instant::now();
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rescan_soon)
             .into_iter()
             .partition(|(_, _, at)| *at <= now);
         self.rescan_soon = later;
         for (i, dir, _) in due {
-            self.scan(i, Some(dir)).await?;
+            self.scan(i, Some(dir));
         }
-        Ok(())
     }
 
     async fn hint(&mut self, h: Hint) -> Result<(), AgentError> {
@@ -455,9 +495,13 @@ impl Agent {
                     "the watcher lost events (overflow or error); rescanning {}",
                     self.settings.watches[i].path.display()
                 );
-                self.scan(i, None).await
+                self.scan(i, None);
+                Ok(())
             }
-            Hint::Dir(i, dir) => self.scan_new_folder(i, dir).await,
+            Hint::Dir(i, dir) => {
+                self.scan_new_folder(i, dir);
+                Ok(())
+            }
             Hint::Path(i, path) if path == self.settings.watches[i].path => {
                 // An event on the root itself (deleted, moved): its watch may be
                 // dead even if a new folder already stands there (inode numbers
@@ -470,7 +514,7 @@ impl Agent {
                 if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
                     // A folder moved or renamed into the root.
                     if path.starts_with(&w.path) && path != w.path {
-                        return self.scan_new_folder(i, path).await;
+                        self.scan_new_folder(i, path);
                     }
                     return Ok(());
                 }
@@ -599,11 +643,9 @@ impl Agent {
             .concurrent_files
             .saturating_sub(self.inflight.len());
         if free > 0 && self.queue_dirty {
-            let mut skip: Vec<i64> = self.inflight.iter().chain(&self.orphans).copied().collect();
-            if self.opts.once {
-                skip.extend(self.attempted.iter().copied());
-            }
-            let rows = self.journal.due(now_ms(), free, skip).await?;
+            let skip: Vec<i64> = self.inflight.iter().chain(&self.orphans).copied().collect();
+            let tried = self.opts.once.then(|| self.attempted.clone());
+            let rows = self.journal.due(now_ms(), free, skip, tried).await?;
             if rows.len() < free {
                 self.queue_dirty = false;
             }
@@ -633,7 +675,7 @@ impl Agent {
         };
         self.inflight.insert(row.id);
         if self.opts.once {
-            self.attempted.insert(row.id);
+            Arc::make_mut(&mut self.attempted).insert(row.id);
         }
         let w: WatchSettings = self.settings.watches[i].clone();
         let journal = self.journal.clone();

@@ -701,19 +701,27 @@ impl Journal {
     }
 
     /// Pending (or interrupted) uploads whose time has come, oldest first.
-    pub async fn due(&self, now: i64, limit: usize, skip: Vec<i64>) -> Result<Vec<FileRow>, JournalError> {
+    /// Up to `limit` queued files due at `now`, oldest first, leaving out
+    /// the ids in `skip` and in `tried`.
+    pub async fn due(
+        &self,
+        now: i64,
+        limit: usize,
+        skip: Vec<i64>,
+        tried: Option<std::sync::Arc<std::collections::HashSet<i64>>>,
+    ) -> Result<Vec<FileRow>, JournalError> {
         self.call(move |c| {
             // In `files_due` order, so rows are read only until `limit` are
             // found: a queue of 100,000 files costs a few rows per call, not
             // a sort of the whole queue.
-            let skip: std::collections::HashSet<i64> = skip.into_iter().collect();
+            let tried = tried.unwrap_or_default();
             let mut stmt = c.prepare_cached(&format!("SELECT {FILE_COLS} {DUE_FROM}"))?;
             let mut rows = stmt.query(params![now])?;
             let mut out = Vec::new();
             while out.len() < limit {
                 let Some(r) = rows.next()? else { break };
                 let row = file_row(r)?;
-                if !skip.contains(&row.id) {
+                if !skip.contains(&row.id) && !tried.contains(&row.id) {
                     out.push(row);
                 }
             }
@@ -1390,7 +1398,7 @@ mod tests {
         j.enqueue("/r".into(), "a.mp4".into(), fp(10, 5), None)
             .await
             .unwrap();
-        let due = j.due(now_ms(), 10, vec![]).await.unwrap();
+        let due = j.due(now_ms(), 10, vec![], None).await.unwrap();
         assert_eq!(due.len(), 1);
         let id = due[0].id;
         let s = Session {
@@ -1448,7 +1456,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
         j.enqueue("/r".into(), "a".into(), fp(1, 1), None).await.unwrap();
-        let id = j.due(now_ms(), 1, vec![]).await.unwrap()[0].id;
+        let id = j.due(now_ms(), 1, vec![], None).await.unwrap()[0].id;
         assert_eq!(
             j.record_failure(id, "boom".into(), 2, now_ms() + 60_000)
                 .await
@@ -1456,16 +1464,16 @@ mod tests {
             State::Pending
         );
         assert!(
-            j.due(now_ms(), 1, vec![]).await.unwrap().is_empty(),
+            j.due(now_ms(), 1, vec![], None).await.unwrap().is_empty(),
             "backing off"
         );
         assert_eq!(
             j.record_failure(id, "boom".into(), 2, 0).await.unwrap(),
             State::Failed
         );
-        assert!(j.due(now_ms(), 1, vec![]).await.unwrap().is_empty());
+        assert!(j.due(now_ms(), 1, vec![], None).await.unwrap().is_empty());
         assert_eq!(j.retry(vec![]).await.unwrap(), 1);
-        assert_eq!(j.due(now_ms(), 1, vec![]).await.unwrap().len(), 1);
+        assert_eq!(j.due(now_ms(), 1, vec![], None).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -117,6 +117,11 @@ impl Settler {
         self.entries.is_empty()
     }
 
+    /// How many paths are settling.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// The earliest instant at which [`poll`](Self::poll) may decide something.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.entries.values().map(Self::due).min()

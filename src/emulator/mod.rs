@@ -721,6 +721,9 @@ async fn put_part(
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     if chunked {
         st.part_rejected_chunked.fetch_add(1, Ordering::Relaxed);
+        // Read a small body first so the client sees the answer rather than
+        // a connection closed while it was still sending.
+        let _ = axum::body::to_bytes(body, 64 * 1024).await;
         return s3_error(
             StatusCode::NOT_IMPLEMENTED,
             "NotImplemented",

@@ -21,6 +21,7 @@ pub struct Emulator {
     child: Child,
     pub url: String,
     pub store: tempfile::TempDir,
+    log: tempfile::NamedTempFile,
 }
 
 /// The reading of the API the emulator answers in (SPEC §1), for every test
@@ -50,6 +51,8 @@ impl Emulator {
         if !extra.contains(&"--api-key") {
             shape.extend(["--api-key".to_string(), KEY.to_string()]);
         }
+        // Its log is kept, to be shown if a request to it fails.
+        let log = tempfile::NamedTempFile::new().expect("emulator log");
         let mut child = Command::new(bin())
             .args(["emulator", "--store"])
             .arg(store.path())
@@ -57,7 +60,7 @@ impl Emulator {
             .args(extra)
             .env_remove("AUTORENDER_SYNC_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log.reopen().expect("reopen emulator log"))
             .spawn()
             .expect("spawn emulator");
         let stdout = child.stdout.take().expect("emulator stdout");
@@ -75,13 +78,33 @@ impl Emulator {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_string();
-        Emulator { child, url, store }
+        Emulator {
+            child,
+            url,
+            store,
+            log,
+        }
     }
 
+    /// A GET to the emulator. A failed request is tried again for up to
+    /// 20 s (a loaded machine can refuse a connection for a moment); then the
+    /// test fails showing the emulator's own log.
     pub fn get(&self, path: &str) -> Value {
-        reqwest::blocking::get(format!("{}{path}", self.url))
-            .and_then(|r| r.json())
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match reqwest::blocking::get(format!("{}{path}", self.url)).and_then(|r| r.json()) {
+                Ok(v) => return v,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("GET {path}: {e}; trying again");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => {
+                    let log =
+                        std::fs::read_to_string(self.store.path().join("emulator.log")).unwrap_or_default();
+                    panic!("GET {path}: {e:?}\nemulator log:\n{log}")
+                }
+            }
+        }
     }
 
     pub fn ledger(&self) -> Vec<Value> {
