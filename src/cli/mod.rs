@@ -78,7 +78,7 @@ pub enum Command {
     /// Write a commented starter config to the config path
     Init(init::Args),
     /// Run a local AutoRender upload API for offline trials and tests
-    Emulator(emulator::Args),
+    Emulator(Box<emulator::Args>),
     /// Try it without an account: a local emulator and an agent on a drop folder
     Demo(demo::Args),
     /// Start the agent at login: install, uninstall, status

@@ -99,8 +99,7 @@ impl Emulator {
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 Err(e) => {
-                    let log =
-                        std::fs::read_to_string(self.store.path().join("emulator.log")).unwrap_or_default();
+                    let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
                     panic!("GET {path}: {e:?}\nemulator log:\n{log}")
                 }
             }
