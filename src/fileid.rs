@@ -281,6 +281,98 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_write_has_equal_ctime_and_mtime_to_the_nanosecond() {
+        // A write sets both times to one instant, so the two conversions
+        // (mtime through SystemTime, ctime from its seconds and nanoseconds)
+        // must agree exactly.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        let id = FileId::of_path(&path).unwrap();
+        #[cfg(unix)]
+        assert_eq!(id.ctime_ns, id.mtime_ns);
+        assert!(id.mtime_ns > 1_600_000_000 * 1_000_000_000, "{}", id.mtime_ns);
+    }
+
+    #[tokio::test]
+    async fn hash_file_gives_the_known_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abc");
+        std::fs::write(&path, b"abc").unwrap();
+        assert_eq!(
+            hash_file(&path).await.unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    /// Dropping the future stops the read: the reading thread gives up its
+    /// end of a pipe (so the writer sees a broken pipe) instead of reading on.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn dropping_a_hash_stops_its_reading_thread() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        // Read-write opens of a FIFO do not block; the writer is a second one.
+        let reader = File::options().read(true).write(true).open(&fifo).unwrap();
+        let mut writer = File::options().write(true).open(&fifo).unwrap();
+        let hashing = hash_open(reader);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), hashing)
+                .await
+                .is_err()
+        );
+        // The thread is blocked in read(); wake it: it must see the stop and
+        // close the pipe, after which writes fail.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match writer.write(b"more") {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                Err(e) => panic!("{e}"),
+                Ok(_) => {}
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the hash kept reading after it was dropped"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    #[test]
+    fn read_at_reads_whole_buffers_and_stops_short_only_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..100u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let f = File::open(&path).unwrap();
+        let mut buf = [0u8; 10];
+        assert_eq!(read_at(&f, &mut buf, 20).unwrap(), 10);
+        assert_eq!(buf, data[20..30]);
+        // Near the end: fewer bytes, and only the file's.
+        let mut buf = [0u8; 20];
+        assert_eq!(read_at(&f, &mut buf, 95).unwrap(), 5);
+        assert_eq!(buf[..5], data[95..]);
+        let mut buf = [0u8; 20];
+        assert_eq!(read_at(&f, &mut buf, 1).unwrap(), 20);
+        assert_eq!(buf, data[1..21]);
+        let mut buf = [0u8; 200];
+        assert_eq!(read_at(&f, &mut buf, 1).unwrap(), 99);
+        assert_eq!(buf[..99], data[1..]);
+        assert_eq!(read_at(&f, &mut buf, 100).unwrap(), 0);
+        // A read error is returned, not retried.
+        let d = File::open(dir.path()).unwrap();
+        assert!(read_at(&d, &mut buf, 0).is_err());
+    }
+
+    #[test]
     fn a_copied_mtime_still_shows_as_a_change() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");

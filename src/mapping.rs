@@ -99,6 +99,19 @@ mod tests {
         assert_eq!(r.name, "Caf\u{e9}.mov");
     }
 
+    #[test]
+    fn the_remote_key_is_folder_and_nfc_name_and_folds_case_only_when_asked() {
+        let nfc = map(Path::new("a/Caf\u{e9}.MOV"), "up", Subfolders::Preserve).unwrap();
+        let nfd = map(Path::new("a/Cafe\u{301}.MOV"), "up", Subfolders::Preserve).unwrap();
+        assert_eq!(nfc.key(false), "up/a/Caf\u{e9}.MOV");
+        assert_eq!(nfc.key(false), nfd.key(false));
+        let lower = map(Path::new("a/caf\u{e9}.mov"), "up", Subfolders::Preserve).unwrap();
+        assert_ne!(nfc.key(false), lower.key(false));
+        assert_eq!(nfc.key(true), lower.key(true));
+        let elsewhere = map(Path::new("b/Caf\u{e9}.MOV"), "up", Subfolders::Preserve).unwrap();
+        assert_ne!(nfc.key(true), elsewhere.key(true));
+    }
+
     #[cfg(unix)]
     #[test]
     fn non_utf8_is_refused() {
