@@ -315,6 +315,50 @@ mod tests {
     }
 
     #[test]
+    fn offer_adds_a_new_path_and_forget_drops_one() {
+        let fs = FakeFs::new();
+        let mut st = Settler::new();
+        let t0 = Instant::now();
+        assert!(st.is_empty());
+        fs.set("/r/a", 1, 1);
+        fs.set("/r/b", 1, 1);
+        st.offer(Path::new("/r/a"), S, t0);
+        st.offer(Path::new("/r/b"), S, t0);
+        assert!(!st.is_empty());
+        assert_eq!(st.len(), 2);
+        st.forget(Path::new("/r/b"));
+        st.poll(t0, &fs);
+        assert_eq!(
+            st.poll(t0 + S, &fs),
+            vec![Decision::Stable {
+                path: "/r/a".into(),
+                size: 1,
+                mtime_ns: 1
+            }]
+        );
+        assert!(st.is_empty());
+    }
+
+    #[test]
+    fn the_real_stat_tells_files_from_everything_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"12345").unwrap();
+        let mtime_ns = crate::fileid::mtime_ns(&std::fs::metadata(&file).unwrap());
+        assert_eq!(Fs.stat(&file), Seen::File { size: 5, mtime_ns });
+        assert_eq!(Fs.stat(dir.path()), Seen::NotAFile);
+        assert_eq!(Fs.stat(&dir.path().join("absent")), Seen::Missing);
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link");
+            std::os::unix::fs::symlink(&file, &link).unwrap();
+            assert_eq!(Fs.stat(&link), Seen::NotAFile, "symlinks are not followed");
+            // Under a file, a path is an error other than "not found".
+            assert_eq!(Fs.stat(&file.join("x")), Seen::NotAFile);
+        }
+    }
+
+    #[test]
     fn offer_does_not_restart_a_settling_path() {
         let fs = FakeFs::new();
         let mut st = Settler::new();
