@@ -74,8 +74,8 @@ pub async fn run(args: &Args) -> CliResult {
         println!("This folder is temporary and is removed when the demo stops; use --dir to keep it.");
     }
 
-    tokio::spawn(super::run::stop_on_signals(
-        super::emulator::StopSignals::install(),
+    tokio::spawn(super::signals::stop_on_signals(
+        super::signals::StopSignals::install(),
         token.clone(),
     ));
     let report = Agent::new(Arc::new(settings), uploader, journal, RunOptions::default())

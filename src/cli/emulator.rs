@@ -138,61 +138,8 @@ pub async fn run(args: &Args) -> CliResult {
         "AutoRender emulator: store {}; point `api.endpoint` at http://{addr}; Ctrl-C stops it",
         store.display()
     );
-    emulator::serve(opts, listener, shutdown_signal())
+    emulator::serve(opts, listener, super::signals::shutdown_signal())
         .await
         .map_err(|e| CliError::Failed(format!("emulator stopped: {e}")))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// SIGINT and SIGTERM, caught from the moment this is made: a stop signal
-/// that arrives during start-up is a clean stop, not the default kill.
-pub struct StopSignals {
-    #[cfg(unix)]
-    int: Option<tokio::signal::unix::Signal>,
-    #[cfg(unix)]
-    term: Option<tokio::signal::unix::Signal>,
-}
-
-impl StopSignals {
-    /// Installs the handlers now (inside a Tokio runtime).
-    pub fn install() -> StopSignals {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            StopSignals {
-                int: signal(SignalKind::interrupt()).ok(),
-                term: signal(SignalKind::terminate()).ok(),
-            }
-        }
-        #[cfg(not(unix))]
-        StopSignals {}
-    }
-
-    /// Resolves on the next Ctrl-C or SIGTERM.
-    pub async fn next(&mut self) {
-        #[cfg(unix)]
-        {
-            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
-                match s {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            }
-            tokio::select! {
-                _ = recv(&mut self.int) => {},
-                _ = recv(&mut self.term) => {},
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    StopSignals::install().next().await
 }

@@ -10,6 +10,7 @@ mod history;
 mod init;
 mod retry;
 mod run;
+mod signals;
 mod status;
 mod upload;
 mod verify;

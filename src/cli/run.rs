@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::emulator::StopSignals;
+use super::signals::{StopSignals, stop_on_signals};
 use super::{Cli, CliError, CliResult};
 use crate::agent::{Agent, AgentError, RunOptions};
 use crate::journal::{self, Journal, JournalError};
@@ -118,17 +118,4 @@ fn journal_error(e: JournalError) -> CliError {
         | JournalError::Vanished(_) => CliError::Usage(e.to_string()),
         other => CliError::Failed(other.to_string()),
     }
-}
-
-/// First SIGINT/SIGTERM: stop cleanly. Second: exit now (the journal is
-/// crash-safe, so nothing is corrupted).
-pub(super) async fn stop_on_signals(mut signals: StopSignals, token: CancellationToken) {
-    signals.next().await;
-    tracing::info!(
-        "stopping: in-flight uploads are checkpointed and resume on the next start (signal again to quit at once)"
-    );
-    token.cancel();
-    signals.next().await;
-    eprintln!("quitting at once");
-    std::process::exit(130);
 }
