@@ -278,7 +278,10 @@ impl Agent {
         loop {
             let next_retry = self.fill().await?;
             if self.opts.once {
-                for p in self.settler.older_than(std::time::Instant::now(), give_up_after) {
+                for p in self
+                    .settler
+                    .changing_longer_than(std::time::Instant::now(), give_up_after)
+                {
                     tracing::warn!("{} is still changing; leaving it for the next run", p.display());
                     self.settler.forget(&p);
                 }

@@ -193,12 +193,14 @@ impl Settler {
         (settling, growing)
     }
 
-    /// Paths still settling after `limit`: for `run --once`, which gives up on
-    /// files that never stop changing (they wait for the next run).
-    pub fn older_than(&self, now: Instant, limit: Duration) -> Vec<PathBuf> {
+    /// Paths seen changing and still settling after `limit`: for `run
+    /// --once`, which gives up on files that never stop changing (they wait
+    /// for the next run). A path merely waiting for its second stat (a slow
+    /// disk, thousands of files found at once) is never given up on.
+    pub fn changing_longer_than(&self, now: Instant, limit: Duration) -> Vec<PathBuf> {
         self.entries
             .iter()
-            .filter(|(_, e)| now.duration_since(e.first_seen) > limit)
+            .filter(|(_, e)| e.changed && now.duration_since(e.first_seen) > limit)
             .map(|(p, _)| p.clone())
             .collect()
     }
@@ -312,6 +314,28 @@ mod tests {
             }]
         );
         assert!(st.is_empty(), "non-files are dropped");
+    }
+
+    #[test]
+    fn only_paths_seen_changing_are_given_up_on() {
+        let fs = FakeFs::new();
+        let mut st = Settler::new();
+        let t0 = Instant::now();
+        fs.set("/r/still", 1, 1);
+        fs.set("/r/growing", 1, 1);
+        st.offer(Path::new("/r/still"), S, t0);
+        st.offer(Path::new("/r/growing"), S, t0);
+        st.poll(t0, &fs);
+        fs.set("/r/growing", 2, 2);
+        // Long past the limit, and neither has had its second stat yet.
+        let late = t0 + 10 * S;
+        assert!(st.changing_longer_than(late, S).is_empty());
+        let decided = st.poll(t0 + S, &fs);
+        assert_eq!(decided.len(), 1, "{decided:?}");
+        assert_eq!(
+            st.changing_longer_than(late, S),
+            vec![PathBuf::from("/r/growing")]
+        );
     }
 
     #[test]

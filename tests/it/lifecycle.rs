@@ -270,3 +270,64 @@ fn an_agent_clock_hours_ahead_still_uploads_in_one_session() {
     assert_eq!(emu.stat("part_rejected_expired"), 0);
     assert_eq!(emu.ledger()[0]["sha256"], sha256_file(&file).as_str());
 }
+
+/// `run --once` does not wait forever for a file that never stops growing:
+/// after five settle windows of change it leaves that file for the next run
+/// (saying so) and ends, having stored the files that were finished.
+#[test]
+fn run_once_leaves_a_file_that_keeps_growing_for_the_next_run() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    write_file(&sb.drop_dir().join("done.mov"), 1000, 1);
+    let growing = sb.drop_dir().join("recording.mov");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut f = std::fs::File::create(&growing).unwrap();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                f.write_all(&[7u8; 512]).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let out = sb.run_once();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("recording.mov is still changing; leaving it for the next run"),
+        "{}",
+        out.stderr
+    );
+    let ledger = emu.ledger();
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(ledger[0]["name"], "done.mov");
+    // Once it has stopped growing, the next run takes it.
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emu.stored(), 2);
+}
+
+/// More new files than may settle at once (5,000): the scan waits for room
+/// and `run --once` still stores every file, each once.
+#[test]
+fn run_once_over_more_files_than_settle_at_once_stores_them_all() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"100ms\"\nconcurrent_files = 16\n", "");
+    for d in 0..6 {
+        let dir = sb.drop_dir().join(format!("reel{d}"));
+        std::fs::create_dir(&dir).unwrap();
+        for i in 0..1000 {
+            std::fs::write(dir.join(format!("f{i:04}.exr")), format!("{d}/{i}")).unwrap();
+        }
+    }
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("still changing"), "{}", out.stderr);
+    assert_eq!(emu.stored(), 6000);
+    assert_eq!(unique_names(&emu.ledger()).len(), 6000);
+}
