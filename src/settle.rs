@@ -317,6 +317,44 @@ mod tests {
     }
 
     #[test]
+    fn the_next_deadline_is_a_settle_after_the_first_stat() {
+        let fs = FakeFs::new();
+        let mut st = Settler::new();
+        let t0 = Instant::now();
+        fs.set("/r/a", 1, 1);
+        st.touch(Path::new("/r/a"), S, t0);
+        assert_eq!(st.next_deadline(), Some(t0), "the first stat is taken at once");
+        let t1 = t0 + Duration::from_secs(1);
+        st.poll(t1, &fs);
+        assert_eq!(st.next_deadline(), Some(t1 + S));
+        // Before the deadline nothing is looked at; at it, the file is stable.
+        assert!(st.poll(t1 + S / 2, &fs).is_empty());
+        assert_eq!(st.poll(t1 + S, &fs).len(), 1);
+    }
+
+    #[test]
+    fn counts_tell_growing_from_settling_per_root() {
+        let fs = FakeFs::new();
+        let mut st = Settler::new();
+        let t0 = Instant::now();
+        fs.set("/r/still", 1, 1);
+        fs.set("/r/growing", 1, 1);
+        for p in ["/r/still", "/r/growing"] {
+            st.offer(Path::new(p), S, t0);
+        }
+        st.poll(t0, &fs);
+        fs.set("/r/growing", 2, 2);
+        fs.set("/r/still", 1, 1);
+        st.touch(Path::new("/r/still"), S, t0 + S);
+        st.poll(t0 + S, &fs);
+        // Growing means seen changing and settling for over two windows.
+        assert_eq!(st.counts_under(Path::new("/r"), t0 + S + S / 2), (2, 0));
+        assert_eq!(st.counts_under(Path::new("/r"), t0 + 2 * S), (2, 0));
+        assert_eq!(st.counts_under(Path::new("/r"), t0 + 3 * S), (1, 1));
+        assert_eq!(st.counts_under(Path::new("/other"), t0 + 3 * S), (0, 0));
+    }
+
+    #[test]
     fn only_paths_seen_changing_are_given_up_on() {
         let fs = FakeFs::new();
         let mut st = Settler::new();

@@ -159,4 +159,48 @@ mod tests {
         assert_eq!(format_bytes(1536), "1.5 KiB");
         assert_eq!(format_bytes(12), "12 B");
     }
+
+    #[test]
+    fn every_size_unit_and_the_limits() {
+        let gib = 1024u64 * 1024 * 1024;
+        for (text, bytes) in [
+            ("1B", 1),
+            ("2K", 2_000),
+            ("2kB", 2_000),
+            ("3MiB", 3 * 1024 * 1024),
+            ("3M", 3_000_000),
+            ("1.5GiB", gib + gib / 2),
+            ("2GB", 2_000_000_000),
+            ("1TiB", 1024 * gib),
+            ("1T", 1_000_000_000_000),
+        ] {
+            assert_eq!(parse_size(text).unwrap(), bytes, "{text}");
+        }
+        assert!(parse_size("99999999999TiB").unwrap_err().contains("too large"));
+        assert!(parse_size("1e400").is_err());
+        assert!(parse_size("1.2.3MB").unwrap_err().contains("malformed"));
+    }
+
+    #[test]
+    fn durations_have_an_upper_bound() {
+        assert_eq!(
+            parse_duration("115740d").unwrap(),
+            Duration::from_secs(115_740 * 86_400)
+        );
+        assert!(parse_duration("115741d").unwrap_err().contains("too long"));
+        assert_eq!(
+            parse_duration("10000000000s").unwrap(),
+            Duration::from_secs(10_000_000_000)
+        );
+        assert!(parse_duration("10000000001s").unwrap_err().contains("too long"));
+    }
+
+    #[test]
+    fn bytes_format_at_each_unit_boundary() {
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1024), "1.0 KiB");
+        assert_eq!(format_bytes(1024 * 1024), "1.0 MiB");
+        assert_eq!(format_bytes(5 * 1024u64.pow(4)), "5.0 TiB");
+        assert_eq!(format_bytes(2048 * 1024u64.pow(4)), "2048.0 TiB");
+    }
 }
