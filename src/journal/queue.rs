@@ -1,0 +1,347 @@
+//! The queue: which files wait, which are due, and each transition of a
+//! file's state (done, failed, gone, retried), one transaction each.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::*;
+
+impl Journal {
+    pub async fn lookup(&self, root: String, rel: String) -> Result<Option<FileRow>, JournalError> {
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {FILE_COLS} FROM files WHERE root = ?1 AND rel = ?2"),
+                params![root, rel],
+                file_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Queues a stable file for upload (new, changed, or back from settling).
+    /// Queues a stable file for upload (new, changed, or back from settling).
+    /// A file with no earlier record is marked for adoption (the workspace
+    /// is checked for the same content before it is uploaded). With a
+    /// `remote_key`, a file whose key another live file already holds is not
+    /// queued but failed, and that file's local path is returned.
+    pub async fn enqueue(
+        &self,
+        root: String,
+        rel: String,
+        fp: Fingerprint,
+        remote_key: Option<String>,
+    ) -> Result<Option<String>, JournalError> {
+        self.call(move |c| {
+            let tx = c.savepoint()?;
+            let first: Option<(String, String)> = match &remote_key {
+                None => None,
+                Some(key) => tx
+                    .query_row(
+                        "SELECT root, rel FROM files WHERE remote_key = ?1 AND state != 'gone'
+                           AND NOT (root = ?2 AND rel = ?3) ORDER BY id LIMIT 1",
+                        params![key, root, rel],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?,
+            };
+            let collision = first.map(|(r, l)| Path::new(&r).join(l).display().to_string());
+            let (state, error) = match &collision {
+                Some(first) => (
+                    State::Failed,
+                    Some(format!(
+                        "its remote name is already taken by {first} (the names differ only by Unicode normalisation \
+                         or case); rename one of them"
+                    )),
+                ),
+                None => (State::Pending, None),
+            };
+            tx.execute(
+                "INSERT INTO files (root, rel, state, size, mtime_ns, attempts, next_attempt_at, updated_at, adopt,
+                   last_error, remote_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, 1, ?7, ?8)
+                 ON CONFLICT (root, rel) DO UPDATE SET state = ?3, size = ?4, mtime_ns = ?5,
+                   attempts = 0, last_error = ?7, next_attempt_at = 0, updated_at = ?6, remote_key = ?8",
+                params![
+                    root,
+                    rel,
+                    state.as_str(),
+                    fp.size as i64,
+                    fp.mtime_ns as i64,
+                    now_ms(),
+                    error,
+                    if collision.is_some() { None } else { remote_key }
+                ],
+            )?;
+            if let Some(e) = &error {
+                tx.execute(
+                    "INSERT INTO history (root, rel, ok, size, error, at) VALUES (?1, ?2, 0, ?3, ?4, ?5)",
+                    params![root, rel, fp.size as i64, e, now_ms()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(collision)
+        })
+        .await
+    }
+
+    /// A touched but identical file: remember the new mtime so the next look
+    /// skips it without hashing.
+    pub async fn refresh_done_mtime(&self, id: i64, mtime_ns: i128) -> Result<(), JournalError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE files SET done_mtime_ns = ?2, mtime_ns = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'done'",
+                params![id, mtime_ns as i64, now_ms()],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Pending (or interrupted) uploads whose time has come, oldest first.
+    /// Up to `limit` queued files due at `now`, oldest first, leaving out
+    /// the ids in `skip` and in `tried`.
+    pub async fn due(
+        &self,
+        now: i64,
+        limit: usize,
+        skip: Vec<i64>,
+        tried: Option<std::sync::Arc<std::collections::HashSet<i64>>>,
+    ) -> Result<Vec<FileRow>, JournalError> {
+        self.call(move |c| {
+            // In `files_due` order, so rows are read only until `limit` are
+            // found: a queue of 100,000 files costs a few rows per call, not
+            // a sort of the whole queue.
+            let tried = tried.unwrap_or_default();
+            let mut stmt = c.prepare_cached(&format!("SELECT {FILE_COLS} {DUE_FROM}"))?;
+            let mut rows = stmt.query(params![now])?;
+            let mut out = Vec::new();
+            while out.len() < limit {
+                let Some(r) = rows.next()? else { break };
+                let row = file_row(r)?;
+                if !skip.contains(&row.id) && !tried.contains(&row.id) {
+                    out.push(row);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Earliest `next_attempt_at` among queued files (to sleep until then).
+    pub async fn next_due(&self) -> Result<Option<i64>, JournalError> {
+        self.call(|c| {
+            c.query_row(
+                &format!("SELECT MIN(next_attempt_at) FROM files WHERE {QUEUED}"),
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    pub async fn set_state(&self, id: i64, state: State) -> Result<(), JournalError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE files SET state = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, state.as_str(), now_ms()],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Size and mtime of the done files directly in one folder of `root`
+    /// (`folder`: root-relative with a trailing `/`, empty for the root),
+    /// by relative path. Read through the `files_folder` index, so a scan
+    /// costs each folder its own records, whatever the root holds.
+    pub async fn done_in(
+        &self,
+        root: String,
+        folder: String,
+    ) -> Result<std::collections::HashMap<String, (i64, i64)>, JournalError> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT rel, done_size, done_mtime_ns FROM files
+                 WHERE root = ?1 AND {FOLDER_OF_REL} = ?2 AND state = 'done'"
+            ))?;
+            let rows = stmt
+                .query_map(params![root, folder], |r| {
+                    Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Files recorded as done (all, or those under `paths`), for `verify`.
+    pub async fn done_files(&self, paths: Vec<PathBuf>) -> Result<Vec<FileRow>, JournalError> {
+        self.call(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {FILE_COLS} FROM files WHERE state = 'done' ORDER BY root, rel"
+            ))?;
+            let rows = stmt
+                .query_map([], file_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows
+                .into_iter()
+                .filter(|r| paths.is_empty() || paths.iter().any(|p| r.local_path().starts_with(p)))
+                .collect())
+        })
+        .await
+    }
+
+    /// `verify --requeue`: done files the workspace no longer holds go back
+    /// to the queue (their done record is cleared so nothing skips them).
+    pub async fn requeue(&self, ids: Vec<i64>) -> Result<usize, JournalError> {
+        self.call(move |c| {
+            let mut n = 0;
+            for id in ids {
+                n += c.execute(
+                    "UPDATE files SET state = 'pending', attempts = 0, next_attempt_at = 0, last_error = NULL,
+                       done_size = NULL, done_mtime_ns = NULL, adopt = 0, updated_at = ?2
+                     WHERE id = ?1 AND state = 'done'",
+                    params![id, now_ms()],
+                )?;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    pub async fn record_done(&self, id: i64, d: DoneRecord) -> Result<(), JournalError> {
+        self.call(move |c| {
+            let tx = c.savepoint()?;
+            write_done(&tx, id, &d)?;
+            tx.commit()
+        })
+        .await
+    }
+
+    /// Records an upload made outside the queue (`upload FILE`), so history
+    /// shows it and an agent watching the same folder does not send it again.
+    /// One call: the row is never seen half-recorded by a running agent.
+    pub async fn record_upload(&self, root: String, rel: String, d: DoneRecord) -> Result<(), JournalError> {
+        self.call(move |c| {
+            let tx = c.savepoint()?;
+            tx.execute(
+                "INSERT INTO files (root, rel, state, size, mtime_ns, updated_at) VALUES (?1, ?2, 'done', ?3, ?4, ?5)
+                 ON CONFLICT (root, rel) DO UPDATE SET size = ?3, mtime_ns = ?4, updated_at = ?5",
+                params![root, rel, d.fingerprint.size as i64, d.fingerprint.mtime_ns as i64, now_ms()],
+            )?;
+            let id: i64 =
+                tx.query_row("SELECT id FROM files WHERE root = ?1 AND rel = ?2", params![root, rel], |r| r.get(0))?;
+            write_done(&tx, id, &d)?;
+            tx.commit()
+        })
+        .await
+    }
+
+    /// Records a failed attempt: back to pending after `retry_at`, or
+    /// `failed` once `max_attempts` is reached. Returns the new state.
+    pub async fn record_failure(
+        &self,
+        id: i64,
+        error: String,
+        max_attempts: u32,
+        retry_at: i64,
+    ) -> Result<State, JournalError> {
+        self.call(move |c| {
+            let tx = c.savepoint()?;
+            let attempts: i64 = tx.query_row("SELECT attempts FROM files WHERE id = ?1", params![id], |r| r.get(0))?;
+            let attempts = attempts + 1;
+            let state = if attempts >= max_attempts as i64 { State::Failed } else { State::Pending };
+            tx.execute(
+                "UPDATE files SET state = ?2, attempts = ?3, last_error = ?4, next_attempt_at = ?5, updated_at = ?6 WHERE id = ?1",
+                params![id, state.as_str(), attempts, error, retry_at, now_ms()],
+            )?;
+            if state == State::Failed {
+                tx.execute(
+                    "INSERT INTO history (root, rel, ok, size, error, at) SELECT root, rel, 0, size, ?2, ?3 FROM files WHERE id = ?1",
+                    params![id, error, now_ms()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(state)
+        })
+        .await
+    }
+
+    /// The file vanished: forget its session; a `done` record stays done.
+    pub async fn mark_gone(&self, root: String, rel: String) -> Result<(), JournalError> {
+        self.call(move |c| {
+            let tx = c.savepoint()?;
+            tx.execute(
+                "DELETE FROM sessions WHERE file_id IN (SELECT id FROM files WHERE root = ?1 AND rel = ?2 AND state != 'done')",
+                params![root, rel],
+            )?;
+            tx.execute(
+                "UPDATE files SET state = 'gone', updated_at = ?3 WHERE root = ?1 AND rel = ?2 AND state != 'done'",
+                params![root, rel, now_ms()],
+            )?;
+            tx.commit()
+        })
+        .await
+    }
+
+    /// `retry`: failed files (all, or those under the given paths) back to pending.
+    pub async fn retry(&self, paths: Vec<PathBuf>) -> Result<usize, JournalError> {
+        self.call(move |c| {
+            let failed: Vec<(i64, String, String)> = c
+                .prepare("SELECT id, root, rel FROM files WHERE state = 'failed'")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut n = 0;
+            for (id, root, rel) in failed {
+                let full = Path::new(&root).join(&rel);
+                if paths.is_empty() || paths.iter().any(|p| full.starts_with(p)) {
+                    n += c.execute(
+                        "UPDATE files SET state = 'pending', attempts = 0, next_attempt_at = 0, updated_at = ?2 WHERE id = ?1",
+                        params![id, now_ms()],
+                    )?;
+                }
+            }
+            Ok(n)
+        })
+        .await
+    }
+}
+
+/// Marks file `id` done with its result, drops its session, adds history.
+fn write_done(c: &Connection, id: i64, d: &DoneRecord) -> rusqlite::Result<()> {
+    let now = now_ms();
+    c.execute(
+        "UPDATE files SET state = 'done', size = ?2, mtime_ns = ?3, done_size = ?2, done_mtime_ns = ?3,
+           done_sha256 = ?4, file_no = ?5, url = ?6, remote_path = ?7, last_error = NULL, updated_at = ?8, adopt = 0,
+           remote_name = ?9
+         WHERE id = ?1",
+        params![
+            id,
+            d.fingerprint.size as i64,
+            d.fingerprint.mtime_ns as i64,
+            d.sha256,
+            d.file_no,
+            d.url,
+            d.remote_folder,
+            now,
+            d.remote_name
+        ],
+    )?;
+    c.execute("DELETE FROM sessions WHERE file_id = ?1", params![id])?;
+    c.execute(
+        "INSERT INTO history (root, rel, ok, remote_folder, remote_name, file_no, url, size, sha256, at, adopted)
+         SELECT root, rel, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 FROM files WHERE id = ?1",
+        params![
+            id,
+            d.remote_folder,
+            d.remote_name,
+            d.file_no,
+            d.url,
+            d.fingerprint.size as i64,
+            d.sha256,
+            now,
+            d.adopted
+        ],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! What the journal records about a file and its upload.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::api::Session;
+use crate::fileid::{FileId, Fingerprint};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Settling,
+    Pending,
+    Uploading,
+    /// A complete or direct upload was sent without a plain answer; the
+    /// workspace is being asked whether it holds the file.
+    Reconciling,
+    Done,
+    Failed,
+    Gone,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Settling => "settling",
+            State::Pending => "pending",
+            State::Uploading => "uploading",
+            State::Reconciling => "reconciling",
+            State::Done => "done",
+            State::Failed => "failed",
+            State::Gone => "gone",
+        }
+    }
+    pub(super) fn parse(s: &str) -> State {
+        match s {
+            "settling" => State::Settling,
+            "pending" => State::Pending,
+            "uploading" => State::Uploading,
+            "reconciling" => State::Reconciling,
+            "done" => State::Done,
+            "failed" => State::Failed,
+            _ => State::Gone,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileRow {
+    pub id: i64,
+    pub root: String,
+    pub rel: String,
+    pub state: State,
+    pub size: i64,
+    pub mtime_ns: i64,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub next_attempt_at: i64,
+    pub done_size: Option<i64>,
+    pub done_mtime_ns: Option<i64>,
+    pub done_sha256: Option<String>,
+    pub file_no: Option<String>,
+    pub url: Option<String>,
+    pub remote_path: Option<String>,
+    /// No record existed when it was queued: check the workspace first.
+    pub adopt: bool,
+    /// The name the service gave the file (done files).
+    pub remote_name: Option<String>,
+}
+
+impl FileRow {
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            size: self.size as u64,
+            mtime_ns: self.mtime_ns as i128,
+        }
+    }
+    pub fn local_path(&self) -> PathBuf {
+        Path::new(&self.root).join(&self.rel)
+    }
+}
+
+pub(super) const FILE_COLS: &str = "id, root, rel, state, size, mtime_ns, attempts, last_error, next_attempt_at, \
+    done_size, done_mtime_ns, done_sha256, file_no, url, remote_path, adopt, remote_name";
+
+pub(super) fn file_row(r: &rusqlite::Row) -> rusqlite::Result<FileRow> {
+    Ok(FileRow {
+        id: r.get(0)?,
+        root: r.get(1)?,
+        rel: r.get(2)?,
+        state: State::parse(&r.get::<_, String>(3)?),
+        size: r.get(4)?,
+        mtime_ns: r.get(5)?,
+        attempts: r.get(6)?,
+        last_error: r.get(7)?,
+        next_attempt_at: r.get(8)?,
+        done_size: r.get(9)?,
+        done_mtime_ns: r.get(10)?,
+        done_sha256: r.get(11)?,
+        file_no: r.get(12)?,
+        url: r.get(13)?,
+        remote_path: r.get(14)?,
+        adopt: r.get::<_, i64>(15)? != 0,
+        remote_name: r.get(16)?,
+    })
+}
+
+/// A multipart session saved for resuming.
+#[derive(Debug, Clone)]
+pub struct SavedSession {
+    pub session: Session,
+    pub done: Vec<bool>,
+    pub fingerprint: Fingerprint,
+    pub sha256: String,
+    pub completing: bool,
+    /// A direct upload in flight (no parts; only its start time).
+    pub direct: bool,
+    /// The version being sent (None in journals from before v3).
+    pub file_id: Option<FileId>,
+}
+
+/// What a finished upload recorded.
+#[derive(Debug, Clone)]
+pub struct DoneRecord {
+    pub fingerprint: Fingerprint,
+    pub sha256: String,
+    pub remote_folder: String,
+    pub remote_name: String,
+    pub file_no: String,
+    pub url: Option<String>,
+    /// Recorded by adoption (how it was proven the same), not uploaded.
+    pub adopted: Option<String>,
+}

@@ -1,0 +1,218 @@
+//! Read-only views for `status` and `history`, on their own connection
+//! beside a running agent.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::*;
+
+/// Read-only access for `status` and `history`, safe beside a running agent.
+pub fn open_read_only(state_dir: &Path) -> Result<Option<Connection>, JournalError> {
+    let path = db_path(state_dir);
+    if !path.exists() {
+        return Ok(None);
+    }
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+        return Err(JournalError::Damaged {
+            path,
+            reason: "the file is empty (0 bytes)".into(),
+        });
+    }
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| open_error(&path, e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    check_version(&conn, &path)?;
+    // An agent may have created the file but not yet the schema.
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| open_error(&path, e))?;
+    if version == 0 {
+        return Ok(None);
+    }
+    // Readers never migrate (they may run beside an old agent); they need
+    // the current schema.
+    if version < SCHEMA_VERSION {
+        return Err(JournalError::Older { path, found: version });
+    }
+    Ok(Some(conn))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    pub local_path: String,
+    pub ok: bool,
+    pub remote_folder: Option<String>,
+    pub remote_name: Option<String>,
+    pub file_no: Option<String>,
+    pub url: Option<String>,
+    pub size: Option<i64>,
+    pub sha256: Option<String>,
+    pub error: Option<String>,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// Recorded by adoption, not uploaded: how the copy was proven the same.
+    pub adopted: Option<String>,
+}
+
+pub fn history(conn: &Connection, limit: usize, failed_only: bool) -> Result<Vec<HistoryRow>, JournalError> {
+    let mut stmt = conn.prepare(
+        "SELECT root, rel, ok, remote_folder, remote_name, file_no, url, size, sha256, error, at, adopted FROM history
+         WHERE (?1 = 0 OR ok = 0) ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(params![failed_only as i64, limit as i64], |r| {
+            let root: String = r.get(0)?;
+            let rel: String = r.get(1)?;
+            Ok(HistoryRow {
+                local_path: Path::new(&root).join(rel).display().to_string(),
+                ok: r.get::<_, i64>(2)? != 0,
+                remote_folder: r.get(3)?,
+                remote_name: r.get(4)?,
+                file_no: r.get(5)?,
+                url: r.get(6)?,
+                size: r.get(7)?,
+                sha256: r.get(8)?,
+                error: r.get(9)?,
+                at: r.get(10)?,
+                adopted: r.get(11)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RootCounts {
+    pub root: String,
+    pub settling: i64,
+    pub growing: i64,
+    pub pending: i64,
+    pub uploading: i64,
+    pub reconciling: i64,
+    pub uploading_bytes_done: i64,
+    pub failed: i64,
+    pub done: i64,
+    pub gone: i64,
+    pub failures: Vec<(String, String)>,
+    /// Pending files whose last attempt failed (retried after a backoff).
+    pub retrying: Vec<(String, String)>,
+    /// How the running agent watches this root ("native", "poll …"); None
+    /// when no agent runs.
+    pub watch: Option<String>,
+}
+
+/// Per-root counts by state, with bytes done for uploads in flight and the
+/// last error of each failed file.
+pub fn counts(conn: &Connection) -> Result<Vec<RootCounts>, JournalError> {
+    let mut out: Vec<RootCounts> = Vec::new();
+    let mut stmt =
+        conn.prepare("SELECT root, state, COUNT(*) FROM files GROUP BY root, state ORDER BY root")?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (root, state, n) in rows {
+        if out.last().is_none_or(|c| c.root != root) {
+            out.push(RootCounts {
+                root: root.clone(),
+                ..Default::default()
+            });
+        }
+        let c = out.last_mut().expect("pushed above");
+        match State::parse(&state) {
+            State::Settling => c.settling += n,
+            State::Pending => c.pending += n,
+            State::Uploading => c.uploading += n,
+            State::Reconciling => c.reconciling += n,
+            State::Done => c.done += n,
+            State::Failed => c.failed += n,
+            State::Gone => c.gone += n,
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT f.root, s.parts_done, s.part_size, s.size FROM sessions s JOIN files f ON f.id = s.file_id
+         WHERE f.state = 'uploading'",
+    )?;
+    let sessions = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (root, done, part_size, size) in sessions {
+        let bytes: i64 = done
+            .chars()
+            .enumerate()
+            .filter(|(_, ch)| *ch == '1')
+            .map(|(i, _)| (size - i as i64 * part_size).clamp(0, part_size))
+            .sum();
+        if let Some(c) = out.iter_mut().find(|c| c.root == root) {
+            c.uploading_bytes_done += bytes;
+        }
+    }
+    // Failed files, and pending ones whose last attempt failed (retrying
+    // after a backoff), each with its last error.
+    let mut stmt = conn.prepare(
+        "SELECT root, rel, COALESCE(last_error, ''), state FROM files
+         WHERE state = 'failed' OR (state = 'pending' AND attempts > 0 AND last_error IS NOT NULL)
+         ORDER BY updated_at DESC",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (root, rel, err, state) in rows {
+        if let Some(c) = out.iter_mut().find(|c| c.root == root) {
+            if state == "failed" {
+                c.failures.push((rel, err));
+            } else {
+                c.retrying.push((rel, err));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentRow {
+    pub pid: Option<i64>,
+    pub started_at: Option<i64>,
+    pub heartbeat_at: Option<i64>,
+    pub last_event_at: Option<i64>,
+    pub snapshot: Option<String>,
+}
+
+pub fn agent_row(conn: &Connection) -> Result<Option<AgentRow>, JournalError> {
+    Ok(conn
+        .query_row(
+            "SELECT pid, started_at, heartbeat_at, last_event_at, snapshot FROM agent WHERE id = 1",
+            [],
+            |r| {
+                Ok(AgentRow {
+                    pid: r.get(0)?,
+                    started_at: r.get(1)?,
+                    heartbeat_at: r.get(2)?,
+                    last_event_at: r.get(3)?,
+                    snapshot: r.get(4)?,
+                })
+            },
+        )
+        .optional()?)
+}

@@ -1,0 +1,162 @@
+//! Journal tests: real SQLite in temp dirs.
+
+use super::*;
+
+fn fp(size: u64, m: i128) -> Fingerprint {
+    Fingerprint { size, mtime_ns: m }
+}
+
+#[tokio::test]
+async fn queue_session_and_done_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    j.enqueue("/r".into(), "a.mp4".into(), fp(10, 5), None)
+        .await
+        .unwrap();
+    let due = j.due(now_ms(), 10, vec![], None).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let id = due[0].id;
+    let s = Session {
+        session_id: "s1".into(),
+        uuid: Some("u".into()),
+        part_size: 4,
+        parts: (0..3)
+            .map(|i| url::Url::parse(&format!("https://x/{i}")).unwrap())
+            .collect(),
+        expire_at: Some(99),
+        began_at_ms: 1_000,
+    };
+    let file = FileId {
+        dev: 1,
+        ino: 2,
+        size: 10,
+        mtime_ns: 5,
+        ctime_ns: 6,
+    };
+    j.save_session(id, s.clone(), file, "abc".into()).await.unwrap();
+    j.part_done(id, 1);
+    j.completing(id).await.unwrap();
+    let saved = j.session(id).await.unwrap().unwrap();
+    assert_eq!(saved.session, s);
+    assert_eq!(saved.done, vec![false, true, false]);
+    assert_eq!(saved.file_id, Some(file));
+    assert_eq!(saved.fingerprint, fp(10, 5));
+    assert!(saved.completing);
+    j.record_done(
+        id,
+        DoneRecord {
+            fingerprint: fp(10, 5),
+            sha256: "abc".into(),
+            remote_folder: "x".into(),
+            remote_name: "a.mp4".into(),
+            file_no: "7".into(),
+            url: None,
+            adopted: None,
+        },
+    )
+    .await
+    .unwrap();
+    let row = j.lookup("/r".into(), "a.mp4".into()).await.unwrap().unwrap();
+    assert_eq!(row.state, State::Done);
+    assert_eq!(row.done_size, Some(10));
+    assert!(j.session(id).await.unwrap().is_none());
+    let conn = open_read_only(dir.path()).unwrap().unwrap();
+    let h = history(&conn, 10, false).unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].file_no.as_deref(), Some("7"));
+}
+
+#[tokio::test]
+async fn failures_back_off_then_fail_until_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    j.enqueue("/r".into(), "a".into(), fp(1, 1), None).await.unwrap();
+    let id = j.due(now_ms(), 1, vec![], None).await.unwrap()[0].id;
+    assert_eq!(
+        j.record_failure(id, "boom".into(), 2, now_ms() + 60_000)
+            .await
+            .unwrap(),
+        State::Pending
+    );
+    assert!(
+        j.due(now_ms(), 1, vec![], None).await.unwrap().is_empty(),
+        "backing off"
+    );
+    assert_eq!(
+        j.record_failure(id, "boom".into(), 2, 0).await.unwrap(),
+        State::Failed
+    );
+    assert!(j.due(now_ms(), 1, vec![], None).await.unwrap().is_empty());
+    assert_eq!(j.retry(vec![]).await.unwrap(), 1);
+    assert_eq!(j.due(now_ms(), 1, vec![], None).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_queue_is_read_in_index_order_without_a_sort() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    let plan: Vec<String> = j
+        .call(|c| {
+            let mut s = c.prepare(&format!("EXPLAIN QUERY PLAN SELECT id {DUE_FROM}"))?;
+            s.query_map([5], |r| r.get::<_, String>(3))?.collect()
+        })
+        .await
+        .unwrap();
+    assert!(plan.iter().any(|p| p.contains("files_due")), "{plan:?}");
+    assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
+}
+
+#[tokio::test]
+async fn done_in_a_folder_is_only_that_folder_and_uses_its_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    for rel in [
+        "a/b/x.mov",
+        "a/b/y/z.mov",
+        "a/b.mov",
+        "a/bc/x.mov",
+        "a/b0.mov",
+        "top.mov",
+    ] {
+        let d = DoneRecord {
+            fingerprint: fp(1, 2),
+            sha256: "s".into(),
+            remote_folder: "f".into(),
+            remote_name: "n".into(),
+            file_no: "1".into(),
+            url: None,
+            adopted: None,
+        };
+        j.record_upload("/r".into(), rel.into(), d).await.unwrap();
+    }
+    let keys = |m: std::collections::HashMap<String, (i64, i64)>| {
+        let mut k: Vec<String> = m.into_keys().collect();
+        k.sort();
+        k
+    };
+    let done_in = |folder: &str| j.done_in("/r".into(), folder.into());
+    assert_eq!(keys(done_in("a/b/").await.unwrap()), vec!["a/b/x.mov"]);
+    assert_eq!(keys(done_in("a/").await.unwrap()), vec!["a/b.mov", "a/b0.mov"]);
+    assert_eq!(keys(done_in("").await.unwrap()), vec!["top.mov"]);
+    assert_eq!(keys(done_in("a/b/y/").await.unwrap()), vec!["a/b/y/z.mov"]);
+    assert!(j.done_in("/other".into(), "".into()).await.unwrap().is_empty());
+    // The query reads the folder index, not the whole table.
+    let plan: Vec<String> = j
+        .call(|c| {
+            let mut s = c.prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT rel FROM files WHERE root = 'r' AND {FOLDER_OF_REL} = '' AND state = 'done'"
+            ))?;
+            s.query_map([], |r| r.get::<_, String>(3))?.collect()
+        })
+        .await
+        .unwrap();
+    assert!(plan.iter().any(|p| p.contains("files_folder")), "{plan:?}");
+}
+
+#[test]
+fn second_agent_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _a = lock_agent(dir.path()).unwrap();
+    assert!(matches!(lock_agent(dir.path()), Err(JournalError::Locked(_))));
+    assert!(agent_running(dir.path()));
+}
