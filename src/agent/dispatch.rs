@@ -1,0 +1,446 @@
+//! What goes out: due files become upload tasks; each outcome becomes one
+//! journal transition; the service-unreachable and key-rejected pauses.
+
+use super::*;
+
+pub(super) enum TaskResult {
+    Upload {
+        row: FileRow,
+        result: Box<Result<Outcome, UploadError>>,
+        fp: Fingerprint,
+    },
+    /// The file changed (or vanished) between being queued and being sent.
+    NotReady { row: FileRow, gone: bool },
+    /// A touched file (same size, new mtime) was hashed: same content or not.
+    Touched {
+        row: FileRow,
+        fp: Fingerprint,
+        same: bool,
+    },
+}
+
+/// Records each upload step in the journal (see [`Observer`]).
+struct JournalObserver {
+    journal: Journal,
+    id: i64,
+    /// The version being sent and its sha256, once hashed.
+    hashed: Mutex<Option<(FileId, String)>>,
+}
+
+impl JournalObserver {
+    fn hashed_version(&self) -> Result<(FileId, String), String> {
+        self.hashed
+            .lock()
+            .expect("hashed lock")
+            .clone()
+            .ok_or_else(|| "the file was not hashed before its upload began".to_string())
+    }
+}
+
+impl Observer for JournalObserver {
+    fn hashed(&self, id: FileId, sha256: &str) {
+        *self.hashed.lock().expect("hashed lock") = Some((id, sha256.to_string()));
+    }
+    fn session_started<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let (file, sha) = self.hashed_version()?;
+            self.journal
+                .save_session(self.id, session.clone(), file, sha)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+    fn part_done(&self, index: usize) {
+        self.journal.part_done(self.id, index);
+    }
+    fn completing(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.journal.completing(self.id).await.map_err(|e| e.to_string()) })
+    }
+    fn direct_sending(&self, began_at_ms: i64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let (file, sha) = self.hashed_version()?;
+            self.journal
+                .direct_sending(self.id, began_at_ms, file, sha)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+    fn reconciling(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.journal.reconciling(self.id).await.map_err(|e| e.to_string()) })
+    }
+}
+
+impl Agent {
+    /// Starts due uploads up to `concurrent_files`. Returns when the next
+    /// backed-off file becomes due, if any.
+    pub(super) async fn fill(&mut self) -> Result<Option<Instant>, AgentError> {
+        if self.opts.dry_run || self.pause.is_some() {
+            self.queue_dirty = false;
+            return Ok(None);
+        }
+        let free = self
+            .settings
+            .agent
+            .concurrent_files
+            .saturating_sub(self.inflight.len());
+        if free > 0 && self.queue_dirty {
+            let skip: Vec<i64> = self.inflight.iter().chain(&self.orphans).copied().collect();
+            let tried = self.opts.once.then(|| self.attempted.clone());
+            let rows = self.journal.due(now_ms(), free, skip, tried).await?;
+            if rows.len() < free {
+                self.queue_dirty = false;
+            }
+            for row in rows {
+                self.start_upload(row);
+            }
+        }
+        if self.opts.once {
+            return Ok(None);
+        }
+        let next = self.journal.next_due().await?;
+        Ok(next
+            .filter(|t| *t > now_ms())
+            .map(|t| Instant::now() + Duration::from_millis((t - now_ms()) as u64)))
+    }
+
+    pub(super) fn start_upload(&mut self, row: FileRow) {
+        let Some(i) = self
+            .settings
+            .watches
+            .iter()
+            .position(|w| w.path.to_string_lossy() == row.root)
+        else {
+            // The root left the config: leave the record alone (and stop asking for it).
+            self.orphans.insert(row.id);
+            return;
+        };
+        self.inflight.insert(row.id);
+        if self.opts.once {
+            Arc::make_mut(&mut self.attempted).insert(row.id);
+        }
+        let w: WatchSettings = self.settings.watches[i].clone();
+        let journal = self.journal.clone();
+        let uploader = self.uploader.clone();
+        self.tasks.spawn(async move {
+            let path = row.local_path();
+            let fp = match Fingerprint::of(&path) {
+                Ok(fp) => fp,
+                Err(e) => {
+                    let gone = e.kind() == std::io::ErrorKind::NotFound;
+                    return TaskResult::NotReady { row, gone };
+                }
+            };
+            if fp != row.fingerprint() {
+                return TaskResult::NotReady { row, gone: false };
+            }
+            let remote = match mapping::map(Path::new(&row.rel), &w.remote_folder, w.subfolders) {
+                Ok(r) => r,
+                Err(e) => {
+                    let err = UploadError::Io {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    };
+                    return TaskResult::Upload {
+                        row,
+                        result: Box::new(Err(err)),
+                        fp,
+                    };
+                }
+            };
+            let job = Job {
+                path: path.clone(),
+                file_name: remote.name,
+                folder: remote.folder,
+                format: remote.format,
+                tags: w.tags.clone(),
+                metadata: w.metadata.clone(),
+                random_prefix: w.random_prefix,
+                adopt: row.adopt,
+            };
+            if let Err(e) = journal.set_state(row.id, State::Uploading).await {
+                let err = UploadError::Checkpoint(e.to_string());
+                return TaskResult::Upload {
+                    row,
+                    result: Box::new(Err(err)),
+                    fp,
+                };
+            }
+            let resume = match journal.session(row.id).await {
+                Ok(Some(saved)) => usable(saved, fp),
+                _ => None,
+            };
+            if resume.is_some() {
+                tracing::info!("resuming the upload of {}", path.display());
+            }
+            let observer: Arc<dyn Observer> = Arc::new(JournalObserver {
+                journal,
+                id: row.id,
+                hashed: Mutex::new(None),
+            });
+            let result = uploader.upload_resuming(&job, resume, &observer).await;
+            TaskResult::Upload {
+                row,
+                result: Box::new(result),
+                fp,
+            }
+        });
+    }
+
+    pub(super) async fn finished(
+        &mut self,
+        result: TaskResult,
+        shutdown: &CancellationToken,
+    ) -> Result<(), AgentError> {
+        match result {
+            TaskResult::Touched { row, fp, same } => {
+                if same {
+                    self.journal.refresh_done_mtime(row.id, fp.mtime_ns).await?;
+                    self.report.skipped += 1;
+                } else if let Some(i) = self
+                    .settings
+                    .watches
+                    .iter()
+                    .position(|w| w.path.to_string_lossy() == row.root)
+                {
+                    self.enqueue(i, row.root, row.rel, fp).await?;
+                }
+            }
+            TaskResult::NotReady { row, gone } => {
+                self.inflight.remove(&row.id);
+                if gone {
+                    self.journal.mark_gone(row.root.clone(), row.rel.clone()).await?;
+                } else {
+                    self.back_to_settling(&row).await?;
+                }
+            }
+            TaskResult::Upload { row, result, fp } => {
+                self.inflight.remove(&row.id);
+                self.queue_dirty = true;
+                self.upload_result(row, *result, fp, shutdown).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn back_to_settling(&mut self, row: &FileRow) -> Result<(), AgentError> {
+        self.journal.drop_session(row.id).await?;
+        self.journal.set_state(row.id, State::Settling).await?;
+        if let Some(w) = self
+            .settings
+            .watches
+            .iter()
+            .find(|w| w.path.to_string_lossy() == row.root)
+        {
+            self.settler
+                .touch(&row.local_path(), w.settle, std::time::Instant::now());
+        }
+        Ok(())
+    }
+
+    pub(super) async fn upload_result(
+        &mut self,
+        row: FileRow,
+        result: Result<Outcome, UploadError>,
+        fp: Fingerprint,
+        shutdown: &CancellationToken,
+    ) -> Result<(), AgentError> {
+        let path = row.local_path();
+        match result {
+            Ok(o) => {
+                self.journal
+                    .record_done(
+                        row.id,
+                        DoneRecord {
+                            fingerprint: fp,
+                            sha256: o.sha256.clone(),
+                            remote_folder: o.folder.clone(),
+                            remote_name: o.name.clone(),
+                            file_no: o.file.file_no.clone(),
+                            url: o.file.url.clone(),
+                            adopted: o.adopted.map(|p| p.describe().to_string()),
+                        },
+                    )
+                    .await?;
+                if o.adopted.is_some() {
+                    self.report.adopted += 1;
+                } else {
+                    self.report.uploaded += 1;
+                    tracing::info!(
+                        "uploaded {} → {}/{} (file_no {})",
+                        path.display(),
+                        o.folder,
+                        o.name,
+                        o.file.file_no
+                    );
+                }
+                if let Some(w) = self
+                    .settings
+                    .watches
+                    .iter()
+                    .find(|w| w.path.to_string_lossy() == row.root)
+                {
+                    let action = w.after_upload.clone();
+                    let rel = row.rel.clone();
+                    let outcome =
+                        tokio::task::spawn_blocking(move || crate::after::apply(&action, &path, &rel, fp))
+                            .await;
+                    if let Ok(Err(e)) = outcome {
+                        tracing::warn!("{e}");
+                    }
+                }
+            }
+            Err(e) if e.is_auth() => {
+                self.journal.set_state(row.id, State::Pending).await?;
+                if self.opts.once {
+                    shutdown.cancel();
+                    return Err(AgentError::Auth(e.to_string()));
+                }
+                if !matches!(self.pause, Some((Pause::Auth, _))) {
+                    tracing::error!(
+                        "{e}; all uploads are paused and the key is re-checked every {}s. Fix the key (then restart, or wait)",
+                        AUTH_RECHECK.as_secs()
+                    );
+                }
+                self.pause = Some((Pause::Auth, Instant::now() + AUTH_RECHECK));
+            }
+            // No answer about this file at all (network down, 5xx, 429 after
+            // every retry): the service is unreachable for every file, so the
+            // queue waits, and this file's attempts are not spent.
+            Err(UploadError::Api(a)) if a.is_transient() && !self.opts.once => {
+                self.journal.set_state(row.id, State::Pending).await?;
+                if self.pause.is_none() {
+                    tracing::warn!(
+                        "the service is unreachable ({a}); all uploads wait and it is asked again every {}s",
+                        OUTAGE_RECHECK.as_secs()
+                    );
+                    self.pause = Some((
+                        Pause::Unreachable { since_ms: now_ms() },
+                        Instant::now() + OUTAGE_RECHECK,
+                    ));
+                }
+            }
+            Err(UploadError::Changed(why)) => {
+                tracing::info!(
+                    "{} changed during upload ({why}); waiting for it to settle again",
+                    path.display()
+                );
+                self.back_to_settling(&row).await?;
+            }
+            Err(UploadError::Io { message, .. }) if !path.exists() => {
+                tracing::info!("{} vanished during upload ({message})", path.display());
+                self.journal.mark_gone(row.root, row.rel).await?;
+            }
+            Err(e) => {
+                let keep_session = matches!(&e, UploadError::Api(a) if a.is_transient())
+                    || matches!(e, UploadError::Io { .. });
+                if !keep_session {
+                    self.journal.drop_session(row.id).await?;
+                }
+                let delay = retry_delay(row.attempts as u32);
+                let state = self
+                    .journal
+                    .record_failure(
+                        row.id,
+                        e.to_string(),
+                        self.settings.agent.max_attempts,
+                        now_ms() + delay.as_millis() as i64,
+                    )
+                    .await?;
+                if state == State::Failed {
+                    self.report.failed += 1;
+                    tracing::error!(
+                        "{} failed after {} attempts: {e}; run `autorender-sync retry` to try again",
+                        path.display(),
+                        row.attempts + 1
+                    );
+                } else {
+                    if self.opts.once {
+                        self.report.failed += 1;
+                    }
+                    tracing::warn!("{}: {e}; retrying in {}s", path.display(), delay.as_secs());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One cheap authenticated call decides whether a pause ends.
+    pub(super) async fn recheck_service(&mut self) {
+        let Some((reason, _)) = self.pause.take() else {
+            return;
+        };
+        match self.uploader.client.verify_key().await {
+            Ok(()) => {
+                match reason {
+                    Pause::Auth => tracing::info!("the API key is accepted again; resuming uploads"),
+                    Pause::Unreachable { since_ms } => tracing::info!(
+                        "the service answers again after {}s; resuming uploads",
+                        (now_ms() - since_ms) / 1000
+                    ),
+                }
+                self.queue_dirty = true;
+            }
+            Err(e @ ApiError::Auth { .. }) => {
+                if reason != Pause::Auth {
+                    tracing::error!("{e}; all uploads are paused until the key is accepted");
+                }
+                self.pause = Some((Pause::Auth, Instant::now() + AUTH_RECHECK));
+            }
+            Err(e) => {
+                tracing::debug!("the service is still not answering ({e})");
+                let again = if reason == Pause::Auth {
+                    AUTH_RECHECK
+                } else {
+                    OUTAGE_RECHECK
+                };
+                self.pause = Some((reason, Instant::now() + again));
+            }
+        }
+    }
+}
+
+/// A saved session is resumed only for the very same file version.
+fn usable(saved: SavedSession, fp: Fingerprint) -> Option<Resume> {
+    let phase = match (saved.direct, saved.completing) {
+        (true, _) => Phase::Direct,
+        (false, true) => Phase::Completing,
+        (false, false) => Phase::Parts,
+    };
+    (saved.fingerprint == fp && saved.done.len() == saved.session.parts.len()).then_some(Resume {
+        session: saved.session,
+        done: saved.done,
+        sha256: saved.sha256,
+        fingerprint: saved.fingerprint,
+        file_id: saved.file_id,
+        phase,
+    })
+}
+
+/// Per-file backoff between attempts: 5 s doubling to 15 min, with jitter.
+fn retry_delay(attempts: u32) -> Duration {
+    let base = 5u64.saturating_mul(1u64 << attempts.min(8)).min(900);
+    // Up to a quarter of the delay again, so files that failed together spread out.
+    let jitter_ms = (now_ms() as u64 % 1000) * base / 4;
+    Duration::from_secs(base) + Duration::from_millis(jitter_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_and_caps() {
+        // Each step doubles the base (5 s, 10 s, 20 s …) and adds at most a
+        // quarter of it as jitter, so consecutive delays never overlap.
+        for n in 0..7 {
+            let (a, b) = (retry_delay(n), retry_delay(n + 1));
+            assert!(
+                a >= Duration::from_secs(5 << n) && a <= Duration::from_secs(5 << n) * 5 / 4,
+                "{n}: {a:?}"
+            );
+            assert!(b > a, "{n}: {a:?} then {b:?}");
+        }
+        assert!(retry_delay(20) >= Duration::from_secs(900));
+        assert!(retry_delay(20) <= Duration::from_secs(900 + 225));
+    }
+}

@@ -1,0 +1,363 @@
+//! The agent: wires watch → settle → journal → uploader → after-upload.
+//!
+//! One loop owns the settle state and the set of uploads in flight; uploads
+//! and sha256 checks run as tasks whose results come back to the loop, so no
+//! state is shared. Events and scans only say "look at this path"; settle
+//! says when a file is finished; the journal says whether it needs uploading
+//! and holds the durable queue. Shutdown stops watching, cancels in-flight
+//! transfers (their sessions and finished parts are already recorded, so the
+//! next start resumes them) and flushes the journal.
+//!
+//! Rooms: this file holds the loop; `intake` turns hints and scans into
+//! settled files and asks the journal about each; `dispatch` turns due files
+//! into upload tasks and each outcome into one journal transition.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiError, Session};
+use crate::config::{Settings, WatchSettings};
+use crate::fileid::{FileId, Fingerprint, hash_file};
+use crate::journal::{DoneRecord, FileRow, Journal, JournalError, SavedSession, State, now_ms};
+use crate::mapping;
+use crate::scan::{self, Rejected};
+use crate::settle::{Decision, Fs, Settler};
+use crate::upload::{Job, Observer, Outcome, Phase, Resume, UploadError, Uploader};
+use crate::watch::{self, Hint};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Scan, upload what is pending, exit.
+    pub once: bool,
+    /// Log what would be uploaded; send nothing, record nothing.
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Report {
+    pub uploaded: usize,
+    /// Found in the workspace already (no journal record) and recorded, not sent.
+    pub adopted: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub would_upload: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("{0}")]
+    Watch(String),
+    #[error("the API key was rejected: {0}")]
+    Auth(String),
+}
+
+/// Why uploads are held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    /// The API key was rejected.
+    Auth,
+    /// No answer from the service (unix ms since when).
+    Unreachable { since_ms: i64 },
+}
+
+/// How often an unreachable service is asked again.
+const OUTAGE_RECHECK: Duration = Duration::from_secs(15);
+
+/// A new folder is scanned again this long after it appeared.
+const NEW_FOLDER_RESCAN: Duration = Duration::from_secs(1);
+
+/// How long uploads pause after the key is rejected before checking again.
+const AUTH_RECHECK: Duration = Duration::from_secs(60);
+
+mod dispatch;
+mod intake;
+
+use dispatch::TaskResult;
+use intake::{SETTLING_CAP, Scan, next_folder};
+
+pub struct Agent {
+    settings: Arc<Settings>,
+    uploader: Arc<Uploader>,
+    journal: Journal,
+    opts: RunOptions,
+    settler: Settler,
+    tasks: JoinSet<TaskResult>,
+    inflight: HashSet<i64>,
+    /// `--once`: files already tried in this run (not tried twice).
+    /// Shared with the journal's queue query without copying (copied on
+    /// write only if a query still holds it), so a run of 100,000 files
+    /// does not rebuild this set for every upload started.
+    attempted: Arc<HashSet<i64>>,
+    /// Queued files whose watch root is no longer configured.
+    orphans: HashSet<i64>,
+    report: Report,
+    queue_dirty: bool,
+    /// Uploads held back, why, and when to ask the service again.
+    pause: Option<(Pause, Instant)>,
+    last_event_at: Option<i64>,
+    watch_modes: Vec<String>,
+    /// Per root: the identity of the folder being watched (None: missing).
+    root_ids: Vec<Option<(u64, u64)>>,
+    /// New folders to scan once more, and when.
+    rescan_soon: Vec<(usize, PathBuf, Instant)>,
+    /// Walks under way, oldest first; the loop takes their folders one at a
+    /// time while fewer than [`SETTLING_CAP`] paths are settling.
+    scans: std::collections::VecDeque<Scan>,
+}
+
+impl Agent {
+    pub fn new(settings: Arc<Settings>, uploader: Uploader, journal: Journal, opts: RunOptions) -> Agent {
+        Agent {
+            settings,
+            uploader: Arc::new(uploader),
+            journal,
+            opts,
+            settler: Settler::new(),
+            tasks: JoinSet::new(),
+            inflight: HashSet::new(),
+            attempted: Arc::new(HashSet::new()),
+            orphans: HashSet::new(),
+            report: Report::default(),
+            queue_dirty: true,
+            pause: None,
+            last_event_at: None,
+            watch_modes: Vec::new(),
+            root_ids: Vec::new(),
+            rescan_soon: Vec::new(),
+            scans: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn root_str(&self, i: usize) -> String {
+        self.settings.watches[i].path.to_string_lossy().into_owned()
+    }
+
+    /// Runs until `shutdown` (or, with `once`, until the work is done).
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<Report, AgentError> {
+        let (tx, mut rx) = mpsc::channel::<Hint>(64 * 1024);
+        self.root_ids = self
+            .settings
+            .watches
+            .iter()
+            .map(|w| folder_identity(&w.path))
+            .collect();
+        let mut watchers = if self.opts.once {
+            None
+        } else {
+            let w = watch::start(
+                &self.settings.watches,
+                self.settings.agent.poll_interval,
+                tx.clone(),
+            )
+            .map_err(AgentError::Watch)?;
+            self.watch_modes = w.modes.clone();
+            Some(w)
+        };
+        for (i, w) in self.settings.watches.iter().enumerate() {
+            tracing::info!(
+                "watching {} → \"{}\" ({})",
+                w.path.display(),
+                w.remote_folder,
+                self.watch_modes.get(i).map(String::as_str).unwrap_or("one scan")
+            );
+        }
+        let started_at = now_ms();
+        for i in 0..self.settings.watches.len() {
+            self.scan(i, None);
+        }
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        let rescan_every = self
+            .settings
+            .agent
+            .rescan_interval
+            .unwrap_or(Duration::from_secs(365 * 86400));
+        let mut rescan = tokio::time::interval_at(Instant::now() + rescan_every, rescan_every);
+        let give_up_after = self
+            .settings
+            .watches
+            .iter()
+            .map(|w| w.settle)
+            .max()
+            .unwrap_or_default()
+            * 5;
+        loop {
+            let next_retry = self.fill().await?;
+            if self.opts.once {
+                for p in self
+                    .settler
+                    .changing_longer_than(std::time::Instant::now(), give_up_after)
+                {
+                    tracing::warn!("{} is still changing; leaving it for the next run", p.display());
+                    self.settler.forget(&p);
+                }
+                if self.settler.is_empty()
+                    && self.tasks.is_empty()
+                    && !self.queue_dirty
+                    && self.scans.is_empty()
+                {
+                    break;
+                }
+            }
+            let settle_at = self.settler.next_deadline().map(Instant::from_std);
+            let wake = [settle_at, next_retry, self.pause.as_ref().map(|p| p.1)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(h) = rx.recv() => {
+                    self.hint(h).await?;
+                    while let Ok(h) = rx.try_recv() {
+                        self.hint(h).await?;
+                    }
+                }
+                (i, folder) = next_folder(&mut self.scans),
+                    if !self.scans.is_empty() && self.settler.len() < SETTLING_CAP =>
+                {
+                    self.scanned_folder(i, folder).await?;
+                }
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    match done {
+                        Ok(result) => self.finished(result, &shutdown).await?,
+                        Err(e) if e.is_panic() => tracing::error!("an upload task panicked: {e}"),
+                        Err(_) => {}
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    self.poll_settle().await?;
+                    if self.pause.as_ref().is_some_and(|p| p.1 <= Instant::now()) {
+                        self.recheck_service().await;
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    // `retry` from another process may have queued files.
+                    self.queue_dirty = true;
+                    self.rescan_new_folders();
+                    if let Some(w) = watchers.as_mut() {
+                        self.check_roots(w, &tx).await?;
+                    }
+                    if let Some(w) = &watchers {
+                        for (i, flag) in w.overflowed.iter().enumerate() {
+                            if flag.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                                tracing::info!("event queue overflowed; rescanning {}", self.settings.watches[i].path.display());
+                                self.scan(i, None);
+                            }
+                        }
+                    }
+                    if !self.opts.dry_run {
+                        self.journal.heartbeat(std::process::id(), started_at, self.last_event_at, self.snapshot()).await?;
+                    }
+                }
+                _ = rescan.tick() => {
+                    for i in 0..self.settings.watches.len() {
+                        self.scan(i, None);
+                    }
+                }
+            }
+        }
+        drop(watchers);
+        // In-flight transfers stop here; their sessions are in the journal.
+        self.tasks.shutdown().await;
+        self.journal.checkpoint().await?;
+        Ok(self.report)
+    }
+
+    /// A watched folder that vanished loses its watch, and so does one that
+    /// was deleted and recreated between two looks (a new folder, a new
+    /// identity). Either way, once it is there it is watched again and
+    /// scanned, so nothing dropped into it is missed.
+    async fn check_roots(
+        &mut self,
+        watchers: &mut watch::Watchers,
+        tx: &mpsc::Sender<Hint>,
+    ) -> Result<(), AgentError> {
+        for i in 0..self.settings.watches.len() {
+            let w = &self.settings.watches[i];
+            let now = folder_identity(&w.path);
+            if now == self.root_ids[i] {
+                continue;
+            }
+            match now {
+                None => {
+                    tracing::warn!(
+                        "watched folder {} disappeared; waiting for it to come back",
+                        w.path.display()
+                    );
+                    watchers.stop(i);
+                    self.root_ids[i] = None;
+                }
+                Some(_) => match watchers.restart(i, w, self.settings.agent.poll_interval, tx) {
+                    Ok(()) => {
+                        tracing::info!(
+                            "watched folder {} is (re)created; watching it again",
+                            w.path.display()
+                        );
+                        self.root_ids[i] = now;
+                        self.watch_modes[i] = watchers.modes[i].clone();
+                        self.scan(i, None);
+                    }
+                    Err(e) => tracing::warn!("{e}; trying again"),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> String {
+        let now = std::time::Instant::now();
+        let roots: Vec<serde_json::Value> = self
+            .settings
+            .watches
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let (settling, growing) = self.settler.counts_under(&w.path, now);
+                serde_json::json!({
+                    "root": w.path,
+                    "remote_folder": w.remote_folder,
+                    "watch": self.watch_modes.get(i),
+                    "settling": settling,
+                    "growing": growing,
+                })
+            })
+            .collect();
+        let (reason, since) = match &self.pause {
+            Some((Pause::Auth, _)) => (Some("auth_rejected"), None),
+            Some((Pause::Unreachable { since_ms }, _)) => (Some("service_unreachable"), Some(*since_ms)),
+            None => (None, None),
+        };
+        serde_json::json!({
+            "roots": roots,
+            "paused": self.pause.is_some(),
+            "pause_reason": reason,
+            "unreachable_since": since,
+        })
+        .to_string()
+    }
+}
+
+/// (device, inode) of a folder, to notice it was replaced; None if missing.
+fn folder_identity(path: &Path) -> Option<(u64, u64)> {
+    let m = std::fs::metadata(path).ok().filter(|m| m.is_dir())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        Some((0, 0))
+    }
+}
