@@ -149,10 +149,8 @@ fn parse_rfc3339_ms(s: &str) -> Option<i64> {
         _ => (s.replace(' ', "T"), 0),
     };
     let t = humantime::parse_rfc3339_weak(base.trim_end_matches('Z')).ok()?;
-    let ms = match t.duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
-    };
+    // humantime reads no year before 1970, so `t` is never before the epoch.
+    let ms = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64;
     Some(ms - offset_s * 1000)
 }
 
@@ -425,6 +423,52 @@ mod tests {
             1
         );
         assert!(decode_folders(&json!({"files": []})).is_err());
+    }
+
+    #[test]
+    fn lenient_scalars() {
+        assert_eq!(as_string(Some(&json!(""))), None, "an empty id is no id");
+        assert_eq!(as_string(Some(&json!(538))), Some("538".into()));
+        assert_eq!(as_u64(Some(&json!("12"))), Some(12));
+        assert_eq!(as_u64(Some(&json!(3.0))), Some(3));
+        assert_eq!(as_u64(Some(&json!(0.0))), Some(0));
+        assert_eq!(as_u64(Some(&json!(-1.0))), None);
+        assert_eq!(as_u64(Some(&json!(2.5))), None);
+        assert_eq!(as_bool(Some(&json!("true"))), Some(true));
+        assert_eq!(as_bool(Some(&json!("false"))), Some(false));
+        assert_eq!(as_bool(Some(&json!("yes"))), None);
+    }
+
+    #[test]
+    fn times_with_offsets_fractions_and_before_1970() {
+        let t = Some(1_774_623_533_000);
+        assert_eq!(parse_time_ms(&json!("2026-03-27T09:28:53-05:30")), t);
+        assert_eq!(parse_time_ms(&json!("2026-03-27T20:28:53+05:30")), t);
+        assert_eq!(
+            parse_time_ms(&json!("2026-03-27T16:58:53.5+02:00")),
+            Some(1_774_623_533_500)
+        );
+        // An offset can take a time just after 1970 to before it.
+        assert_eq!(
+            parse_time_ms(&json!("1970-01-01T00:30:00+01:00")),
+            Some(-1_800_000)
+        );
+        // humantime reads no year before 1970.
+        assert_eq!(parse_time_ms(&json!("1969-12-31T23:59:59Z")), None);
+    }
+
+    #[test]
+    fn bare_arrays_and_the_last_page() {
+        let p = decode_file_page(&json!([{"file_no": "1", "name": "a", "size": 3}])).unwrap();
+        assert_eq!(p.files.len(), 1);
+        let last = json!({"files": [], "meta": {"page": 3, "total_pages": 3}});
+        assert_eq!(decode_file_page(&last).unwrap().has_next, Some(false));
+        assert_eq!(
+            decode_folders(&json!([{"folder_no": "x", "name": "y"}]))
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
