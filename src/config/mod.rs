@@ -1,0 +1,237 @@
+//! Configuration: TOML text → one validated [`Settings`], built once and shared
+//! by every command (so `check` sees exactly what `run` would).
+//!
+//! The document is walked by hand over toml's spanned tree instead of through
+//! serde, so that *every* problem is reported at once, each with its key and
+//! line, and unknown keys get a "did you mean" hint. Nothing here touches the
+//! network; the only I/O is resolving paths (`~`, existence, canonical form).
+//!
+//! Rooms: this file holds the `Settings` types and the entry points;
+//! `walker` reads typed fields off the spanned tree; `schema` the rules of
+//! the top level, `[api]` and `[agent]`; `watches` those of `[[watch]]`;
+//! `paths` the path and endpoint helpers.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{GlobSet, GlobSetBuilder};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+use url::Url;
+
+use crate::units::{parse_duration, parse_rate};
+
+mod paths;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod walker;
+mod watches;
+
+pub use paths::{
+    check_endpoint, check_transport, default_state_dir, expand_tilde, is_loopback, normalise_remote_folder,
+};
+use walker::Walker;
+
+pub const DEFAULT_ENDPOINT: &str = "https://upload.autorender.io";
+pub const DEFAULT_KEY_ENV: &str = "AUTORENDER_API_KEY";
+pub const CONFIG_ENV: &str = "AUTORENDER_SYNC_CONFIG";
+
+/// The commented reference config; `init` writes exactly this text.
+pub const EXAMPLE_CONFIG: &str = include_str!("../../example-config.toml");
+
+/// One problem found in the config: where it is and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: ", self.file, line)?,
+            None => write!(f, "{}: ", self.file)?,
+        }
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "`{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem in a config file, in line order.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "the config has {n} problem{}:", if n == 1 { "" } else { "s" })?;
+        for (i, e) in self.0.iter().enumerate() {
+            if i + 1 == n {
+                write!(f, "  - {e}")?;
+            } else {
+                writeln!(f, "  - {e}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file these settings came from (None: built-in defaults, no file).
+    pub source: Option<PathBuf>,
+    pub api: ApiSettings,
+    pub agent: AgentSettings,
+    pub watches: Vec<WatchSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub endpoint: Url,
+    pub api_key_env: String,
+    pub api_key_file: Option<PathBuf>,
+    pub request_timeout: Duration,
+    pub url_ttl: Duration,
+    /// Remote names that differ only by case are the same file.
+    pub case_insensitive_remote: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub state_dir: PathBuf,
+    pub settle: Duration,
+    /// None when `rescan_interval = "0s"`.
+    pub rescan_interval: Option<Duration>,
+    pub concurrent_files: usize,
+    pub concurrent_parts: usize,
+    /// Bytes per second shared by all uploads; None = unlimited.
+    pub bandwidth_limit: Option<u64>,
+    pub max_attempts: u32,
+    /// Some(interval) forces the polling watcher.
+    pub poll_interval: Option<Duration>,
+    /// Files up to this many bytes go in one request; 0 = always multipart.
+    pub direct_upload_max: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subfolders {
+    Preserve,
+    Flatten,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterUpload {
+    Keep,
+    Delete,
+    Move(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct WatchSettings {
+    /// Canonical absolute path of the watched folder.
+    pub path: PathBuf,
+    /// Normalised: no leading/trailing `/`, no empty or `..` segments.
+    pub remote_folder: String,
+    pub include: GlobSet,
+    pub include_patterns: Vec<String>,
+    pub exclude: GlobSet,
+    pub exclude_patterns: Vec<String>,
+    pub recursive: bool,
+    pub subfolders: Subfolders,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub random_prefix: bool,
+    pub after_upload: AfterUpload,
+    pub settle: Duration,
+}
+
+impl WatchSettings {
+    /// Does a root-relative path (with `/` separators) pass include/exclude?
+    /// Built-in temp-file excludes are applied separately by the scanner.
+    pub fn matches(&self, relative: &str) -> bool {
+        self.include.is_match(relative) && !self.exclude.is_match(relative)
+    }
+}
+
+/// Where the config file is: `--config`, else `$AUTORENDER_SYNC_CONFIG`, else
+/// the platform config dir. The bool says whether the user named it
+/// explicitly (then a missing file is an error rather than "use defaults").
+pub fn resolve_config_path(flag: Option<&Path>) -> Result<(PathBuf, bool), String> {
+    if let Some(p) = flag {
+        return Ok((p.to_path_buf(), true));
+    }
+    if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
+        return Ok((PathBuf::from(p), true));
+    }
+    let dirs = project_dirs().ok_or_else(|| {
+        "cannot find a home directory for the default config path; pass --config PATH".to_string()
+    })?;
+    Ok((dirs.config_dir().join("config.toml"), false))
+}
+
+pub fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("io", "autorender", "autorender-sync")
+}
+
+impl Settings {
+    /// Loads the config at `path`. A missing file that was not named
+    /// explicitly yields the defaults (no watches), so `upload` and `check`
+    /// work on a fresh machine.
+    pub fn load(path: &Path, explicit: bool) -> Result<Settings, ConfigErrors> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Settings::parse(&text, &path.display().to_string(), Some(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Settings::parse("", "(defaults)", None)
+            }
+            Err(e) => Err(ConfigErrors(vec![ConfigError {
+                file: path.display().to_string(),
+                line: None,
+                key: String::new(),
+                message: if e.kind() == std::io::ErrorKind::NotFound {
+                    "the config file does not exist; create one with `autorender-sync init` or fix --config / AUTORENDER_SYNC_CONFIG".into()
+                } else {
+                    format!("cannot read the config file: {e}")
+                },
+            }])),
+        }
+    }
+
+    /// Parses and validates config text. `file` names it in messages.
+    pub fn parse(text: &str, file: &str, source: Option<&Path>) -> Result<Settings, ConfigErrors> {
+        let mut w = Walker {
+            src: text,
+            file: file.to_string(),
+            errors: Vec::new(),
+        };
+        let doc = match DeTable::parse(text) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let line = e.span().map(|s| w.line(&s));
+                let message = e.message().trim().to_string();
+                return Err(ConfigErrors(vec![ConfigError {
+                    file: file.to_string(),
+                    line,
+                    key: String::new(),
+                    message: format!("not valid TOML: {message}"),
+                }]));
+            }
+        };
+        let settings = w.document(doc.get_ref(), source);
+        if w.errors.is_empty() {
+            Ok(settings)
+        } else {
+            w.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            Err(ConfigErrors(w.errors))
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The rules per table: which keys each table takes and what each must be.
+
+use super::walker::Item;
+use super::*;
+
+const TOP_KEYS: &[&str] = &["api", "agent", "watch"];
+const API_KEYS: &[&str] = &[
+    "endpoint",
+    "api_key_env",
+    "api_key_file",
+    "request_timeout",
+    "url_ttl",
+    "case_insensitive_remote",
+];
+/// `agent.direct_upload_max` default and ceiling.
+const DEFAULT_DIRECT: u64 = 8 * 1024 * 1024;
+const MAX_DIRECT: u64 = 100 * 1024 * 1024;
+
+const AGENT_KEYS: &[&str] = &[
+    "state_dir",
+    "settle",
+    "rescan_interval",
+    "concurrent_files",
+    "concurrent_parts",
+    "bandwidth_limit",
+    "max_attempts",
+    "poll_interval",
+    "direct_upload_max",
+];
+
+impl<'s> Walker<'s> {
+    pub(super) fn document(&mut self, doc: &DeTable, source: Option<&Path>) -> Settings {
+        let top = self.fields(doc, "", TOP_KEYS);
+        let empty = DeTable::new();
+        let api_t = match top.get("api") {
+            Some(item) => self.table(item, "api").unwrap_or(&empty),
+            None => &empty,
+        };
+        let agent_t = match top.get("agent") {
+            Some(item) => self.table(item, "agent").unwrap_or(&empty),
+            None => &empty,
+        };
+        let api = self.api(api_t);
+        let agent = self.agent(agent_t);
+        let mut watches = Vec::new();
+        let mut roots = Vec::new();
+        if let Some(item) = top.get("watch") {
+            match item.get_ref() {
+                DeValue::Array(list) => {
+                    for (i, entry) in list.iter().enumerate() {
+                        let key = format!("watch[{i}]");
+                        if let Some(t) = self.table(entry, &key) {
+                            let (root, w) = self.watch(t, &key, entry.span(), agent.settle);
+                            if let Some((root, path_span)) = root {
+                                roots.push((i, root, path_span));
+                            }
+                            watches.extend(w);
+                        }
+                    }
+                }
+                other => self.err(
+                    "watch",
+                    Some(item.span()),
+                    format!(
+                        "expected [[watch]] entries (an array of tables), found {}",
+                        other.type_str()
+                    ),
+                ),
+            }
+        }
+        self.check_overlaps(&roots);
+        Settings {
+            source: source.map(Path::to_path_buf),
+            api,
+            agent,
+            watches,
+        }
+    }
+
+    pub(super) fn api(&mut self, t: &DeTable) -> ApiSettings {
+        let f = self.fields(t, "api", API_KEYS);
+        let endpoint = match self.string(&f, "endpoint", "api.endpoint") {
+            Some((text, span)) => match check_endpoint(&text) {
+                Ok(url) => url,
+                Err(e) => {
+                    self.err("api.endpoint", Some(span), e);
+                    Url::parse(DEFAULT_ENDPOINT).expect("default endpoint is a URL")
+                }
+            },
+            None => Url::parse(DEFAULT_ENDPOINT).expect("default endpoint is a URL"),
+        };
+        let api_key_env = match self.string(&f, "api_key_env", "api.api_key_env") {
+            Some((name, span)) => {
+                if name.is_empty() || name.contains('=') || name.contains('\0') {
+                    self.err(
+                        "api.api_key_env",
+                        Some(span),
+                        "must be the name of an environment variable, e.g. \"AUTORENDER_API_KEY\"",
+                    );
+                }
+                name
+            }
+            None => DEFAULT_KEY_ENV.to_string(),
+        };
+        let api_key_file = self
+            .string(&f, "api_key_file", "api.api_key_file")
+            .and_then(|(text, span)| self.path(&text, &span, "api.api_key_file"));
+        let request_timeout = self
+            .duration(&f, "request_timeout", "api.request_timeout")
+            .unwrap_or(Duration::from_secs(60));
+        if request_timeout.is_zero() {
+            self.err(
+                "api.request_timeout",
+                f.get("request_timeout").map(|i| i.span()),
+                "must be more than 0s",
+            );
+        }
+        let url_ttl = self
+            .duration(&f, "url_ttl", "api.url_ttl")
+            .unwrap_or(Duration::from_secs(3600));
+        if url_ttl < Duration::from_secs(60) && f.contains_key("url_ttl") {
+            self.err(
+                "api.url_ttl",
+                f.get("url_ttl").map(|i| i.span()),
+                "must be at least 60s; presigned URLs that expire sooner restart large uploads needlessly",
+            );
+        }
+        ApiSettings {
+            endpoint,
+            api_key_env,
+            api_key_file,
+            request_timeout,
+            url_ttl,
+            case_insensitive_remote: self
+                .boolean(&f, "case_insensitive_remote", "api.case_insensitive_remote")
+                .unwrap_or(false),
+        }
+    }
+
+    pub(super) fn agent(&mut self, t: &DeTable) -> AgentSettings {
+        let f = self.fields(t, "agent", AGENT_KEYS);
+        let state_dir = self
+            .string(&f, "state_dir", "agent.state_dir")
+            .and_then(|(text, span)| self.path(&text, &span, "agent.state_dir"))
+            .unwrap_or_else(default_state_dir);
+        let settle = self.settle(&f, "agent.settle").unwrap_or(Duration::from_secs(2));
+        let rescan_interval = self
+            .optional_duration(&f, "rescan_interval", "agent.rescan_interval")
+            .unwrap_or(Some(Duration::from_secs(15 * 60)));
+        let concurrent_files = self
+            .integer(&f, "concurrent_files", "agent.concurrent_files", 1)
+            .unwrap_or(2) as usize;
+        let concurrent_parts = self
+            .integer(&f, "concurrent_parts", "agent.concurrent_parts", 1)
+            .unwrap_or(4) as usize;
+        for (name, value) in [
+            ("concurrent_files", concurrent_files),
+            ("concurrent_parts", concurrent_parts),
+        ] {
+            if value > 64 {
+                self.err(
+                    &format!("agent.{name}"),
+                    f.get(name).map(|i| i.span()),
+                    "must be at most 64",
+                );
+            }
+        }
+        let bandwidth_limit = match self.string(&f, "bandwidth_limit", "agent.bandwidth_limit") {
+            Some((text, span)) => parse_rate(&text).unwrap_or_else(|e| {
+                self.err("agent.bandwidth_limit", Some(span), e);
+                None
+            }),
+            None => None,
+        };
+        let max_attempts = self
+            .integer(&f, "max_attempts", "agent.max_attempts", 1)
+            .unwrap_or(10)
+            .min(u32::MAX as i64) as u32;
+        let poll_interval = self
+            .optional_duration(&f, "poll_interval", "agent.poll_interval")
+            .unwrap_or(None);
+        let direct_upload_max = match self.string(&f, "direct_upload_max", "agent.direct_upload_max") {
+            Some((text, span)) => match crate::units::parse_size(&text) {
+                Ok(n) if n <= MAX_DIRECT => n,
+                Ok(_) => {
+                    self.err(
+                        "agent.direct_upload_max",
+                        Some(span),
+                        "must be at most 100MiB (the service advises multipart above ~100 MB)",
+                    );
+                    DEFAULT_DIRECT
+                }
+                Err(e) => {
+                    self.err("agent.direct_upload_max", Some(span), e);
+                    DEFAULT_DIRECT
+                }
+            },
+            None => DEFAULT_DIRECT,
+        };
+        AgentSettings {
+            state_dir,
+            settle,
+            rescan_interval,
+            concurrent_files,
+            concurrent_parts,
+            bandwidth_limit,
+            max_attempts,
+            poll_interval,
+            direct_upload_max,
+        }
+    }
+
+    pub(super) fn settle(&mut self, f: &HashMap<String, Item>, key: &str) -> Option<Duration> {
+        let d = self.duration(f, "settle", key)?;
+        if d < Duration::from_millis(100) {
+            self.err(
+                key,
+                f.get("settle").map(|i| i.span()),
+                "must be at least 100ms, or half-written files could be taken as finished",
+            );
+        }
+        Some(d)
+    }
+}

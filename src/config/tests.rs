@@ -1,0 +1,149 @@
+//! Config tests: whole documents through `Settings::parse`.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Settings, ConfigErrors> {
+    Settings::parse(text, "test.toml", None)
+}
+
+#[test]
+fn example_config_parses() {
+    let s = parse(EXAMPLE_CONFIG).expect("example-config.toml must parse");
+    assert_eq!(s.api.endpoint.as_str(), "https://upload.autorender.io/");
+    assert_eq!(s.agent.concurrent_parts, 4);
+}
+
+#[test]
+fn defaults() {
+    let s = parse("").unwrap();
+    assert_eq!(s.api.api_key_env, "AUTORENDER_API_KEY");
+    assert_eq!(s.api.request_timeout, Duration::from_secs(60));
+    assert_eq!(s.api.url_ttl, Duration::from_secs(3600));
+    assert_eq!(s.agent.settle, Duration::from_secs(2));
+    assert_eq!(s.agent.rescan_interval, Some(Duration::from_secs(900)));
+    assert_eq!(s.agent.concurrent_files, 2);
+    assert_eq!(s.agent.bandwidth_limit, None);
+    assert_eq!(s.agent.max_attempts, 10);
+    assert_eq!(s.agent.poll_interval, None);
+    assert!(s.watches.is_empty());
+}
+
+#[test]
+fn full_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[agent]
+settle = "3s"
+bandwidth_limit = "40MiB/s"
+[[watch]]
+path = "{}"
+remote_folder = "/uploads//renders/"
+include = ["**/*.exr", "*.mp4"]
+exclude = ["**/cache/**"]
+subfolders = "flatten"
+tags = ["render"]
+metadata = {{ source = "farm-01", n = 3 }}
+after_upload = "move"
+move_to = "{}"
+"#,
+        dir.path().display(),
+        out.path().display()
+    );
+    let s = parse(&text).unwrap();
+    let w = &s.watches[0];
+    assert_eq!(w.remote_folder, "uploads/renders");
+    assert_eq!(w.settle, Duration::from_secs(3));
+    assert!(w.matches("a/b/c.exr"));
+    assert!(w.matches("x.mp4"));
+    assert!(!w.matches("a/x.mp4"), "* must not cross /");
+    assert!(!w.matches("cache/c.exr"));
+    assert_eq!(w.subfolders, Subfolders::Flatten);
+    assert_eq!(w.metadata["n"], 3);
+    assert!(matches!(w.after_upload, AfterUpload::Move(_)));
+    assert_eq!(s.agent.bandwidth_limit, Some(40 * 1024 * 1024));
+}
+
+#[test]
+fn every_problem_is_listed_with_key_and_line() {
+    let text = r#"[api]
+endpont = "https://x"
+request_timeout = 5
+[agent]
+settle = "2 weeks"
+concurrent_parts = 0
+[[watch]]
+path = "relative/dir"
+remote_folder = "a/../b"
+"#;
+    let errs = parse(text).unwrap_err().0;
+    let keys: Vec<_> = errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("api.endpont", Some(2)),
+            ("api.request_timeout", Some(3)),
+            ("agent.settle", Some(5)),
+            ("agent.concurrent_parts", Some(6)),
+            ("watch[0].path", Some(8)),
+            ("watch[0].remote_folder", Some(9)),
+        ]
+    );
+    assert!(errs[0].message.contains("did you mean `api.endpoint`"));
+}
+
+#[test]
+fn overlapping_and_move_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let text = format!(
+        "[[watch]]\npath = \"{0}\"\nremote_folder = \"a\"\nafter_upload = \"move\"\nmove_to = \"{1}\"\n[[watch]]\npath = \"{1}\"\nremote_folder = \"b\"\n[[watch]]\npath = \"{0}\"\nremote_folder = \"c\"\nafter_upload = \"move\"\n",
+        dir.path().display(),
+        sub.display()
+    );
+    let errs = parse(&text).unwrap_err().0;
+    let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("watch[0].move_to") && m.contains("inside the watched folder")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("watch[2].after_upload") && m.contains("move_to")),
+        "{msgs:?}"
+    );
+    assert!(msgs.iter().any(|m| m.contains("overlap")), "{msgs:?}");
+}
+
+#[test]
+fn endpoint_transport_rules() {
+    assert!(check_endpoint("http://127.0.0.1:8787").is_ok());
+    assert!(check_endpoint("http://localhost:1").is_ok());
+    assert!(check_endpoint("http://[::1]:1").is_ok());
+    assert!(check_endpoint("https://upload.autorender.io").is_ok());
+    assert!(
+        check_endpoint("http://example.com")
+            .unwrap_err()
+            .contains("unencrypted")
+    );
+    assert!(check_endpoint("ftp://x").is_err());
+    assert!(check_endpoint("not a url").is_err());
+}
+
+#[test]
+fn bad_toml_names_line() {
+    let errs = parse("[api]\nendpoint = \n").unwrap_err().0;
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].line, Some(2));
+    assert!(errs[0].message.contains("not valid TOML"));
+}
+
+#[test]
+fn remote_folder_normalisation() {
+    assert_eq!(normalise_remote_folder("/a//b/").unwrap(), "a/b");
+    assert_eq!(normalise_remote_folder("").unwrap(), "");
+    assert!(normalise_remote_folder("a/../b").is_err());
+}

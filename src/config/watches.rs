@@ -1,0 +1,305 @@
+//! The rules of a `[[watch]]` entry: its path, remote folder, globs,
+//! metadata, after-upload action, and no two roots overlapping.
+
+use super::walker::{Item, Span, to_json};
+use super::*;
+
+pub(super) const WATCH_KEYS: &[&str] = &[
+    "path",
+    "remote_folder",
+    "include",
+    "exclude",
+    "recursive",
+    "subfolders",
+    "tags",
+    "metadata",
+    "random_prefix",
+    "after_upload",
+    "move_to",
+    "settle",
+];
+
+impl<'s> Walker<'s> {
+    pub(super) fn watch(
+        &mut self,
+        t: &DeTable,
+        key: &str,
+        span: Span,
+        default_settle: Duration,
+    ) -> (Option<(PathBuf, Span)>, Option<WatchSettings>) {
+        let f = self.fields(t, key, WATCH_KEYS);
+        let k = |name: &str| format!("{key}.{name}");
+        let before = self.errors.len();
+
+        let mut path_span = span.clone();
+        let path = match self.string(&f, "path", &k("path")) {
+            Some((text, pspan)) => {
+                path_span = pspan.clone();
+                self.path(&text, &pspan, &k("path"))
+                    .and_then(|p| match std::fs::metadata(&p) {
+                        Ok(m) if m.is_dir() => match p.canonicalize() {
+                            Ok(c) => Some(c),
+                            Err(e) => {
+                                self.err(
+                                    &k("path"),
+                                    Some(pspan),
+                                    format!("cannot resolve {}: {e}", p.display()),
+                                );
+                                None
+                            }
+                        },
+                        Ok(_) => {
+                            self.err(
+                                &k("path"),
+                                Some(pspan),
+                                format!("{} is not a folder", p.display()),
+                            );
+                            None
+                        }
+                        Err(e) => {
+                            self.err(
+                                &k("path"),
+                                Some(pspan),
+                                format!(
+                                    "folder {} cannot be used ({e}); create it or fix the path",
+                                    p.display()
+                                ),
+                            );
+                            None
+                        }
+                    })
+            }
+            None => {
+                if !f.contains_key("path") {
+                    self.err(
+                        &k("path"),
+                        Some(span.clone()),
+                        "missing; every [[watch]] needs the local folder to watch",
+                    );
+                }
+                None
+            }
+        };
+        let remote_folder = match self.string(&f, "remote_folder", &k("remote_folder")) {
+            Some((text, rspan)) => match normalise_remote_folder(&text) {
+                Ok(folder) => folder,
+                Err(e) => {
+                    self.err(&k("remote_folder"), Some(rspan), e);
+                    String::new()
+                }
+            },
+            None => {
+                if !f.contains_key("remote_folder") {
+                    self.err(
+                        &k("remote_folder"),
+                        Some(span.clone()),
+                        "missing; set the workspace folder files go to, e.g. \"uploads/renders\"",
+                    );
+                }
+                String::new()
+            }
+        };
+        let (include, include_patterns) = self.globs(&f, "include", &k("include"), &["**/*"]);
+        let (exclude, exclude_patterns) = self.globs(&f, "exclude", &k("exclude"), &[]);
+        let recursive = self.boolean(&f, "recursive", &k("recursive")).unwrap_or(true);
+        let subfolders = match self.string(&f, "subfolders", &k("subfolders")) {
+            Some((v, s)) => match v.as_str() {
+                "preserve" => Subfolders::Preserve,
+                "flatten" => Subfolders::Flatten,
+                _ => {
+                    self.err(
+                        &k("subfolders"),
+                        Some(s),
+                        format!("\"{v}\" is not one of \"preserve\", \"flatten\""),
+                    );
+                    Subfolders::Preserve
+                }
+            },
+            None => Subfolders::Preserve,
+        };
+        let tags = self
+            .strings(&f, "tags", &k("tags"))
+            .map(|v| v.into_iter().map(|(s, _)| s).collect())
+            .unwrap_or_default();
+        let metadata = match f.get("metadata") {
+            Some(item) => match item.get_ref() {
+                DeValue::Table(t) => self.metadata(t, &k("metadata")),
+                other => {
+                    self.err(
+                        &k("metadata"),
+                        Some(item.span()),
+                        format!(
+                            "expected a table like {{ source = \"farm-01\" }}, found {}",
+                            other.type_str()
+                        ),
+                    );
+                    serde_json::Map::new()
+                }
+            },
+            None => serde_json::Map::new(),
+        };
+        let random_prefix = self
+            .boolean(&f, "random_prefix", &k("random_prefix"))
+            .unwrap_or(false);
+        let move_to = self
+            .string(&f, "move_to", &k("move_to"))
+            .and_then(|(text, s)| self.path(&text, &s, &k("move_to")).map(|p| (p, s)));
+        let after_upload = match self.string(&f, "after_upload", &k("after_upload")) {
+            Some((v, s)) => {
+                match v.as_str() {
+                    "keep" => AfterUpload::Keep,
+                    "delete" => AfterUpload::Delete,
+                    "move" => match &move_to {
+                        Some((p, _)) => AfterUpload::Move(p.clone()),
+                        None => {
+                            if !f.contains_key("move_to") {
+                                self.err(&k("after_upload"), Some(s), "\"move\" needs `move_to = \"…\"`: the folder uploaded files are moved into");
+                            }
+                            AfterUpload::Keep
+                        }
+                    },
+                    _ => {
+                        self.err(
+                            &k("after_upload"),
+                            Some(s),
+                            format!("\"{v}\" is not one of \"keep\", \"delete\", \"move\""),
+                        );
+                        AfterUpload::Keep
+                    }
+                }
+            }
+            None => AfterUpload::Keep,
+        };
+        let asked_move = f
+            .get("after_upload")
+            .is_some_and(|v| v.get_ref().as_str() == Some("move"));
+        if let Some((_, s)) = &move_to
+            && !asked_move
+        {
+            self.err(
+                &k("move_to"),
+                Some(s.clone()),
+                "only used with after_upload = \"move\"; remove it or set after_upload = \"move\"",
+            );
+        }
+        if let (Some(root), AfterUpload::Move(dest)) = (&path, &after_upload) {
+            let dest_abs = dest.canonicalize().unwrap_or_else(|_| dest.clone());
+            if dest_abs.starts_with(root) {
+                let s = move_to.as_ref().map(|(_, s)| s.clone());
+                self.err(&k("move_to"), s, "is inside the watched folder, so moved files would be seen again; choose a folder outside it");
+            }
+        }
+        let settle = if f.contains_key("settle") {
+            self.settle(&f, &k("settle")).unwrap_or(default_settle)
+        } else {
+            default_settle
+        };
+        if self.errors.len() != before {
+            return (path.map(|p| (p, path_span)), None);
+        }
+        let Some(root) = path.clone() else {
+            return (None, None);
+        };
+        let settings = WatchSettings {
+            path: root,
+            remote_folder,
+            include,
+            include_patterns,
+            exclude,
+            exclude_patterns,
+            recursive,
+            subfolders,
+            tags,
+            metadata,
+            random_prefix,
+            after_upload,
+            settle,
+        };
+        (path.map(|p| (p, path_span)), Some(settings))
+    }
+
+    pub(super) fn globs(
+        &mut self,
+        f: &HashMap<String, Item>,
+        name: &str,
+        key: &str,
+        default: &[&str],
+    ) -> (GlobSet, Vec<String>) {
+        let patterns: Vec<(String, Option<Span>)> = match self.strings(f, name, key) {
+            Some(list) => {
+                if list.is_empty() && name == "include" {
+                    self.err(key, f.get(name).map(|i| i.span()), "is empty, so nothing would ever be uploaded; remove it to include everything (\"**/*\")");
+                }
+                list.into_iter().map(|(s, sp)| (s, Some(sp))).collect()
+            }
+            None => default.iter().map(|s| (s.to_string(), None)).collect(),
+        };
+        let mut builder = GlobSetBuilder::new();
+        for (pattern, span) in &patterns {
+            match globset::GlobBuilder::new(pattern).literal_separator(true).build() {
+                Ok(g) => {
+                    builder.add(g);
+                }
+                Err(e) => self.err(
+                    key,
+                    span.clone(),
+                    format!("invalid glob \"{pattern}\": {}", e.kind()),
+                ),
+            }
+        }
+        let set = builder
+            .build()
+            .unwrap_or_else(|_| GlobSetBuilder::new().build().expect("empty glob set builds"));
+        (set, patterns.into_iter().map(|(p, _)| p).collect())
+    }
+
+    pub(super) fn metadata(&mut self, t: &DeTable, key: &str) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        for (k, v) in t.iter() {
+            let name: &str = k.get_ref();
+            if name == "sha256" {
+                self.err(
+                    &format!("{key}.sha256"),
+                    Some(k.span()),
+                    "is reserved: the agent sends the file's own sha256 there",
+                );
+                continue;
+            }
+            match to_json(v.get_ref()) {
+                Some(j) => {
+                    out.insert(name.to_string(), j);
+                }
+                None => self.err(
+                    &format!("{key}.{name}"),
+                    Some(v.span()),
+                    "metadata values must be strings, numbers, booleans, or lists/tables of them",
+                ),
+            }
+        }
+        out
+    }
+
+    /// Roots are compared even for entries with other mistakes, so every
+    /// problem shows up in one `check`.
+    pub(super) fn check_overlaps(&mut self, roots: &[(usize, PathBuf, Span)]) {
+        for (n, (i, a, _)) in roots.iter().enumerate() {
+            for (j, b, span) in roots.iter().skip(n + 1) {
+                let msg = if a == b {
+                    format!(
+                        "watches the same folder as watch[{i}] ({}); merge the two entries",
+                        a.display()
+                    )
+                } else if b.starts_with(a) || a.starts_with(b) {
+                    format!(
+                        "{} and watch[{i}]'s {} overlap, so files would be uploaded twice; use one root with include/exclude instead",
+                        b.display(),
+                        a.display()
+                    )
+                } else {
+                    continue;
+                };
+                self.err(&format!("watch[{j}].path"), Some(span.clone()), msg);
+            }
+        }
+    }
+}
