@@ -3,13 +3,15 @@
 //! request (`direct.rs`, small files) or start, PUT parts in parallel
 //! (streamed from disk, each retried alone), re-check the file, complete. A
 //! complete or direct upload without a plain success is reconciled
-//! (`reconcile.rs`), never sent again blind.
+//! (`reconcile.rs`), never sent again blind. Parts are sent in `parts.rs`;
+//! the workspace is asked (reconcile, adoption) in `outcome.rs`.
 //!
 //! Invariants:
 //! - memory is bounded by `concurrent_parts` × one read buffer, whatever the
 //!   file size (parts are streamed, never loaded);
-//! - the session is completed only if the file's size and mtime are the same
-//!   as when it was hashed (otherwise [`UploadError::Changed`]);
+//! - the session is completed only if the file is the same version as when
+//!   it was hashed: same inode, size, mtime and ctime, read from the one
+//!   descriptor (otherwise [`UploadError::Changed`]);
 //! - expired or refused part URLs start a new session (bounded), transient
 //!   errors are retried with exponential backoff + jitter, anything else ends
 //!   this file's attempt with a classified error;
@@ -32,7 +34,11 @@ use crate::limiter::Limiter;
 use crate::workspace::{Proof, Workspace, same_content};
 
 mod direct;
+mod outcome;
+mod parts;
 pub mod reconcile;
+#[cfg(test)]
+mod tests;
 
 /// The upload rate assumed when sizing URL lifetimes without a bandwidth limit.
 const ASSUMED_RATE: f64 = 2.0 * 1024.0 * 1024.0;
@@ -47,9 +53,6 @@ fn url_lifetime(url_ttl: Duration, rate: Option<f64>, size: u64) -> u64 {
     let needed = (size as f64 / rate.unwrap_or(ASSUMED_RATE) * 2.0) as u64 + 600;
     url_ttl.as_secs().max(needed).clamp(1, MAX_URL_TTL)
 }
-
-/// Read size for streaming parts and hashing.
-const CHUNK: usize = 256 * 1024;
 
 /// What to upload and where.
 #[derive(Debug, Clone)]
@@ -347,78 +350,6 @@ impl Uploader {
         }
     }
 
-    /// Records that the outcome of `session` is unknown, then asks: a
-    /// multipart session is completed once more first; otherwise `session`
-    /// only says when the direct upload began.
-    async fn ask_workspace(
-        &self,
-        job: &Job,
-        session: &Session,
-        multipart: bool,
-        size: u64,
-        sha256: &str,
-        observer: &Arc<dyn Observer>,
-    ) -> Result<Option<RemoteFile>, UploadError> {
-        observer.reconciling().await.map_err(UploadError::Checkpoint)?;
-        let session_to_complete = multipart.then_some(session);
-        self.reconcile(
-            job,
-            session_to_complete,
-            session.began_at_ms,
-            size,
-            sha256,
-            &self.reconcile,
-        )
-        .await
-    }
-
-    /// Asks the workspace about an upload whose outcome is unknown.
-    async fn reconcile(
-        &self,
-        job: &Job,
-        session: Option<&Session>,
-        began_at_ms: i64,
-        size: u64,
-        sha256: &str,
-        window: &reconcile::Window,
-    ) -> Result<Option<RemoteFile>, UploadError> {
-        let what = reconcile::Ambiguous {
-            session,
-            folder: &job.folder,
-            name: &job.file_name,
-            random_prefix: job.random_prefix,
-            size,
-            sha256,
-            began_at_ms,
-        };
-        Ok(reconcile::reconcile(&self.workspace, &what, window).await?)
-    }
-
-    /// Adoption (SPEC §4): a file the journal has no record of, whose folder
-    /// already holds the same content under the same name.
-    async fn adoptable(
-        &self,
-        job: &Job,
-        fp: Fingerprint,
-        sha256: &str,
-    ) -> Result<Option<(RemoteFile, Proof)>, UploadError> {
-        if job.random_prefix {
-            // The service renames such files: a name can prove nothing.
-            return Ok(None);
-        }
-        let candidates = self
-            .workspace
-            .same_name_and_size(&job.folder, &job.file_name, fp.size)
-            .await?;
-        let mtime_ms = (fp.mtime_ns / 1_000_000) as i64;
-        for c in candidates {
-            if let Some(proof) = same_content(self.workspace.client(), &c, fp.size, sha256, mtime_ms).await? {
-                return Ok(Some((c, proof)));
-            }
-        }
-        Ok(None)
-    }
-
     /// What start (or a direct upload) says about the file: the job's
     /// fields, its size, and the content sha256 as metadata `sha256`.
     fn request(&self, job: &Job, size: u64, sha256: &str) -> StartRequest {
@@ -448,182 +379,6 @@ impl Uploader {
             )
             .await?;
         Ok(s)
-    }
-
-    async fn send_parts(
-        &self,
-        job: &Job,
-        session: &Session,
-        done: &[bool],
-        source: &Source,
-        observer: &Arc<dyn Observer>,
-    ) -> Result<(), UploadError> {
-        let size = source.id.size;
-        let todo: Vec<usize> = (0..session.parts.len())
-            .filter(|i| !done.get(*i).copied().unwrap_or(false))
-            .collect();
-        let already: u64 = (0..session.parts.len())
-            .filter(|i| done.get(*i).copied().unwrap_or(false))
-            .map(|i| session.part_range(i, size).1)
-            .sum();
-        if already > 0 {
-            observer.bytes(already as i64);
-        }
-        futures_util::stream::iter(todo)
-            .map(|i| self.send_part(job, session, i, source, observer))
-            .buffer_unordered(self.concurrent_parts.max(1))
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
-    }
-
-    async fn send_part(
-        &self,
-        job: &Job,
-        session: &Session,
-        index: usize,
-        source: &Source,
-        observer: &Arc<dyn Observer>,
-    ) -> Result<(), UploadError> {
-        let (offset, len) = session.part_range(index, source.id.size);
-        let url = &session.parts[index];
-        let attempt = || async {
-            // Cheap guard: a file that changed makes every further byte wasted.
-            // Expiry is not judged by our clock (it may be skewed): storage
-            // answers 403 for an expired URL, and that starts a new session.
-            source.check(job).map_err(|e| match e {
-                UploadError::Changed(m) => PartError::Changed(m),
-                other => PartError::Io(other.to_string()),
-            })?;
-            let sent = Arc::new(AtomicU64::new(0));
-            let body = self.part_body(source, offset, len, sent.clone(), observer);
-            let result = tokio::select! {
-                r = self.client.put_part(url, body, len) => r,
-                stalled = watch_progress(&sent, len, self.stall_timeout) => Err(stalled),
-            };
-            if result.is_err() {
-                let rewind = sent.load(Ordering::Relaxed);
-                observer.bytes(-(rewind as i64));
-                // A body cut short because the file shrank is a change, not a
-                // network error to retry.
-                if let Err(UploadError::Changed(m)) = source.check(job) {
-                    return Err(PartError::Changed(m));
-                }
-            }
-            result.map_err(PartError::Api)
-        };
-        attempt
-            .retry(self.retry.backoff())
-            .when(|e: &PartError| matches!(e, PartError::Api(a) if a.is_transient()))
-            .adjust(|e, d| match e {
-                PartError::Api(a) => d.map(|d| a.retry_after().unwrap_or(d)),
-                _ => d,
-            })
-            .notify(|e, d| tracing::debug!(file = %job.path.display(), part = index, "part failed ({e}); retrying in {d:?}"))
-            .await
-            .map_err(|e| match e {
-                PartError::Api(a) => UploadError::Api(a),
-                PartError::Changed(m) => UploadError::Changed(m),
-                PartError::Io(m) => UploadError::Io { path: job.path.clone(), message: m },
-            })?;
-        observer.part_done(index);
-        Ok(())
-    }
-
-    /// A streamed body of exactly `len` bytes from `offset`, paced by the
-    /// limiter. A file that turns out shorter ends the stream with an error,
-    /// so a truncated part is never sent as if whole.
-    fn part_body(
-        &self,
-        source: &Source,
-        offset: u64,
-        len: u64,
-        sent: Arc<AtomicU64>,
-        observer: &Arc<dyn Observer>,
-    ) -> reqwest::Body {
-        let limiter = self.limiter.clone();
-        let progress = observer.clone();
-        let state = (source.file.clone(), 0u64, limiter, sent, progress);
-        let stream = futures_util::stream::try_unfold(
-            state,
-            move |(file, mut read, limiter, sent, progress)| async move {
-                let want = CHUNK.min((len - read) as usize);
-                let (mut buf, n) = if want == 0 {
-                    (Vec::new(), 0)
-                } else {
-                    let reader = file.clone();
-                    let at = offset + read;
-                    tokio::task::spawn_blocking(move || {
-                        let mut buf = vec![0u8; want];
-                        read_at(&reader, &mut buf, at).map(|n| (buf, n))
-                    })
-                    .await
-                    .map_err(|e| std::io::Error::other(e.to_string()))??
-                };
-                if n == 0 {
-                    if read < len {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "file is shorter than when the upload began",
-                        ));
-                    }
-                    return Ok(None);
-                }
-                buf.truncate(n);
-                if let Some(l) = &limiter {
-                    l.acquire(n).await;
-                }
-                read += n as u64;
-                sent.fetch_add(n as u64, Ordering::Relaxed);
-                progress.bytes(n as i64);
-                Ok(Some((
-                    bytes::Bytes::from(buf),
-                    (file, read, limiter, sent, progress),
-                )))
-            },
-        );
-        reqwest::Body::wrap_stream(stream)
-    }
-}
-
-#[derive(Debug)]
-enum PartError {
-    Api(ApiError),
-    Changed(String),
-    Io(String),
-}
-
-impl std::fmt::Display for PartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PartError::Api(e) => write!(f, "{e}"),
-            PartError::Changed(m) => write!(f, "file changed: {m}"),
-            PartError::Io(m) => write!(f, "{m}"),
-        }
-    }
-}
-
-/// Resolves only if the body stops moving for `limit` before it is fully
-/// sent; once it is, the client's read timeout covers waiting for the answer.
-async fn watch_progress(sent: &AtomicU64, len: u64, limit: Duration) -> ApiError {
-    let tick = (limit / 4).max(Duration::from_millis(50));
-    let mut last = sent.load(Ordering::Relaxed);
-    let mut since = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(tick).await;
-        let now = sent.load(Ordering::Relaxed);
-        if now >= len {
-            return std::future::pending().await;
-        }
-        if now != last {
-            last = now;
-            since = tokio::time::Instant::now();
-        } else if since.elapsed() >= limit {
-            return ApiError::Network(format!(
-                "part upload stalled: no progress for {}s",
-                limit.as_secs()
-            ));
-        }
     }
 }
 
@@ -694,27 +449,4 @@ fn verify(job: &Job, file: RemoteFile, size: u64, sha256: String) -> Result<Outc
         sha256,
         adopted: None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn url_lifetimes_grow_with_the_file_and_the_limit() {
-        let hour = Duration::from_secs(3600);
-        assert_eq!(url_lifetime(hour, None, 10 << 20), 3600, "small files: url_ttl");
-        // 35 GiB at the assumed 2 MiB/s: ~5 h, asked for twice that.
-        assert_eq!(url_lifetime(hour, None, 35 << 30), 35 * 1024 + 600);
-        // 150 MiB under a 2 MiB/s limit with url_ttl = 60s: not 60 s.
-        assert_eq!(
-            url_lifetime(Duration::from_secs(60), Some(2.0 * 1048576.0), 150 << 20),
-            750
-        );
-        assert_eq!(
-            url_lifetime(hour, Some(1.0), 1 << 40),
-            MAX_URL_TTL,
-            "capped at 7 days"
-        );
-    }
 }

@@ -1,0 +1,186 @@
+//! Sending a session's parts: each read from the one descriptor at its
+//! offset, streamed with an exact length, watched for stalls, and retried
+//! alone with backoff.
+
+use super::*;
+
+/// Read size for streaming parts.
+const CHUNK: usize = 256 * 1024;
+
+impl Uploader {
+    pub(super) async fn send_parts(
+        &self,
+        job: &Job,
+        session: &Session,
+        done: &[bool],
+        source: &Source,
+        observer: &Arc<dyn Observer>,
+    ) -> Result<(), UploadError> {
+        let size = source.id.size;
+        let todo: Vec<usize> = (0..session.parts.len())
+            .filter(|i| !done.get(*i).copied().unwrap_or(false))
+            .collect();
+        let already: u64 = (0..session.parts.len())
+            .filter(|i| done.get(*i).copied().unwrap_or(false))
+            .map(|i| session.part_range(i, size).1)
+            .sum();
+        if already > 0 {
+            observer.bytes(already as i64);
+        }
+        futures_util::stream::iter(todo)
+            .map(|i| self.send_part(job, session, i, source, observer))
+            .buffer_unordered(self.concurrent_parts.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn send_part(
+        &self,
+        job: &Job,
+        session: &Session,
+        index: usize,
+        source: &Source,
+        observer: &Arc<dyn Observer>,
+    ) -> Result<(), UploadError> {
+        let (offset, len) = session.part_range(index, source.id.size);
+        let url = &session.parts[index];
+        let attempt = || async {
+            // Cheap guard: a file that changed makes every further byte wasted.
+            // Expiry is not judged by our clock (it may be skewed): storage
+            // answers 403 for an expired URL, and that starts a new session.
+            source.check(job).map_err(|e| match e {
+                UploadError::Changed(m) => PartError::Changed(m),
+                other => PartError::Io(other.to_string()),
+            })?;
+            let sent = Arc::new(AtomicU64::new(0));
+            let body = self.part_body(source, offset, len, sent.clone(), observer);
+            let result = tokio::select! {
+                r = self.client.put_part(url, body, len) => r,
+                stalled = watch_progress(&sent, len, self.stall_timeout) => Err(stalled),
+            };
+            if result.is_err() {
+                let rewind = sent.load(Ordering::Relaxed);
+                observer.bytes(-(rewind as i64));
+                // A body cut short because the file shrank is a change, not a
+                // network error to retry.
+                if let Err(UploadError::Changed(m)) = source.check(job) {
+                    return Err(PartError::Changed(m));
+                }
+            }
+            result.map_err(PartError::Api)
+        };
+        attempt
+            .retry(self.retry.backoff())
+            .when(|e: &PartError| matches!(e, PartError::Api(a) if a.is_transient()))
+            .adjust(|e, d| match e {
+                PartError::Api(a) => d.map(|d| a.retry_after().unwrap_or(d)),
+                _ => d,
+            })
+            .notify(|e, d| tracing::debug!(file = %job.path.display(), part = index, "part failed ({e}); retrying in {d:?}"))
+            .await
+            .map_err(|e| match e {
+                PartError::Api(a) => UploadError::Api(a),
+                PartError::Changed(m) => UploadError::Changed(m),
+                PartError::Io(m) => UploadError::Io { path: job.path.clone(), message: m },
+            })?;
+        observer.part_done(index);
+        Ok(())
+    }
+
+    /// A streamed body of exactly `len` bytes from `offset`, paced by the
+    /// limiter. A file that turns out shorter ends the stream with an error,
+    /// so a truncated part is never sent as if whole.
+    pub(super) fn part_body(
+        &self,
+        source: &Source,
+        offset: u64,
+        len: u64,
+        sent: Arc<AtomicU64>,
+        observer: &Arc<dyn Observer>,
+    ) -> reqwest::Body {
+        let limiter = self.limiter.clone();
+        let progress = observer.clone();
+        let state = (source.file.clone(), 0u64, limiter, sent, progress);
+        let stream = futures_util::stream::try_unfold(
+            state,
+            move |(file, mut read, limiter, sent, progress)| async move {
+                let want = CHUNK.min((len - read) as usize);
+                let (mut buf, n) = if want == 0 {
+                    (Vec::new(), 0)
+                } else {
+                    let reader = file.clone();
+                    let at = offset + read;
+                    tokio::task::spawn_blocking(move || {
+                        let mut buf = vec![0u8; want];
+                        read_at(&reader, &mut buf, at).map(|n| (buf, n))
+                    })
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))??
+                };
+                if n == 0 {
+                    if read < len {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "file is shorter than when the upload began",
+                        ));
+                    }
+                    return Ok(None);
+                }
+                buf.truncate(n);
+                if let Some(l) = &limiter {
+                    l.acquire(n).await;
+                }
+                read += n as u64;
+                sent.fetch_add(n as u64, Ordering::Relaxed);
+                progress.bytes(n as i64);
+                Ok(Some((
+                    bytes::Bytes::from(buf),
+                    (file, read, limiter, sent, progress),
+                )))
+            },
+        );
+        reqwest::Body::wrap_stream(stream)
+    }
+}
+
+#[derive(Debug)]
+enum PartError {
+    Api(ApiError),
+    Changed(String),
+    Io(String),
+}
+
+impl std::fmt::Display for PartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PartError::Api(e) => write!(f, "{e}"),
+            PartError::Changed(m) => write!(f, "file changed: {m}"),
+            PartError::Io(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+/// Resolves only if the body stops moving for `limit` before it is fully
+/// sent; once it is, the client's read timeout covers waiting for the answer.
+pub(super) async fn watch_progress(sent: &AtomicU64, len: u64, limit: Duration) -> ApiError {
+    let tick = (limit / 4).max(Duration::from_millis(50));
+    let mut last = sent.load(Ordering::Relaxed);
+    let mut since = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = sent.load(Ordering::Relaxed);
+        if now >= len {
+            return std::future::pending().await;
+        }
+        if now != last {
+            last = now;
+            since = tokio::time::Instant::now();
+        } else if since.elapsed() >= limit {
+            return ApiError::Network(format!(
+                "part upload stalled: no progress for {}s",
+                limit.as_secs()
+            ));
+        }
+    }
+}
