@@ -419,8 +419,17 @@ impl AgentProcess {
     }
 
     /// Sends a signal (`"STOP"`, `"CONT"`, …) to the running agent.
-    pub fn signal(&self, sig: &str) {
-        let child = self.child.as_ref().expect("running");
+    ///
+    /// Only while it has not been reaped: once `try_wait` has collected its
+    /// exit, its PID may already belong to another test's process (PIDs wrap
+    /// at 32,768), and signalling it would hit that process.
+    pub fn signal(&mut self, sig: &str) {
+        let child = self.child.as_mut().expect("running");
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "the agent has already exited; not signalling its (reusable) PID"
+        );
+        // Not reaped, so the PID is still this process's (or its zombie's).
         let ok = Command::new("kill")
             .args([&format!("-{sig}"), &child.id().to_string()])
             .status()
@@ -454,9 +463,13 @@ impl AgentProcess {
     /// SIGTERM (if still running), then wait for its exit; returns the output.
     pub fn stop(&mut self) -> Output {
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        // Signal only a child not yet reaped: a reaped child's PID may be
+        // another process's by now.
+        if child.try_wait().expect("try_wait").is_none() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
         let status = wait_with_deadline(&mut child, Duration::from_secs(60));
         Output {
             code: status.code().unwrap_or(-1),
