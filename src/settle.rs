@@ -374,6 +374,9 @@ mod tests {
             st.changing_longer_than(late, S),
             vec![PathBuf::from("/r/growing")]
         );
+        // Not at the limit itself, only past it.
+        assert!(st.changing_longer_than(t0 + 2 * S, 2 * S).is_empty());
+        assert_eq!(st.changing_longer_than(t0 + 2 * S, S).len(), 1);
     }
 
     #[test]
