@@ -4,12 +4,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use super::{CliError, CliResult};
-use crate::agent::{Agent, RunOptions};
+use crate::agent::RunOptions;
 use crate::config::Settings;
 use crate::emulator;
 use crate::journal::{self, Journal};
@@ -63,8 +62,8 @@ pub async fn run(args: &Args) -> CliResult {
     std::fs::write(&config_path, &text).map_err(fail)?;
     let settings = Settings::parse(&text, &config_path.display().to_string(), Some(&config_path))?;
     let uploader = super::uploader(&settings, ApiKey::new(DEMO_KEY))?;
-    let _lock = journal::lock_agent(&settings.agent.state_dir).map_err(|e| CliError::Usage(e.to_string()))?;
-    let journal = Journal::open(&settings.agent.state_dir).map_err(|e| CliError::Usage(e.to_string()))?;
+    let _lock = journal::lock_agent(&settings.agent.state_dir).map_err(super::run::journal_error)?;
+    let journal = Journal::open(&settings.agent.state_dir).map_err(super::run::journal_error)?;
 
     println!("autorender-sync demo: a local AutoRender emulator is running at http://{addr}");
     println!("Copy files into   {}", drop.display());
@@ -78,10 +77,8 @@ pub async fn run(args: &Args) -> CliResult {
         super::signals::StopSignals::install(),
         token.clone(),
     ));
-    let report = Agent::new(Arc::new(settings), uploader, journal, RunOptions::default())
-        .run(token.clone())
-        .await
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let report =
+        super::run::run_agent(settings, uploader, journal, RunOptions::default(), token.clone()).await?;
     token.cancel();
     let _ = server.await;
     println!("demo stopped: {} file(s) uploaded", report.uploaded);

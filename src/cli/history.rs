@@ -4,8 +4,7 @@
 use std::process::ExitCode;
 
 use super::{Cli, CliError, CliResult};
-use crate::journal::{self, HistoryRow};
-use crate::units::format_bytes;
+use crate::journal;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,27 +17,6 @@ pub struct Args {
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
-}
-
-pub fn print_row(h: &HistoryRow) {
-    let when = super::status::format_time(h.at);
-    if h.ok {
-        println!(
-            "{when}  {} → {}/{}  file_no={}  {}  {}",
-            h.local_path,
-            h.remote_folder.as_deref().unwrap_or(""),
-            h.remote_name.as_deref().unwrap_or(""),
-            h.file_no.as_deref().unwrap_or("-"),
-            format_bytes(h.size.unwrap_or(0).max(0) as u64),
-            h.url.as_deref().unwrap_or("-")
-        );
-    } else {
-        println!(
-            "{when}  {}  FAILED: {}",
-            h.local_path,
-            h.error.as_deref().unwrap_or("")
-        );
-    }
 }
 
 pub fn run(cli: &Cli, args: &Args) -> CliResult {
@@ -54,7 +32,7 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
     } else if rows.is_empty() {
         println!("no uploads recorded yet");
     } else {
-        rows.iter().for_each(print_row);
+        rows.iter().for_each(super::output::print_history_row);
     }
     Ok(ExitCode::SUCCESS)
 }

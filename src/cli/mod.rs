@@ -8,6 +8,7 @@ mod demo;
 mod emulator;
 mod history;
 mod init;
+mod output;
 mod retry;
 mod run;
 mod signals;

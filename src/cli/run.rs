@@ -9,9 +9,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::signals::{StopSignals, stop_on_signals};
 use super::{Cli, CliError, CliResult};
-use crate::agent::{Agent, AgentError, RunOptions};
+use crate::agent::{Agent, AgentError, Report, RunOptions};
+use crate::config::Settings;
 use crate::journal::{self, Journal, JournalError};
 use crate::secrets::{self, ApiKey};
+use crate::upload::Uploader;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -80,14 +82,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         once: args.once,
         dry_run: args.dry_run,
     };
-    let report = Agent::new(Arc::new(settings), uploader, journal, opts)
-        .run(token)
-        .await
-        .map_err(|e| match e {
-            AgentError::Auth(m) => CliError::Auth(m),
-            AgentError::Watch(m) => CliError::Usage(m),
-            AgentError::Journal(j) => journal_error(j),
-        })?;
+    let report = run_agent(settings, uploader, journal, opts, token).await?;
     if args.dry_run {
         tracing::info!(
             "dry run: {} file(s) would be uploaded, {} already up to date",
@@ -109,7 +104,27 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn journal_error(e: JournalError) -> CliError {
+/// Runs the agent until `token` is cancelled (or, with `--once`, until the
+/// queue is empty), mapping its errors to exit codes: the one way `run` and
+/// `demo` start it.
+pub(super) async fn run_agent(
+    settings: Settings,
+    uploader: Uploader,
+    journal: Journal,
+    opts: RunOptions,
+    token: CancellationToken,
+) -> Result<Report, CliError> {
+    Agent::new(Arc::new(settings), uploader, journal, opts)
+        .run(token)
+        .await
+        .map_err(|e| match e {
+            AgentError::Auth(m) => CliError::Auth(m),
+            AgentError::Watch(m) => CliError::Usage(m),
+            AgentError::Journal(j) => journal_error(j),
+        })
+}
+
+pub(super) fn journal_error(e: JournalError) -> CliError {
     match e {
         JournalError::Locked(_)
         | JournalError::Open { .. }

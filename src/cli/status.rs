@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
+use super::output::format_time;
 use super::{Cli, CliError, CliResult};
 use crate::journal::{self, RootCounts};
 use crate::units::format_bytes;
@@ -15,11 +16,6 @@ pub struct Args {
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
-}
-
-pub fn format_time(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 pub fn run(cli: &Cli, args: &Args) -> CliResult {
@@ -128,7 +124,7 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
     if !last.is_empty() {
         println!("last uploads:");
         for h in &last {
-            super::history::print_row(h);
+            super::output::print_history_row(h);
         }
     }
     Ok(ExitCode::SUCCESS)
