@@ -35,7 +35,7 @@ mod tests;
 pub use records::{DoneRecord, FileRow, SavedSession, State};
 use records::{FILE_COLS, file_row};
 pub use report::{AgentRow, HistoryRow, RootCounts, agent_row, counts, history, open_read_only};
-use schema::{DUE_FROM, FOLDER_OF_REL, QUEUED, migrate};
+use schema::migrate;
 
 const SCHEMA_VERSION: i64 = 3;
 pub const DB_NAME: &str = "journal.sqlite3";

@@ -3,6 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::schema::{DUE_FROM, FOLDER_OF_REL, QUEUED};
 use super::*;
 
 impl Journal {

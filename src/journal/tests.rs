@@ -1,5 +1,6 @@
 //! Journal tests: real SQLite in temp dirs.
 
+use super::schema::{DUE_FROM, FOLDER_OF_REL};
 use super::*;
 
 fn fp(size: u64, m: i128) -> Fingerprint {

@@ -394,13 +394,18 @@ pub fn wrapped(wrapper: &[&str], inner: &Command) -> Command {
     c.args(&wrapper[1..])
         .arg(inner.get_program())
         .args(inner.get_args());
-    for (k, v) in inner.get_envs() {
+    copy_env(inner, &mut c);
+    c
+}
+
+/// Gives `to` the environment changes `from` was set up with.
+pub fn copy_env(from: &Command, to: &mut Command) {
+    for (k, v) in from.get_envs() {
         match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
+            Some(v) => to.env(k, v),
+            None => to.env_remove(k),
         };
     }
-    c
 }
 
 /// A background agent. Dropping it kills it.

@@ -142,12 +142,7 @@ fn colour_follows_the_terminal_and_no_color() {
         // `script -qec LINE /dev/null`: LINE on a pseudo-terminal.
         let mut c = Command::new("script");
         c.args(["-qec", &line, "/dev/null"]);
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
+        copy_env(&inner, &mut c);
         c.env_remove("NO_COLOR");
         if let Some(v) = no_color {
             c.env("NO_COLOR", v);
