@@ -9,6 +9,7 @@ pub mod agent;
 pub mod api;
 pub mod autostart;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod emulator;
 pub mod fileid;

@@ -11,7 +11,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::RootId;
 
 /// What a stat saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,16 +53,18 @@ impl Stat for Fs {
 pub enum Decision {
     /// Finished: size and mtime as given.
     Stable {
+        root: RootId,
         path: PathBuf,
         size: u64,
         mtime_ns: i128,
     },
     /// Vanished before it settled.
-    Gone { path: PathBuf },
+    Gone { root: RootId, path: PathBuf },
 }
 
 #[derive(Debug)]
 struct Entry {
+    root: RootId,
     settle: Duration,
     first_seen: Instant,
     last_event: Instant,
@@ -79,9 +85,10 @@ impl Settler {
     }
 
     /// Something touched `path` (an event or a scan). Restarts its quiet time.
-    pub fn touch(&mut self, path: &Path, settle: Duration, now: Instant) {
+    pub fn touch(&mut self, root: RootId, path: &Path, settle: Duration, now: Instant) {
         match self.entries.get_mut(path) {
             Some(e) => {
+                e.root = root;
                 e.last_event = now;
                 e.first_stat = None;
                 e.settle = settle;
@@ -90,6 +97,7 @@ impl Settler {
                 self.entries.insert(
                     path.to_path_buf(),
                     Entry {
+                        root,
                         settle,
                         first_seen: now,
                         last_event: now,
@@ -103,9 +111,9 @@ impl Settler {
 
     /// Offers a path found by a scan: like [`touch`](Self::touch) for a new
     /// path, but it does not restart the wait of a path already settling.
-    pub fn offer(&mut self, path: &Path, settle: Duration, now: Instant) {
+    pub fn offer(&mut self, root: RootId, path: &Path, settle: Duration, now: Instant) {
         if !self.entries.contains_key(path) {
-            self.touch(path, settle, now);
+            self.touch(root, path, settle, now);
         }
     }
 
@@ -147,10 +155,11 @@ impl Settler {
         for path in due {
             let seen = fs.stat(&path);
             let e = self.entries.get_mut(&path).expect("due entry exists");
+            let root = e.root;
             match seen {
                 Seen::Missing => {
                     self.entries.remove(&path);
-                    out.push(Decision::Gone { path });
+                    out.push(Decision::Gone { root, path });
                 }
                 Seen::NotAFile => {
                     self.entries.remove(&path);
@@ -160,7 +169,12 @@ impl Settler {
                         if first == seen && now >= at + e.settle && now >= e.last_event + e.settle =>
                     {
                         self.entries.remove(&path);
-                        out.push(Decision::Stable { path, size, mtime_ns });
+                        out.push(Decision::Stable {
+                            root,
+                            path,
+                            size,
+                            mtime_ns,
+                        });
                     }
                     Some((first, _)) => {
                         if first != seen {
@@ -177,11 +191,11 @@ impl Settler {
 
     /// (settling, growing): growing = seen changing and watched for more than
     /// two settle windows.
-    pub fn counts_under(&self, root: &Path, now: Instant) -> (usize, usize) {
+    pub fn counts_under(&self, root: RootId, now: Instant) -> (usize, usize) {
         let mut settling = 0;
         let mut growing = 0;
-        for (p, e) in &self.entries {
-            if !p.starts_with(root) {
+        for e in self.entries.values() {
+            if e.root != root {
                 continue;
             }
             if e.changed && now.duration_since(e.first_seen) > e.settle * 2 {
@@ -236,6 +250,7 @@ mod tests {
     }
 
     const S: Duration = Duration::from_secs(2);
+    const R: RootId = RootId(0);
 
     #[test]
     fn stable_after_quiet_time_and_two_agreeing_stats() {
@@ -243,7 +258,7 @@ mod tests {
         let mut st = Settler::new();
         let t0 = Instant::now();
         fs.set("/r/a", 10, 1);
-        st.touch(Path::new("/r/a"), S, t0);
+        st.touch(R, Path::new("/r/a"), S, t0);
         assert!(st.poll(t0, &fs).is_empty(), "first stat only");
         assert_eq!(st.next_deadline(), Some(t0 + S));
         assert!(st.poll(t0 + S - Duration::from_millis(1), &fs).is_empty());
@@ -251,6 +266,7 @@ mod tests {
         assert_eq!(
             d,
             vec![Decision::Stable {
+                root: R,
                 path: "/r/a".into(),
                 size: 10,
                 mtime_ns: 1
@@ -265,10 +281,10 @@ mod tests {
         let mut st = Settler::new();
         let t0 = Instant::now();
         fs.set("/r/a", 10, 1);
-        st.touch(Path::new("/r/a"), S, t0);
+        st.touch(R, Path::new("/r/a"), S, t0);
         st.poll(t0, &fs);
         let t1 = t0 + Duration::from_secs(1);
-        st.touch(Path::new("/r/a"), S, t1);
+        st.touch(R, Path::new("/r/a"), S, t1);
         assert!(
             st.poll(t1, &fs).is_empty(),
             "the event invalidated the first stat"
@@ -286,14 +302,14 @@ mod tests {
         let fs = FakeFs::new();
         let mut st = Settler::new();
         let t0 = Instant::now();
-        st.touch(Path::new("/r/a"), S, t0);
+        st.touch(R, Path::new("/r/a"), S, t0);
         for i in 0..10u64 {
             // Grows without producing events (e.g. a network share).
             fs.set("/r/a", 100 * (i + 1), i as i128);
             let now = t0 + S * i as u32;
             assert!(st.poll(now, &fs).is_empty(), "round {i}");
         }
-        assert_eq!(st.counts_under(Path::new("/r"), t0 + S * 10), (0, 1));
+        assert_eq!(st.counts_under(R, t0 + S * 10), (0, 1));
         // It stops growing (last change at 9 windows): stable one window later.
         assert_eq!(st.poll(t0 + S * 10, &fs).len(), 1);
     }
@@ -303,13 +319,14 @@ mod tests {
         let fs = FakeFs::new();
         let mut st = Settler::new();
         let t0 = Instant::now();
-        st.touch(Path::new("/r/gone"), S, t0);
+        st.touch(R, Path::new("/r/gone"), S, t0);
         fs.put("/r/fifo", Seen::NotAFile);
-        st.touch(Path::new("/r/fifo"), S, t0);
+        st.touch(R, Path::new("/r/fifo"), S, t0);
         let d = st.poll(t0, &fs);
         assert_eq!(
             d,
             vec![Decision::Gone {
+                root: R,
                 path: "/r/gone".into()
             }]
         );
@@ -322,7 +339,7 @@ mod tests {
         let mut st = Settler::new();
         let t0 = Instant::now();
         fs.set("/r/a", 1, 1);
-        st.touch(Path::new("/r/a"), S, t0);
+        st.touch(R, Path::new("/r/a"), S, t0);
         assert_eq!(st.next_deadline(), Some(t0), "the first stat is taken at once");
         let t1 = t0 + Duration::from_secs(1);
         st.poll(t1, &fs);
@@ -340,18 +357,18 @@ mod tests {
         fs.set("/r/still", 1, 1);
         fs.set("/r/growing", 1, 1);
         for p in ["/r/still", "/r/growing"] {
-            st.offer(Path::new(p), S, t0);
+            st.offer(R, Path::new(p), S, t0);
         }
         st.poll(t0, &fs);
         fs.set("/r/growing", 2, 2);
         fs.set("/r/still", 1, 1);
-        st.touch(Path::new("/r/still"), S, t0 + S);
+        st.touch(R, Path::new("/r/still"), S, t0 + S);
         st.poll(t0 + S, &fs);
         // Growing means seen changing and settling for over two windows.
-        assert_eq!(st.counts_under(Path::new("/r"), t0 + S + S / 2), (2, 0));
-        assert_eq!(st.counts_under(Path::new("/r"), t0 + 2 * S), (2, 0));
-        assert_eq!(st.counts_under(Path::new("/r"), t0 + 3 * S), (1, 1));
-        assert_eq!(st.counts_under(Path::new("/other"), t0 + 3 * S), (0, 0));
+        assert_eq!(st.counts_under(R, t0 + S + S / 2), (2, 0));
+        assert_eq!(st.counts_under(R, t0 + 2 * S), (2, 0));
+        assert_eq!(st.counts_under(R, t0 + 3 * S), (1, 1));
+        assert_eq!(st.counts_under(RootId(1), t0 + 3 * S), (0, 0));
     }
 
     #[test]
@@ -361,8 +378,8 @@ mod tests {
         let t0 = Instant::now();
         fs.set("/r/still", 1, 1);
         fs.set("/r/growing", 1, 1);
-        st.offer(Path::new("/r/still"), S, t0);
-        st.offer(Path::new("/r/growing"), S, t0);
+        st.offer(R, Path::new("/r/still"), S, t0);
+        st.offer(R, Path::new("/r/growing"), S, t0);
         st.poll(t0, &fs);
         fs.set("/r/growing", 2, 2);
         // Long past the limit, and neither has had its second stat yet.
@@ -387,8 +404,8 @@ mod tests {
         assert!(st.is_empty());
         fs.set("/r/a", 1, 1);
         fs.set("/r/b", 1, 1);
-        st.offer(Path::new("/r/a"), S, t0);
-        st.offer(Path::new("/r/b"), S, t0);
+        st.offer(R, Path::new("/r/a"), S, t0);
+        st.offer(R, Path::new("/r/b"), S, t0);
         assert!(!st.is_empty());
         assert_eq!(st.len(), 2);
         st.forget(Path::new("/r/b"));
@@ -396,6 +413,7 @@ mod tests {
         assert_eq!(
             st.poll(t0 + S, &fs),
             vec![Decision::Stable {
+                root: R,
                 path: "/r/a".into(),
                 size: 1,
                 mtime_ns: 1
@@ -429,9 +447,9 @@ mod tests {
         let mut st = Settler::new();
         let t0 = Instant::now();
         fs.set("/r/a", 1, 1);
-        st.touch(Path::new("/r/a"), S, t0);
+        st.touch(R, Path::new("/r/a"), S, t0);
         st.poll(t0, &fs);
-        st.offer(Path::new("/r/a"), S, t0 + Duration::from_secs(1));
+        st.offer(R, Path::new("/r/a"), S, t0 + Duration::from_secs(1));
         assert_eq!(st.poll(t0 + S, &fs).len(), 1);
     }
 
@@ -455,7 +473,7 @@ mod tests {
             let mut last_change = t0;
             let mut size = 0u64;
             fs.set("/r/a", size, 0);
-            st.touch(Path::new("/r/a"), S, now);
+            st.touch(R, Path::new("/r/a"), S, now);
             for _ in 0..60 {
                 now += Duration::from_millis(rnd() % 1500);
                 match rnd() % 4 {
@@ -464,17 +482,17 @@ mod tests {
                         fs.set("/r/a", size, size as i128);
                         last_change = now;
                         if rnd() % 2 == 0 {
-                            st.touch(Path::new("/r/a"), S, now);
+                            st.touch(R, Path::new("/r/a"), S, now);
                         }
                     }
-                    1 => st.touch(Path::new("/r/a"), S, now),
+                    1 => st.touch(R, Path::new("/r/a"), S, now),
                     _ => {}
                 }
                 for d in st.poll(now, &fs) {
                     if let Decision::Stable { size: s, .. } = d {
                         assert_eq!(s, size, "stable with a stale size");
                         assert!(now.duration_since(last_change) >= S, "changed within settle");
-                        st.touch(Path::new("/r/a"), S, now);
+                        st.touch(R, Path::new("/r/a"), S, now);
                     }
                 }
             }

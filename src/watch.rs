@@ -15,19 +15,94 @@ use std::time::Duration;
 use notify::{Config, Event, EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::config::WatchSettings;
+use crate::config::{RootId, WatchSettings};
 
 /// Poll interval when falling back from native events without a configured one.
 pub const FALLBACK_POLL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hint {
-    /// Look at this path (root index, path).
-    Path(usize, PathBuf),
+    /// Look at this path.
+    Path(RootId, PathBuf),
     /// A folder appeared: scan it (files may predate its watch).
-    Dir(usize, PathBuf),
+    Dir(RootId, PathBuf),
     /// Events may have been lost: scan the whole root.
-    Rescan(usize),
+    Rescan(RootId),
+}
+
+/// How a root is watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// The OS's change events (inotify, FSEvents, ReadDirectoryChangesW).
+    Native,
+    /// Looking at the folder every `every` (`poll_interval`, or the
+    /// fallback when the OS limit on watches was reached).
+    Polling { every: Duration, limit_reached: bool },
+}
+
+impl std::fmt::Display for WatchMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WatchMode::Native => f.write_str("native"),
+            WatchMode::Polling {
+                every,
+                limit_reached: false,
+            } => write!(f, "polling every {every:?}"),
+            WatchMode::Polling {
+                every,
+                limit_reached: true,
+            } => write!(f, "polling every {every:?} (watch limit reached)"),
+        }
+    }
+}
+
+/// A root that cannot be watched, with what to do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot watch {}: {reason}; {}", path.display(), self.hint())]
+pub struct WatchError {
+    pub path: PathBuf,
+    pub reason: String,
+    pub kind: WatchErrorKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchErrorKind {
+    /// The folder is not there.
+    Missing,
+    /// The agent's user may not read it.
+    Denied,
+    Other,
+}
+
+impl WatchError {
+    fn new(path: &Path, e: notify::Error) -> WatchError {
+        let kind = match &e.kind {
+            notify::ErrorKind::PathNotFound => WatchErrorKind::Missing,
+            notify::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound => WatchErrorKind::Missing,
+            notify::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+                WatchErrorKind::Denied
+            }
+            _ => WatchErrorKind::Other,
+        };
+        WatchError {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+            kind,
+        }
+    }
+
+    /// The fix-it hint shown with the error.
+    pub fn hint(&self) -> &'static str {
+        match self.kind {
+            WatchErrorKind::Missing => "create the folder, or correct `path` in its [[watch]] table",
+            WatchErrorKind::Denied => {
+                "give the agent's user read and execute permission on it, or run the agent as a user who has them"
+            }
+            WatchErrorKind::Other => {
+                "check that it is a folder the agent's user can read; `poll_interval` in [agent] watches by polling instead"
+            }
+        }
+    }
 }
 
 /// Held only so the watcher keeps running; never read.
@@ -43,12 +118,12 @@ pub struct Watchers {
     watchers: Vec<Option<AnyWatcher>>,
     /// Per root: set when a hint could not be queued (then rescan).
     pub overflowed: Vec<Arc<AtomicBool>>,
-    /// Human-readable mode per root ("native" or "polling every 10s").
-    pub modes: Vec<String>,
+    /// How each root is watched.
+    pub modes: Vec<WatchMode>,
 }
 
 fn handler(
-    root: usize,
+    root: RootId,
     tx: mpsc::Sender<Hint>,
     overflow: Arc<AtomicBool>,
 ) -> impl Fn(notify::Result<Event>) + Send + 'static {
@@ -94,7 +169,7 @@ fn is_watch_limit(e: &notify::Error) -> bool {
 }
 
 fn start_poll(
-    root: usize,
+    root: RootId,
     path: &Path,
     mode: RecursiveMode,
     every: Duration,
@@ -117,7 +192,7 @@ pub fn start(
     watches: &[WatchSettings],
     force_poll: Option<Duration>,
     tx: mpsc::Sender<Hint>,
-) -> Result<Watchers, String> {
+) -> Result<Watchers, WatchError> {
     let mut out = Watchers {
         watchers: Vec::new(),
         overflowed: Vec::new(),
@@ -125,7 +200,7 @@ pub fn start(
     };
     for (i, w) in watches.iter().enumerate() {
         let overflow = Arc::new(AtomicBool::new(false));
-        let (watcher, mode) = start_one(i, w, force_poll, &tx, &overflow)?;
+        let (watcher, mode) = start_one(RootId(i), w, force_poll, &tx, &overflow)?;
         out.watchers.push(Some(watcher));
         out.overflowed.push(overflow);
         out.modes.push(mode);
@@ -134,44 +209,50 @@ pub fn start(
 }
 
 impl Watchers {
-    /// Drops root `i`'s watcher (its folder is gone).
-    pub fn stop(&mut self, i: usize) {
-        self.watchers[i] = None;
+    /// Drops root `id`'s watcher (its folder is gone).
+    pub fn stop(&mut self, id: RootId) {
+        self.watchers[id.0] = None;
     }
 
     /// Watches root `i` again, e.g. after its folder was deleted and recreated
     /// (the old watch died with the old folder).
     pub fn restart(
         &mut self,
-        i: usize,
+        id: RootId,
         w: &WatchSettings,
         force_poll: Option<Duration>,
         tx: &mpsc::Sender<Hint>,
-    ) -> Result<(), String> {
-        self.watchers[i] = None;
-        let (watcher, mode) = start_one(i, w, force_poll, tx, &self.overflowed[i])?;
-        self.watchers[i] = Some(watcher);
-        self.modes[i] = mode;
+    ) -> Result<(), WatchError> {
+        self.watchers[id.0] = None;
+        let (watcher, mode) = start_one(id, w, force_poll, tx, &self.overflowed[id.0])?;
+        self.watchers[id.0] = Some(watcher);
+        self.modes[id.0] = mode;
         Ok(())
     }
 }
 
 fn start_one(
-    i: usize,
+    i: RootId,
     w: &WatchSettings,
     force_poll: Option<Duration>,
     tx: &mpsc::Sender<Hint>,
     overflow: &Arc<AtomicBool>,
-) -> Result<(AnyWatcher, String), String> {
+) -> Result<(AnyWatcher, WatchMode), WatchError> {
     let mode = if w.recursive {
         RecursiveMode::Recursive
     } else {
         RecursiveMode::NonRecursive
     };
-    let cannot = |e: notify::Error| format!("cannot watch {}: {e}", w.path.display());
+    let cannot = |e: notify::Error| WatchError::new(&w.path, e);
     if let Some(every) = force_poll {
         let p = start_poll(i, &w.path, mode, every, tx, overflow).map_err(cannot)?;
-        return Ok((AnyWatcher::Poll(p), format!("polling every {every:?}")));
+        return Ok((
+            AnyWatcher::Poll(p),
+            WatchMode::Polling {
+                every,
+                limit_reached: false,
+            },
+        ));
     }
     let native = if std::env::var_os("AUTORENDER_SYNC_SIMULATE_WATCH_LIMIT").is_some() {
         Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch))
@@ -183,7 +264,7 @@ fn start_one(
         .and_then(|mut n| n.watch(&w.path, mode).map(|_| n))
     };
     match native {
-        Ok(n) => Ok((AnyWatcher::Native(n), "native".into())),
+        Ok(n) => Ok((AnyWatcher::Native(n), WatchMode::Native)),
         Err(e) if is_watch_limit(&e) => {
             tracing::warn!(
                 "the OS limit on watched folders was reached while watching {}; polling it every {:?} instead. \
@@ -195,7 +276,10 @@ fn start_one(
             let p = start_poll(i, &w.path, mode, FALLBACK_POLL, tx, overflow).map_err(cannot)?;
             Ok((
                 AnyWatcher::Poll(p),
-                format!("polling every {FALLBACK_POLL:?} (watch limit reached)"),
+                WatchMode::Polling {
+                    every: FALLBACK_POLL,
+                    limit_reached: true,
+                },
             ))
         }
         Err(e) => Err(cannot(e)),

@@ -86,7 +86,7 @@ impl Agent {
         if free > 0 && self.queue_dirty {
             let skip: Vec<i64> = self.inflight.iter().chain(&self.orphans).copied().collect();
             let tried = self.opts.once.then(|| self.attempted.clone());
-            let rows = self.journal.due(now_ms(), free, skip, tried).await?;
+            let rows = self.journal.due(self.clock.wall_ms(), free, skip, tried).await?;
             if rows.len() < free {
                 self.queue_dirty = false;
             }
@@ -98,18 +98,14 @@ impl Agent {
             return Ok(None);
         }
         let next = self.journal.next_due().await?;
+        let now_ms = self.clock.wall_ms();
         Ok(next
-            .filter(|t| *t > now_ms())
-            .map(|t| Instant::now() + Duration::from_millis((t - now_ms()) as u64)))
+            .filter(|t| *t > now_ms)
+            .map(|t| self.clock.now() + Duration::from_millis((t - now_ms) as u64)))
     }
 
     pub(super) fn start_upload(&mut self, row: FileRow) {
-        let Some(i) = self
-            .settings
-            .watches
-            .iter()
-            .position(|w| w.path.to_string_lossy() == row.root)
-        else {
+        let Some(id) = self.root_of(&row) else {
             // The root left the config: leave the record alone (and stop asking for it).
             self.orphans.insert(row.id);
             return;
@@ -118,9 +114,9 @@ impl Agent {
         if self.opts.once {
             Arc::make_mut(&mut self.attempted).insert(row.id);
         }
-        let w: WatchSettings = self.settings.watches[i].clone();
+        let w: WatchSettings = self.settings.root(id).clone();
         let journal = self.journal.clone();
-        let uploader = self.uploader.clone();
+        let transfer = self.transfer.clone();
         self.tasks.spawn(async move {
             let path = row.local_path();
             let fp = match Fingerprint::of(&path) {
@@ -177,7 +173,7 @@ impl Agent {
                 id: row.id,
                 hashed: Mutex::new(None),
             });
-            let result = uploader.upload_resuming(&job, resume, &observer).await;
+            let result = transfer.send(&job, resume, &observer).await;
             TaskResult::Upload {
                 row,
                 result: Box::new(result),
@@ -196,13 +192,8 @@ impl Agent {
                 if same {
                     self.journal.refresh_done_mtime(row.id, fp.mtime_ns).await?;
                     self.report.skipped += 1;
-                } else if let Some(i) = self
-                    .settings
-                    .watches
-                    .iter()
-                    .position(|w| w.path.to_string_lossy() == row.root)
-                {
-                    self.enqueue(i, row.root, row.rel, fp).await?;
+                } else if let Some(id) = self.root_of(&row) {
+                    self.enqueue(id, row.root, row.rel, fp).await?;
                 }
             }
             TaskResult::NotReady { row, gone } => {
@@ -225,14 +216,10 @@ impl Agent {
     pub(super) async fn back_to_settling(&mut self, row: &FileRow) -> Result<(), AgentError> {
         self.journal.drop_session(row.id).await?;
         self.journal.set_state(row.id, State::Settling).await?;
-        if let Some(w) = self
-            .settings
-            .watches
-            .iter()
-            .find(|w| w.path.to_string_lossy() == row.root)
-        {
+        if let Some(id) = self.root_of(row) {
+            let settle = self.settings.root(id).settle;
             self.settler
-                .touch(&row.local_path(), w.settle, std::time::Instant::now());
+                .touch(id, &row.local_path(), settle, self.clock.now());
         }
         Ok(())
     }
@@ -273,13 +260,8 @@ impl Agent {
                         o.file.file_no
                     );
                 }
-                if let Some(w) = self
-                    .settings
-                    .watches
-                    .iter()
-                    .find(|w| w.path.to_string_lossy() == row.root)
-                {
-                    let action = w.after_upload.clone();
+                if let Some(id) = self.root_of(&row) {
+                    let action = self.settings.root(id).after_upload.clone();
                     let rel = row.rel.clone();
                     let outcome =
                         tokio::task::spawn_blocking(move || crate::after::apply(&action, &path, &rel, fp))
@@ -301,7 +283,7 @@ impl Agent {
                         AUTH_RECHECK.as_secs()
                     );
                 }
-                self.pause = Some((Pause::Auth, Instant::now() + AUTH_RECHECK));
+                self.pause = Some((Pause::Auth, self.clock.now() + AUTH_RECHECK));
             }
             // No answer about this file at all (network down, 5xx, 429 after
             // every retry): the service is unreachable for every file, so the
@@ -314,8 +296,10 @@ impl Agent {
                         OUTAGE_RECHECK.as_secs()
                     );
                     self.pause = Some((
-                        Pause::Unreachable { since_ms: now_ms() },
-                        Instant::now() + OUTAGE_RECHECK,
+                        Pause::Unreachable {
+                            since_ms: self.clock.wall_ms(),
+                        },
+                        self.clock.now() + OUTAGE_RECHECK,
                     ));
                 }
             }
@@ -336,14 +320,14 @@ impl Agent {
                 if !keep_session {
                     self.journal.drop_session(row.id).await?;
                 }
-                let delay = retry_delay(row.attempts as u32);
+                let delay = retry_delay(row.attempts as u32, self.clock.wall_ms());
                 let state = self
                     .journal
                     .record_failure(
                         row.id,
                         e.to_string(),
                         self.settings.agent.max_attempts,
-                        now_ms() + delay.as_millis() as i64,
+                        self.clock.wall_ms() + delay.as_millis() as i64,
                     )
                     .await?;
                 if state == State::Failed {
@@ -369,13 +353,13 @@ impl Agent {
         let Some((reason, _)) = self.pause.take() else {
             return;
         };
-        match self.uploader.client.verify_key().await {
+        match self.transfer.check_key().await {
             Ok(()) => {
                 match reason {
                     Pause::Auth => tracing::info!("the API key is accepted again; resuming uploads"),
                     Pause::Unreachable { since_ms } => tracing::info!(
                         "the service answers again after {}s; resuming uploads",
-                        (now_ms() - since_ms) / 1000
+                        (self.clock.wall_ms() - since_ms) / 1000
                     ),
                 }
                 self.queue_dirty = true;
@@ -384,7 +368,7 @@ impl Agent {
                 if reason != Pause::Auth {
                     tracing::error!("{e}; all uploads are paused until the key is accepted");
                 }
-                self.pause = Some((Pause::Auth, Instant::now() + AUTH_RECHECK));
+                self.pause = Some((Pause::Auth, self.clock.now() + AUTH_RECHECK));
             }
             Err(e) => {
                 tracing::debug!("the service is still not answering ({e})");
@@ -393,7 +377,7 @@ impl Agent {
                 } else {
                     OUTAGE_RECHECK
                 };
-                self.pause = Some((reason, Instant::now() + again));
+                self.pause = Some((reason, self.clock.now() + again));
             }
         }
     }
@@ -416,11 +400,12 @@ fn usable(saved: SavedSession, fp: Fingerprint) -> Option<Resume> {
     })
 }
 
-/// Per-file backoff between attempts: 5 s doubling to 15 min, with jitter.
-fn retry_delay(attempts: u32) -> Duration {
+/// Per-file backoff between attempts: 5 s doubling to 15 min, with jitter
+/// drawn from the milliseconds of `now_ms`.
+pub(super) fn retry_delay(attempts: u32, now_ms: i64) -> Duration {
     let base = 5u64.saturating_mul(1u64 << attempts.min(8)).min(900);
     // Up to a quarter of the delay again, so files that failed together spread out.
-    let jitter_ms = (now_ms() as u64 % 1000) * base / 4;
+    let jitter_ms = (now_ms.unsigned_abs() % 1000) * base / 4;
     Duration::from_secs(base) + Duration::from_millis(jitter_ms)
 }
 
@@ -432,15 +417,19 @@ mod tests {
     fn retry_delay_grows_and_caps() {
         // Each step doubles the base (5 s, 10 s, 20 s …) and adds at most a
         // quarter of it as jitter, so consecutive delays never overlap.
+        let now = crate::clock::system_ms();
         for n in 0..7 {
-            let (a, b) = (retry_delay(n), retry_delay(n + 1));
+            let (a, b) = (retry_delay(n, now), retry_delay(n + 1, now));
             assert!(
                 a >= Duration::from_secs(5 << n) && a <= Duration::from_secs(5 << n) * 5 / 4,
                 "{n}: {a:?}"
             );
             assert!(b > a, "{n}: {a:?} then {b:?}");
         }
-        assert!(retry_delay(20) >= Duration::from_secs(900));
-        assert!(retry_delay(20) <= Duration::from_secs(900 + 225));
+        assert!(retry_delay(20, now) >= Duration::from_secs(900));
+        assert!(retry_delay(20, now) <= Duration::from_secs(900 + 225));
+        // The jitter is at most a quarter of the base, whatever the clock says.
+        assert_eq!(retry_delay(0, 1_000), Duration::from_secs(5));
+        assert_eq!(retry_delay(0, 1_999), Duration::from_millis(5000 + 999 * 5 / 4));
     }
 }

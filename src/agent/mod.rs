@@ -12,7 +12,7 @@
 //! settled files and asks the journal about each; `dispatch` turns due files
 //! into upload tasks and each outcome into one journal transition.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,14 +24,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiError, Session};
-use crate::config::{Settings, WatchSettings};
+use crate::clock::Clock;
+use crate::config::{RootId, Settings, WatchSettings};
 use crate::fileid::{FileId, Fingerprint, hash_file};
-use crate::journal::{DoneRecord, FileRow, Journal, JournalError, SavedSession, State, now_ms};
+use crate::journal::{DoneRecord, FileRow, Journal, JournalError, SavedSession, State, Verdict};
 use crate::mapping;
 use crate::scan::{self, Rejected};
 use crate::settle::{Decision, Fs, Settler};
-use crate::upload::{Job, Observer, Outcome, Phase, Resume, UploadError, Uploader};
-use crate::watch::{self, Hint};
+use crate::upload::{Job, Observer, Outcome, Phase, Resume, Transfer, UploadError};
+use crate::watch::{self, Hint, WatchError, WatchMode};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -55,8 +56,8 @@ pub struct Report {
 pub enum AgentError {
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error("{0}")]
-    Watch(String),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
     #[error("the API key was rejected: {0}")]
     Auth(String),
 }
@@ -81,15 +82,22 @@ const AUTH_RECHECK: Duration = Duration::from_secs(60);
 
 mod dispatch;
 mod intake;
+#[cfg(test)]
+mod tests;
 
 use dispatch::TaskResult;
 use intake::{SETTLING_CAP, Scan, next_folder};
 
 pub struct Agent {
     settings: Arc<Settings>,
-    uploader: Arc<Uploader>,
+    transfer: Arc<dyn Transfer>,
     journal: Journal,
     opts: RunOptions,
+    clock: Clock,
+    /// Each root's journal key ([`WatchSettings::key`]), and back: the one
+    /// place a journal record's root becomes a [`RootId`].
+    keys: Vec<String>,
+    by_key: HashMap<String, RootId>,
     settler: Settler,
     tasks: JoinSet<TaskResult>,
     inflight: HashSet<i64>,
@@ -105,23 +113,36 @@ pub struct Agent {
     /// Uploads held back, why, and when to ask the service again.
     pause: Option<(Pause, Instant)>,
     last_event_at: Option<i64>,
-    watch_modes: Vec<String>,
+    watch_modes: Vec<WatchMode>,
     /// Per root: the identity of the folder being watched (None: missing).
     root_ids: Vec<Option<(u64, u64)>>,
     /// New folders to scan once more, and when.
-    rescan_soon: Vec<(usize, PathBuf, Instant)>,
+    rescan_soon: Vec<(RootId, PathBuf, Instant)>,
     /// Walks under way, oldest first; the loop takes their folders one at a
     /// time while fewer than [`SETTLING_CAP`] paths are settling.
     scans: std::collections::VecDeque<Scan>,
 }
 
 impl Agent {
-    pub fn new(settings: Arc<Settings>, uploader: Uploader, journal: Journal, opts: RunOptions) -> Agent {
+    /// An agent over `settings`' roots, sending with `transfer` and
+    /// recording in `journal`; every time it reads comes from `clock`.
+    pub fn new(
+        settings: Arc<Settings>,
+        transfer: Arc<dyn Transfer>,
+        journal: Journal,
+        opts: RunOptions,
+        clock: Clock,
+    ) -> Agent {
+        let keys: Vec<String> = settings.watches.iter().map(WatchSettings::key).collect();
+        let by_key = settings.root_ids().map(|id| (keys[id.0].clone(), id)).collect();
         Agent {
             settings,
-            uploader: Arc::new(uploader),
+            transfer,
             journal,
             opts,
+            clock,
+            keys,
+            by_key,
             settler: Settler::new(),
             tasks: JoinSet::new(),
             inflight: HashSet::new(),
@@ -138,8 +159,14 @@ impl Agent {
         }
     }
 
-    fn root_str(&self, i: usize) -> String {
-        self.settings.watches[i].path.to_string_lossy().into_owned()
+    /// Root `id`'s journal key.
+    fn key(&self, id: RootId) -> String {
+        self.keys[id.0].clone()
+    }
+
+    /// The configured root a journal record belongs to (None: no longer watched).
+    fn root_of(&self, row: &FileRow) -> Option<RootId> {
+        self.by_key.get(&row.root).copied()
     }
 
     /// Runs until `shutdown` (or, with `once`, until the work is done).
@@ -158,8 +185,7 @@ impl Agent {
                 &self.settings.watches,
                 self.settings.agent.poll_interval,
                 tx.clone(),
-            )
-            .map_err(AgentError::Watch)?;
+            )?;
             self.watch_modes = w.modes.clone();
             Some(w)
         };
@@ -168,20 +194,22 @@ impl Agent {
                 "watching {} → \"{}\" ({})",
                 w.path.display(),
                 w.remote_folder,
-                self.watch_modes.get(i).map(String::as_str).unwrap_or("one scan")
+                self.watch_modes
+                    .get(i)
+                    .map_or_else(|| "one scan".to_string(), WatchMode::to_string)
             );
         }
-        let started_at = now_ms();
-        for i in 0..self.settings.watches.len() {
-            self.scan(i, None);
+        let started_at = self.clock.wall_ms();
+        for id in self.settings.root_ids() {
+            self.scan(id, None);
         }
-        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        let mut heartbeat = tokio::time::interval_at(self.clock.now(), Duration::from_secs(1));
         let rescan_every = self
             .settings
             .agent
             .rescan_interval
             .unwrap_or(Duration::from_secs(365 * 86400));
-        let mut rescan = tokio::time::interval_at(Instant::now() + rescan_every, rescan_every);
+        let mut rescan = tokio::time::interval_at(self.clock.now() + rescan_every, rescan_every);
         let give_up_after = self
             .settings
             .watches
@@ -193,10 +221,7 @@ impl Agent {
         loop {
             let next_retry = self.fill().await?;
             if self.opts.once {
-                for p in self
-                    .settler
-                    .changing_longer_than(std::time::Instant::now(), give_up_after)
-                {
+                for p in self.settler.changing_longer_than(self.clock.now(), give_up_after) {
                     tracing::warn!("{} is still changing; leaving it for the next run", p.display());
                     self.settler.forget(&p);
                 }
@@ -208,12 +233,12 @@ impl Agent {
                     break;
                 }
             }
-            let settle_at = self.settler.next_deadline().map(Instant::from_std);
+            let settle_at = self.settler.next_deadline();
             let wake = [settle_at, next_retry, self.pause.as_ref().map(|p| p.1)]
                 .into_iter()
                 .flatten()
                 .min()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                .unwrap_or_else(|| self.clock.now() + Duration::from_secs(3600));
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(h) = rx.recv() => {
@@ -236,7 +261,7 @@ impl Agent {
                 }
                 _ = tokio::time::sleep_until(wake) => {
                     self.poll_settle().await?;
-                    if self.pause.as_ref().is_some_and(|p| p.1 <= Instant::now()) {
+                    if self.pause.as_ref().is_some_and(|p| p.1 <= self.clock.now()) {
                         self.recheck_service().await;
                     }
                 }
@@ -251,7 +276,7 @@ impl Agent {
                         for (i, flag) in w.overflowed.iter().enumerate() {
                             if flag.swap(false, std::sync::atomic::Ordering::Relaxed) {
                                 tracing::info!("event queue overflowed; rescanning {}", self.settings.watches[i].path.display());
-                                self.scan(i, None);
+                                self.scan(RootId(i), None);
                             }
                         }
                     }
@@ -260,8 +285,8 @@ impl Agent {
                     }
                 }
                 _ = rescan.tick() => {
-                    for i in 0..self.settings.watches.len() {
-                        self.scan(i, None);
+                    for id in self.settings.root_ids() {
+                        self.scan(id, None);
                     }
                 }
             }
@@ -282,8 +307,9 @@ impl Agent {
         watchers: &mut watch::Watchers,
         tx: &mpsc::Sender<Hint>,
     ) -> Result<(), AgentError> {
-        for i in 0..self.settings.watches.len() {
-            let w = &self.settings.watches[i];
+        for id in self.settings.root_ids() {
+            let i = id.0;
+            let w = self.settings.root(id);
             let now = folder_identity(&w.path);
             if now == self.root_ids[i] {
                 continue;
@@ -294,18 +320,18 @@ impl Agent {
                         "watched folder {} disappeared; waiting for it to come back",
                         w.path.display()
                     );
-                    watchers.stop(i);
+                    watchers.stop(id);
                     self.root_ids[i] = None;
                 }
-                Some(_) => match watchers.restart(i, w, self.settings.agent.poll_interval, tx) {
+                Some(_) => match watchers.restart(id, w, self.settings.agent.poll_interval, tx) {
                     Ok(()) => {
                         tracing::info!(
                             "watched folder {} is (re)created; watching it again",
                             w.path.display()
                         );
                         self.root_ids[i] = now;
-                        self.watch_modes[i] = watchers.modes[i].clone();
-                        self.scan(i, None);
+                        self.watch_modes[i] = watchers.modes[i];
+                        self.scan(id, None);
                     }
                     Err(e) => tracing::warn!("{e}; trying again"),
                 },
@@ -315,18 +341,18 @@ impl Agent {
     }
 
     fn snapshot(&self) -> String {
-        let now = std::time::Instant::now();
+        let now = self.clock.now();
         let roots: Vec<serde_json::Value> = self
             .settings
             .watches
             .iter()
             .enumerate()
             .map(|(i, w)| {
-                let (settling, growing) = self.settler.counts_under(&w.path, now);
+                let (settling, growing) = self.settler.counts_under(RootId(i), now);
                 serde_json::json!({
                     "root": w.path,
                     "remote_folder": w.remote_folder,
-                    "watch": self.watch_modes.get(i),
+                    "watch": self.watch_modes.get(i).map(WatchMode::to_string),
                     "settling": settling,
                     "growing": growing,
                 })

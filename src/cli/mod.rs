@@ -179,22 +179,7 @@ pub fn uploader(
     settings: &Settings,
     key: crate::secrets::ApiKey,
 ) -> Result<crate::upload::Uploader, CliError> {
-    let client = crate::api::Client::new(settings.api.endpoint.clone(), key, settings.api.request_timeout)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
-    Ok(crate::upload::Uploader {
-        workspace: std::sync::Arc::new(crate::workspace::Workspace::new(client.clone())),
-        direct_upload_max: settings.agent.direct_upload_max,
-        reconcile: crate::upload::reconcile::Window::default(),
-        client,
-        concurrent_parts: settings.agent.concurrent_parts,
-        limiter: settings
-            .agent
-            .bandwidth_limit
-            .map(|r| std::sync::Arc::new(crate::limiter::Limiter::new(r))),
-        url_ttl: settings.api.url_ttl,
-        retry: retry_policy(),
-        stall_timeout: settings.api.request_timeout,
-    })
+    crate::upload::Uploader::from_settings(settings, key).map_err(|e| CliError::Usage(e.to_string()))
 }
 
 /// Paths named on the command line, as the journal records them: resolved
@@ -224,19 +209,6 @@ pub fn journal_read_error(e: crate::journal::JournalError) -> CliError {
 /// The journal in the configured state dir, for commands beside an agent.
 pub fn open_journal(settings: &Settings) -> Result<crate::journal::Journal, CliError> {
     crate::journal::Journal::open(&settings.agent.state_dir).map_err(|e| CliError::Usage(e.to_string()))
-}
-
-/// Retries of one request. `AUTORENDER_SYNC_TEST_RETRIES=N` lowers the count
-/// so tests of a long outage do not wait out a minute of backoff per file.
-fn retry_policy() -> crate::upload::RetryPolicy {
-    let mut policy = crate::upload::RetryPolicy::default();
-    if let Some(n) = std::env::var("AUTORENDER_SYNC_TEST_RETRIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        policy.max_retries = n;
-    }
-    policy
 }
 
 /// Prints one line to stdout; a closed pipe (`| head`) ends the program

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::signals::{StopSignals, stop_on_signals};
 use super::{Cli, CliError, CliResult};
 use crate::agent::{Agent, AgentError, Report, RunOptions};
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::journal::{self, Journal, JournalError};
 use crate::secrets::{self, ApiKey};
@@ -114,14 +115,20 @@ pub(super) async fn run_agent(
     opts: RunOptions,
     token: CancellationToken,
 ) -> Result<Report, CliError> {
-    Agent::new(Arc::new(settings), uploader, journal, opts)
-        .run(token)
-        .await
-        .map_err(|e| match e {
-            AgentError::Auth(m) => CliError::Auth(m),
-            AgentError::Watch(m) => CliError::Usage(m),
-            AgentError::Journal(j) => journal_error(j),
-        })
+    Agent::new(
+        Arc::new(settings),
+        Arc::new(uploader),
+        journal,
+        opts,
+        Clock::system(),
+    )
+    .run(token)
+    .await
+    .map_err(|e| match e {
+        AgentError::Auth(m) => CliError::Auth(m),
+        AgentError::Watch(e) => CliError::Usage(e.to_string()),
+        AgentError::Journal(j) => journal_error(j),
+    })
 }
 
 pub(super) fn journal_error(e: JournalError) -> CliError {

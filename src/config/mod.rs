@@ -136,6 +136,18 @@ pub enum AfterUpload {
     Move(PathBuf),
 }
 
+/// A watch root, by its place in [`Settings::watches`] (the order of the
+/// `[[watch]]` tables): how the agent, the watcher and settle refer to a
+/// root. Only the journal keys records by the root's path ([`WatchSettings::key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RootId(pub usize);
+
+impl std::fmt::Display for RootId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "watch[{}]", self.0)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WatchSettings {
     /// Canonical absolute path of the watched folder.
@@ -161,6 +173,11 @@ impl WatchSettings {
     pub fn matches(&self, relative: &str) -> bool {
         self.include.is_match(relative) && !self.exclude.is_match(relative)
     }
+
+    /// The root's key in the journal (its canonical path as text).
+    pub fn key(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
 }
 
 /// Where the config file is: `--config`, else `$AUTORENDER_SYNC_CONFIG`, else
@@ -184,6 +201,16 @@ pub fn project_dirs() -> Option<directories::ProjectDirs> {
 }
 
 impl Settings {
+    /// The settings of root `id`.
+    pub fn root(&self, id: RootId) -> &WatchSettings {
+        &self.watches[id.0]
+    }
+
+    /// Every root, in config order.
+    pub fn root_ids(&self) -> impl Iterator<Item = RootId> + use<> {
+        (0..self.watches.len()).map(RootId)
+    }
+
     /// Loads the config at `path`. A missing file that was not named
     /// explicitly yields the defaults (no watches), so `upload` and `check`
     /// work on a fresh machine.

@@ -16,7 +16,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, params};
 use serde::Serialize;
@@ -32,7 +31,7 @@ mod sessions;
 #[cfg(test)]
 mod tests;
 
-pub use records::{DoneRecord, FileRow, SavedSession, State};
+pub use records::{DoneRecord, FileRow, FolderDone, SavedSession, State, Verdict};
 use records::{FILE_COLS, file_row};
 pub use report::{AgentRow, HistoryRow, RootCounts, agent_row, counts, history, open_read_only};
 use schema::migrate;
@@ -87,12 +86,9 @@ impl From<rusqlite::Error> for JournalError {
     }
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+/// The system's wall clock (unix ms), for the times records are stamped
+/// with; decisions (what is due) take the caller's clock instead.
+pub use crate::clock::system_ms as now_ms;
 
 /// What a call does once its batch is committed (or failed to commit).
 type Reply = Box<dyn FnOnce(Result<(), JournalError>) + Send>;
@@ -340,7 +336,7 @@ impl Journal {
     }
 
     /// Runs `f` on the owner thread and waits for its result.
-    pub async fn call<T, F>(&self, f: F) -> Result<T, JournalError>
+    pub(crate) async fn call<T, F>(&self, f: F) -> Result<T, JournalError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -354,7 +350,20 @@ impl Journal {
                 })
             }))
             .map_err(|_| JournalError::Closed)?;
-        rx.await.map_err(|_| JournalError::Closed)?
+        #[cfg(test)]
+        {
+            // The owner thread is invisible to tokio's clock: a test that
+            // pauses the clock would see it jump ahead while a call is under
+            // way. Waiting on the blocking pool holds the paused clock still.
+            let waited = tokio::task::spawn_blocking(move || rx.blocking_recv()).await;
+            waited
+                .map_err(|_| JournalError::Closed)?
+                .map_err(|_| JournalError::Closed)?
+        }
+        #[cfg(not(test))]
+        {
+            rx.await.map_err(|_| JournalError::Closed)?
+        }
     }
 
     /// Queues `f` without waiting (ordering with later calls is kept).

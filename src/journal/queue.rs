@@ -19,7 +19,12 @@ impl Journal {
         .await
     }
 
-    /// Queues a stable file for upload (new, changed, or back from settling).
+    /// Whether a finished file version needs uploading (see [`Verdict`]).
+    pub async fn verdict(&self, root: String, rel: String, fp: Fingerprint) -> Result<Verdict, JournalError> {
+        let row = self.lookup(root, rel).await?;
+        Ok(Verdict::of(row.as_ref(), fp))
+    }
+
     /// Queues a stable file for upload (new, changed, or back from settling).
     /// A file with no earlier record is marked for adoption (the workspace
     /// is checked for the same content before it is uploaded). With a
@@ -151,15 +156,11 @@ impl Journal {
         .await
     }
 
-    /// Size and mtime of the done files directly in one folder of `root`
+    /// The uploaded versions of the files directly in one folder of `root`
     /// (`folder`: root-relative with a trailing `/`, empty for the root),
     /// by relative path. Read through the `files_folder` index, so a scan
     /// costs each folder its own records, whatever the root holds.
-    pub async fn done_in(
-        &self,
-        root: String,
-        folder: String,
-    ) -> Result<std::collections::HashMap<String, (i64, i64)>, JournalError> {
+    pub async fn done_in(&self, root: String, folder: String) -> Result<FolderDone, JournalError> {
         self.call(move |c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT rel, done_size, done_mtime_ns FROM files
@@ -170,7 +171,7 @@ impl Journal {
                     Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+            Ok(FolderDone(rows))
         })
         .await
     }

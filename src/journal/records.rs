@@ -81,6 +81,57 @@ impl FileRow {
     }
 }
 
+/// The journal's word on a finished (stable) file version: whether it
+/// needs uploading. One rule for the agent's two ways of finding a file (a
+/// scan checks a folder's records at once, an event asks for one file).
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// This very version (size and mtime) is uploaded: nothing to do.
+    Unchanged,
+    /// Uploaded with the same size but another mtime: hash it first; the
+    /// same content is only a `touch` (see [`Journal::refresh_done_mtime`]),
+    /// other content is queued.
+    HashFirst(Box<FileRow>),
+    /// This version is already queued, in flight or failed: nothing new.
+    Queued,
+    /// New or changed: queue it ([`Journal::enqueue`]).
+    Upload,
+}
+
+impl Verdict {
+    /// The rule, given the file's record (if any).
+    pub fn of(row: Option<&FileRow>, fp: Fingerprint) -> Verdict {
+        let Some(row) = row else {
+            return Verdict::Upload;
+        };
+        match row.state {
+            State::Done if uploaded_version(row.done_size, row.done_mtime_ns, fp) => Verdict::Unchanged,
+            State::Done if row.done_size == Some(fp.size as i64) => Verdict::HashFirst(Box::new(row.clone())),
+            State::Pending | State::Uploading | State::Failed if row.fingerprint() == fp => Verdict::Queued,
+            _ => Verdict::Upload,
+        }
+    }
+}
+
+/// Is `fp` the version recorded as uploaded (`done_size`, `done_mtime_ns`)?
+pub(super) fn uploaded_version(done_size: Option<i64>, done_mtime_ns: Option<i64>, fp: Fingerprint) -> bool {
+    done_size == Some(fp.size as i64) && done_mtime_ns == Some(fp.mtime_ns as i64)
+}
+
+/// The uploaded versions of the files in one folder, for a scan to skip
+/// unchanged files without asking about each one.
+#[derive(Debug, Default)]
+pub struct FolderDone(pub(super) std::collections::HashMap<String, (i64, i64)>);
+
+impl FolderDone {
+    /// Is `fp` the uploaded version of `rel`? (The rule of [`Verdict::Unchanged`].)
+    pub fn unchanged(&self, rel: &str, fp: Fingerprint) -> bool {
+        self.0
+            .get(rel)
+            .is_some_and(|&(size, mtime)| uploaded_version(Some(size), Some(mtime), fp))
+    }
+}
+
 pub(super) const FILE_COLS: &str = "id, root, rel, state, size, mtime_ns, attempts, last_error, next_attempt_at, \
     done_size, done_mtime_ns, done_sha256, file_no, url, remote_path, adopt, remote_name";
 

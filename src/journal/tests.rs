@@ -130,8 +130,8 @@ async fn done_in_a_folder_is_only_that_folder_and_uses_its_index() {
         };
         j.record_upload("/r".into(), rel.into(), d).await.unwrap();
     }
-    let keys = |m: std::collections::HashMap<String, (i64, i64)>| {
-        let mut k: Vec<String> = m.into_keys().collect();
+    let keys = |m: FolderDone| {
+        let mut k: Vec<String> = m.0.into_keys().collect();
         k.sort();
         k
     };
@@ -140,7 +140,12 @@ async fn done_in_a_folder_is_only_that_folder_and_uses_its_index() {
     assert_eq!(keys(done_in("a/").await.unwrap()), vec!["a/b.mov", "a/b0.mov"]);
     assert_eq!(keys(done_in("").await.unwrap()), vec!["top.mov"]);
     assert_eq!(keys(done_in("a/b/y/").await.unwrap()), vec!["a/b/y/z.mov"]);
-    assert!(j.done_in("/other".into(), "".into()).await.unwrap().is_empty());
+    assert!(j.done_in("/other".into(), "".into()).await.unwrap().0.is_empty());
+    let top = done_in("").await.unwrap();
+    assert!(top.unchanged("top.mov", fp(1, 2)));
+    assert!(!top.unchanged("top.mov", fp(1, 3)), "another mtime");
+    assert!(!top.unchanged("top.mov", fp(2, 2)), "another size");
+    assert!(!top.unchanged("new.mov", fp(1, 2)), "no record");
     // The query reads the folder index, not the whole table.
     let plan: Vec<String> = j
         .call(|c| {
@@ -160,4 +165,46 @@ fn second_agent_is_refused() {
     let _a = lock_agent(dir.path()).unwrap();
     assert!(matches!(lock_agent(dir.path()), Err(JournalError::Locked(_))));
     assert!(agent_running(dir.path()));
+}
+
+#[tokio::test]
+async fn the_verdict_follows_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    let verdict = |rel: &str, f: Fingerprint| j.verdict("/r".into(), rel.into(), f);
+    assert!(
+        matches!(verdict("a", fp(1, 2)).await.unwrap(), Verdict::Upload),
+        "no record"
+    );
+    j.enqueue("/r".into(), "a".into(), fp(1, 2), None).await.unwrap();
+    assert!(
+        matches!(verdict("a", fp(1, 2)).await.unwrap(), Verdict::Queued),
+        "queued, same version"
+    );
+    assert!(
+        matches!(verdict("a", fp(1, 3)).await.unwrap(), Verdict::Upload),
+        "queued, changed since"
+    );
+    let d = DoneRecord {
+        fingerprint: fp(1, 2),
+        sha256: "s".into(),
+        remote_folder: "f".into(),
+        remote_name: "n".into(),
+        file_no: "1".into(),
+        url: None,
+        adopted: None,
+    };
+    j.record_upload("/r".into(), "a".into(), d).await.unwrap();
+    assert!(matches!(
+        verdict("a", fp(1, 2)).await.unwrap(),
+        Verdict::Unchanged
+    ));
+    match verdict("a", fp(1, 9)).await.unwrap() {
+        Verdict::HashFirst(row) => assert_eq!(row.done_sha256.as_deref(), Some("s")),
+        other => panic!("same size, new mtime must be hashed first: {other:?}"),
+    }
+    assert!(
+        matches!(verdict("a", fp(2, 2)).await.unwrap(), Verdict::Upload),
+        "another size"
+    );
 }

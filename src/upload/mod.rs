@@ -34,6 +34,7 @@ use crate::limiter::Limiter;
 use crate::workspace::{Proof, Workspace, same_content};
 
 mod direct;
+mod factory;
 mod outcome;
 mod parts;
 pub mod reconcile;
@@ -126,6 +127,34 @@ pub trait Observer: Send + Sync {
     /// workspace is being asked.
     fn reconciling(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async { Ok(()) })
+    }
+}
+
+/// What the agent needs from an uploader: send one file (resuming a saved
+/// session) and check the key. [`Uploader`] is the real one; the agent's
+/// in-process tests put a scripted one here.
+pub trait Transfer: Send + Sync {
+    fn send<'a>(
+        &'a self,
+        job: &'a Job,
+        resume: Option<Resume>,
+        observer: &'a Arc<dyn Observer>,
+    ) -> BoxFuture<'a, Result<Outcome, UploadError>>;
+    /// One cheap authenticated call: is the service there, and is the key good?
+    fn check_key(&self) -> BoxFuture<'_, Result<(), ApiError>>;
+}
+
+impl Transfer for Uploader {
+    fn send<'a>(
+        &'a self,
+        job: &'a Job,
+        resume: Option<Resume>,
+        observer: &'a Arc<dyn Observer>,
+    ) -> BoxFuture<'a, Result<Outcome, UploadError>> {
+        Box::pin(self.upload_resuming(job, resume, observer))
+    }
+    fn check_key(&self) -> BoxFuture<'_, Result<(), ApiError>> {
+        Box::pin(self.client.verify_key())
     }
 }
 

@@ -1,0 +1,419 @@
+//! The agent in-process, with tokio's clock paused: settle windows, per-file
+//! backoff, outage and key pauses go by in milliseconds of real time, and
+//! every assertion about *when* something happened reads the virtual clock,
+//! so none depends on the machine's speed. The files, the watcher and the
+//! journal are real (temp dirs, inotify, SQLite); only the transfer is a
+//! script ([`Scripted`]), which is what makes the clock pausable: a real
+//! HTTP exchange under an auto-advancing clock would see its timeouts fire.
+//! The same behaviour is tested end to end through the binary in `tests/it`.
+//!
+//! Waiting: a condition is polled on the virtual clock, with a *real*
+//! deadline, because the watcher's events arrive in real time while the
+//! paused clock auto-advances.
+
+use std::sync::Mutex as StdMutex;
+
+use super::*;
+use crate::api::RemoteFile;
+
+/// What the scripted transfer answers, attempt by attempt (then `Store`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Answer {
+    Store,
+    /// The upload could not be verified: a failed attempt, retried later.
+    Unverified,
+    /// No answer from the service: everything waits, no attempt is spent.
+    Unreachable,
+    /// The key is refused.
+    BadKey,
+}
+
+#[derive(Default)]
+struct Scripted {
+    answers: StdMutex<std::collections::VecDeque<Answer>>,
+    /// Each send: the local path and when (virtual).
+    sends: StdMutex<Vec<(PathBuf, Instant)>>,
+    /// Each key check, and the answers to give (then Store = accepted).
+    checks: StdMutex<Vec<Instant>>,
+    check_answers: StdMutex<std::collections::VecDeque<Answer>>,
+}
+
+impl Scripted {
+    fn answering(answers: &[Answer]) -> Arc<Scripted> {
+        let s = Scripted::default();
+        s.answers.lock().unwrap().extend(answers);
+        Arc::new(s)
+    }
+    fn sends(&self) -> Vec<(PathBuf, Instant)> {
+        self.sends.lock().unwrap().clone()
+    }
+    fn checks(&self) -> Vec<Instant> {
+        self.checks.lock().unwrap().clone()
+    }
+}
+
+fn answer_error(a: Answer) -> Option<UploadError> {
+    match a {
+        Answer::Store => None,
+        Answer::Unverified => Some(UploadError::Verify("the stored size differs".into())),
+        Answer::Unreachable => Some(UploadError::Api(ApiError::Network("connection refused".into()))),
+        Answer::BadKey => Some(UploadError::Api(ApiError::Auth {
+            status: 401,
+            message: "invalid key".into(),
+        })),
+    }
+}
+
+impl Transfer for Scripted {
+    fn send<'a>(
+        &'a self,
+        job: &'a Job,
+        _resume: Option<Resume>,
+        _observer: &'a Arc<dyn Observer>,
+    ) -> BoxFuture<'a, Result<Outcome, UploadError>> {
+        Box::pin(async move {
+            let n = {
+                let mut sends = self.sends.lock().unwrap();
+                sends.push((job.path.clone(), Instant::now()));
+                sends.len()
+            };
+            let answer = self.answers.lock().unwrap().pop_front().unwrap_or(Answer::Store);
+            if let Some(e) = answer_error(answer) {
+                return Err(e);
+            }
+            let sha256 = hash_file(&job.path).await.map_err(|e| UploadError::Io {
+                path: job.path.clone(),
+                message: e.to_string(),
+            })?;
+            let size = std::fs::metadata(&job.path).map(|m| m.len()).unwrap_or(0);
+            Ok(Outcome {
+                file: RemoteFile {
+                    file_no: format!("F{n}"),
+                    name: job.file_name.clone(),
+                    id: None,
+                    url: None,
+                    path: None,
+                    folder: Some(job.folder.clone()),
+                    folder_no: None,
+                    size: Some(size),
+                    created_at_ms: None,
+                    sha256: Some(sha256.clone()),
+                    has_metadata: true,
+                    hash: None,
+                    is_duplicate: None,
+                },
+                size,
+                sha256,
+                folder: job.folder.clone(),
+                name: job.file_name.clone(),
+                adopted: None,
+            })
+        })
+    }
+
+    fn check_key(&self) -> BoxFuture<'_, Result<(), ApiError>> {
+        Box::pin(async move {
+            self.checks.lock().unwrap().push(Instant::now());
+            let answer = self
+                .check_answers
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Answer::Store);
+            match answer_error(answer) {
+                Some(UploadError::Api(e)) => Err(e),
+                _ => Ok(()),
+            }
+        })
+    }
+}
+
+/// A drop folder, a state dir and settings over them (`extra` is added to
+/// `[agent]`; `watch_extra` to the `[[watch]]` table).
+struct Place {
+    _dir: tempfile::TempDir,
+    drop: PathBuf,
+    state: PathBuf,
+    settings: Arc<Settings>,
+}
+
+const SETTLE: Duration = Duration::from_secs(2);
+
+fn place(extra: &str, watch_extra: &str) -> Place {
+    let dir = tempfile::tempdir().unwrap();
+    let drop = dir.path().join("drop");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&drop).unwrap();
+    let text = format!(
+        "[agent]\nstate_dir = {state:?}\nsettle = \"2s\"\n{extra}\n\n[[watch]]\npath = {drop:?}\nremote_folder = \"in\"\n{watch_extra}\n",
+        state = state.to_str().unwrap(),
+        drop = drop.to_str().unwrap(),
+    );
+    let settings = Settings::parse(&text, "test.toml", None).expect("test config parses");
+    // The config canonicalises the root (e.g. a symlinked /tmp).
+    let drop = settings.watches[0].path.clone();
+    Place {
+        _dir: dir,
+        drop,
+        state,
+        settings: Arc::new(settings),
+    }
+}
+
+/// A running agent on a paused clock.
+struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<Report, AgentError>>,
+    journal: Journal,
+}
+
+fn start(p: &Place, transfer: Arc<Scripted>, opts: RunOptions) -> Running {
+    let journal = Journal::open(&p.state).unwrap();
+    let agent = Agent::new(
+        p.settings.clone(),
+        transfer,
+        journal.clone(),
+        opts,
+        Clock::following_tokio(crate::clock::system_ms()),
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(agent.run(stop.clone()));
+    Running { stop, task, journal }
+}
+
+impl Running {
+    async fn stop(self) -> Report {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap()
+    }
+    async fn row(&self, p: &Place, rel: &str) -> Option<FileRow> {
+        self.journal
+            .lookup(p.settings.watches[0].key(), rel.into())
+            .await
+            .unwrap()
+    }
+}
+
+/// Polls `cond` on the (virtual) clock until it holds; panics with `what`
+/// after 30 s of real time.
+async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_file_is_sent_once_after_settling_and_a_restart_sends_nothing() {
+    let p = place("", "");
+    let t = Scripted::answering(&[]);
+    let written = Instant::now();
+    std::fs::write(p.drop.join("a.mov"), b"frames").unwrap();
+    let agent = start(&p, t.clone(), RunOptions::default());
+    until("the upload", async || t.sends().len() == 1).await;
+    let (path, at) = t.sends()[0].clone();
+    assert_eq!(path, p.drop.join("a.mov"));
+    assert!(
+        at - written >= SETTLE,
+        "sent {:?} after it was written",
+        at - written
+    );
+    until("the record", async || {
+        agent
+            .row(&p, "a.mov")
+            .await
+            .is_some_and(|r| r.state == State::Done)
+    })
+    .await;
+    // Quiet for two virtual minutes (many settle windows): nothing more is sent.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(t.sends().len(), 1);
+    agent.stop().await;
+
+    // A restart finds the file uploaded, unchanged.
+    let again = start(
+        &p,
+        t.clone(),
+        RunOptions {
+            once: true,
+            dry_run: false,
+        },
+    );
+    let report = again.task.await.unwrap().unwrap();
+    assert_eq!((report.uploaded, report.skipped), (0, 1), "{report:?}");
+    assert_eq!(t.sends().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_touch_is_hashed_not_sent_and_a_change_is_sent_after_it_settles() {
+    let p = place("", "");
+    let t = Scripted::answering(&[]);
+    let file = p.drop.join("b.mov");
+    std::fs::write(&file, b"version one").unwrap();
+    let agent = start(&p, t.clone(), RunOptions::default());
+    until("the first upload", async || {
+        agent
+            .row(&p, "b.mov")
+            .await
+            .is_some_and(|r| r.state == State::Done)
+    })
+    .await;
+
+    // Same bytes, a new mtime: the journal learns the new mtime, nothing is sent.
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let touched = crate::fileid::Fingerprint::of(&file).unwrap();
+    until("the touch to be recorded", async || {
+        agent
+            .row(&p, "b.mov")
+            .await
+            .is_some_and(|r| r.done_mtime_ns == Some(touched.mtime_ns as i64))
+    })
+    .await;
+    assert_eq!(t.sends().len(), 1, "a touch is not a change");
+
+    // New bytes: sent again, not before a settle window has passed.
+    let changed = Instant::now();
+    std::fs::write(&file, b"version two!").unwrap();
+    until("the second upload", async || t.sends().len() == 2).await;
+    let at = t.sends()[1].1;
+    assert!(at - changed >= SETTLE, "sent {:?} after the change", at - changed);
+    until("the second record", async || {
+        agent
+            .row(&p, "b.mov")
+            .await
+            .is_some_and(|r| r.state == State::Done && r.done_size == Some(12))
+    })
+    .await;
+    let report = agent.stop().await;
+    assert_eq!(report.uploaded, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_attempt_is_retried_after_a_growing_backoff() {
+    let p = place("", "");
+    let t = Scripted::answering(&[Answer::Unverified, Answer::Unverified]);
+    std::fs::write(p.drop.join("c.mov"), b"c").unwrap();
+    let agent = start(&p, t.clone(), RunOptions::default());
+    until("the third attempt", async || t.sends().len() == 3).await;
+    until("the record", async || {
+        agent
+            .row(&p, "c.mov")
+            .await
+            .is_some_and(|r| r.state == State::Done)
+    })
+    .await;
+    let at: Vec<Instant> = t.sends().iter().map(|s| s.1).collect();
+    // 5 s then 10 s, each with up to a quarter more as jitter, and up to one
+    // heartbeat (1 s) before the loop looks at the queue again.
+    let (first, second) = (at[1] - at[0], at[2] - at[1]);
+    let beat = Duration::from_millis(1100);
+    assert!(
+        first >= Duration::from_secs(5) && first <= Duration::from_millis(6250) + beat,
+        "{first:?}"
+    );
+    assert!(
+        second >= Duration::from_secs(10) && second <= Duration::from_millis(12500) + beat,
+        "{second:?}"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_max_attempts_a_file_is_failed_and_left_alone() {
+    let p = place("max_attempts = 3", "");
+    let t = Scripted::answering(&[Answer::Unverified; 10]);
+    std::fs::write(p.drop.join("d.mov"), b"d").unwrap();
+    let agent = start(&p, t.clone(), RunOptions::default());
+    until("the file to fail", async || {
+        agent
+            .row(&p, "d.mov")
+            .await
+            .is_some_and(|r| r.state == State::Failed)
+    })
+    .await;
+    let row = agent.row(&p, "d.mov").await.unwrap();
+    assert_eq!(row.attempts, 3);
+    assert!(row.last_error.unwrap().contains("could not be verified"));
+    // Ten virtual minutes later (the next backoff would have been 20 s) it
+    // has not been tried again.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(t.sends().len(), 3);
+    let report = agent.stop().await;
+    assert_eq!(report.failed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_service_pauses_everything_without_spending_attempts() {
+    let p = place("max_attempts = 1", "");
+    let t = Scripted::answering(&[Answer::Unreachable]);
+    t.check_answers
+        .lock()
+        .unwrap()
+        .extend([Answer::Unreachable, Answer::Unreachable]);
+    std::fs::write(p.drop.join("e.mov"), b"e").unwrap();
+    let agent = start(&p, t.clone(), RunOptions::default());
+    until("the upload after the outage", async || {
+        agent
+            .row(&p, "e.mov")
+            .await
+            .is_some_and(|r| r.state == State::Done)
+    })
+    .await;
+    let sends = t.sends();
+    let checks = t.checks();
+    assert_eq!(sends.len(), 2, "one attempt in the outage, one after");
+    assert_eq!(checks.len(), 3, "asked every 15 s until it answered");
+    assert!(checks[0] - sends[0].1 >= OUTAGE_RECHECK);
+    assert!(checks[1] - checks[0] >= OUTAGE_RECHECK && checks[2] - checks[1] >= OUTAGE_RECHECK);
+    assert!(
+        sends[1].1 >= checks[2],
+        "nothing was sent while the service was away"
+    );
+    // max_attempts = 1, yet the file was not failed: the outage spent no attempt.
+    let report = agent.stop().await;
+    assert_eq!((report.uploaded, report.failed), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_key_pauses_uploads_until_it_is_accepted() {
+    // One file at a time, so the second file is still waiting when the key is refused.
+    let p = place("concurrent_files = 1", "");
+    let t = Scripted::answering(&[Answer::BadKey]);
+    t.check_answers.lock().unwrap().push_back(Answer::BadKey);
+    std::fs::write(p.drop.join("f.mov"), b"f").unwrap();
+    std::fs::write(p.drop.join("g.mov"), b"g").unwrap();
+    let agent = start(&p, t.clone(), RunOptions::default());
+    until("both uploads", async || t.sends().len() == 3).await;
+    let sends = t.sends();
+    let checks = t.checks();
+    assert_eq!(checks.len(), 2, "checked once a minute until accepted");
+    assert!(checks[0] - sends[0].1 >= AUTH_RECHECK);
+    assert!(checks[1] - checks[0] >= AUTH_RECHECK);
+    assert!(
+        sends[1].1 >= checks[1] && sends[2].1 >= checks[1],
+        "the other file waited too"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_upload_delete_removes_the_sent_file_only() {
+    let p = place("", "after_upload = \"delete\"");
+    let t = Scripted::answering(&[]);
+    std::fs::write(p.drop.join("h.mov"), b"h").unwrap();
+    let agent = start(&p, t.clone(), RunOptions::default());
+    until("the file to be removed", async || !p.drop.join("h.mov").exists()).await;
+    assert_eq!(t.sends().len(), 1);
+    assert_eq!(agent.row(&p, "h.mov").await.unwrap().state, State::Done);
+    agent.stop().await;
+}

@@ -1,0 +1,42 @@
+//! Settings → [`Uploader`]: the one way every command (`run`, `upload`,
+//! `verify`, `demo`) builds its uploader.
+
+use std::sync::Arc;
+
+use super::{RetryPolicy, Uploader, reconcile};
+use crate::api::{ApiError, Client};
+use crate::config::Settings;
+use crate::limiter::Limiter;
+use crate::secrets::ApiKey;
+use crate::workspace::Workspace;
+
+impl Uploader {
+    /// An uploader for `settings`' endpoint and limits, authenticating with `key`.
+    pub fn from_settings(settings: &Settings, key: ApiKey) -> Result<Uploader, ApiError> {
+        let client = Client::new(settings.api.endpoint.clone(), key, settings.api.request_timeout)?;
+        Ok(Uploader {
+            workspace: Arc::new(Workspace::new(client.clone())),
+            direct_upload_max: settings.agent.direct_upload_max,
+            reconcile: reconcile::Window::default(),
+            client,
+            concurrent_parts: settings.agent.concurrent_parts,
+            limiter: settings.agent.bandwidth_limit.map(|r| Arc::new(Limiter::new(r))),
+            url_ttl: settings.api.url_ttl,
+            retry: retry_policy(),
+            stall_timeout: settings.api.request_timeout,
+        })
+    }
+}
+
+/// Retries of one request. `AUTORENDER_SYNC_TEST_RETRIES=N` lowers the count
+/// so tests of a long outage do not wait out a minute of backoff per file.
+fn retry_policy() -> RetryPolicy {
+    let mut policy = RetryPolicy::default();
+    if let Some(n) = std::env::var("AUTORENDER_SYNC_TEST_RETRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        policy.max_retries = n;
+    }
+    policy
+}
