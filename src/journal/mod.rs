@@ -8,16 +8,20 @@
 //! own read-only connection, which WAL lets run beside a live agent.
 //! A lock file (`agent.lock`) keeps a second agent off the same state dir.
 //!
-//! Rooms: this file opens, guards (lock, identity, damage) and runs the
-//! owner thread; `schema` applies the versioned steps; `records` is what is
+//! The agent and the commands see one interface, [`Journal`], an enum of
+//! backends: SQLite (`sqlite.rs`) today; a second backend (PostgreSQL, for
+//! fleets) adds a variant and one arm per operation, and the agent does not
+//! change. The interface is the list in the `journal_interface!` invocation below.
+//!
+//! Rooms: this file holds the interface, the errors and the state-dir lock;
+//! `sqlite` opens, guards (identity, damage) and runs the owner thread;
+//! `schema` applies the numbered steps in `migrations/`; `records` is what is
 //! recorded about a file; `queue` the queue and each file's transitions;
 //! `sessions` the uploads in flight; `report` the read-only views for
 //! `status` and `history`. No SQL lives outside this module.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 
-use rusqlite::{Connection, OpenFlags, params};
 use serde::Serialize;
 
 use crate::api::Session;
@@ -28,15 +32,16 @@ mod records;
 mod report;
 mod schema;
 mod sessions;
+mod sqlite;
 #[cfg(test)]
 mod tests;
 
 pub use records::{DoneRecord, FileRow, FolderDone, SavedSession, State, Verdict};
 use records::{FILE_COLS, file_row};
 pub use report::{AgentRow, HistoryRow, RootCounts, agent_row, counts, history, open_read_only};
-use schema::migrate;
+pub use sqlite::Sqlite;
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = schema::MIGRATIONS.len() as i64;
 pub const DB_NAME: &str = "journal.sqlite3";
 pub const LOCK_NAME: &str = "agent.lock";
 
@@ -90,21 +95,6 @@ impl From<rusqlite::Error> for JournalError {
 /// with; decisions (what is due) take the caller's clock instead.
 pub use crate::clock::system_ms as now_ms;
 
-/// What a call does once its batch is committed (or failed to commit).
-type Reply = Box<dyn FnOnce(Result<(), JournalError>) + Send>;
-/// A queued call: runs inside the batch's transaction, answers after commit.
-type Call = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
-
-/// Most calls grouped into one transaction (one fsync).
-const MAX_BATCH: usize = 512;
-
-/// Handle to the journal's owner thread. Cheap to clone.
-#[derive(Clone)]
-pub struct Journal {
-    tx: mpsc::Sender<Call>,
-    path: PathBuf,
-}
-
 /// Holds the agent lock for as long as it lives.
 pub struct AgentLock {
     _file: std::fs::File,
@@ -145,95 +135,6 @@ pub fn agent_running(state_dir: &Path) -> bool {
     matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
 }
 
-/// A new journal is built beside its final name and renamed into place
-/// complete, so the file at `journal.sqlite3` is never seen empty or
-/// half-made (by `status`, or by the next start after a crash right here).
-fn create(state_dir: &Path, path: &Path) -> Result<(), JournalError> {
-    let tmp = state_dir.join(format!("{DB_NAME}.new"));
-    for ext in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{ext}", tmp.display()));
-    }
-    {
-        let mut conn = Connection::open(&tmp).map_err(|e| open_error(&tmp, e))?;
-        migrate(&mut conn).map_err(|e| open_error(&tmp, e))?;
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .map_err(|e| open_error(&tmp, e))?;
-        // Closing the only connection removes the -wal file.
-    }
-    std::fs::rename(&tmp, path).map_err(|e| JournalError::Open {
-        path: state_dir.to_path_buf(),
-        message: format!("cannot put the new journal in place: {e}"),
-    })
-}
-
-/// Which file the journal's connection has open, to notice it was deleted
-/// or replaced at its path (an unlinked database accepts writes silently).
-struct Identity {
-    path: PathBuf,
-    id: Option<(u64, u64)>,
-}
-
-impl Identity {
-    fn of(path: &Path) -> Identity {
-        Identity {
-            path: path.to_path_buf(),
-            id: file_identity(path),
-        }
-    }
-    fn still_there(&self) -> bool {
-        self.id.is_none() || file_identity(&self.path) == self.id
-    }
-}
-
-fn file_identity(path: &Path) -> Option<(u64, u64)> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-    }
-    #[cfg(not(unix))]
-    {
-        std::fs::metadata(path).ok().map(|_| (0, 0))
-    }
-}
-
-/// A damaged file is named as such; anything else is a state-dir problem.
-fn open_error(path: &Path, e: rusqlite::Error) -> JournalError {
-    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
-    match e.sqlite_error_code() {
-        Some(NotADatabase) => JournalError::Damaged {
-            path: path.to_path_buf(),
-            reason: "it is not an SQLite database (its header is garbage)".into(),
-        },
-        Some(DatabaseCorrupt) => JournalError::Damaged {
-            path: path.to_path_buf(),
-            reason: format!("SQLite finds it malformed ({e})"),
-        },
-        _ => match path.parent() {
-            Some(dir) => JournalError::Open {
-                path: dir.to_path_buf(),
-                message: e.to_string(),
-            },
-            None => JournalError::Db(e.to_string()),
-        },
-    }
-}
-
-/// Refuses a journal from a newer release before anything touches it.
-fn check_version(conn: &Connection, path: &Path) -> Result<(), JournalError> {
-    let found: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|e| open_error(path, e))?;
-    if found > SCHEMA_VERSION {
-        return Err(JournalError::Newer {
-            path: path.to_path_buf(),
-            found,
-            known: SCHEMA_VERSION,
-        });
-    }
-    Ok(())
-}
-
 /// `run --recover`: moves a damaged journal (and its -wal/-shm) aside as
 /// `journal.sqlite3.damaged-<unix ms>` and returns the new name; the next
 /// open starts empty and adoption rebuilds the state from the workspace.
@@ -257,169 +158,112 @@ pub fn move_aside(state_dir: &Path) -> Result<Option<PathBuf>, JournalError> {
     Ok(Some(aside))
 }
 
-/// Group commit: runs every call already queued (up to [`MAX_BATCH`]) in one
-/// transaction, then commits once and answers every caller. Each call is
-/// atomic on its own (one statement, or its own savepoint), so a failing
-/// call undoes only itself. Callers hear "done"
-/// only after the commit, so durability is unchanged; throughput under load
-/// is one fsync per batch instead of one per call.
-fn run_batch(conn: &mut Connection, first: Call, rx: &mpsc::Receiver<Call>, identity: &Identity) {
-    let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(c) => batch.push(c),
-            Err(_) => break,
+/// The journal, whichever backend holds it. Cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Sqlite),
+}
+
+/// Writes each operation of the interface once: its signature and what it
+/// promises, dispatched to the backend.
+macro_rules! journal_interface {
+    ($($(#[$doc:meta])* async fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        impl Journal {
+            $(
+                $(#[$doc])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, JournalError> {
+                    match &self.backend {
+                        Backend::Sqlite(b) => b.$name($($arg),*).await,
+                    }
+                }
+            )*
         }
-    }
-    let began = conn.execute_batch("BEGIN IMMEDIATE");
-    let mut replies = Vec::with_capacity(batch.len());
-    for call in batch {
-        replies.push(call(conn));
-    }
-    let committed = match began {
-        // A journal deleted (or replaced) under the agent must not go on
-        // recording into an unlinked file: nothing commits, everyone hears why.
-        Ok(()) if !identity.still_there() => Err(JournalError::Vanished(identity.path.clone())),
-        Ok(()) => conn
-            .execute_batch("COMMIT")
-            .map_err(|e| JournalError::Db(e.to_string())),
-        Err(e) => Err(JournalError::Db(e.to_string())),
     };
-    if committed.is_err() {
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    for reply in replies {
-        reply(committed.clone());
-    }
+}
+
+journal_interface! {
+    /// A file's record, if it has one.
+    async fn lookup(&self, root: String, rel: String) -> Option<FileRow>;
+    /// Whether a finished file version needs uploading ([`Verdict`]).
+    async fn verdict(&self, root: String, rel: String, fp: Fingerprint) -> Verdict;
+    /// Queues a stable file; with a remote key another live file holds, fails
+    /// it instead and returns that file's local path.
+    async fn enqueue(&self, root: String, rel: String, fp: Fingerprint, remote_key: Option<String>) -> Option<String>;
+    /// A touched but identical file: its new mtime, so it is not hashed again.
+    async fn refresh_done_mtime(&self, id: i64, mtime_ns: i128) -> ();
+    /// Up to `limit` queued files due at `now` (unix ms), in serving order,
+    /// leaving out `skip` and `tried`.
+    async fn due(
+        &self,
+        now: i64,
+        limit: usize,
+        skip: Vec<i64>,
+        tried: Option<std::sync::Arc<std::collections::HashSet<i64>>>
+    ) -> Vec<FileRow>;
+    /// When the next queued file is due (unix ms).
+    async fn next_due(&self) -> Option<i64>;
+    async fn set_state(&self, id: i64, state: State) -> ();
+    /// The uploaded versions of the files directly in one folder of a root.
+    async fn done_in(&self, root: String, folder: String) -> FolderDone;
+    /// Files recorded as done (all, or under `paths`), for `verify`.
+    async fn done_files(&self, paths: Vec<PathBuf>) -> Vec<FileRow>;
+    /// `verify --requeue`: done files the workspace lost go back to the queue.
+    async fn requeue(&self, ids: Vec<i64>) -> usize;
+    /// A queued file is uploaded: its result, its session dropped, history.
+    async fn record_done(&self, id: i64, d: DoneRecord) -> ();
+    /// A file uploaded outside the queue (`upload`): recorded as done.
+    async fn record_upload(&self, root: String, rel: String, d: DoneRecord) -> ();
+    /// A failed attempt: retried at `retry_at`, or failed after `max_attempts`.
+    async fn record_failure(&self, id: i64, error: String, max_attempts: u32, retry_at: i64) -> State;
+    /// The file vanished.
+    async fn mark_gone(&self, root: String, rel: String) -> ();
+    /// `retry`: failed files (all, or under `paths`) go back to the queue.
+    async fn retry(&self, paths: Vec<PathBuf>) -> usize;
+    /// The upload in flight for file `id`, as recorded.
+    async fn session(&self, id: i64) -> Option<SavedSession>;
+    /// A multipart session began for this file version.
+    async fn save_session(&self, id: i64, s: Session, file: FileId, sha256: String) -> ();
+    /// A direct upload of this file version is about to be sent.
+    async fn direct_sending(&self, id: i64, began_at_ms: i64, file: FileId, sha256: String) -> ();
+    /// The outcome of a sent complete or direct upload is being looked up.
+    async fn reconciling(&self, id: i64) -> ();
+    /// Complete is about to be sent (every part mark before it is recorded).
+    async fn completing(&self, id: i64) -> ();
+    async fn drop_session(&self, id: i64) -> ();
+    /// The running agent's heartbeat and live snapshot (for `status`).
+    async fn heartbeat(&self, pid: u32, started_at: i64, last_event_at: Option<i64>, snapshot: String) -> ();
+    /// Waits until every earlier call is durable.
+    async fn flush(&self) -> ();
+    /// After a clean stop: everything durable and tidy.
+    async fn checkpoint(&self) -> ();
 }
 
 impl Journal {
-    /// Opens (creating and migrating) the journal and starts its owner thread.
+    /// Opens (creating and migrating) the SQLite journal in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Journal, JournalError> {
-        let open_err = |m: String| JournalError::Open {
-            path: state_dir.to_path_buf(),
-            message: m,
-        };
-        std::fs::create_dir_all(state_dir).map_err(|e| open_err(e.to_string()))?;
-        let path = db_path(state_dir);
-        if !path.exists() {
-            create(state_dir, &path)?;
-        }
-        // SQLite would take an empty file for a new database: a journal that
-        // lost its contents must not look like a first run (that re-uploads
-        // everything). A new journal is never empty: `create` fills it first.
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
-            return Err(JournalError::Damaged {
-                path,
-                reason: "the file is empty (0 bytes)".into(),
-            });
-        }
-        let mut conn = Connection::open(&path).map_err(|e| open_error(&path, e))?;
-        check_version(&conn, &path)?;
-        migrate(&mut conn).map_err(|e| open_error(&path, e))?;
-        let identity = Identity::of(&path);
-        let (tx, rx) = mpsc::channel::<Call>();
-        std::thread::Builder::new()
-            .name("journal".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    run_batch(&mut conn, first, &rx, &identity);
-                }
-                // Channel closed: fold the WAL back so the file is tidy.
-                let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
-            })
-            .map_err(|e| open_err(e.to_string()))?;
         Ok(Journal {
-            tx,
-            path: db_path(state_dir),
+            backend: Backend::Sqlite(Sqlite::open(state_dir)?),
         })
     }
 
-    /// Runs `f` on the owner thread and waits for its result.
-    pub(crate) async fn call<T, F>(&self, f: F) -> Result<T, JournalError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Box::new(move |c| {
-                let result = f(c);
-                Box::new(move |committed: Result<(), JournalError>| {
-                    let _ = tx.send(committed.and_then(|()| result.map_err(JournalError::from)));
-                })
-            }))
-            .map_err(|_| JournalError::Closed)?;
-        #[cfg(test)]
-        {
-            // The owner thread is invisible to tokio's clock: a test that
-            // pauses the clock would see it jump ahead while a call is under
-            // way. Waiting on the blocking pool holds the paused clock still.
-            let waited = tokio::task::spawn_blocking(move || rx.blocking_recv()).await;
-            waited
-                .map_err(|_| JournalError::Closed)?
-                .map_err(|_| JournalError::Closed)?
-        }
-        #[cfg(not(test))]
-        {
-            rx.await.map_err(|_| JournalError::Closed)?
+    /// Marks part `index` of file `id`'s session stored, without waiting
+    /// (a lost mark only re-sends a part).
+    pub fn part_done(&self, id: i64, index: usize) {
+        match &self.backend {
+            Backend::Sqlite(b) => b.part_done(id, index),
         }
     }
 
-    /// Queues `f` without waiting (ordering with later calls is kept).
-    pub fn send<F>(&self, f: F)
-    where
-        F: FnOnce(&mut Connection) -> rusqlite::Result<()> + Send + 'static,
-    {
-        let _ = self.tx.send(Box::new(move |c| {
-            if let Err(e) = f(c) {
-                tracing::error!("journal write failed: {e}");
-            }
-            Box::new(|committed: Result<(), JournalError>| {
-                if let Err(e) = committed {
-                    tracing::error!("journal commit failed: {e}");
-                }
-            })
-        }));
-    }
-
-    pub async fn heartbeat(
-        &self,
-        pid: u32,
-        started_at: i64,
-        last_event_at: Option<i64>,
-        snapshot: String,
-    ) -> Result<(), JournalError> {
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO agent (id, pid, started_at, heartbeat_at, last_event_at, snapshot) VALUES (1, ?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (id) DO UPDATE SET pid = ?1, started_at = ?2, heartbeat_at = ?3, last_event_at = ?4, snapshot = ?5",
-                params![pid, started_at, now_ms(), last_event_at, snapshot],
-            )
-            .map(|_| ())
-        })
-        .await
-    }
-
-    /// Waits until every earlier call has been committed.
-    pub async fn flush(&self) -> Result<(), JournalError> {
-        self.call(|_| Ok(())).await
-    }
-
-    /// After a clean stop: everything committed and the WAL folded back, so
-    /// the journal is one self-contained file (the `-wal` file left empty).
-    /// Runs on its own connection: the owner's is idle between batches, and
-    /// a checkpoint cannot run inside the owner's batch transaction.
-    pub async fn checkpoint(&self) -> Result<(), JournalError> {
-        self.flush().await?;
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), JournalError> {
-            let conn = Connection::open(&path)?;
-            conn.busy_timeout(std::time::Duration::from_secs(10))?;
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| JournalError::Db(e.to_string()))?
+    /// The SQLite backend, for tests that look at its tables.
+    #[cfg(test)]
+    fn sqlite(&self) -> &Sqlite {
+        match &self.backend {
+            Backend::Sqlite(b) => b,
+        }
     }
 }

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::schema::{DUE_FROM, FOLDER_OF_REL, QUEUED};
 use super::*;
 
-impl Journal {
+impl Sqlite {
     pub async fn lookup(&self, root: String, rel: String) -> Result<Option<FileRow>, JournalError> {
         self.call(move |c| {
             c.query_row(

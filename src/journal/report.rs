@@ -1,7 +1,9 @@
 //! Read-only views for `status` and `history`, on their own connection
 //! beside a running agent.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use super::sqlite::{check_version, open_error};
 
 use super::*;
 

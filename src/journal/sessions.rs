@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::*;
 
-impl Journal {
+impl Sqlite {
     pub async fn session(&self, id: i64) -> Result<Option<SavedSession>, JournalError> {
         self.call(move |c| {
             c.query_row(

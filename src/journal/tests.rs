@@ -7,6 +7,19 @@ fn fp(size: u64, m: i128) -> Fingerprint {
     Fingerprint { size, mtime_ns: m }
 }
 
+/// The result of uploading version `fp` (sha256 "s", file_no "1").
+fn uploaded(fp: Fingerprint) -> DoneRecord {
+    DoneRecord {
+        fingerprint: fp,
+        sha256: "s".into(),
+        remote_folder: "f".into(),
+        remote_name: "n".into(),
+        file_no: "1".into(),
+        url: None,
+        adopted: None,
+    }
+}
+
 #[tokio::test]
 async fn queue_session_and_done_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,6 +110,7 @@ async fn the_queue_is_read_in_index_order_without_a_sort() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path()).unwrap();
     let plan: Vec<String> = j
+        .sqlite()
         .call(|c| {
             let mut s = c.prepare(&format!("EXPLAIN QUERY PLAN SELECT id {DUE_FROM}"))?;
             s.query_map([5], |r| r.get::<_, String>(3))?.collect()
@@ -119,15 +133,7 @@ async fn done_in_a_folder_is_only_that_folder_and_uses_its_index() {
         "a/b0.mov",
         "top.mov",
     ] {
-        let d = DoneRecord {
-            fingerprint: fp(1, 2),
-            sha256: "s".into(),
-            remote_folder: "f".into(),
-            remote_name: "n".into(),
-            file_no: "1".into(),
-            url: None,
-            adopted: None,
-        };
+        let d = uploaded(fp(1, 2));
         j.record_upload("/r".into(), rel.into(), d).await.unwrap();
     }
     let keys = |m: FolderDone| {
@@ -148,6 +154,7 @@ async fn done_in_a_folder_is_only_that_folder_and_uses_its_index() {
     assert!(!top.unchanged("new.mov", fp(1, 2)), "no record");
     // The query reads the folder index, not the whole table.
     let plan: Vec<String> = j
+        .sqlite()
         .call(|c| {
             let mut s = c.prepare(&format!(
                 "EXPLAIN QUERY PLAN SELECT rel FROM files WHERE root = 'r' AND {FOLDER_OF_REL} = '' AND state = 'done'"
@@ -185,15 +192,7 @@ async fn the_verdict_follows_the_record() {
         matches!(verdict("a", fp(1, 3)).await.unwrap(), Verdict::Upload),
         "queued, changed since"
     );
-    let d = DoneRecord {
-        fingerprint: fp(1, 2),
-        sha256: "s".into(),
-        remote_folder: "f".into(),
-        remote_name: "n".into(),
-        file_no: "1".into(),
-        url: None,
-        adopted: None,
-    };
+    let d = uploaded(fp(1, 2));
     j.record_upload("/r".into(), "a".into(), d).await.unwrap();
     assert!(matches!(
         verdict("a", fp(1, 2)).await.unwrap(),

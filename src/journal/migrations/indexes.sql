@@ -1,0 +1,8 @@
+-- Indexes only, created by every version (an older binary of the same
+-- schema version reads and writes around them). Their expressions must be
+-- spelled exactly as the queries spell them (schema.rs: FOLDER_OF_REL,
+-- QUEUED); a unit test checks this.
+-- Each file's folder, for scans folder by folder.
+CREATE INDEX IF NOT EXISTS files_folder ON files (root, rtrim(rel, replace(rel, '/', '')));
+-- The queue in the order it is served (rowid = id breaks ties).
+CREATE INDEX IF NOT EXISTS files_due ON files (next_attempt_at) WHERE state IN ('pending', 'uploading', 'reconciling');
