@@ -123,3 +123,26 @@ mod tests {
         ));
     }
 }
+
+/// How a remote file is named to the user: `folder/name`, or `name` at the
+/// workspace root (never `/name`).
+pub fn remote_path(folder: &str, name: &str) -> String {
+    let folder = folder.trim_matches('/');
+    if folder.is_empty() {
+        name.to_string()
+    } else {
+        format!("{folder}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod remote_path_tests {
+    use super::remote_path;
+
+    #[test]
+    fn the_workspace_root_has_no_leading_slash() {
+        assert_eq!(remote_path("", "small.txt"), "small.txt");
+        assert_eq!(remote_path("uploads/videos", "a.mov"), "uploads/videos/a.mov");
+        assert_eq!(remote_path("/uploads/", "a.mov"), "uploads/a.mov");
+    }
+}

@@ -70,8 +70,11 @@ struct Entry {
     last_event: Instant,
     /// The first of the two agreeing stats, and when it was taken.
     first_stat: Option<(Seen, Instant)>,
-    /// Seen changing across a whole settle window at least once.
+    /// Seen changing since it was first seen: two stats that differ, even
+    /// with events in between (a writer's events keep restarting the wait).
     changed: bool,
+    /// The last stat taken, whether or not an event invalidated it since.
+    last_seen: Option<Seen>,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +106,7 @@ impl Settler {
                         last_event: now,
                         first_stat: None,
                         changed: false,
+                        last_seen: None,
                     },
                 );
             }
@@ -164,26 +168,26 @@ impl Settler {
                 Seen::NotAFile => {
                     self.entries.remove(&path);
                 }
-                Seen::File { size, mtime_ns } => match e.first_stat {
-                    Some((first, at))
-                        if first == seen && now >= at + e.settle && now >= e.last_event + e.settle =>
-                    {
-                        self.entries.remove(&path);
-                        out.push(Decision::Stable {
-                            root,
-                            path,
-                            size,
-                            mtime_ns,
-                        });
+                Seen::File { size, mtime_ns } => {
+                    if e.last_seen.is_some_and(|last| last != seen) {
+                        e.changed = true;
                     }
-                    Some((first, _)) => {
-                        if first != seen {
-                            e.changed = true;
+                    e.last_seen = Some(seen);
+                    match e.first_stat {
+                        Some((first, at))
+                            if first == seen && now >= at + e.settle && now >= e.last_event + e.settle =>
+                        {
+                            self.entries.remove(&path);
+                            out.push(Decision::Stable {
+                                root,
+                                path,
+                                size,
+                                mtime_ns,
+                            });
                         }
-                        e.first_stat = Some((seen, now));
+                        _ => e.first_stat = Some((seen, now)),
                     }
-                    None => e.first_stat = Some((seen, now)),
-                },
+                }
             }
         }
         out
@@ -312,6 +316,30 @@ mod tests {
         assert_eq!(st.counts_under(R, t0 + S * 10), (0, 1));
         // It stops growing (last change at 9 windows): stable one window later.
         assert_eq!(st.poll(t0 + S * 10, &fs).len(), 1);
+    }
+
+    #[test]
+    fn a_file_written_with_events_every_second_is_growing() {
+        // A writer appending each second, each write an event: the first
+        // stat is always invalidated, yet the file is growing, not settling.
+        let fs = FakeFs::new();
+        let mut st = Settler::new();
+        let t0 = Instant::now();
+        for i in 0..6u32 {
+            let now = t0 + Duration::from_secs(i as u64);
+            fs.set("/r/a", 100 * (i as u64 + 1), i as i128);
+            st.touch(R, Path::new("/r/a"), S, now);
+            assert!(st.poll(now, &fs).is_empty());
+        }
+        assert_eq!(
+            st.counts_under(R, t0 + Duration::from_secs(3)),
+            (1, 0),
+            "not yet two windows"
+        );
+        assert_eq!(st.counts_under(R, t0 + Duration::from_secs(5)), (0, 1));
+        // A path with one event and no stat yet is settling, however long.
+        st.touch(R, Path::new("/r/b"), S, t0);
+        assert_eq!(st.counts_under(R, t0 + Duration::from_secs(5)), (1, 1));
     }
 
     #[test]

@@ -19,57 +19,6 @@ pub(super) enum TaskResult {
     },
 }
 
-/// Records each upload step in the journal (see [`Observer`]).
-struct JournalObserver {
-    journal: Journal,
-    id: i64,
-    /// The version being sent and its sha256, once hashed.
-    hashed: Mutex<Option<(FileId, String)>>,
-}
-
-impl JournalObserver {
-    fn hashed_version(&self) -> Result<(FileId, String), String> {
-        self.hashed
-            .lock()
-            .expect("hashed lock")
-            .clone()
-            .ok_or_else(|| "the file was not hashed before its upload began".to_string())
-    }
-}
-
-impl Observer for JournalObserver {
-    fn hashed(&self, id: FileId, sha256: &str) {
-        *self.hashed.lock().expect("hashed lock") = Some((id, sha256.to_string()));
-    }
-    fn session_started<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            let (file, sha) = self.hashed_version()?;
-            self.journal
-                .save_session(self.id, session.clone(), file, sha)
-                .await
-                .map_err(|e| e.to_string())
-        })
-    }
-    fn part_done(&self, index: usize) {
-        self.journal.part_done(self.id, index);
-    }
-    fn completing(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.journal.completing(self.id).await.map_err(|e| e.to_string()) })
-    }
-    fn direct_sending(&self, began_at_ms: i64) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            let (file, sha) = self.hashed_version()?;
-            self.journal
-                .direct_sending(self.id, began_at_ms, file, sha)
-                .await
-                .map_err(|e| e.to_string())
-        })
-    }
-    fn reconciling(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.journal.reconciling(self.id).await.map_err(|e| e.to_string()) })
-    }
-}
-
 impl Agent {
     /// Starts due uploads up to `concurrent_files`. Returns when the next
     /// backed-off file becomes due, if any.
@@ -168,11 +117,7 @@ impl Agent {
             if resume.is_some() {
                 tracing::info!("resuming the upload of {}", path.display());
             }
-            let observer: Arc<dyn Observer> = Arc::new(JournalObserver {
-                journal,
-                id: row.id,
-                hashed: Mutex::new(None),
-            });
+            let observer: Arc<dyn Observer> = Arc::new(JournalObserver::new(journal, row.id, None));
             let result = transfer.send(&job, resume, &observer).await;
             TaskResult::Upload {
                 row,
@@ -321,31 +266,66 @@ impl Agent {
                     self.journal.drop_session(row.id).await?;
                 }
                 let delay = retry_delay(row.attempts as u32, self.clock.wall_ms());
+                // A refusal of the file itself is not worth a second try.
+                let permanent = e.is_permanent();
+                let max_attempts = if permanent {
+                    1
+                } else {
+                    self.settings.agent.max_attempts
+                };
                 let state = self
                     .journal
                     .record_failure(
                         row.id,
                         e.to_string(),
-                        self.settings.agent.max_attempts,
+                        max_attempts,
                         self.clock.wall_ms() + delay.as_millis() as i64,
                     )
                     .await?;
-                if state == State::Failed {
+                if state == State::Failed && permanent {
+                    self.report.failed += 1;
+                    tracing::error!(
+                        "{} failed: {e}; sending it again cannot succeed, so it is not retried. Fix the cause, \
+                         then run `autorender-sync retry`",
+                        path.display()
+                    );
+                } else if state == State::Failed {
                     self.report.failed += 1;
                     tracing::error!(
                         "{} failed after {} attempts: {e}; run `autorender-sync retry` to try again",
                         path.display(),
                         row.attempts + 1
                     );
+                } else if self.opts.once {
+                    self.report.failed += 1;
+                    tracing::warn!("{}: {e}; it is tried again on the next run", path.display());
                 } else {
-                    if self.opts.once {
-                        self.report.failed += 1;
-                    }
                     tracing::warn!("{}: {e}; retrying in {}s", path.display(), delay.as_secs());
                 }
             }
         }
         Ok(())
+    }
+
+    /// `run` reports a rejected key at start-up, not days later when the
+    /// first file is ready: uploads pause and the key is re-checked. No
+    /// answer (no network at boot) is not a reason to stop: the first
+    /// upload, once the service answers, tells whether the key is good.
+    /// (`--once` sends nothing it does not need: a restart over files
+    /// already uploaded costs no request, and its first upload meets a
+    /// rejected key within seconds, then exits 3.)
+    pub(super) async fn check_key_at_start(&mut self) {
+        match self.transfer.check_key().await {
+            Ok(()) => tracing::debug!("the API key is accepted"),
+            Err(e @ ApiError::Auth { .. }) => {
+                tracing::error!(
+                    "{e}; all uploads are paused and the key is re-checked every {}s. Fix the key (then restart, or wait)",
+                    AUTH_RECHECK.as_secs()
+                );
+                self.pause = Some((Pause::Auth, self.clock.now() + AUTH_RECHECK));
+            }
+            Err(e) => tracing::info!("could not check the API key yet ({e}); the first upload will tell"),
+        }
     }
 
     /// One cheap authenticated call decides whether a pause ends.
@@ -381,23 +361,6 @@ impl Agent {
             }
         }
     }
-}
-
-/// A saved session is resumed only for the very same file version.
-fn usable(saved: SavedSession, fp: Fingerprint) -> Option<Resume> {
-    let phase = match (saved.direct, saved.completing) {
-        (true, _) => Phase::Direct,
-        (false, true) => Phase::Completing,
-        (false, false) => Phase::Parts,
-    };
-    (saved.fingerprint == fp && saved.done.len() == saved.session.parts.len()).then_some(Resume {
-        session: saved.session,
-        done: saved.done,
-        sha256: saved.sha256,
-        fingerprint: saved.fingerprint,
-        file_id: saved.file_id,
-        phase,
-    })
 }
 
 /// Per-file backoff between attempts: 5 s doubling to 15 min, with jitter

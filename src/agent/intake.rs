@@ -15,18 +15,20 @@ pub(super) struct Scan {
 /// a few thousand paths, not the whole root. Watcher events are not held back.
 pub(super) const SETTLING_CAP: usize = 5_000;
 
-/// The next folder of the oldest scan under way (ended scans are dropped);
-/// never resolves when no scan is under way.
-pub(super) async fn next_folder(scans: &mut std::collections::VecDeque<Scan>) -> (RootId, scan::Folder) {
-    loop {
-        let Some(front) = scans.front_mut() else {
-            return std::future::pending().await;
-        };
-        match front.folders.recv().await {
-            Some(folder) => return (front.root, folder),
-            None => {
-                scans.pop_front();
-            }
+/// The next folder of the oldest scan under way, or None when a scan has
+/// just ended (so the loop looks again at whether `--once` is done); never
+/// resolves when no scan is under way.
+pub(super) async fn next_folder(
+    scans: &mut std::collections::VecDeque<Scan>,
+) -> Option<(RootId, scan::Folder)> {
+    let Some(front) = scans.front_mut() else {
+        return std::future::pending().await;
+    };
+    match front.folders.recv().await {
+        Some(folder) => Some((front.root, folder)),
+        None => {
+            scans.pop_front();
+            None
         }
     }
 }

@@ -14,24 +14,23 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiError, Session};
+use crate::api::ApiError;
 use crate::clock::Clock;
 use crate::config::{RootId, Settings, WatchSettings};
-use crate::fileid::{FileId, Fingerprint, hash_file};
-use crate::journal::{DoneRecord, FileRow, Journal, JournalError, SavedSession, State, Verdict};
+use crate::fileid::{Fingerprint, hash_file};
+use crate::journal::{DoneRecord, FileRow, Journal, JournalError, State, Verdict};
 use crate::mapping;
 use crate::scan::{self, Rejected};
 use crate::settle::{Decision, Fs, Settler};
-use crate::upload::{Job, Observer, Outcome, Phase, Resume, Transfer, UploadError};
+use crate::upload::{Job, Observer, Outcome, Transfer, UploadError};
 use crate::watch::{self, Hint, WatchError, WatchMode};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -82,11 +81,13 @@ const AUTH_RECHECK: Duration = Duration::from_secs(60);
 
 mod dispatch;
 mod intake;
+mod observer;
 #[cfg(test)]
 mod tests;
 
 use dispatch::TaskResult;
 use intake::{SETTLING_CAP, Scan, next_folder};
+pub use observer::{JournalObserver, usable};
 
 pub struct Agent {
     settings: Arc<Settings>,
@@ -200,6 +201,9 @@ impl Agent {
             );
         }
         let started_at = self.clock.wall_ms();
+        if !self.opts.dry_run && !self.opts.once {
+            self.check_key_at_start().await;
+        }
         for id in self.settings.root_ids() {
             self.scan(id, None);
         }
@@ -247,10 +251,12 @@ impl Agent {
                         self.hint(h).await?;
                     }
                 }
-                (i, folder) = next_folder(&mut self.scans),
+                next = next_folder(&mut self.scans),
                     if !self.scans.is_empty() && self.settler.len() < SETTLING_CAP =>
                 {
-                    self.scanned_folder(i, folder).await?;
+                    if let Some((id, folder)) = next {
+                        self.scanned_folder(id, folder).await?;
+                    }
                 }
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     match done {

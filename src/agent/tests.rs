@@ -13,8 +13,11 @@
 
 use std::sync::Mutex as StdMutex;
 
+use futures_util::future::BoxFuture;
+
 use super::*;
 use crate::api::RemoteFile;
+use crate::upload::Resume;
 
 /// What the scripted transfer answers, attempt by attempt (then `Store`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -356,10 +359,11 @@ async fn after_max_attempts_a_file_is_failed_and_left_alone() {
 async fn an_unreachable_service_pauses_everything_without_spending_attempts() {
     let p = place("max_attempts = 1", "");
     let t = Scripted::answering(&[Answer::Unreachable]);
+    // Accepted at start-up; then away for two rechecks.
     t.check_answers
         .lock()
         .unwrap()
-        .extend([Answer::Unreachable, Answer::Unreachable]);
+        .extend([Answer::Store, Answer::Unreachable, Answer::Unreachable]);
     std::fs::write(p.drop.join("e.mov"), b"e").unwrap();
     let agent = start(&p, t.clone(), RunOptions::default());
     until("the upload after the outage", async || {
@@ -370,7 +374,7 @@ async fn an_unreachable_service_pauses_everything_without_spending_attempts() {
     })
     .await;
     let sends = t.sends();
-    let checks = t.checks();
+    let checks = t.checks()[1..].to_vec();
     assert_eq!(sends.len(), 2, "one attempt in the outage, one after");
     assert_eq!(checks.len(), 3, "asked every 15 s until it answered");
     assert!(checks[0] - sends[0].1 >= OUTAGE_RECHECK);
@@ -389,13 +393,17 @@ async fn a_rejected_key_pauses_uploads_until_it_is_accepted() {
     // One file at a time, so the second file is still waiting when the key is refused.
     let p = place("concurrent_files = 1", "");
     let t = Scripted::answering(&[Answer::BadKey]);
-    t.check_answers.lock().unwrap().push_back(Answer::BadKey);
+    // Accepted at start-up (then revoked while the agent runs).
+    t.check_answers
+        .lock()
+        .unwrap()
+        .extend([Answer::Store, Answer::BadKey]);
     std::fs::write(p.drop.join("f.mov"), b"f").unwrap();
     std::fs::write(p.drop.join("g.mov"), b"g").unwrap();
     let agent = start(&p, t.clone(), RunOptions::default());
     until("both uploads", async || t.sends().len() == 3).await;
     let sends = t.sends();
-    let checks = t.checks();
+    let checks = t.checks()[1..].to_vec();
     assert_eq!(checks.len(), 2, "checked once a minute until accepted");
     assert!(checks[0] - sends[0].1 >= AUTH_RECHECK);
     assert!(checks[1] - checks[0] >= AUTH_RECHECK);
@@ -415,5 +423,53 @@ async fn after_upload_delete_removes_the_sent_file_only() {
     until("the file to be removed", async || !p.drop.join("h.mov").exists()).await;
     assert_eq!(t.sends().len(), 1);
     assert_eq!(agent.row(&p, "h.mov").await.unwrap().state, State::Done);
+    agent.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_key_is_reported_at_start_before_any_file_is_ready() {
+    let p = place("", "");
+    // `--once` asks nothing up front; its first upload meets the refusal and
+    // the run stops with the key error (exit 3 in the CLI).
+    let t = Scripted::answering(&[Answer::BadKey]);
+    std::fs::write(p.drop.join("j.mov"), b"j").unwrap();
+    let once = start(
+        &p,
+        t.clone(),
+        RunOptions {
+            once: true,
+            dry_run: false,
+        },
+    );
+    let ended = once.task.await.unwrap();
+    assert!(matches!(ended, Err(AgentError::Auth(_))), "{ended:?}");
+    assert!(t.checks().is_empty());
+    // `run`: nothing is sent until the key is accepted (a minute later).
+    let t = Scripted::answering(&[]);
+    t.check_answers.lock().unwrap().push_back(Answer::BadKey);
+    let agent = start(&p, t.clone(), RunOptions::default());
+    let began = Instant::now();
+    std::fs::write(p.drop.join("k.mov"), b"k").unwrap();
+    // j.mov (left pending by the run above) and k.mov.
+    until("both uploads once the key is accepted", async || {
+        t.sends().len() == 2
+    })
+    .await;
+    for (path, at) in t.sends() {
+        assert!(
+            at - began >= AUTH_RECHECK,
+            "{} was sent before the re-check",
+            path.display()
+        );
+    }
+    // No answer at start (no network at boot) does not hold anything back.
+    agent.stop().await;
+    let t = Scripted::answering(&[]);
+    t.check_answers.lock().unwrap().push_back(Answer::Unreachable);
+    let agent = start(&p, t.clone(), RunOptions::default());
+    let began = Instant::now();
+    std::fs::write(p.drop.join("l.mov"), b"l").unwrap();
+    until("the upload", async || t.sends().len() == 1).await;
+    assert!(t.sends()[0].1 - began < Duration::from_secs(15), "not held back");
     agent.stop().await;
 }

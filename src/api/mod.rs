@@ -36,6 +36,11 @@ pub enum ApiError {
     /// Connection refused/reset, timeout, truncated answer: try again.
     #[error("network error: {0}")]
     Network(String),
+    /// No connection could be made (refused, no route, DNS): nothing was
+    /// sent. Retried briefly only, so a wrong or down endpoint is reported
+    /// in seconds.
+    #[error("cannot reach the service: {0}")]
+    Unreachable(String),
     /// 429: try again after `retry_after` (or our own backoff).
     #[error("throttled by the service (429){}", .retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
     Throttled { retry_after: Option<Duration> },
@@ -61,8 +66,16 @@ impl ApiError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ApiError::Network(_) | ApiError::Throttled { .. } | ApiError::Server { .. }
+            ApiError::Network(_)
+                | ApiError::Unreachable(_)
+                | ApiError::Throttled { .. }
+                | ApiError::Server { .. }
         )
+    }
+
+    /// The request never left this machine (no connection was made).
+    pub fn never_sent(&self) -> bool {
+        matches!(self, ApiError::Unreachable(_))
     }
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -76,6 +89,7 @@ fn network(e: reqwest::Error) -> ApiError {
     // Never include the URL: part URLs carry signatures. The causes say what
     // actually happened ("connection refused", "dns error", a refused redirect).
     let e = e.without_url();
+    let connect = e.is_connect();
     let mut message = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(cause) = source {
@@ -86,7 +100,11 @@ fn network(e: reqwest::Error) -> ApiError {
         }
         source = cause.source();
     }
-    ApiError::Network(message)
+    if connect {
+        ApiError::Unreachable(message)
+    } else {
+        ApiError::Network(message)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

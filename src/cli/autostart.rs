@@ -82,20 +82,20 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             }
             let plan = plan_for(&ctx, *method);
             if *print {
-                print!("{}", plan.describe());
+                super::write_stdout(plan.describe().as_bytes());
                 return Ok(ExitCode::SUCCESS);
             }
             let warnings = plan.apply().map_err(CliError::Failed)?;
             for f in &plan.files {
-                println!("wrote {}", f.path.display());
+                outln!("wrote {}", f.path.display());
             }
-            println!(
+            outln!(
                 "installed: {} (runs `{}`)",
                 plan.method,
                 autostart::shell_words(&ctx.argv())
             );
             for n in &plan.notes {
-                println!("note: {n}");
+                outln!("note: {n}");
             }
             for w in &warnings {
                 eprintln!("warning: {w}");
@@ -112,10 +112,10 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             }
             .map_err(CliError::Failed)?;
             if done.is_empty() {
-                println!("nothing to remove: autostart was not installed");
+                outln!("nothing to remove: autostart was not installed");
             }
             for d in done {
-                println!("{d}");
+                outln!("{d}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -131,18 +131,18 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
                 .map(|s| crate::journal::agent_running(&s.agent.state_dir))
                 .unwrap_or(false);
             if *json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({ "installed": installed, "agent_running": running })
                 );
             } else {
                 if installed.is_empty() {
-                    println!("autostart: not installed (`autorender-sync autostart install`)");
+                    outln!("autostart: not installed (`autorender-sync autostart install`)");
                 }
                 for i in &installed {
-                    println!("autostart: {} at {}", i.method, i.path.display());
+                    outln!("autostart: {} at {}", i.method, i.path.display());
                 }
-                println!("agent: {}", if running { "running" } else { "not running" });
+                outln!("agent: {}", if running { "running" } else { "not running" });
             }
             Ok(ExitCode::SUCCESS)
         }

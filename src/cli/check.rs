@@ -19,13 +19,13 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let (path, _) = resolve_config_path(cli.config.as_deref()).map_err(CliError::Usage)?;
     let settings = super::load_settings(cli)?;
     match &settings.source {
-        Some(p) => println!("config: {} (valid)", p.display()),
-        None => println!("config: {} does not exist; using the defaults", path.display()),
+        Some(p) => outln!("config: {} (valid)", p.display()),
+        None => outln!("config: {} does not exist; using the defaults", path.display()),
     }
-    println!("endpoint: {}", settings.api.endpoint);
-    println!("state dir: {}", settings.agent.state_dir.display());
+    outln!("endpoint: {}", settings.api.endpoint);
+    outln!("state dir: {}", settings.agent.state_dir.display());
     if settings.watches.is_empty() {
-        println!("watches: none (`run` needs at least one [[watch]]; `upload` works without)");
+        outln!("watches: none (`run` needs at least one [[watch]]; `upload` works without)");
     }
     for w in &settings.watches {
         let after = match &w.after_upload {
@@ -33,7 +33,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             AfterUpload::Delete => "delete".to_string(),
             AfterUpload::Move(p) => format!("move to {}", p.display()),
         };
-        println!(
+        outln!(
             "watch: {} → {} (include {:?}, exclude {:?}, settle {:?}, after upload: {after})",
             w.path.display(),
             if w.remote_folder.is_empty() {
@@ -51,16 +51,16 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     for w in warnings {
         tracing::warn!("{w}");
     }
-    println!("API key: from {source}");
+    outln!("API key: from {source}");
     if args.offline {
-        println!("API key not verified (--offline)");
+        outln!("API key not verified (--offline)");
         return Ok(ExitCode::SUCCESS);
     }
     let client = Client::new(settings.api.endpoint.clone(), key, settings.api.request_timeout)
         .map_err(|e| CliError::Usage(e.to_string()))?;
     match client.verify_key().await {
         Ok(()) => {
-            println!("API key: accepted by {}", settings.api.endpoint);
+            outln!("API key: accepted by {}", settings.api.endpoint);
             Ok(ExitCode::SUCCESS)
         }
         Err(ApiError::Auth { status, message }) => Err(CliError::Auth(format!(

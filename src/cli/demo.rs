@@ -65,12 +65,12 @@ pub async fn run(args: &Args) -> CliResult {
     let _lock = journal::lock_agent(&settings.agent.state_dir).map_err(super::run::journal_error)?;
     let journal = Journal::open(&settings.agent.state_dir).map_err(super::run::journal_error)?;
 
-    println!("autorender-sync demo: a local AutoRender emulator is running at http://{addr}");
-    println!("Copy files into   {}", drop.display());
-    println!("They appear in    {}", store.join("uploads/demo").display());
-    println!("(config used: {}; press Ctrl-C to stop)", config_path.display());
+    outln!("autorender-sync demo: a local AutoRender emulator is running at http://{addr}");
+    outln!("Copy files into   {}", drop.display());
+    outln!("They appear in    {}", store.join("uploads/demo").display());
+    outln!("(config used: {}; press Ctrl-C to stop)", config_path.display());
     if _temp.is_some() {
-        println!("This folder is temporary and is removed when the demo stops; use --dir to keep it.");
+        outln!("This folder is temporary and is removed when the demo stops; use --dir to keep it.");
     }
 
     tokio::spawn(super::signals::stop_on_signals(
@@ -81,6 +81,6 @@ pub async fn run(args: &Args) -> CliResult {
         super::run::run_agent(settings, uploader, journal, RunOptions::default(), token.clone()).await?;
     token.cancel();
     let _ = server.await;
-    println!("demo stopped: {} file(s) uploaded", report.uploaded);
+    outln!("demo stopped: {} file(s) uploaded", report.uploaded);
     Ok(ExitCode::SUCCESS)
 }

@@ -28,9 +28,11 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
         None => Vec::new(),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+    } else if rows.is_empty() && args.failed {
+        outln!("no failed uploads recorded");
     } else if rows.is_empty() {
-        println!("no uploads recorded yet");
+        outln!("no uploads recorded yet");
     } else {
         rows.iter().for_each(super::output::print_history_row);
     }

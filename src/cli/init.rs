@@ -27,7 +27,7 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
     }
     std::fs::write(&path, EXAMPLE_CONFIG)
         .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
-    println!("Wrote a starter config to {}", path.display());
-    println!("Next: add a [[watch]] block, export AUTORENDER_API_KEY=…, then run `autorender-sync check`.");
+    outln!("Wrote a starter config to {}", path.display());
+    outln!("Next: add a [[watch]] block, export AUTORENDER_API_KEY=…, then run `autorender-sync check`.");
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,14 @@
 //! where errors become exit codes (0 ok, 1 some work failed, 2 usage/config,
 //! 3 API key rejected). One file per command beside this one.
 
+/// `println!` for command output: a closed pipe (`| head`, `| true`) ends
+/// the program quietly (exit 0), as Unix tools do, instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::print_stdout(&format!($($arg)*))
+    };
+}
+
 mod autostart;
 mod check;
 mod demo;
@@ -36,7 +44,7 @@ pub const LOG_ENV: &str = "AUTORENDER_SYNC_LOG";
 changing, to an AutoRender workspace through the multipart upload API.\n\n\
 Start with `autorender-sync init`, set AUTORENDER_API_KEY, then `autorender-sync check`.\n\
 Try it without an account: `autorender-sync demo`.",
-    after_help = "Exit codes: 0 success, 1 some work failed, 2 usage or config error, 3 API key rejected."
+    after_help = "Exit codes: 0 success, 1 some work failed, 2 usage or config error, 3 API key rejected, 130 `upload` stopped by Ctrl-C (run it again to resume)."
 )]
 pub struct Cli {
     /// Config file [default: $AUTORENDER_SYNC_CONFIG, else ~/.config/autorender-sync/config.toml]
@@ -69,9 +77,10 @@ pub enum Command {
     Status(status::Args),
     /// Recent uploads (or failures) from the journal
     History(history::Args),
-    /// Queue failed files again
+    /// Queue failed files again (exit 1 if a PATH holds no failed file)
     Retry(retry::Args),
-    /// Upload the given files now (no watching) and print where they landed
+    /// Upload the given files now (no watching) and print where they landed; run it
+    /// again after Ctrl-C to resume from the parts already stored
     Upload(upload::Args),
     /// Validate the config, resolve paths, and verify the API key
     Check(check::Args),
@@ -151,18 +160,17 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Autostart(ref args) => autostart::run(&cli, args),
         Command::Demo(ref args) => demo::run(args).await,
         Command::Man => {
+            let mut page = Vec::new();
             clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
+                .render(&mut page)
                 .map_err(|e| CliError::Failed(e.to_string()))?;
+            write_stdout(&page);
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "autorender-sync",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "autorender-sync", &mut script);
+            write_stdout(&script);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -214,9 +222,18 @@ pub fn open_journal(settings: &Settings) -> Result<crate::journal::Journal, CliE
 /// Prints one line to stdout; a closed pipe (`| head`) ends the program
 /// quietly, as Unix tools do, instead of panicking.
 pub fn print_stdout(line: &str) {
+    let mut text = String::with_capacity(line.len() + 1);
+    text.push_str(line);
+    text.push('\n');
+    write_stdout(text.as_bytes());
+}
+
+/// Writes `bytes` to stdout as they are; a closed pipe ends the program
+/// quietly (exit 0).
+pub fn write_stdout(bytes: &[u8]) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{line}").and_then(|_| out.flush())
+    if let Err(e) = out.write_all(bytes).and_then(|_| out.flush())
         && e.kind() == std::io::ErrorKind::BrokenPipe
     {
         std::process::exit(0);

@@ -9,24 +9,48 @@ pub fn format_time(ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// A URL as it should be printed: percent-encoded (a service may hand one
+/// out with raw spaces, which no terminal or browser takes as one link).
+pub fn display_url(url: &str) -> String {
+    url::Url::parse(url).map_or_else(|_| url.to_string(), String::from)
+}
+
 /// One history row, as `history` and `status` print it.
 pub fn print_history_row(h: &HistoryRow) {
     let when = format_time(h.at);
     if h.ok {
-        println!(
-            "{when}  {} → {}/{}  file_no={}  {}  {}",
+        outln!(
+            "{when}  {} → {}  file_no={}  {}  {}",
             h.local_path,
-            h.remote_folder.as_deref().unwrap_or(""),
-            h.remote_name.as_deref().unwrap_or(""),
+            crate::mapping::remote_path(
+                h.remote_folder.as_deref().unwrap_or(""),
+                h.remote_name.as_deref().unwrap_or("")
+            ),
             h.file_no.as_deref().unwrap_or("-"),
             format_bytes(h.size.unwrap_or(0).max(0) as u64),
-            h.url.as_deref().unwrap_or("-")
+            h.url.as_deref().map_or_else(|| "-".into(), display_url)
         );
     } else {
-        println!(
+        outln!(
             "{when}  {}  FAILED: {}",
             h.local_path,
             h.error.as_deref().unwrap_or("")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_printed_percent_encoded() {
+        assert_eq!(
+            display_url("http://127.0.0.1:9/files/7/big clip.mov"),
+            "http://127.0.0.1:9/files/7/big%20clip.mov"
+        );
+        let fine = "https://cdn.example/files/7/a%20b.mov?sig=x";
+        assert_eq!(display_url(fine), fine, "already encoded: unchanged");
+        assert_eq!(display_url("not a url"), "not a url");
     }
 }

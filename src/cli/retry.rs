@@ -28,14 +28,28 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let settings = super::load_settings(cli)?;
     let paths = super::absolute_paths(&args.paths);
     let journal = super::open_journal(&settings)?;
-    let n = journal
+    let done = journal
         .retry(paths)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
     if args.json {
-        println!("{}", serde_json::json!({ "requeued": n }));
+        outln!(
+            "{}",
+            serde_json::json!({ "requeued": done.requeued, "not_failed": done.not_failed })
+        );
     } else {
-        println!("{n} failed file(s) queued again");
+        outln!("{} failed file(s) queued again", done.requeued);
+        for p in &done.not_failed {
+            eprintln!(
+                "error: {}: no failed file there (`autorender-sync status` lists the failed files)",
+                p.display()
+            );
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    // A path that named nothing to retry is a mistake worth an exit status.
+    Ok(if done.not_failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -35,14 +35,21 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let signals = StopSignals::install();
     let settings = super::load_settings(cli)?;
     if settings.watches.is_empty() {
-        let file = settings
-            .source
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "the config".into());
-        return Err(CliError::Usage(format!(
-            "{file} has no [[watch]] entries, so there is nothing to watch; add one (see example-config.toml)"
-        )));
+        return Err(CliError::Usage(match &settings.source {
+            Some(file) => format!(
+                "{} has no [[watch]] table, so there is nothing to watch; add one with the folder's `path` and \
+                 its `remote_folder` (`autorender-sync init --force` rewrites it as a commented starter)",
+                file.display()
+            ),
+            None => {
+                let (path, _) = crate::config::resolve_config_path(None).map_err(CliError::Usage)?;
+                format!(
+                    "there is no config file ({} does not exist), so there is nothing to watch; create one with \
+                     `autorender-sync init`, add a [[watch]] table, or name a config with --config",
+                    path.display()
+                )
+            }
+        }));
     }
     let key = match secrets::lookup(&settings.api) {
         Ok((key, source, warnings)) => {
@@ -133,7 +140,7 @@ pub(super) async fn run_agent(
 
 pub(super) fn journal_error(e: JournalError) -> CliError {
     match e {
-        JournalError::Locked(_)
+        JournalError::Locked { .. }
         | JournalError::Open { .. }
         | JournalError::Damaged { .. }
         | JournalError::Newer { .. }

@@ -1,5 +1,7 @@
-//! Stop signals, one way for every command: SIGINT/SIGTERM (Ctrl-C on
-//! Windows) caught from the moment a command installs them.
+//! Stop signals, one way for every command: SIGINT/SIGTERM/SIGHUP (Ctrl-C
+//! on Windows) caught from the moment a command installs them. SIGHUP (the
+//! terminal closed, or a service manager's "reload") is a clean stop too,
+//! unless it is ignored (`nohup`): then it stays ignored.
 
 use tokio_util::sync::CancellationToken;
 
@@ -10,6 +12,8 @@ pub struct StopSignals {
     int: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl StopSignals {
@@ -21,13 +25,18 @@ impl StopSignals {
             StopSignals {
                 int: signal(SignalKind::interrupt()).ok(),
                 term: signal(SignalKind::terminate()).ok(),
+                hup: if hangup_ignored() {
+                    None
+                } else {
+                    signal(SignalKind::hangup()).ok()
+                },
             }
         }
         #[cfg(not(unix))]
         StopSignals {}
     }
 
-    /// Resolves on the next Ctrl-C or SIGTERM.
+    /// Resolves on the next Ctrl-C, SIGTERM or SIGHUP.
     pub async fn next(&mut self) {
         #[cfg(unix)]
         {
@@ -42,6 +51,7 @@ impl StopSignals {
             tokio::select! {
                 _ = recv(&mut self.int) => {},
                 _ = recv(&mut self.term) => {},
+                _ = recv(&mut self.hup) => {},
             }
         }
         #[cfg(not(unix))]
@@ -51,12 +61,23 @@ impl StopSignals {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
+/// Was this process started with SIGHUP ignored (`nohup`)?
+#[cfg(unix)]
+fn hangup_ignored() -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one
+    // into `old`, which is a plain C struct we own.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// Resolves on Ctrl-C, SIGTERM or SIGHUP.
 pub async fn shutdown_signal() {
     StopSignals::install().next().await
 }
 
-/// First SIGINT/SIGTERM: stop cleanly. Second: exit now (the journal is
+/// First SIGINT/SIGTERM/SIGHUP: stop cleanly. Second: exit now (the journal is
 /// crash-safe, so nothing is corrupted).
 pub async fn stop_on_signals(mut signals: StopSignals, token: CancellationToken) {
     signals.next().await;

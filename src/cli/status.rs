@@ -56,6 +56,26 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             c.watch = s["watch"].as_str().map(str::to_string);
         }
     }
+    // Only configured roots are watch roots. Records under any other root
+    // (files `upload` sent from outside the watched folders, roots since
+    // removed from the config) are summed apart.
+    let watched: Vec<String> = settings.watches.iter().map(|w| w.key()).collect();
+    let (mut counts, others): (Vec<RootCounts>, Vec<RootCounts>) =
+        counts.into_iter().partition(|c| watched.contains(&c.root));
+    counts.sort_by_key(|c| watched.iter().position(|w| *w == c.root));
+    let elsewhere = json!({
+        "done": others.iter().map(|c| c.done).sum::<i64>(),
+        "failed": others.iter().map(|c| c.failed).sum::<i64>(),
+    });
+    if !running {
+        // Nothing is uploading without an agent: what was in flight when it
+        // stopped (or crashed) resumes at its next start.
+        for c in &mut counts {
+            c.interrupted = c.uploading + c.reconciling;
+            c.uploading = 0;
+            c.reconciling = 0;
+        }
+    }
     if args.json {
         let out = json!({
             "agent": {
@@ -70,13 +90,14 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             },
             "state_dir": state_dir,
             "roots": counts,
+            "elsewhere": elsewhere,
             "last_uploads": last,
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
     match (&agent, running) {
-        (Some(a), true) => println!(
+        (Some(a), true) => outln!(
             "agent: running (pid {}) since {}; last event {}{}",
             a.pid.unwrap_or(0),
             a.started_at.map(format_time).unwrap_or_default(),
@@ -96,14 +117,14 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
                 _ => String::new(),
             }
         ),
-        (Some(a), false) => println!(
+        (Some(a), false) => outln!(
             "agent: not running (last seen {})",
             a.heartbeat_at.map(format_time).unwrap_or_default()
         ),
-        (None, _) => println!("agent: has not run yet (journal: {})", state_dir.display()),
+        (None, _) => outln!("agent: has not run yet (journal: {})", state_dir.display()),
     }
     for c in &counts {
-        println!(
+        outln!(
             "{}: {} settling, {} growing, {} pending, {} uploading ({} done), {} failed, {} done",
             c.root,
             c.settling,
@@ -114,15 +135,28 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             c.failed,
             c.done
         );
+        if c.interrupted > 0 {
+            outln!(
+                "  {} interrupted (the agent stopped mid-upload; they resume at its next start)",
+                c.interrupted
+            );
+        }
         for (rel, err) in &c.failures {
-            println!("  failed: {rel}: {err}");
+            outln!("  failed: {rel}: {err}");
         }
         for (rel, err) in &c.retrying {
-            println!("  retrying: {rel}: {err}");
+            outln!("  retrying: {rel}: {err}");
         }
     }
+    let (done, failed) = (
+        elsewhere["done"].as_i64().unwrap_or(0),
+        elsewhere["failed"].as_i64().unwrap_or(0),
+    );
+    if done + failed > 0 {
+        outln!("outside the watched folders (sent by `upload`): {done} done, {failed} failed");
+    }
     if !last.is_empty() {
-        println!("last uploads:");
+        outln!("last uploads:");
         for h in &last {
             super::output::print_history_row(h);
         }

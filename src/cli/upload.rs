@@ -1,6 +1,10 @@
 //! `upload FILE...`: one-shot upload of named files (an explicit request, so
 //! always sent). A progress bar per file on a terminal, plain lines otherwise,
 //! `--json` for machines. A rejected key stops everything with exit 3.
+//!
+//! Each upload is recorded in the journal as the agent records its own, so
+//! an `upload` stopped by Ctrl-C (or a crash) resumes its multipart session
+//! from the parts already stored when the same file is uploaded again.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -11,7 +15,9 @@ use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use super::signals::StopSignals;
 use super::{Cli, CliError, CliResult};
+use crate::agent::{JournalObserver, usable};
 use crate::config::{Subfolders, normalise_remote_folder};
 use crate::fileid::Fingerprint;
 use crate::journal::{DoneRecord, Journal};
@@ -50,6 +56,7 @@ impl Observer for Bar {
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
+    let mut signals = StopSignals::install();
     let settings = super::load_settings(cli)?;
     let folder = match &args.folder {
         Some(f) => normalise_remote_folder(f).map_err(|e| CliError::Usage(format!("--folder {e}")))?,
@@ -61,6 +68,15 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         tracing::warn!("{w}");
     }
     let uploader = super::uploader(&settings, key)?;
+    let journal = match Journal::open(&settings.agent.state_dir) {
+        Ok(j) => Some(j),
+        Err(e) => {
+            tracing::warn!(
+                "uploads are not recorded, and an interrupted one would start again from zero: {e}"
+            );
+            None
+        }
+    };
     let show_bars = !args.json && !cli.quiet && std::io::stderr().is_terminal();
     let multi = MultiProgress::new();
     let style = ProgressStyle::with_template(
@@ -68,38 +84,65 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar());
 
-    let results: Vec<(PathBuf, Result<Outcome, String>, bool)> =
-        futures_util::stream::iter(args.files.iter().cloned())
-            .map(|path| {
-                let uploader = &uploader;
-                let folder = &folder;
-                let multi = &multi;
-                let style = &style;
-                async move {
-                    let job = match prepare(&path, folder, &args.tags) {
-                        Ok(job) => job,
-                        Err(e) => return (path, Err(e), false),
-                    };
-                    let observer: Arc<dyn Observer> = if show_bars {
-                        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                        let bar = multi.add(ProgressBar::new(size));
-                        bar.set_style(style.clone());
-                        bar.set_prefix(job.file_name.clone());
-                        Arc::new(Bar(bar))
-                    } else {
-                        Arc::new(crate::upload::Quiet)
-                    };
-                    tracing::debug!(file = %path.display(), "uploading to \"{}\"", job.folder);
-                    let result = uploader.upload(&job, &observer).await;
-                    let auth = matches!(&result, Err(e) if e.is_auth());
-                    (path, result.map_err(|e: UploadError| e.to_string()), auth)
+    let work = futures_util::stream::iter(args.files.iter().cloned())
+        .map(|path| {
+            let uploader = &uploader;
+            let folder = &folder;
+            let multi = &multi;
+            let style = &style;
+            let journal = journal.as_ref();
+            let settings = &settings;
+            async move {
+                let job = match prepare(&path, folder, &args.tags) {
+                    Ok(job) => job,
+                    Err(e) => return (path, Err(e), false),
+                };
+                let progress: Arc<dyn Observer> = if show_bars {
+                    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    let bar = multi.add(ProgressBar::new(size));
+                    bar.set_style(style.clone());
+                    bar.set_prefix(job.file_name.clone());
+                    Arc::new(Bar(bar))
+                } else {
+                    Arc::new(crate::upload::Quiet)
+                };
+                let (observer, resume) = match journal {
+                    Some(j) => recorded(j, settings, &path, progress).await,
+                    None => (progress, None),
+                };
+                if let Some(r) = &resume {
+                    tracing::info!(
+                        "resuming the upload of {} ({} of {} parts already stored)",
+                        path.display(),
+                        r.done.iter().filter(|d| **d).count(),
+                        r.done.len()
+                    );
                 }
-            })
-            .buffered(settings.agent.concurrent_files.max(1))
-            .collect()
-            .await;
+                tracing::debug!(file = %path.display(), "uploading to \"{}\"", job.folder);
+                let result = uploader.upload_resuming(&job, resume, &observer).await;
+                let auth = matches!(&result, Err(e) if e.is_auth());
+                (path, result.map_err(|e: UploadError| e.to_string()), auth)
+            }
+        })
+        .buffered(settings.agent.concurrent_files.max(1))
+        .collect::<Vec<_>>();
+    let results: Vec<(PathBuf, Result<Outcome, String>, bool)> = tokio::select! {
+        results = work => results,
+        _ = signals.next() => {
+            let _ = multi.clear();
+            if let Some(j) = &journal {
+                let _ = j.flush().await;
+            }
+            eprintln!(
+                "stopped: the parts already stored are recorded; the same command resumes from them"
+            );
+            return Ok(ExitCode::from(130));
+        }
+    };
     let _ = multi.clear();
-    record(&settings, &results).await;
+    if let Some(j) = &journal {
+        record(j, &settings, &results).await;
+    }
 
     if let Some((_, Err(e), _)) = results.iter().find(|r| r.2) {
         return Err(CliError::Auth(format!("{e}; check the key in {source}")));
@@ -122,18 +165,19 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                 Err(e) => json!({"file": path, "ok": false, "error": e}),
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
         for (path, r, _) in &results {
             match r {
-                Ok(o) => println!(
-                    "{} → {}{}{}  file_no={}  url={}",
+                Ok(o) => outln!(
+                    "{} → {}  file_no={}  url={}",
                     path.display(),
-                    o.folder,
-                    if o.folder.is_empty() { "" } else { "/" },
-                    o.name,
+                    crate::mapping::remote_path(&o.folder, &o.name),
                     o.file.file_no.clone(),
-                    o.file.url.as_deref().unwrap_or("-"),
+                    o.file
+                        .url
+                        .as_deref()
+                        .map_or_else(|| "-".into(), super::output::display_url),
                 ),
                 Err(e) => eprintln!("error: {}: {e}", path.display()),
             }
@@ -150,39 +194,19 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
 
 /// Records successful uploads in the journal. An upload that worked is never
 /// reported as failed because the journal could not be written: warn instead.
-async fn record(settings: &crate::config::Settings, results: &[(PathBuf, Result<Outcome, String>, bool)]) {
-    if !results.iter().any(|r| r.1.is_ok()) {
-        return;
-    }
-    let journal = match Journal::open(&settings.agent.state_dir) {
-        Ok(j) => j,
-        Err(e) => {
-            tracing::warn!("uploads not recorded in the journal: {e}");
-            return;
-        }
-    };
+async fn record(
+    journal: &Journal,
+    settings: &crate::config::Settings,
+    results: &[(PathBuf, Result<Outcome, String>, bool)],
+) {
     // All records are queued before any is awaited, so the journal's group
     // commit writes them in a few transactions instead of one fsync each.
     let mut pending = Vec::new();
     for (path, result, _) in results {
         let Ok(o) = result else { continue };
-        let Ok(abs) = path.canonicalize() else { continue };
-        let Ok(fingerprint) = Fingerprint::of(&abs) else {
+        let Some((root, rel, fingerprint)) = place_of(settings, path) else {
             continue;
         };
-        // Inside a watched folder: record it under that root, so the agent skips it.
-        let (root, rel) = settings
-            .watches
-            .iter()
-            .find_map(|w| scan::relative(w, &abs).ok().map(|rel| (w.path.clone(), rel)))
-            .unwrap_or_else(|| {
-                let parent = abs.parent().map(Path::to_path_buf).unwrap_or_default();
-                let name = abs
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                (parent, name)
-            });
         let done = DoneRecord {
             fingerprint,
             sha256: o.sha256.clone(),
@@ -192,12 +216,8 @@ async fn record(settings: &crate::config::Settings, results: &[(PathBuf, Result<
             url: o.file.url.clone(),
             adopted: None,
         };
-        let journal = journal.clone();
         pending.push(async move {
-            if let Err(e) = journal
-                .record_upload(root.to_string_lossy().into_owned(), rel, done)
-                .await
-            {
+            if let Err(e) = journal.record_upload(root, rel, done).await {
                 tracing::warn!("{} not recorded in the journal: {e}", path.display());
             }
         });
@@ -205,6 +225,53 @@ async fn record(settings: &crate::config::Settings, results: &[(PathBuf, Result<
     futures_util::future::join_all(pending).await;
     if let Err(e) = journal.checkpoint().await {
         tracing::warn!("the journal's write-ahead log was not folded back: {e}");
+    }
+}
+
+/// Where the journal keeps `path`'s record, and its version: under the
+/// watched root that holds it (so the agent skips it once uploaded), else
+/// under its own folder.
+fn place_of(settings: &crate::config::Settings, path: &Path) -> Option<(String, String, Fingerprint)> {
+    let abs = path.canonicalize().ok()?;
+    let fingerprint = Fingerprint::of(&abs).ok()?;
+    let (root, rel) = settings
+        .watches
+        .iter()
+        .find_map(|w| scan::relative(w, &abs).ok().map(|rel| (w.key(), rel)))
+        .unwrap_or_else(|| {
+            let parent = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+            let name = abs
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (parent.to_string_lossy().into_owned(), name)
+        });
+    Some((root, rel, fingerprint))
+}
+
+/// The journal observer for `path`'s upload (progress still shown), and
+/// the session an interrupted upload of this very version left, if any.
+async fn recorded(
+    journal: &Journal,
+    settings: &crate::config::Settings,
+    path: &Path,
+    progress: Arc<dyn Observer>,
+) -> (Arc<dyn Observer>, Option<crate::upload::Resume>) {
+    let Some((root, rel, fp)) = place_of(settings, path) else {
+        return (progress, None);
+    };
+    match journal.upload_slot(root, rel, fp).await {
+        Ok((id, saved)) => (
+            Arc::new(JournalObserver::new(journal.clone(), id, Some(progress))),
+            saved.and_then(|s| usable(s, fp)),
+        ),
+        Err(e) => {
+            tracing::warn!(
+                "{}: not recorded in the journal ({e}); it cannot resume if stopped",
+                path.display()
+            );
+            (progress, None)
+        }
     }
 }
 

@@ -36,7 +36,7 @@ mod sqlite;
 #[cfg(test)]
 mod tests;
 
-pub use records::{DoneRecord, FileRow, FolderDone, SavedSession, State, Verdict};
+pub use records::{DoneRecord, FileRow, FolderDone, Retried, SavedSession, State, Verdict};
 use records::{FILE_COLS, file_row};
 pub use report::{AgentRow, HistoryRow, RootCounts, agent_row, counts, history, open_read_only};
 pub use sqlite::Sqlite;
@@ -50,9 +50,14 @@ pub enum JournalError {
     #[error("cannot use the state dir {path}: {message}; check `agent.state_dir` and free disk space")]
     Open { path: PathBuf, message: String },
     #[error(
-        "another autorender-sync agent is already running on {0}; stop it first (or give this one another `agent.state_dir`)"
+        "another autorender-sync agent is already running on {}{holder}; stop it first (or give this one another `agent.state_dir`)",
+        path.display()
     )]
-    Locked(PathBuf),
+    Locked {
+        path: PathBuf,
+        /// " (pid N, running since T)", when the journal says so.
+        holder: String,
+    },
     #[error(
         "journal write failed: {0}; check that the disk holding `agent.state_dir` has free space and is writable"
     )]
@@ -119,8 +124,34 @@ pub fn lock_agent(state_dir: &Path) -> Result<AgentLock, JournalError> {
         .map_err(open_err)?;
     match file.try_lock() {
         Ok(()) => Ok(AgentLock { _file: file }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Locked(state_dir.to_path_buf())),
+        Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Locked {
+            path: state_dir.to_path_buf(),
+            holder: lock_holder(state_dir),
+        }),
         Err(std::fs::TryLockError::Error(e)) => Err(open_err(e)),
+    }
+}
+
+/// Who holds the lock, as the running agent's heartbeat tells: its pid and
+/// since when (empty when the journal has no fresh heartbeat to go by).
+fn lock_holder(state_dir: &Path) -> String {
+    let Ok(Some(conn)) = open_read_only(state_dir) else {
+        return String::new();
+    };
+    match agent_row(&conn) {
+        Ok(Some(AgentRow {
+            pid: Some(pid),
+            started_at: Some(started),
+            heartbeat_at: Some(beat),
+            ..
+        })) if now_ms() - beat < 10_000 => {
+            let since = std::time::UNIX_EPOCH + std::time::Duration::from_millis(started.max(0) as u64);
+            format!(
+                " (pid {pid}, running since {})",
+                humantime::format_rfc3339_seconds(since)
+            )
+        }
+        _ => String::new(),
     }
 }
 
@@ -216,6 +247,9 @@ journal_interface! {
     async fn requeue(&self, ids: Vec<i64>) -> usize;
     /// A queued file is uploaded: its result, its session dropped, history.
     async fn record_done(&self, id: i64, d: DoneRecord) -> ();
+    /// `upload` of one file: its record id (created if none) and the session
+    /// left by an interrupted upload of it, if any.
+    async fn upload_slot(&self, root: String, rel: String, fp: Fingerprint) -> (i64, Option<SavedSession>);
     /// A file uploaded outside the queue (`upload`): recorded as done.
     async fn record_upload(&self, root: String, rel: String, d: DoneRecord) -> ();
     /// A failed attempt: retried at `retry_at`, or failed after `max_attempts`.
@@ -223,7 +257,7 @@ journal_interface! {
     /// The file vanished.
     async fn mark_gone(&self, root: String, rel: String) -> ();
     /// `retry`: failed files (all, or under `paths`) go back to the queue.
-    async fn retry(&self, paths: Vec<PathBuf>) -> usize;
+    async fn retry(&self, paths: Vec<PathBuf>) -> Retried;
     /// The upload in flight for file `id`, as recorded.
     async fn session(&self, id: i64) -> Option<SavedSession>;
     /// A multipart session began for this file version.

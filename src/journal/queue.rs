@@ -239,6 +239,29 @@ impl Sqlite {
         .await
     }
 
+    /// `upload` of one file: its record (created, with no state the agent
+    /// acts on, if there is none) and the session an interrupted `upload`
+    /// or agent left for it. The record's state is not changed: it becomes
+    /// `done` only through [`Sqlite::record_upload`].
+    pub async fn upload_slot(
+        &self,
+        root: String,
+        rel: String,
+        fp: Fingerprint,
+    ) -> Result<(i64, Option<SavedSession>), JournalError> {
+        let id = self
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO files (root, rel, state, size, mtime_ns, updated_at) VALUES (?1, ?2, 'settling', ?3, ?4, ?5)
+                     ON CONFLICT (root, rel) DO NOTHING",
+                    params![root, rel, fp.size as i64, fp.mtime_ns as i64, now_ms()],
+                )?;
+                c.query_row("SELECT id FROM files WHERE root = ?1 AND rel = ?2", params![root, rel], |r| r.get(0))
+            })
+            .await?;
+        Ok((id, self.session(id).await?))
+    }
+
     /// Records a failed attempt: back to pending after `retry_at`, or
     /// `failed` once `max_attempts` is reached. Returns the new state.
     pub async fn record_failure(
@@ -287,23 +310,37 @@ impl Sqlite {
     }
 
     /// `retry`: failed files (all, or those under the given paths) back to pending.
-    pub async fn retry(&self, paths: Vec<PathBuf>) -> Result<usize, JournalError> {
+    pub async fn retry(&self, paths: Vec<PathBuf>) -> Result<Retried, JournalError> {
         self.call(move |c| {
             let failed: Vec<(i64, String, String)> = c
                 .prepare("SELECT id, root, rel FROM files WHERE state = 'failed'")?
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<rusqlite::Result<_>>()?;
-            let mut n = 0;
+            let mut matched = vec![false; paths.len()];
+            let mut requeued = 0;
             for (id, root, rel) in failed {
                 let full = Path::new(&root).join(&rel);
-                if paths.is_empty() || paths.iter().any(|p| full.starts_with(p)) {
-                    n += c.execute(
+                let mut hit = paths.is_empty();
+                for (i, p) in paths.iter().enumerate() {
+                    if full.starts_with(p) {
+                        matched[i] = true;
+                        hit = true;
+                    }
+                }
+                if hit {
+                    requeued += c.execute(
                         "UPDATE files SET state = 'pending', attempts = 0, next_attempt_at = 0, updated_at = ?2 WHERE id = ?1",
                         params![id, now_ms()],
                     )?;
                 }
             }
-            Ok(n)
+            let not_failed = paths
+                .into_iter()
+                .zip(matched)
+                .filter(|(_, m)| !m)
+                .map(|(p, _)| p)
+                .collect();
+            Ok(Retried { requeued, not_failed })
         })
         .await
     }

@@ -132,6 +132,14 @@ impl FolderDone {
     }
 }
 
+/// What `retry` did: how many failed files went back to the queue, and
+/// which of the paths named held no failed file.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Retried {
+    pub requeued: usize,
+    pub not_failed: Vec<PathBuf>,
+}
+
 pub(super) const FILE_COLS: &str = "id, root, rel, state, size, mtime_ns, attempts, last_error, next_attempt_at, \
     done_size, done_mtime_ns, done_sha256, file_no, url, remote_path, adopt, remote_name";
 

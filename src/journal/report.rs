@@ -93,6 +93,9 @@ pub struct RootCounts {
     pub pending: i64,
     pub uploading: i64,
     pub reconciling: i64,
+    /// Uploads in flight when the agent stopped (or crashed): they resume
+    /// at its next start. Filled by `status` when no agent runs.
+    pub interrupted: i64,
     pub uploading_bytes_done: i64,
     pub failed: i64,
     pub done: i64,

@@ -101,7 +101,7 @@ async fn failures_back_off_then_fail_until_retry() {
         State::Failed
     );
     assert!(j.due(now_ms(), 1, vec![], None).await.unwrap().is_empty());
-    assert_eq!(j.retry(vec![]).await.unwrap(), 1);
+    assert_eq!(j.retry(vec![]).await.unwrap().requeued, 1);
     assert_eq!(j.due(now_ms(), 1, vec![], None).await.unwrap().len(), 1);
 }
 
@@ -170,7 +170,7 @@ async fn done_in_a_folder_is_only_that_folder_and_uses_its_index() {
 fn second_agent_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _a = lock_agent(dir.path()).unwrap();
-    assert!(matches!(lock_agent(dir.path()), Err(JournalError::Locked(_))));
+    assert!(matches!(lock_agent(dir.path()), Err(JournalError::Locked { .. })));
     assert!(agent_running(dir.path()));
 }
 

@@ -21,6 +21,7 @@ impl Uploader {
         let size = source.id.size;
         let form = self.request(job, size, &sha256);
         let mut tries = 0;
+        let mut retryable = self.retry.retryable();
         loop {
             tries += 1;
             source.check(job)?;
@@ -37,6 +38,14 @@ impl Uploader {
                 Err(e) => e,
             };
             observer.bytes(-(sent.load(std::sync::atomic::Ordering::Relaxed) as i64));
+            // No connection, so nothing can have been stored: no need to ask.
+            if error.never_sent() {
+                if tries <= self.retry.max_retries && retryable(&error) {
+                    tokio::time::sleep(self.retry.min_delay * (1 << tries.min(6))).await;
+                    continue;
+                }
+                return Err(error.into());
+            }
             // A refusal before the body went anywhere is plain; anything else
             // may have stored the file.
             let window = if error.is_transient() {
@@ -54,13 +63,13 @@ impl Uploader {
                 .await?
             {
                 Some(file) => return verify(job, file, size, sha256),
-                None if error.is_transient() && tries <= self.retry.max_retries => {
+                None if tries <= self.retry.max_retries && retryable(&error) => {
                     let delay = error
                         .retry_after()
                         .unwrap_or(self.retry.min_delay * (1 << tries.min(6)));
                     tokio::time::sleep(delay.min(self.retry.max_delay)).await;
                 }
-                None => return Err(error.into()),
+                None => return Err(super::refusal(error)),
             }
         }
     }

@@ -85,6 +85,11 @@ pub struct Outcome {
 pub enum UploadError {
     #[error("{0}")]
     Api(#[from] ApiError),
+    /// The service refused the request that describes the file (start or a
+    /// direct upload: 400 validation, 413 too large …). Sending the same
+    /// file again cannot succeed, so it is not retried.
+    #[error("refused by the service ({status}): {message}")]
+    Refused { status: u16, message: String },
     #[error("file changed during upload ({0}); it will be uploaded once it is stable")]
     Changed(String),
     #[error("cannot read {path}: {message}")]
@@ -99,6 +104,23 @@ impl UploadError {
     /// The API key was refused: stop everything, not just this file.
     pub fn is_auth(&self) -> bool {
         matches!(self, UploadError::Api(ApiError::Auth { .. }))
+    }
+
+    /// Retrying cannot help: the file fails at once (`retry` still works).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, UploadError::Refused { .. })
+    }
+}
+
+/// A rejection of start or of a direct upload is about the file itself,
+/// except for the statuses that mean "not now" (404 stays retried: it can
+/// come from a service being redeployed).
+pub(crate) fn refusal(e: ApiError) -> UploadError {
+    match e {
+        ApiError::Rejected { status, message } if !matches!(status, 404 | 408 | 409 | 425) => {
+            UploadError::Refused { status, message }
+        }
+        e => UploadError::Api(e),
     }
 }
 
@@ -170,6 +192,10 @@ pub struct RetryPolicy {
     pub max_retries: usize,
     /// New sessions started after URLs expired, per upload.
     pub max_sessions: usize,
+    /// Retries of a request that could not connect at all (refused, DNS):
+    /// few, so a wrong or down endpoint fails `upload` and `--once` in
+    /// seconds (the agent then waits for the service as in an outage).
+    pub max_connect_retries: usize,
 }
 
 impl Default for RetryPolicy {
@@ -179,11 +205,27 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(30),
             max_retries: 8,
             max_sessions: 5,
+            max_connect_retries: 2,
         }
     }
 }
 
 impl RetryPolicy {
+    /// Whether a failed request is tried again: transient errors are, but a
+    /// request that could not connect only `max_connect_retries` times.
+    fn retryable(&self) -> impl FnMut(&ApiError) -> bool + use<> {
+        let mut connects = 0usize;
+        let max_connect = self.max_connect_retries;
+        move |e: &ApiError| {
+            if e.never_sent() {
+                connects += 1;
+                connects <= max_connect
+            } else {
+                e.is_transient()
+            }
+        }
+    }
+
     fn backoff(&self) -> ExponentialBuilder {
         ExponentialBuilder::default()
             .with_min_delay(self.min_delay)
@@ -401,12 +443,13 @@ impl Uploader {
         let req = self.request(job, size, sha256);
         let s = (|| self.client.start(&req))
             .retry(self.retry.backoff())
-            .when(ApiError::is_transient)
+            .when(self.retry.retryable())
             .adjust(|e, d| d.map(|d| e.retry_after().unwrap_or(d)))
             .notify(
                 |e, d| tracing::debug!(file = %job.path.display(), "start failed ({e}); retrying in {d:?}"),
             )
-            .await?;
+            .await
+            .map_err(refusal)?;
         Ok(s)
     }
 }

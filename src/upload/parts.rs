@@ -70,9 +70,10 @@ impl Uploader {
             }
             result.map_err(PartError::Api)
         };
+        let mut retryable = self.retry.retryable();
         attempt
             .retry(self.retry.backoff())
-            .when(|e: &PartError| matches!(e, PartError::Api(a) if a.is_transient()))
+            .when(move |e: &PartError| matches!(e, PartError::Api(a) if retryable(a)))
             .adjust(|e, d| match e {
                 PartError::Api(a) => d.map(|d| a.retry_after().unwrap_or(d)),
                 _ => d,

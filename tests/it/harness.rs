@@ -333,24 +333,27 @@ impl Sandbox {
             return self.spawn_agent(&[]);
         }
         chown_tree(self.dir.path(), 65534, 65534);
+        self.spawn_wrapped(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ])
+    }
+
+    /// Starts `run` through a wrapper that execs it (`setpriv …`, `nohup`),
+    /// so the process signalled is the agent itself.
+    pub fn spawn_wrapped(&self, wrapper: &[&str]) -> AgentProcess {
         let log = tempfile::NamedTempFile::new_in(self.dir.path()).expect("log file");
         let mut inner = self.cmd();
         inner.arg("run");
-        let mut c = wrapped(
-            &[
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--",
-            ],
-            &inner,
-        );
+        let mut c = wrapped(wrapper, &inner);
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log.reopen().expect("reopen log"));
         AgentProcess {
-            child: Some(c.spawn().expect("spawn setpriv (util-linux)")),
+            child: Some(c.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", wrapper[0]))),
             log,
         }
     }

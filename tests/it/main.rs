@@ -11,6 +11,7 @@ mod first_run;
 mod harness;
 mod hostile;
 mod lifecycle;
+mod newcomer;
 mod promises;
 mod properties;
 mod protocol;

@@ -1,0 +1,96 @@
+//! The journal's view of an upload in flight: each step recorded before
+//! the next (see [`Observer`]), and which recorded session may be resumed.
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+
+use crate::api::Session;
+use crate::fileid::{FileId, Fingerprint};
+use crate::journal::{Journal, SavedSession};
+use crate::upload::{Observer, Phase, Resume};
+
+/// Records each upload step in the journal (see [`Observer`]).
+pub struct JournalObserver {
+    journal: Journal,
+    id: i64,
+    /// The version being sent and its sha256, once hashed.
+    hashed: Mutex<Option<(FileId, String)>>,
+    /// Where progress goes too (a progress bar), if anywhere.
+    progress: Option<Arc<dyn Observer>>,
+}
+
+impl JournalObserver {
+    /// Records the upload of file `id`'s record; bytes sent also go to `progress`.
+    pub fn new(journal: Journal, id: i64, progress: Option<Arc<dyn Observer>>) -> JournalObserver {
+        JournalObserver {
+            journal,
+            id,
+            hashed: Mutex::new(None),
+            progress,
+        }
+    }
+
+    fn hashed_version(&self) -> Result<(FileId, String), String> {
+        self.hashed
+            .lock()
+            .expect("hashed lock")
+            .clone()
+            .ok_or_else(|| "the file was not hashed before its upload began".to_string())
+    }
+}
+
+impl Observer for JournalObserver {
+    fn hashed(&self, id: FileId, sha256: &str) {
+        *self.hashed.lock().expect("hashed lock") = Some((id, sha256.to_string()));
+    }
+    fn session_started<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let (file, sha) = self.hashed_version()?;
+            self.journal
+                .save_session(self.id, session.clone(), file, sha)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+    fn bytes(&self, delta: i64) {
+        if let Some(p) = &self.progress {
+            p.bytes(delta);
+        }
+    }
+    fn part_done(&self, index: usize) {
+        self.journal.part_done(self.id, index);
+    }
+    fn completing(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.journal.completing(self.id).await.map_err(|e| e.to_string()) })
+    }
+    fn direct_sending(&self, began_at_ms: i64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let (file, sha) = self.hashed_version()?;
+            self.journal
+                .direct_sending(self.id, began_at_ms, file, sha)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+    fn reconciling(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.journal.reconciling(self.id).await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// A saved session is resumed only for the very same file version.
+pub fn usable(saved: SavedSession, fp: Fingerprint) -> Option<Resume> {
+    let phase = match (saved.direct, saved.completing) {
+        (true, _) => Phase::Direct,
+        (false, true) => Phase::Completing,
+        (false, false) => Phase::Parts,
+    };
+    (saved.fingerprint == fp && saved.done.len() == saved.session.parts.len()).then_some(Resume {
+        session: saved.session,
+        done: saved.done,
+        sha256: saved.sha256,
+        fingerprint: saved.fingerprint,
+        file_id: saved.file_id,
+        phase,
+    })
+}

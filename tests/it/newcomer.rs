@@ -1,0 +1,416 @@
+//! The first week of a real user (issue 13): each rough edge a newcomer
+//! hit, through the real binary where the user would see it.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+#[test]
+fn a_file_the_service_refuses_fails_at_once_and_retry_still_works() {
+    // 413 from start (multipart) and from the direct upload alike.
+    let emu = Emulator::start(&["--max-size", "4000", "--direct-max", "4000"]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\ndirect_upload_max = \"2KiB\"\n", "");
+    write_file(&sb.drop_dir().join("big.mov"), 5000, 1);
+    write_file(&sb.drop_dir().join("small.mov"), 3000, 2);
+    let mut agent = sb.spawn_agent(&[]);
+    assert!(
+        wait_until(Duration::from_secs(30), || sb.status()["roots"][0]["failed"] == 1),
+        "the refused multipart upload fails: {}",
+        sb.status()
+    );
+    let status = sb.status();
+    let failures = status["roots"][0]["failures"].to_string();
+    assert!(
+        failures.contains("big.mov") && failures.contains("413"),
+        "{failures}"
+    );
+    let log = agent.log_text();
+    assert!(!log.contains("retrying in"), "a refusal is not retried:\n{log}");
+    assert!(log.contains("is not retried"), "{log}");
+    let out = run({
+        let mut c = sb.cmd();
+        c.arg("status");
+        c
+    });
+    assert!(out.stdout.contains("big.mov"), "{}", out.stdout);
+    assert_eq!(agent.stop().code, 1, "a run with a failed file exits 1");
+
+    // A small file refused both ways (413 for the direct upload, then for
+    // the multipart start it falls back to) fails at once too: --once, exit 1.
+    let emu_small = Emulator::start(&["--direct-max", "500", "--max-size", "500"]);
+    let sb2 = Sandbox::watching(&emu_small, "settle = \"200ms\"\n", "");
+    write_file(&sb2.drop_dir().join("direct.mov"), 1000, 3);
+    let once = sb2.run_once();
+    assert_eq!(once.code, 1, "{}", once.stderr);
+    assert!(
+        once.stderr.contains("refused by the service (413)"),
+        "{}",
+        once.stderr
+    );
+    assert!(!once.stderr.contains("retrying in"), "{}", once.stderr);
+
+    // `retry` queues it again; with the limit lifted it goes through.
+    let mut c = sb2.cmd();
+    c.args(["retry", "--all"]);
+    assert_eq!(run(c).code, 0);
+    let lifted = Emulator::start(&[]);
+    let text = std::fs::read_to_string(&sb2.config)
+        .unwrap()
+        .replace(&emu_small.url, &lifted.url);
+    std::fs::write(&sb2.config, text).unwrap();
+    let again = sb2.run_once();
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(lifted.ledger().len(), 1);
+}
+
+#[test]
+fn sighup_stops_the_agent_cleanly_unless_nohup_ignores_it() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let mut agent = sb.running_agent(&[]);
+    agent.signal("HUP");
+    let out = agent.wait_exit(Duration::from_secs(60));
+    assert_eq!(out.code, 0, "a clean stop:\n{}", out.stderr);
+    assert!(out.stderr.contains("stopping:"), "{}", out.stderr);
+    assert!(!sb.status()["agent"]["running"].as_bool().unwrap());
+
+    // Under nohup, SIGHUP stays ignored: the agent goes on working.
+    let mut agent = sb.spawn_wrapped(&["nohup"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || sb.status()["agent"]["running"]
+            == true),
+        "the agent did not start under nohup"
+    );
+    agent.signal("HUP");
+    write_file(&sb.drop_dir().join("after-hup.mov"), 100, 4);
+    assert!(
+        wait_until(Duration::from_secs(30), || emu.ledger().len() == 1),
+        "the agent kept working after an ignored SIGHUP:\n{}",
+        agent.log_text()
+    );
+    assert!(!agent.has_exited());
+    assert_eq!(agent.stop().code, 0);
+}
+
+/// Runs `cmd` with its stdout a pipe whose reading end is already closed,
+/// so every write fails with EPIPE.
+fn with_closed_stdout(mut cmd: std::process::Command) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    cmd.stdout(writer);
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run binary");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::new(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn a_closed_pipe_ends_every_printing_command_quietly() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    write_file(&sb.drop_dir().join("a.mov"), 100, 1);
+    assert_eq!(sb.run_once().code, 0);
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["history"],
+        &["history", "--json"],
+        &["completions", "bash"],
+        &["completions", "zsh"],
+        &["man"],
+        &["check"],
+    ] {
+        let mut c = sb.cmd();
+        c.args(args);
+        let out = with_closed_stdout(c);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains("panicked") && !out.stderr.contains("Broken pipe"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn read_only_commands_on_a_fresh_home_create_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [&["status"][..], &["history"], &["status", "--json"]] {
+        let mut c = std::process::Command::new(bin());
+        c.args(args)
+            .env("HOME", home.path())
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("AUTORENDER_SYNC_CONFIG");
+        let out = run(c);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+    }
+    let mut c = std::process::Command::new(bin());
+    c.arg("status")
+        .env("HOME", home.path())
+        .env_remove("XDG_DATA_HOME");
+    assert!(run(c).stdout.contains("has not run yet"));
+    let left: Vec<_> = walk(home.path());
+    assert!(left.is_empty(), "status/history wrote {left:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        out.push(e.path());
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
+}
+
+#[test]
+fn status_shows_interrupted_uploads_and_keeps_upload_out_of_the_roots() {
+    // Slow requests keep an upload of 12 parts in flight when the agent is stopped.
+    let emu = Emulator::start(&["--part-size", "1MiB", "--latency", "1000"]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\ndirect_upload_max = \"0\"\nconcurrent_parts = 1\n",
+        "",
+    );
+    write_file(&sb.drop_dir().join("big.mov"), 12 * 1024 * 1024, 1);
+    let mut agent = sb.spawn_agent(&[]);
+    assert!(
+        wait_until(Duration::from_secs(30), || sb.status()["roots"][0]["uploading"]
+            == 1),
+        "the upload is in flight: {}",
+        sb.status()
+    );
+    assert_eq!(agent.stop().code, 0);
+    let st = sb.status();
+    assert_eq!(st["roots"][0]["uploading"], 0, "{st}");
+    assert_eq!(st["roots"][0]["interrupted"], 1, "{st}");
+    let mut c = sb.cmd();
+    c.arg("status");
+    let text = run(c).stdout;
+    assert!(text.contains("1 interrupted"), "{text}");
+
+    // `upload` from a folder nobody watches: counted apart, not as a root,
+    // and named the same way in `upload`'s output and in `history`.
+    let outside = sb.path("outside");
+    std::fs::create_dir(&outside).unwrap();
+    write_file(&outside.join("small.txt"), 10, 2);
+    let mut c = sb.cmd();
+    c.current_dir(&outside).args(["upload", "small.txt"]);
+    let up = run(c);
+    assert_eq!(up.code, 0, "{}", up.stderr);
+    assert!(up.stdout.contains("→ small.txt "), "{}", up.stdout);
+    let st = sb.status();
+    assert_eq!(st["roots"].as_array().unwrap().len(), 1, "{st}");
+    assert_eq!(st["elsewhere"]["done"], 1, "{st}");
+    let mut c = sb.cmd();
+    c.arg("history");
+    let hist = run(c).stdout;
+    assert!(hist.contains("→ small.txt "), "{hist}");
+    assert!(!hist.contains("→ /small.txt"), "{hist}");
+}
+
+#[test]
+fn messages_name_what_is_wrong() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    // `history --failed` with none.
+    let mut c = sb.cmd();
+    c.args(["history", "--failed"]);
+    assert!(run(c).stdout.contains("no failed uploads"));
+    // `retry` of a path that is not a failed file: named, exit 1.
+    let mut c = sb.cmd();
+    c.args(["retry", "nothere.bin"]);
+    let out = run(c);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("nothere.bin: no failed file there"),
+        "{}",
+        out.stderr
+    );
+    // A second agent is told who holds the state dir.
+    let mut first = sb.running_agent(&[]);
+    assert!(
+        wait_until(Duration::from_secs(10), || sb.status()["agent"]["pid"].is_i64()),
+        "heartbeat"
+    );
+    let pid = sb.status()["agent"]["pid"].as_i64().unwrap();
+    let mut c = sb.cmd();
+    c.args(["run", "--once"]);
+    let out = run(c);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("pid {pid}, running since ")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(first.stop().code, 0);
+    // No config file at the default place: say so, and how to make one.
+    let home = tempfile::tempdir().unwrap();
+    let mut c = std::process::Command::new(bin());
+    c.arg("run")
+        .env("HOME", home.path())
+        .env("AUTORENDER_API_KEY", "k")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("AUTORENDER_SYNC_CONFIG");
+    let out = run(c);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("there is no config file") && out.stderr.contains("autorender-sync init"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("example-config.toml"), "{}", out.stderr);
+}
+
+#[test]
+fn upload_resumes_after_ctrl_c_from_the_parts_already_stored() {
+    // 8 parts of 1 MiB, one at a time, each request slowed down, so Ctrl-C
+    // lands mid-upload.
+    let emu = Emulator::start(&["--part-size", "1MiB", "--latency", "300"]);
+    let sb = Sandbox::new(&emu, "concurrent_parts = 1\ndirect_upload_max = \"0\"\n");
+    let file = sb.path("take.mov");
+    write_file(&file, 8 * 1024 * 1024, 7);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut c = sb.cmd();
+    c.arg("upload")
+        .arg(&file)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap());
+    let mut child = c.spawn().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            emu.sessions_of("take.mov")
+                .iter()
+                .any(|s| s["parts_received"].as_u64() >= Some(3))
+        }),
+        "three parts stored"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "still uploading");
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_with_deadline(&mut child, Duration::from_secs(60));
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert_eq!(status.code(), Some(130), "{text}");
+    assert!(text.contains("resumes"), "{text}");
+    let stored_before: u64 = emu.sessions_of("take.mov")[0]["parts_received"].as_u64().unwrap();
+
+    // The same command again: the same session, only the missing parts.
+    let mut c = sb.cmd();
+    c.arg("upload").arg(&file);
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("resuming the upload"), "{}", out.stderr);
+    let sessions = emu.sessions_of("take.mov");
+    assert_eq!(sessions.len(), 1, "no new session: {sessions:?}");
+    let puts: u64 = sessions[0]["puts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap_or(0))
+        .sum();
+    // Every part once, plus at most the one in flight at Ctrl-C.
+    assert!(
+        puts <= 9,
+        "{puts} part PUTs for 8 parts ({stored_before} stored before)"
+    );
+    assert_eq!(emu.ledger().len(), 1);
+    assert_eq!(
+        emu.ledger()[0]["sha256"].as_str(),
+        Some(sha256_file(&file).as_str())
+    );
+}
+
+#[test]
+fn a_file_being_written_shows_as_growing() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"1s\"\n", "");
+    let mut agent = sb.running_agent(&[]);
+    let path = sb.drop_dir().join("render.mov");
+    // A writer appending every 300 ms, until the test has seen "growing".
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let path = path.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&path).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                f.write_all(&[7u8; 4096]).unwrap();
+                f.sync_data().unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    let seen = wait_until(Duration::from_secs(30), || {
+        sb.status()["roots"][0]["growing"] == 1
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(seen, "never shown as growing: {}", sb.status());
+    // Once it stops changing, it is uploaded (once).
+    assert!(wait_until(Duration::from_secs(30), || emu.ledger().len() == 1));
+    assert_eq!(
+        emu.ledger()[0]["sha256"].as_str(),
+        Some(sha256_file(&path).as_str())
+    );
+    assert_eq!(agent.stop().code, 0);
+}
+
+#[test]
+fn a_refused_connection_fails_upload_and_once_in_seconds_saying_why() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let drop = dir.path().join("drop");
+    std::fs::create_dir(&drop).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[api]\nendpoint = \"http://127.0.0.1:{port}\"\n[agent]\nstate_dir = \"{}\"\nsettle = \"200ms\"\n\
+             [[watch]]\npath = \"{}\"\nremote_folder = \"in\"\n",
+            dir.path().join("state").display(),
+            drop.display()
+        ),
+    )
+    .unwrap();
+    write_file(&drop.join("a.mov"), 100, 1);
+    write_file(&drop.join("b.mov"), 3 * 1024 * 1024, 2);
+    for args in [&["upload", "a.mov", "b.mov"][..], &["run", "--once"]] {
+        let mut c = std::process::Command::new(bin());
+        c.arg("--config")
+            .arg(&config)
+            .args(args)
+            .current_dir(&drop)
+            .env("AUTORENDER_API_KEY", "k")
+            .env("NO_COLOR", "1");
+        let began = std::time::Instant::now();
+        let out = run(c);
+        let took = began.elapsed();
+        assert_ne!(out.code, 0, "{args:?}");
+        assert!(
+            out.stderr.to_lowercase().contains("connection refused"),
+            "{args:?}: the cause is named:\n{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("retrying in"), "{args:?}:\n{}", out.stderr);
+        // It used to take 63-88 s of silent retries.
+        assert!(took < Duration::from_secs(20), "{args:?} took {took:?}");
+    }
+}
