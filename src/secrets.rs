@@ -60,6 +60,12 @@ pub enum KeyError {
         "no API key found: set the environment variable {env} (export {env}=…), or point `api.api_key_file` in the config at a file holding the key"
     )]
     Missing { env: String },
+    #[error(
+        "a service started at login does not inherit this shell's environment, so it would not see {env}; \
+         `autorender-sync autostart install --store-key` saves the key to a file only you can read and points \
+         `api.api_key_file` at it (or set `api_key_file` in the config's [api] table yourself)"
+    )]
+    NotForService { env: String },
     #[error("cannot read the API key file {path}: {source}; fix its path or permissions (chmod 600)")]
     Unreadable { path: PathBuf, source: std::io::Error },
     #[error("the API key from {0} is empty; put the key in it")]
@@ -94,6 +100,39 @@ pub fn lookup(api: &ApiSettings) -> Result<(ApiKey, KeySource, Vec<String>), Key
     Err(KeyError::Missing {
         env: api.api_key_env.clone(),
     })
+}
+
+/// What a service started at login will use: it does not inherit this
+/// shell's environment, so only the key file (or a systemd credential the
+/// unit loads) counts. Returns where, or why it would find none.
+pub fn service_source(api: &ApiSettings) -> Result<KeySource, KeyError> {
+    match &api.api_key_file {
+        Some(path) => read_key(path).map(|_| KeySource::File(path.clone())),
+        None => Err(KeyError::NotForService {
+            env: api.api_key_env.clone(),
+        }),
+    }
+}
+
+/// Stores `key` in a new file readable by its owner only (0600 on Unix).
+pub fn write_key_file(path: &Path, key: &ApiKey) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    #[cfg(unix)]
+    {
+        // An existing file keeps its mode through open(): set it.
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    writeln!(f, "{}", key.expose())?;
+    f.sync_all()
 }
 
 fn read_key(path: &Path) -> Result<ApiKey, KeyError> {

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use super::{Cli, CliError, CliResult};
 use crate::autostart::{self, Context, Plan, linux};
-use crate::config::resolve_config_path;
+use crate::config::{Settings, resolve_config_path};
+use crate::secrets;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,6 +26,11 @@ pub enum Action {
         /// Linux only: systemd user unit, or XDG autostart .desktop entry [default: systemd where installed]
         #[arg(long, value_enum)]
         method: Option<linux::Method>,
+        /// Save the API key from the environment to a file next to the config
+        /// (mode 0600) and set `api_key_file` to it: a service started at login
+        /// does not see your shell's environment
+        #[arg(long)]
+        store_key: bool,
     },
     /// Remove what install wrote
     Uninstall,
@@ -72,8 +78,12 @@ fn plan_for(ctx: &Context, method: Option<linux::Method>) -> Plan {
 pub fn run(cli: &Cli, args: &Args) -> CliResult {
     let ctx = context(cli)?;
     match &args.action {
-        Action::Install { print, method } => {
-            let settings = super::load_settings(cli)?;
+        Action::Install {
+            print,
+            method,
+            store_key,
+        } => {
+            let mut settings = super::load_settings(cli)?;
             if settings.watches.is_empty() {
                 return Err(CliError::Usage(format!(
                     "{} has no [[watch]] entries, so the agent would have nothing to do; add one first",
@@ -81,9 +91,26 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
                 )));
             }
             let plan = plan_for(&ctx, *method);
+            let service_key = secrets::service_source(&settings.api);
             if *print {
                 super::write_stdout(plan.describe().as_bytes());
+                if let Err(e) = &service_key {
+                    outln!("note: {e}");
+                }
                 return Ok(ExitCode::SUCCESS);
+            }
+            match service_key {
+                Ok(_) => {}
+                Err(_) if *store_key => {
+                    let path = store_key_file(&ctx.config, &settings)?;
+                    outln!(
+                        "stored the API key in {} (mode 0600) and set api_key_file to it",
+                        path.display()
+                    );
+                    settings = super::load_settings(cli)?;
+                    secrets::service_source(&settings.api).map_err(|e| CliError::Usage(e.to_string()))?;
+                }
+                Err(e) => return Err(CliError::Usage(e.to_string())),
             }
             let warnings = plan.apply().map_err(CliError::Failed)?;
             for f in &plan.files {
@@ -127,13 +154,26 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             } else {
                 autostart::linux::installed(&ctx)
             };
-            let running = super::load_settings(cli)
+            let settings = super::load_settings(cli);
+            let running = settings
+                .as_ref()
                 .map(|s| crate::journal::agent_running(&s.agent.state_dir))
                 .unwrap_or(false);
+            let service_key = match &settings {
+                Ok(s) => secrets::service_source(&s.api).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
             if *json {
                 outln!(
                     "{}",
-                    serde_json::json!({ "installed": installed, "agent_running": running })
+                    serde_json::json!({
+                        "installed": installed,
+                        "agent_running": running,
+                        "service_key": match &service_key {
+                            Ok(source) => serde_json::json!({ "found": true, "source": source.to_string() }),
+                            Err(problem) => serde_json::json!({ "found": false, "problem": problem }),
+                        },
+                    })
                 );
             } else {
                 if installed.is_empty() {
@@ -143,8 +183,79 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
                     outln!("autostart: {} at {}", i.method, i.path.display());
                 }
                 outln!("agent: {}", if running { "running" } else { "not running" });
+                match &service_key {
+                    Ok(source) => outln!("API key for the service: {source}"),
+                    Err(problem) => outln!("API key for the service: NOT FOUND: {problem}"),
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `install --store-key`: the key from this shell's environment goes to
+/// `api-key` beside the config (0600), and the config's [api] table gets
+/// `api_key_file` pointing at it (the rest of the file is left as written).
+fn store_key_file(config: &std::path::Path, settings: &Settings) -> Result<std::path::PathBuf, CliError> {
+    let (key, _, _) = secrets::lookup(&settings.api).map_err(|e| CliError::Usage(e.to_string()))?;
+    let dir = config.parent().unwrap_or(std::path::Path::new("."));
+    let path = dir.join("api-key");
+    let fail = |what: &str, e: std::io::Error| CliError::Failed(format!("cannot {what}: {e}"));
+    secrets::write_key_file(&path, &key).map_err(|e| fail(&format!("write {}", path.display()), e))?;
+    let text = std::fs::read_to_string(config).map_err(|e| fail(&format!("read {}", config.display()), e))?;
+    let line = format!(
+        "api_key_file = {}",
+        toml::Value::String(path.to_string_lossy().into_owned())
+    );
+    std::fs::write(config, with_api_key_file(&text, &line))
+        .map_err(|e| fail(&format!("update {}", config.display()), e))?;
+    Ok(path)
+}
+
+/// `text` with `line` as the first key of its [api] table (added at the end
+/// when there is none).
+fn with_api_key_file(text: &str, line: &str) -> String {
+    let mut out = String::with_capacity(text.len() + line.len() + 8);
+    let mut done = false;
+    for l in text.split_inclusive('\n') {
+        out.push_str(l);
+        let header = l.split('#').next().unwrap_or("").trim();
+        if !done && header == "[api]" {
+            if !l.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(line);
+            out.push('\n');
+            done = true;
+        }
+    }
+    if !done {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str("\n[api]\n");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_api_key_file;
+
+    #[test]
+    fn the_key_file_line_goes_into_the_api_table() {
+        let line = "api_key_file = \"/k\"";
+        assert_eq!(
+            with_api_key_file("[api]  # the service\nendpoint = \"x\"\n", line),
+            "[api]  # the service\napi_key_file = \"/k\"\nendpoint = \"x\"\n"
+        );
+        assert_eq!(
+            with_api_key_file("[[watch]]\npath = \"/d\"", line),
+            "[[watch]]\npath = \"/d\"\n\n[api]\napi_key_file = \"/k\"\n"
+        );
+        // A commented-out [api] is not the table.
+        assert!(with_api_key_file("# [api]\n", line).ends_with("\n[api]\napi_key_file = \"/k\"\n"));
     }
 }

@@ -28,8 +28,10 @@ use crate::upload::{Job, Observer, Outcome, UploadError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Files to upload
-    #[arg(required = true, value_name = "FILE")]
+    /// Files or folders to upload (a folder's files go recursively, keeping
+    /// their sub-paths under --folder, with the built-in temp-file excludes
+    /// and, for a watched folder, its include/exclude)
+    #[arg(required = true, value_name = "PATH")]
     pub files: Vec<PathBuf>,
     /// Remote workspace folder, e.g. uploads/videos [default: the workspace root]
     #[arg(long, value_name = "REMOTE")]
@@ -40,6 +42,9 @@ pub struct Args {
     /// Print results as JSON (one array) instead of text
     #[arg(long)]
     pub json: bool,
+    /// Print what would be uploaded where; send and record nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 struct Bar(ProgressBar);
@@ -62,6 +67,10 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         Some(f) => normalise_remote_folder(f).map_err(|e| CliError::Usage(format!("--folder {e}")))?,
         None => String::new(),
     };
+    let items = expand(&settings, &args.files);
+    if args.dry_run {
+        return dry_run(&items, &folder, args.json);
+    }
     let (key, source, warnings) =
         secrets::lookup(&settings.api).map_err(|e| CliError::Usage(e.to_string()))?;
     for w in warnings {
@@ -84,8 +93,8 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar());
 
-    let work = futures_util::stream::iter(args.files.iter().cloned())
-        .map(|path| {
+    let work = futures_util::stream::iter(items)
+        .map(|(path, rel)| {
             let uploader = &uploader;
             let folder = &folder;
             let multi = &multi;
@@ -93,7 +102,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             let journal = journal.as_ref();
             let settings = &settings;
             async move {
-                let job = match prepare(&path, folder, &args.tags) {
+                let job = match prepare(&path, &rel, folder, &args.tags) {
                     Ok(job) => job,
                     Err(e) => return (path, Err(e), false),
                 };
@@ -106,9 +115,15 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                 } else {
                     Arc::new(crate::upload::Quiet)
                 };
+                // Only a multipart upload can be resumed: a small file's one
+                // request is simply sent again, so it costs no journal write
+                // before it goes (thousands of small files stay fast).
+                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 let (observer, resume) = match journal {
-                    Some(j) => recorded(j, settings, &path, progress).await,
-                    None => (progress, None),
+                    Some(j) if !uploader.is_direct(&job, size) => {
+                        recorded(j, settings, &path, progress).await
+                    }
+                    _ => (progress, None),
                 };
                 if let Some(r) = &resume {
                     tracing::info!(
@@ -275,16 +290,103 @@ async fn recorded(
     }
 }
 
-fn prepare(path: &Path, folder: &str, tags: &[String]) -> Result<Job, String> {
+/// What to send: each file named, and each file found under each folder
+/// named, with its path relative to what was named (sub-paths are kept
+/// under --folder). A path that is neither is kept so it is reported.
+fn expand(settings: &crate::config::Settings, paths: &[PathBuf]) -> Vec<(PathBuf, PathBuf)> {
+    let mut out = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            let rel = path.file_name().map(PathBuf::from).unwrap_or_default();
+            out.push((path.clone(), rel));
+            continue;
+        }
+        let Some(w) = folder_rules(settings, path) else {
+            out.push((path.clone(), PathBuf::new()));
+            continue;
+        };
+        let start = w.path.clone();
+        let before = out.len();
+        crate::scan::walk_folders(&w, &start, |folder| {
+            out.extend(folder.files.into_iter().map(|f| (f.path, PathBuf::from(f.rel))));
+            true
+        });
+        if out.len() == before {
+            tracing::warn!("{}: no files to upload in this folder", path.display());
+        }
+    }
+    out
+}
+
+/// The rules a folder's files are chosen by: a watched root's own (include,
+/// exclude, recursive), else every file below it but the built-in
+/// temp-file excludes.
+fn folder_rules(settings: &crate::config::Settings, dir: &Path) -> Option<crate::config::WatchSettings> {
+    let dir = dir.canonicalize().ok()?;
+    if let Some(w) = settings.watches.iter().find(|w| w.path == dir) {
+        return Some(w.clone());
+    }
+    let text = format!(
+        "[[watch]]\npath = {}\nremote_folder = \"upload\"\n",
+        toml::Value::String(dir.to_string_lossy().into_owned())
+    );
+    crate::config::Settings::parse(&text, "(upload)", None)
+        .ok()
+        .and_then(|s| s.watches.into_iter().next())
+}
+
+fn dry_run(items: &[(PathBuf, PathBuf)], folder: &str, json: bool) -> CliResult {
+    let mut rows = Vec::new();
+    for (path, rel) in items {
+        let row = match prepare(path, rel, folder, &[]) {
+            Ok(job) => {
+                let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                json!({"file": path, "would_upload": true, "path": job.folder, "name": job.file_name, "size": size})
+            }
+            Err(e) => json!({"file": path, "would_upload": false, "error": e}),
+        };
+        if !json {
+            match row["would_upload"].as_bool() {
+                Some(true) => outln!(
+                    "would upload {} → {} ({})",
+                    path.display(),
+                    mapping::remote_path(
+                        row["path"].as_str().unwrap_or(""),
+                        row["name"].as_str().unwrap_or("")
+                    ),
+                    crate::units::format_bytes(row["size"].as_u64().unwrap_or(0))
+                ),
+                _ => eprintln!(
+                    "error: {}: {}",
+                    path.display(),
+                    row["error"].as_str().unwrap_or("")
+                ),
+            }
+        }
+        rows.push(row);
+    }
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+    }
+    let bad = rows.iter().any(|r| r["would_upload"] == false);
+    Ok(if bad { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The job for `path`, sent to `folder` plus the folders of `rel` (its path
+/// below the folder named on the command line; just its name for a file).
+fn prepare(path: &Path, rel: &Path, folder: &str, tags: &[String]) -> Result<Job, String> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".to_string(),
         _ => e.to_string(),
     })?;
     if !meta.is_file() {
-        return Err("not a regular file (upload takes files, not folders)".into());
+        return Err(if meta.is_dir() {
+            "a folder that cannot be read".into()
+        } else {
+            "not a regular file".into()
+        });
     }
-    let name = path.file_name().ok_or("has no file name")?;
-    let remote = mapping::map(Path::new(name), folder, Subfolders::Flatten).map_err(|e| e.to_string())?;
+    let remote = mapping::map(rel, folder, Subfolders::Preserve).map_err(|e| e.to_string())?;
     Ok(Job {
         path: path.to_path_buf(),
         file_name: remote.name,

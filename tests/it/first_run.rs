@@ -82,7 +82,7 @@ fn autostart_systemd_unit_quotes_paths_is_idempotent_and_uninstalls_cleanly() {
 
     for _ in 0..2 {
         let mut install = home.cmd();
-        install.args(["autostart", "install", "--method", "systemd"]);
+        install.args(["autostart", "install", "--method", "systemd", "--store-key"]);
         let out = run(install);
         assert_eq!(out.code, 0, "{}", out.stderr);
     }
@@ -138,10 +138,75 @@ fn autostart_systemd_unit_quotes_paths_is_idempotent_and_uninstalls_cleanly() {
 }
 
 #[test]
+fn autostart_makes_sure_the_service_can_find_the_key() {
+    let home = Home::new();
+    // The key only in this shell's environment: a service would not see it.
+    let mut print = home.cmd();
+    print.args(["autostart", "install", "--method", "systemd", "--print"]);
+    let out = run(print);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("note: a service started at login"),
+        "{}",
+        out.stdout
+    );
+    let mut install = home.cmd();
+    install.args(["autostart", "install", "--method", "systemd"]);
+    let out = run(install);
+    assert_eq!(out.code, 2, "refused: {}", out.stderr);
+    assert!(
+        out.stderr.contains("does not inherit this shell's environment")
+            && out.stderr.contains("--store-key"),
+        "{}",
+        out.stderr
+    );
+    assert!(home.files().is_empty(), "nothing installed: {:?}", home.files());
+    let mut status = home.cmd();
+    status.args(["autostart", "status", "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&run(status).stdout).unwrap();
+    assert_eq!(st["service_key"]["found"], false, "{st}");
+
+    // --store-key: a 0600 file beside the config, referenced from it.
+    let mut install = home.cmd();
+    install.args(["autostart", "install", "--method", "systemd", "--store-key"]);
+    let out = run(install);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let key_file = home.config.parent().unwrap().join("api-key");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim(), KEY);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    assert!(
+        !out.stdout.contains(KEY) && !out.stderr.contains(KEY),
+        "the key is never printed"
+    );
+    // What the service will see: no key in the environment, the config as written.
+    let mut check = home.cmd();
+    check
+        .env_remove("AUTORENDER_API_KEY")
+        .args(["check", "--offline"]);
+    let out = run(check);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("key file"), "{}", out.stdout);
+    let mut status = home.cmd();
+    status
+        .env_remove("AUTORENDER_API_KEY")
+        .args(["autostart", "status", "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&run(status).stdout).unwrap();
+    assert_eq!(st["service_key"]["found"], true, "{st}");
+    let mut uninstall = home.cmd();
+    uninstall.args(["autostart", "uninstall"]);
+    assert_eq!(run(uninstall).code, 0);
+}
+
+#[test]
 fn autostart_xdg_entry_and_foreign_files_are_left_alone() {
     let home = Home::new();
     let mut install = home.cmd();
-    install.args(["autostart", "install", "--method", "xdg"]);
+    install.args(["autostart", "install", "--method", "xdg", "--store-key"]);
     let out = run(install);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let desktop = home.xdg().join("autostart/autorender-sync.desktop");

@@ -414,3 +414,54 @@ fn a_refused_connection_fails_upload_and_once_in_seconds_saying_why() {
         assert!(took < Duration::from_secs(20), "{args:?} took {took:?}");
     }
 }
+
+#[test]
+fn upload_takes_a_folder_recursively_and_dry_run_sends_nothing() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::new(&emu, "");
+    let dir = sb.path("shoot");
+    std::fs::create_dir_all(dir.join("day1/cam a")).unwrap();
+    write_file(&dir.join("top.mov"), 100, 1);
+    write_file(&dir.join("day1/cam a/c1.mov"), 200, 2);
+    write_file(&dir.join("day1/c2.mov.part"), 50, 3);
+    write_file(&dir.join("day1/.DS_Store"), 10, 4);
+
+    let mut c = sb.cmd();
+    c.args(["upload", "--dry-run", "--folder", "jobs/42"]).arg(&dir);
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("→ jobs/42/top.mov"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("→ jobs/42/day1/cam a/c1.mov"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("c2.mov.part") && !out.stdout.contains("DS_Store"),
+        "{}",
+        out.stdout
+    );
+    assert!(emu.ledger().is_empty(), "a dry run sends nothing");
+    assert!(
+        !sb.state_dir().join("journal.sqlite3").exists(),
+        "and records nothing"
+    );
+
+    let mut c = sb.cmd();
+    c.args(["upload", "--json", "--folder", "jobs/42"]).arg(&dir);
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut stored: Vec<String> = emu
+        .ledger()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["folder"].as_str().unwrap_or(""),
+                e["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    stored.sort();
+    assert_eq!(stored, vec!["jobs/42/day1/cam a/c1.mov", "jobs/42/top.mov"]);
+}
