@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Builds the release binary and the files a package ships beside it:
-# man page, shell completions, and the systemd user unit for /usr/lib.
+# man pages, shell completions, and the systemd user unit for /usr/lib.
 # Then `cargo deb --no-build` (cargo install cargo-deb) makes the .deb.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked
 BIN=target/release/autorender-sync
 OUT=target/assets
-rm -rf "$OUT"; mkdir -p "$OUT/completions"
-"$BIN" man | gzip -9n > "$OUT/autorender-sync.1.gz"
+rm -rf "$OUT"; mkdir -p "$OUT/completions" "$OUT/man"
+# One page per command (autorender-sync.1, autorender-sync-run.1, …).
+"$BIN" man --out-dir "$OUT/man" >/dev/null
+gzip -9n "$OUT"/man/*.1
 "$BIN" completions bash > "$OUT/completions/autorender-sync.bash"
 "$BIN" completions zsh > "$OUT/completions/_autorender-sync"
 "$BIN" completions fish > "$OUT/completions/autorender-sync.fish"

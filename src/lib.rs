@@ -15,6 +15,7 @@ pub mod emulator;
 pub mod fileid;
 pub mod journal;
 pub mod limiter;
+pub mod logfile;
 pub mod mapping;
 pub mod scan;
 pub mod secrets;

@@ -66,6 +66,9 @@ impl Agent {
         let w: WatchSettings = self.settings.root(id).clone();
         let journal = self.journal.clone();
         let transfer = self.transfer.clone();
+        let flight = self
+            .flights
+            .begin(row.id, row.local_path(), row.size.max(0) as u64, self.clock.now());
         self.tasks.spawn(async move {
             let path = row.local_path();
             let fp = match Fingerprint::of(&path) {
@@ -117,7 +120,7 @@ impl Agent {
             if resume.is_some() {
                 tracing::info!("resuming the upload of {}", path.display());
             }
-            let observer: Arc<dyn Observer> = Arc::new(JournalObserver::new(journal, row.id, None));
+            let observer: Arc<dyn Observer> = Arc::new(JournalObserver::new(journal, row.id, Some(flight)));
             let result = transfer.send(&job, resume, &observer).await;
             TaskResult::Upload {
                 row,
@@ -143,6 +146,7 @@ impl Agent {
             }
             TaskResult::NotReady { row, gone } => {
                 self.inflight.remove(&row.id);
+                self.flights.end(row.id);
                 if gone {
                     self.journal.mark_gone(row.root.clone(), row.rel.clone()).await?;
                 } else {
@@ -151,6 +155,7 @@ impl Agent {
             }
             TaskResult::Upload { row, result, fp } => {
                 self.inflight.remove(&row.id);
+                self.flights.end(row.id);
                 self.queue_dirty = true;
                 self.upload_result(row, *result, fp, shutdown).await?;
             }

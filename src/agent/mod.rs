@@ -76,16 +76,22 @@ const OUTAGE_RECHECK: Duration = Duration::from_secs(15);
 /// A new folder is scanned again this long after it appeared.
 const NEW_FOLDER_RESCAN: Duration = Duration::from_secs(1);
 
+/// Heartbeats (seconds) between progress lines on a terminal.
+const PROGRESS_EVERY: u64 = 5;
+
 /// How long uploads pause after the key is rejected before checking again.
 const AUTH_RECHECK: Duration = Duration::from_secs(60);
 
 mod dispatch;
+mod flights;
 mod intake;
 mod observer;
 #[cfg(test)]
 mod tests;
 
 use dispatch::TaskResult;
+pub use flights::FlightView;
+use flights::Flights;
 use intake::{SETTLING_CAP, Scan, next_folder};
 pub use observer::{JournalObserver, usable};
 
@@ -119,6 +125,8 @@ pub struct Agent {
     root_ids: Vec<Option<(u64, u64)>>,
     /// New folders to scan once more, and when.
     rescan_soon: Vec<(RootId, PathBuf, Instant)>,
+    /// Uploads in flight and their progress.
+    flights: Flights,
     /// Walks under way, oldest first; the loop takes their folders one at a
     /// time while fewer than [`SETTLING_CAP`] paths are settling.
     scans: std::collections::VecDeque<Scan>,
@@ -156,6 +164,7 @@ impl Agent {
             watch_modes: Vec::new(),
             root_ids: Vec::new(),
             rescan_soon: Vec::new(),
+            flights: Flights::default(),
             scans: std::collections::VecDeque::new(),
         }
     }
@@ -208,6 +217,12 @@ impl Agent {
             self.scan(id, None);
         }
         let mut heartbeat = tokio::time::interval_at(self.clock.now(), Duration::from_secs(1));
+        // On a terminal, a progress line per upload every few seconds.
+        let show_progress = {
+            use std::io::IsTerminal;
+            std::io::stderr().is_terminal()
+        };
+        let mut beats: u64 = 0;
         let rescan_every = self
             .settings
             .agent
@@ -274,6 +289,12 @@ impl Agent {
                 _ = heartbeat.tick() => {
                     // `retry` from another process may have queued files.
                     self.queue_dirty = true;
+                    beats += 1;
+                    if beats.is_multiple_of(PROGRESS_EVERY) && show_progress {
+                        for v in self.flights.views(self.clock.now()) {
+                            tracing::info!("{}", v.line());
+                        }
+                    }
                     self.rescan_new_folders();
                     if let Some(w) = watchers.as_mut() {
                         self.check_roots(w, &tx).await?;
@@ -371,6 +392,7 @@ impl Agent {
         };
         serde_json::json!({
             "roots": roots,
+            "in_flight": self.flights.views(now),
             "paused": self.pause.is_some(),
             "pause_reason": reason,
             "unreachable_since": since,

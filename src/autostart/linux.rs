@@ -99,6 +99,16 @@ pub fn systemd_installed() -> bool {
         .any(|p| std::path::Path::new(p).exists())
 }
 
+/// The agent's log under an XDG autostart entry: `$XDG_STATE_HOME`
+/// (default `~/.local/state`)`/autorender-sync/agent.log`.
+pub fn xdg_log_path(ctx: &Context) -> std::path::PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| ctx.home.join(".local/state"))
+        .join("autorender-sync/agent.log")
+}
+
 /// Picks the method: asked for, else systemd where it exists, else XDG.
 pub fn choose(method: Option<Method>) -> Method {
     method.unwrap_or(if systemd_installed() {
@@ -145,7 +155,8 @@ pub fn plan(ctx: &Context, method: Method, reachable: bool) -> Plan {
             method: "XDG autostart entry".into(),
             files: vec![FileToWrite {
                 path: desktop_path(ctx),
-                contents: desktop_text(&argv),
+                // No journald behind a desktop entry: the agent logs to a file.
+                contents: desktop_text(&ctx.argv_logging_to(&xdg_log_path(ctx))),
             }],
             commands: Vec::new(),
             notes: vec!["the agent starts at your next graphical login".into()],

@@ -14,8 +14,15 @@ pub fn plist_path(ctx: &Context) -> PathBuf {
         .join(format!("{LABEL}.plist"))
 }
 
+/// The agent's log (`--log-file`, rotated by size).
 pub fn log_path(ctx: &Context) -> PathBuf {
     ctx.home.join("Library/Logs/autorender-sync/agent.log")
+}
+
+/// What launchd itself captures (only what is written before logging
+/// starts, or a crash): apart, so rotating the log never strands it.
+pub fn stderr_path(ctx: &Context) -> PathBuf {
+    ctx.home.join("Library/Logs/autorender-sync/agent.stderr.log")
 }
 
 fn xml_escape(s: &str) -> String {
@@ -27,14 +34,14 @@ fn xml_escape(s: &str) -> String {
 
 pub fn plist_text(ctx: &Context) -> String {
     let args = ctx
-        .argv()
+        .argv_logging_to(&log_path(ctx))
         .iter()
         .map(|a| format!("\t\t<string>{}</string>", xml_escape(a)))
         .collect::<Vec<_>>()
         .join("\n");
     TEMPLATE
         .replace("{{PROGRAM_ARGUMENTS}}", &args)
-        .replace("{{LOG}}", &xml_escape(&log_path(ctx).to_string_lossy()))
+        .replace("{{LOG}}", &xml_escape(&stderr_path(ctx).to_string_lossy()))
 }
 
 pub fn plan(ctx: &Context, uid: &str) -> Plan {

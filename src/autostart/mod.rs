@@ -55,6 +55,15 @@ impl Context {
             self.config.to_string_lossy().into_owned(),
         ]
     }
+
+    /// The same, logging to `log` (rotated) where no journald collects
+    /// stderr (XDG autostart, LaunchAgent).
+    pub fn argv_logging_to(&self, log: &std::path::Path) -> Vec<String> {
+        let mut argv = self.argv();
+        argv.push("--log-file".into());
+        argv.push(log.to_string_lossy().into_owned());
+        argv
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,10 +210,11 @@ mod golden {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/golden")
             .join(name);
-        // UPDATE_GOLDEN rewrites the file and then fails the test, so an
-        // update is always looked at and never passes as a comparison of a
-        // file with itself; CI refuses it outright.
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        // UPDATE_GOLDEN rewrites a file that differs and then fails the
+        // test, so an update is always looked at and never passes as a
+        // comparison of a file with itself; CI refuses it outright.
+        let unchanged = std::fs::read_to_string(&path).is_ok_and(|e| e == actual);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() && !unchanged {
             assert!(
                 std::env::var("CI").is_err(),
                 "UPDATE_GOLDEN is for a developer's machine, not CI"
@@ -227,7 +237,9 @@ mod golden {
         check("autorender-sync.service", &linux::unit_text(&unix_ctx().argv()));
         check(
             "autorender-sync.desktop",
-            &linux::desktop_text(&unix_ctx().argv()),
+            &linux::desktop_text(&unix_ctx().argv_logging_to(std::path::Path::new(
+                "/home/ana/.local/state/autorender-sync/agent.log",
+            ))),
         );
     }
 

@@ -16,6 +16,7 @@ mod demo;
 mod emulator;
 mod history;
 mod init;
+mod manpages;
 mod output;
 mod retry;
 mod run;
@@ -48,19 +49,37 @@ Try it without an account: `autorender-sync demo`.",
 )]
 pub struct Cli {
     /// Config file [default: $AUTORENDER_SYNC_CONFIG, else ~/.config/autorender-sync/config.toml]
-    #[arg(long, global = true, value_name = "PATH")]
+    /// (not for emulator, demo, completions and man, which take no config)
+    #[arg(long, global = true, value_name = "PATH", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// More log detail (-v debug, -vv trace, -vvv trace for libraries too)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
     /// Only errors
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = GLOBAL)]
     pub quiet: bool,
     /// Log line format (logs go to stderr; filter with AUTORENDER_SYNC_LOG)
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, help_heading = GLOBAL)]
     pub log_format: LogFormat,
+    /// Write the log to PATH instead of stderr, rotated at 10 MiB (keeping 3);
+    /// for `run`, `[agent] log_file` in the config does the same
+    #[arg(long, global = true, value_name = "PATH", help_heading = GLOBAL)]
+    pub log_file: Option<PathBuf>,
+    /// Colour in log lines: auto (a terminal, and NO_COLOR unset), always, never
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN", help_heading = GLOBAL)]
+    pub color: ColorChoice,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The heading global options are listed under in every command's help.
+const GLOBAL: &str = "Global options";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -99,9 +118,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), for packagers
+    /// Print the man page (roff); with --out-dir, write every page (one per subcommand)
     #[command(hide = true)]
-    Man,
+    Man {
+        /// Write every page (autorender-sync.1 and one per subcommand) into DIR
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 /// What a command ends with when it cannot do its job.
@@ -131,7 +154,13 @@ pub type CliResult = Result<ExitCode, CliError>;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli);
+    let logging_to_file = match init_logging(&cli) {
+        Ok(to_file) => to_file,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -140,6 +169,10 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
+            // A service's log is where its user looks: the reason it stopped goes there too.
+            if logging_to_file {
+                tracing::error!("{e}");
+            }
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
         }
@@ -147,6 +180,18 @@ pub fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> CliResult {
+    let takes_no_config = match &cli.command {
+        Command::Emulator(_) => Some("emulator"),
+        Command::Demo(_) => Some("demo"),
+        Command::Completions { .. } => Some("completions"),
+        Command::Man { .. } => Some("man"),
+        _ => None,
+    };
+    if let (Some(name), Some(_)) = (takes_no_config, &cli.config) {
+        return Err(CliError::Usage(format!(
+            "`{name}` reads no config file, so --config has no effect there; drop it (`autorender-sync {name} --help` lists what it takes)"
+        )));
+    }
     match cli.command {
         Command::Run(ref args) => run::run(&cli, args).await,
         Command::Status(ref args) => status::run(&cli, args),
@@ -159,12 +204,8 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Emulator(ref args) => emulator::run(args).await,
         Command::Autostart(ref args) => autostart::run(&cli, args),
         Command::Demo(ref args) => demo::run(args).await,
-        Command::Man => {
-            let mut page = Vec::new();
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut page)
-                .map_err(|e| CliError::Failed(e.to_string()))?;
-            write_stdout(&page);
+        Command::Man { ref out_dir } => {
+            manpages::run(out_dir.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
@@ -240,12 +281,21 @@ pub fn write_stdout(bytes: &[u8]) {
     }
 }
 
-/// Colour only for a terminal, and never when NO_COLOR is set.
-pub fn use_color() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+/// `--color`: auto means a terminal, and never when NO_COLOR is set.
+pub fn use_color(choice: ColorChoice) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    }
 }
 
-fn init_logging(cli: &Cli) {
+/// Where logs go: `--log-file`, else for `run` the config's `log_file`,
+/// else stderr. Returns whether a file was opened.
+fn init_logging(cli: &Cli) -> Result<bool, CliError> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (false, 0) => "warn,autorender_sync=info",
@@ -257,14 +307,33 @@ fn init_logging(cli: &Cli) {
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(default));
+    let file = match (&cli.log_file, &cli.command) {
+        (Some(p), _) => Some(p.clone()),
+        // A config that does not load is reported by `run` itself.
+        (None, Command::Run(_)) => load_settings(cli).ok().and_then(|s| s.agent.log_file),
+        (None, _) => None,
+    };
+    let (writer, ansi) = match &file {
+        Some(path) => {
+            let log = crate::logfile::RotatingFile::open(path).map_err(|e| {
+                CliError::Usage(format!(
+                    "cannot open the log file {}: {e}; fix --log-file or `agent.log_file`, or the folder's permissions",
+                    path.display()
+                ))
+            })?;
+            (BoxMakeWriter::new(std::sync::Arc::new(log)), false)
+        }
+        None => (BoxMakeWriter::new(std::io::stderr), use_color(cli.color)),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(cli.verbose > 0);
     let _ = match cli.log_format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.with_ansi(use_color()).try_init(),
+        LogFormat::Text => builder.with_ansi(ansi).try_init(),
     };
+    Ok(file.is_some())
 }
 
 #[cfg(test)]

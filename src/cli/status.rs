@@ -90,6 +90,7 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             },
             "state_dir": state_dir,
             "roots": counts,
+            "in_flight": if running { snapshot["in_flight"].clone() } else { json!([]) },
             "elsewhere": elsewhere,
             "last_uploads": last,
         });
@@ -146,6 +147,16 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
         }
         for (rel, err) in &c.retrying {
             outln!("  retrying: {rel}: {err}");
+        }
+    }
+    if running
+        && let Ok(flights) =
+            serde_json::from_value::<Vec<crate::agent::FlightView>>(snapshot["in_flight"].clone())
+        && !flights.is_empty()
+    {
+        outln!("uploading now:");
+        for f in &flights {
+            outln!("  {}", f.line());
         }
     }
     let (done, failed) = (

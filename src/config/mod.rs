@@ -121,6 +121,8 @@ pub struct AgentSettings {
     pub poll_interval: Option<Duration>,
     /// Files up to this many bytes go in one request; 0 = always multipart.
     pub direct_upload_max: u64,
+    /// `run` logs here (rotated by size) instead of stderr; `--log-file` wins.
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,6 +26,7 @@ const AGENT_KEYS: &[&str] = &[
     "max_attempts",
     "poll_interval",
     "direct_upload_max",
+    "log_file",
 ];
 
 impl<'s> Walker<'s> {
@@ -197,7 +198,11 @@ impl<'s> Walker<'s> {
             },
             None => DEFAULT_DIRECT,
         };
+        let log_file = self
+            .string(&f, "log_file", "agent.log_file")
+            .and_then(|(text, span)| self.path(&text, &span, "agent.log_file"));
         AgentSettings {
+            log_file,
             state_dir,
             settle,
             rescan_interval,

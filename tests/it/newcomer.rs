@@ -126,7 +126,12 @@ fn a_closed_pipe_ends_every_printing_command_quietly() {
         &["man"],
         &["check"],
     ] {
-        let mut c = sb.cmd();
+        // `completions` and `man` take no --config.
+        let mut c = if matches!(args[0], "completions" | "man") {
+            std::process::Command::new(bin())
+        } else {
+            sb.cmd()
+        };
         c.args(args);
         let out = with_closed_stdout(c);
         assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
@@ -188,6 +193,27 @@ fn status_shows_interrupted_uploads_and_keeps_upload_out_of_the_roots() {
         "the upload is in flight: {}",
         sb.status()
     );
+    // Live progress: bytes sent of the file in flight, its rate and time left.
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            sb.status()["in_flight"][0]["sent"]
+                .as_u64()
+                .is_some_and(|n| n > 0)
+        }),
+        "{}",
+        sb.status()
+    );
+    let st = sb.status();
+    assert_eq!(st["in_flight"][0]["size"], 12 * 1024 * 1024, "{st}");
+    assert!(st["in_flight"][0]["path"].as_str().unwrap().ends_with("big.mov"));
+    let mut c = sb.cmd();
+    c.arg("status");
+    let text = run(c).stdout;
+    assert!(
+        text.contains("uploading now:") && text.contains("big.mov: "),
+        "{text}"
+    );
+    assert!(text.contains("% of 12.0 MiB"), "{text}");
     assert_eq!(agent.stop().code, 0);
     let st = sb.status();
     assert_eq!(st["roots"][0]["uploading"], 0, "{st}");
@@ -464,4 +490,84 @@ fn upload_takes_a_folder_recursively_and_dry_run_sends_nothing() {
         .collect();
     stored.sort();
     assert_eq!(stored, vec!["jobs/42/day1/cam a/c1.mov", "jobs/42/top.mov"]);
+}
+
+#[test]
+fn run_can_log_to_a_rotating_file_from_the_flag_or_the_config() {
+    let emu = Emulator::start(&[]);
+    let log = tempfile::tempdir().unwrap();
+    let from_config = log.path().join("state/agent.log");
+    let sb = Sandbox::watching(
+        &emu,
+        &format!("settle = \"200ms\"\nlog_file = \"{}\"\n", from_config.display()),
+        "",
+    );
+    write_file(&sb.drop_dir().join("a.mov"), 100, 1);
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("uploaded"),
+        "logs went to the file, not stderr: {}",
+        out.stderr
+    );
+    let text = std::fs::read_to_string(&from_config).unwrap();
+    assert!(text.contains("uploaded") && text.contains("a.mov"), "{text}");
+    // --log-file wins over the config; errors that end the run are logged too.
+    let flag = log.path().join("flag.log");
+    let mut c = sb.cmd();
+    c.args(["run", "--once", "--log-file"]).arg(&flag);
+    c.env_remove("AUTORENDER_API_KEY");
+    let out = run(c);
+    assert_eq!(out.code, 2);
+    let text = std::fs::read_to_string(&flag).unwrap();
+    assert!(text.contains("no API key found"), "{text}");
+    // A log file that cannot be opened is a clear usage error.
+    let mut c = sb.cmd();
+    c.args(["status", "--log-file", "/proc/no/such/dir/x.log"]);
+    let out = run(c);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("cannot open the log file"), "{}", out.stderr);
+}
+
+#[test]
+fn color_man_pages_and_global_options() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    write_file(&sb.drop_dir().join("a.mov"), 100, 1);
+    // --color always beats NO_COLOR (set by the sandbox); auto off a terminal: none.
+    let mut c = sb.cmd();
+    c.args(["--color", "always", "run", "--once"]);
+    let out = run(c);
+    assert!(out.stderr.contains("\u{1b}["), "{}", out.stderr);
+    let mut c = sb.cmd();
+    c.args(["run", "--once"]);
+    assert!(!run(c).stderr.contains("\u{1b}["));
+    // Global options are listed apart in each command's help.
+    let mut c = sb.cmd();
+    c.args(["run", "--help"]);
+    let help = run(c).stdout;
+    assert!(
+        help.contains("Global options:") && help.contains("--config"),
+        "{help}"
+    );
+    // Commands that read no config refuse --config instead of ignoring it.
+    let mut c = std::process::Command::new(bin());
+    c.args(["--config", "/x.toml", "completions", "bash"]);
+    let out = run(c);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--config has no effect"), "{}", out.stderr);
+    // One page per command.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = std::process::Command::new(bin());
+    c.args(["man", "--out-dir"]).arg(dir.path());
+    assert_eq!(run(c).code, 0);
+    for page in [
+        "autorender-sync.1",
+        "autorender-sync-run.1",
+        "autorender-sync-upload.1",
+        "autorender-sync-autostart-status.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains("EXIT STATUS"), "{page}");
+    }
 }
