@@ -118,7 +118,7 @@ impl Agent {
                 _ => None,
             };
             if resume.is_some() {
-                tracing::info!("resuming the upload of {}", path.display());
+                tracing::info!(path = %path.display(), "resuming the upload of {}", path.display());
             }
             let observer: Arc<dyn Observer> = Arc::new(JournalObserver::new(journal, row.id, Some(flight)));
             let result = transfer.send(&job, resume, &observer).await;
@@ -202,11 +202,13 @@ impl Agent {
                     self.report.adopted += 1;
                 } else {
                     self.report.uploaded += 1;
+                    let remote = mapping::remote_path(&o.folder, &o.name);
                     tracing::info!(
-                        "uploaded {} → {}/{} (file_no {})",
+                        path = %path.display(),
+                        remote = %remote,
+                        file_no = %o.file.file_no,
+                        "uploaded {} → {remote} (file_no {})",
                         path.display(),
-                        o.folder,
-                        o.name,
                         o.file.file_no
                     );
                 }
@@ -255,6 +257,7 @@ impl Agent {
             }
             Err(UploadError::Changed(why)) => {
                 tracing::info!(
+                    path = %path.display(),
                     "{} changed during upload ({why}); waiting for it to settle again",
                     path.display()
                 );
@@ -290,6 +293,8 @@ impl Agent {
                 if state == State::Failed && permanent {
                     self.report.failed += 1;
                     tracing::error!(
+                        path = %path.display(),
+                        error = %e,
                         "{} failed: {e}; sending it again cannot succeed, so it is not retried. Fix the cause, \
                          then run `autorender-sync retry`",
                         path.display()
@@ -297,15 +302,23 @@ impl Agent {
                 } else if state == State::Failed {
                     self.report.failed += 1;
                     tracing::error!(
+                        path = %path.display(),
+                        error = %e,
                         "{} failed after {} attempts: {e}; run `autorender-sync retry` to try again",
                         path.display(),
                         row.attempts + 1
                     );
                 } else if self.opts.once {
                     self.report.failed += 1;
-                    tracing::warn!("{}: {e}; it is tried again on the next run", path.display());
+                    tracing::warn!(path = %path.display(), error = %e, "{}: {e}; it is tried again on the next run", path.display());
                 } else {
-                    tracing::warn!("{}: {e}; retrying in {}s", path.display(), delay.as_secs());
+                    tracing::warn!(
+                        path = %path.display(),
+                        error = %e,
+                        "{}: {e}; retrying in {}s",
+                        path.display(),
+                        delay.as_secs()
+                    );
                 }
             }
         }

@@ -164,17 +164,14 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
                 Err(e) => Err(e.to_string()),
             };
             if *json {
-                outln!(
-                    "{}",
-                    serde_json::json!({
-                        "installed": installed,
-                        "agent_running": running,
-                        "service_key": match &service_key {
-                            Ok(source) => serde_json::json!({ "found": true, "source": source.to_string() }),
-                            Err(problem) => serde_json::json!({ "found": false, "problem": problem }),
-                        },
-                    })
-                );
+                super::output::print_json(&serde_json::json!({
+                    "installed": installed,
+                    "agent_running": running,
+                    "service_key": match &service_key {
+                        Ok(source) => serde_json::json!({ "found": true, "source": source.to_string() }),
+                        Err(problem) => serde_json::json!({ "found": false, "problem": problem }),
+                    },
+                }));
             } else {
                 if installed.is_empty() {
                     outln!("autostart: not installed (`autorender-sync autostart install`)");

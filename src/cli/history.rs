@@ -28,7 +28,7 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
         None => Vec::new(),
     };
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        super::output::print_json(&rows.iter().map(super::output::file_json).collect());
     } else if rows.is_empty() && args.failed {
         outln!("no failed uploads recorded");
     } else if rows.is_empty() {

@@ -292,6 +292,24 @@ pub fn use_color(choice: ColorChoice) -> bool {
     }
 }
 
+/// Fields a log line's message already says in words: `--log-format json`
+/// carries them as fields (`path`, `remote`, `file_no`, `session`,
+/// `error`), the text format only once, in the message.
+const SAID_IN_THE_MESSAGE: [&str; 5] = ["path", "remote", "file_no", "session", "error"];
+
+/// How the text format writes one field of a log line.
+fn text_field(
+    w: &mut tracing_subscriber::fmt::format::Writer<'_>,
+    field: &tracing::field::Field,
+    value: &dyn std::fmt::Debug,
+) -> std::fmt::Result {
+    match field.name() {
+        "message" => write!(w, "{value:?}"),
+        name if SAID_IN_THE_MESSAGE.contains(&name) => Ok(()),
+        name => write!(w, "{name}={value:?} "),
+    }
+}
+
 /// Where logs go: `--log-file`, else for `run` the config's `log_file`,
 /// else stderr. Returns whether a file was opened.
 fn init_logging(cli: &Cli) -> Result<bool, CliError> {
@@ -331,7 +349,10 @@ fn init_logging(cli: &Cli) -> Result<bool, CliError> {
         .with_target(cli.verbose > 0);
     let _ = match cli.log_format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.with_ansi(ansi).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(ansi)
+            .fmt_fields(tracing_subscriber::fmt::format::debug_fn(text_field))
+            .try_init(),
     };
     Ok(file.is_some())
 }

@@ -33,9 +33,8 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
     if args.json {
-        outln!(
-            "{}",
-            serde_json::json!({ "requeued": done.requeued, "not_failed": done.not_failed })
+        super::output::print_json(
+            &serde_json::json!({ "requeued": done.requeued, "not_failed": done.not_failed }),
         );
     } else {
         outln!("{} failed file(s) queued again", done.requeued);

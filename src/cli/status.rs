@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use super::output::format_time;
+use super::output::{file_json, format_time, json_time, print_json};
 use super::{Cli, CliError, CliResult};
 use crate::journal::{self, RootCounts};
 use crate::units::format_bytes;
@@ -81,20 +81,24 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             "agent": {
                 "running": running,
                 "pid": agent.as_ref().and_then(|a| a.pid),
-                "started_at": agent.as_ref().and_then(|a| a.started_at),
-                "heartbeat_at": agent.as_ref().and_then(|a| a.heartbeat_at),
-                "last_event_at": agent.as_ref().and_then(|a| a.last_event_at),
+                "started_at": json_time(agent.as_ref().and_then(|a| a.started_at)),
+                "started_at_ms": agent.as_ref().and_then(|a| a.started_at),
+                "heartbeat_at": json_time(agent.as_ref().and_then(|a| a.heartbeat_at)),
+                "heartbeat_at_ms": agent.as_ref().and_then(|a| a.heartbeat_at),
+                "last_event_at": json_time(agent.as_ref().and_then(|a| a.last_event_at)),
+                "last_event_at_ms": agent.as_ref().and_then(|a| a.last_event_at),
                 "paused": running && snapshot["paused"].as_bool().unwrap_or(false),
                 "pause_reason": if running { snapshot["pause_reason"].clone() } else { serde_json::Value::Null },
-                "unreachable_since": if running { snapshot["unreachable_since"].clone() } else { serde_json::Value::Null },
+                "unreachable_since": json_time(if running { snapshot["unreachable_since"].as_i64() } else { None }),
+                "unreachable_since_ms": if running { snapshot["unreachable_since"].clone() } else { serde_json::Value::Null },
             },
             "state_dir": state_dir,
             "roots": counts,
             "in_flight": if running { snapshot["in_flight"].clone() } else { json!([]) },
             "elsewhere": elsewhere,
-            "last_uploads": last,
+            "last_uploads": last.iter().map(file_json).collect::<Vec<_>>(),
         });
-        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        print_json(&out);
         return Ok(ExitCode::SUCCESS);
     }
     match (&agent, running) {

@@ -166,21 +166,40 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     if args.json {
         let out: Vec<_> = results
             .iter()
-            .map(|(path, r, _)| match r {
-                Ok(o) => json!({
-                    "file": path,
-                    "ok": true,
-                    "file_no": o.file.file_no.clone(),
-                    "url": o.file.url,
-                    "path": o.folder,
-                    "name": o.name,
-                    "size": o.size,
-                    "sha256": o.sha256,
-                }),
-                Err(e) => json!({"file": path, "ok": false, "error": e}),
+            .map(|(path, r, _)| {
+                // The keys `history --json` uses for the same things; `file`,
+                // `path` and `name` are the older names, kept as aliases.
+                let at = crate::clock::system_ms();
+                match r {
+                    Ok(o) => json!({
+                        "local_path": path,
+                        "ok": true,
+                        "remote_folder": o.folder,
+                        "remote_name": o.name,
+                        "remote_path": mapping::remote_path(&o.folder, &o.name),
+                        "file_no": o.file.file_no.clone(),
+                        "url": o.file.url,
+                        "size": o.size,
+                        "sha256": o.sha256,
+                        "error": null,
+                        "at": super::output::json_time(Some(at)),
+                        "at_ms": at,
+                        "file": path,
+                        "path": o.folder,
+                        "name": o.name,
+                    }),
+                    Err(e) => json!({
+                        "local_path": path,
+                        "ok": false,
+                        "error": e,
+                        "at": super::output::json_time(Some(at)),
+                        "at_ms": at,
+                        "file": path,
+                    }),
+                }
             })
             .collect();
-        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        super::output::print_json(&serde_json::Value::Array(out));
     } else {
         for (path, r, _) in &results {
             match r {
@@ -341,19 +360,23 @@ fn dry_run(items: &[(PathBuf, PathBuf)], folder: &str, json: bool) -> CliResult 
         let row = match prepare(path, rel, folder, &[]) {
             Ok(job) => {
                 let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-                json!({"file": path, "would_upload": true, "path": job.folder, "name": job.file_name, "size": size})
+                json!({
+                    "local_path": path,
+                    "would_upload": true,
+                    "remote_folder": job.folder,
+                    "remote_name": job.file_name,
+                    "remote_path": mapping::remote_path(&job.folder, &job.file_name),
+                    "size": size,
+                })
             }
-            Err(e) => json!({"file": path, "would_upload": false, "error": e}),
+            Err(e) => json!({"local_path": path, "would_upload": false, "error": e}),
         };
         if !json {
             match row["would_upload"].as_bool() {
                 Some(true) => outln!(
                     "would upload {} → {} ({})",
                     path.display(),
-                    mapping::remote_path(
-                        row["path"].as_str().unwrap_or(""),
-                        row["name"].as_str().unwrap_or("")
-                    ),
+                    row["remote_path"].as_str().unwrap_or(""),
                     crate::units::format_bytes(row["size"].as_u64().unwrap_or(0))
                 ),
                 _ => eprintln!(
@@ -366,7 +389,7 @@ fn dry_run(items: &[(PathBuf, PathBuf)], folder: &str, json: bool) -> CliResult 
         rows.push(row);
     }
     if json {
-        outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        super::output::print_json(&serde_json::Value::Array(rows.clone()));
     }
     let bad = rows.iter().any(|r| r["would_upload"] == false);
     Ok(if bad { ExitCode::from(1) } else { ExitCode::SUCCESS })

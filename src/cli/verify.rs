@@ -90,7 +90,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     if args.json {
         let list: Vec<&Problem> = problems.iter().map(|(_, p)| p).collect();
         let out = serde_json::json!({"checked": rows.len(), "problems": list, "requeued": requeued});
-        super::print_stdout(&serde_json::to_string_pretty(&out).unwrap_or_default());
+        super::output::print_json(&out);
     } else {
         for (_, p) in &problems {
             super::print_stdout(&format!(

@@ -529,9 +529,9 @@ fn a_rejected_key_pauses_uploads_without_a_hot_loop() {
         || sb.status()["agent"]["paused"] == true
     ));
     // Let several heartbeats pass, then count: a hot loop would hammer the service.
-    let beat = sb.status()["agent"]["heartbeat_at"].as_i64().unwrap();
+    let beat = sb.status()["agent"]["heartbeat_at_ms"].as_i64().unwrap();
     assert!(wait_until(Duration::from_secs(30), || {
-        sb.status()["agent"]["heartbeat_at"]
+        sb.status()["agent"]["heartbeat_at_ms"]
             .as_i64()
             .is_some_and(|b| b >= beat + 3000)
     }));

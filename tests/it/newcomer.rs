@@ -571,3 +571,86 @@ fn color_man_pages_and_global_options() {
         assert!(text.contains("EXIT STATUS"), "{page}");
     }
 }
+
+#[test]
+fn one_json_schema_for_files_and_structured_json_logs() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    write_file(&sb.drop_dir().join("a.mov"), 100, 1);
+    let mut c = sb.cmd();
+    c.args(["--log-format", "json", "run", "--once"]);
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // The upload's log line carries its facts as fields.
+    let line: serde_json::Value = out
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("uploaded "))
+        })
+        .unwrap_or_else(|| panic!("no uploaded line: {}", out.stderr));
+    assert!(
+        line["fields"]["path"].as_str().unwrap().ends_with("a.mov"),
+        "{line}"
+    );
+    assert_eq!(line["fields"]["remote"], "uploads/drop/a.mov", "{line}");
+    assert_eq!(line["fields"]["file_no"], emu.ledger()[0]["file_no"], "{line}");
+    // Text logs say it once, in the message (no trailing path=… duplicate).
+    write_file(&sb.drop_dir().join("b.mov"), 100, 2);
+    let text = sb.run_once().stderr;
+    let uploaded = text.lines().find(|l| l.contains("uploaded ")).unwrap();
+    assert!(
+        !uploaded.contains("path=") && !uploaded.contains("file_no=1"),
+        "{uploaded}"
+    );
+
+    let other = sb.path("c.mov");
+    write_file(&other, 10, 3);
+    let mut c = sb.cmd();
+    c.args(["upload", "--json"]).arg(&other);
+    let up: serde_json::Value = serde_json::from_str(&run(c).stdout).unwrap();
+    let mut c = sb.cmd();
+    c.args(["history", "--json"]);
+    let hist: serde_json::Value = serde_json::from_str(&run(c).stdout).unwrap();
+    let st = sb.status();
+    for (what, v) in [
+        ("upload", &up[0]),
+        ("history", &hist[0]),
+        ("status", &st["last_uploads"][0]),
+    ] {
+        for key in [
+            "local_path",
+            "ok",
+            "remote_folder",
+            "remote_name",
+            "remote_path",
+            "file_no",
+            "url",
+            "size",
+            "sha256",
+            "at",
+            "at_ms",
+        ] {
+            assert!(v.get(key).is_some(), "{what} --json lacks {key}: {v}");
+        }
+        let at = v["at"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: at is RFC 3339 text: {v}"));
+        assert!(
+            at.len() >= 20 && at.ends_with('Z') && at.contains('T'),
+            "{what}: {at}"
+        );
+    }
+    assert_eq!(hist[0]["remote_path"], "c.mov");
+    assert_eq!(up[0]["remote_path"], "c.mov");
+    assert!(
+        st["agent"]["started_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{st}"
+    );
+    assert!(st["agent"]["started_at_ms"].is_i64(), "{st}");
+}
