@@ -654,3 +654,53 @@ fn one_json_schema_for_files_and_structured_json_logs() {
     );
     assert!(st["agent"]["started_at_ms"].is_i64(), "{st}");
 }
+
+#[test]
+fn run_on_a_terminal_shows_progress_and_printed_urls_work() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip_or_fail("`script` (util-linux) is not installed");
+        return;
+    }
+    // Ten 1 MiB parts, one at a time, each request slowed to 700 ms: at
+    // least 7 s, so the 5 s progress line comes mid-upload.
+    let emu = Emulator::start(&["--part-size", "1MiB", "--latency", "700"]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\nconcurrent_parts = 1\ndirect_upload_max = \"0\"\n",
+        "",
+    );
+    write_file(&sb.drop_dir().join("big clip.mov"), 10 * 1024 * 1024, 1);
+    let inner = sb.cmd();
+    let mut line = format!("'{}'", inner.get_program().to_string_lossy());
+    for a in inner.get_args() {
+        line.push_str(&format!(" '{}'", a.to_string_lossy()));
+    }
+    line.push_str(" run --once");
+    let mut c = std::process::Command::new("script");
+    c.args(["-qec", &line, "/dev/null"]);
+    copy_env(&inner, &mut c);
+    let out = run(c);
+    assert!(
+        out.stdout.contains("big clip.mov: ") && out.stdout.contains("% of 10.0 MiB"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("left"), "{}", out.stdout);
+
+    // The URL `history` prints is percent-encoded and serves the file.
+    let mut c = sb.cmd();
+    c.arg("history");
+    let hist = run(c).stdout;
+    let url = hist
+        .split_whitespace()
+        .find(|w| w.starts_with("http"))
+        .unwrap_or_else(|| panic!("no URL in {hist}"));
+    assert!(url.ends_with("big%20clip.mov"), "{url}");
+    let body = reqwest::blocking::get(url).unwrap();
+    assert_eq!(body.status().as_u16(), 200, "{url}");
+    assert_eq!(body.bytes().unwrap().len(), 10 * 1024 * 1024);
+}
