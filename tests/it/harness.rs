@@ -390,6 +390,19 @@ impl Sandbox {
     }
 }
 
+/// `inner` (program, arguments, environment) on a pseudo-terminal, through
+/// `script -qec LINE /dev/null` (util-linux): its output arrives on stdout.
+pub fn on_a_terminal(inner: &Command) -> Command {
+    let mut line = format!("'{}'", inner.get_program().to_string_lossy());
+    for a in inner.get_args() {
+        line.push_str(&format!(" '{}'", a.to_string_lossy()));
+    }
+    let mut c = Command::new("script");
+    c.args(["-qec", &line, "/dev/null"]);
+    copy_env(inner, &mut c);
+    c
+}
+
 /// `inner` (program, arguments, environment) run through a wrapper such as
 /// `setpriv …`, `faketime …` or `script …`.
 pub fn wrapped(wrapper: &[&str], inner: &Command) -> Command {

@@ -133,16 +133,9 @@ fn colour_follows_the_terminal_and_no_color() {
     let emu = Emulator::start(&[]);
     let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
     let on_a_terminal = |no_color: Option<&str>| {
-        let inner = sb.cmd();
-        let mut line = format!("'{}'", inner.get_program().to_string_lossy());
-        for a in inner.get_args() {
-            line.push_str(&format!(" '{}'", a.to_string_lossy()));
-        }
-        line.push_str(" run --once");
-        // `script -qec LINE /dev/null`: LINE on a pseudo-terminal.
-        let mut c = Command::new("script");
-        c.args(["-qec", &line, "/dev/null"]);
-        copy_env(&inner, &mut c);
+        let mut inner = sb.cmd();
+        inner.args(["run", "--once"]);
+        let mut c = on_a_terminal(&inner);
         c.env_remove("NO_COLOR");
         if let Some(v) = no_color {
             c.env("NO_COLOR", v);

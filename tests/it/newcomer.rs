@@ -674,16 +674,9 @@ fn run_on_a_terminal_shows_progress_and_printed_urls_work() {
         "",
     );
     write_file(&sb.drop_dir().join("big clip.mov"), 10 * 1024 * 1024, 1);
-    let inner = sb.cmd();
-    let mut line = format!("'{}'", inner.get_program().to_string_lossy());
-    for a in inner.get_args() {
-        line.push_str(&format!(" '{}'", a.to_string_lossy()));
-    }
-    line.push_str(" run --once");
-    let mut c = std::process::Command::new("script");
-    c.args(["-qec", &line, "/dev/null"]);
-    copy_env(&inner, &mut c);
-    let out = run(c);
+    let mut inner = sb.cmd();
+    inner.args(["run", "--once"]);
+    let out = run(on_a_terminal(&inner));
     assert!(
         out.stdout.contains("big clip.mov: ") && out.stdout.contains("% of 10.0 MiB"),
         "{}",
