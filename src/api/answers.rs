@@ -65,7 +65,7 @@ pub(super) fn validate_start(raw: RawStart, size: u64) -> Result<Session, ApiErr
         part_size,
         parts,
         expire_at: raw.expire_at,
-        began_at_ms: crate::journal::now_ms(),
+        began_at_ms: crate::clock::system_ms(),
     })
 }
 

@@ -22,6 +22,9 @@ pub use answers::{decode_complete_answer, decode_start_answer};
 
 mod answers;
 mod decode;
+mod errors;
+pub use errors::ApiError;
+use errors::network;
 #[cfg(test)]
 mod tests;
 pub use decode::{
@@ -30,82 +33,6 @@ pub use decode::{
 
 /// Largest JSON answer we are willing to read; the service's are tiny.
 const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ApiError {
-    /// Connection refused/reset, timeout, truncated answer: try again.
-    #[error("network error: {0}")]
-    Network(String),
-    /// No connection could be made (refused, no route, DNS): nothing was
-    /// sent. Retried briefly only, so a wrong or down endpoint is reported
-    /// in seconds.
-    #[error("cannot reach the service: {0}")]
-    Unreachable(String),
-    /// 429: try again after `retry_after` (or our own backoff).
-    #[error("throttled by the service (429){}", .retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
-    Throttled { retry_after: Option<Duration> },
-    /// 5xx: try again.
-    #[error("server error {status}: {message}")]
-    Server { status: u16, message: String },
-    /// A presigned URL expired or was refused by storage: start a new session.
-    #[error("part URL no longer valid ({status}): {message}")]
-    SessionExpired { status: u16, message: String },
-    /// 400, 404, 413 …: this file cannot be uploaded as asked.
-    #[error("rejected ({status}): {message}")]
-    Rejected { status: u16, message: String },
-    /// 401/403 from the API: the key is wrong; nothing will work until it is fixed.
-    #[error("the API key was rejected ({status}): {message}")]
-    Auth { status: u16, message: String },
-    /// The answer did not make sense (malformed JSON, missing fields, …).
-    #[error("unexpected answer from the service: {0}")]
-    Protocol(String),
-}
-
-impl ApiError {
-    /// Worth retrying the same request.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            ApiError::Network(_)
-                | ApiError::Unreachable(_)
-                | ApiError::Throttled { .. }
-                | ApiError::Server { .. }
-        )
-    }
-
-    /// The request never left this machine (no connection was made).
-    pub fn never_sent(&self) -> bool {
-        matches!(self, ApiError::Unreachable(_))
-    }
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            ApiError::Throttled { retry_after } => *retry_after,
-            _ => None,
-        }
-    }
-}
-
-fn network(e: reqwest::Error) -> ApiError {
-    // Never include the URL: part URLs carry signatures. The causes say what
-    // actually happened ("connection refused", "dns error", a refused redirect).
-    let e = e.without_url();
-    let connect = e.is_connect();
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    if connect {
-        ApiError::Unreachable(message)
-    } else {
-        ApiError::Network(message)
-    }
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StartRequest {
@@ -259,7 +186,7 @@ impl Client {
     }
 
     pub async fn start(&self, req: &StartRequest) -> Result<Session, ApiError> {
-        let sent_at = crate::journal::now_ms();
+        let sent_at = crate::clock::system_ms();
         let resp = self
             .api
             .post(self.endpoint("/api/v1/multipart/start"))
@@ -395,7 +322,7 @@ impl Client {
     fn observe_date(&self, headers: &HeaderMap) -> Option<i64> {
         let t = service_time_ms(headers)?;
         self.skew_ms
-            .store(t - crate::journal::now_ms(), Ordering::Relaxed);
+            .store(t - crate::clock::system_ms(), Ordering::Relaxed);
         Some(t)
     }
 
@@ -411,8 +338,8 @@ impl Client {
             }
         }
         match self.skew_ms.load(Ordering::Relaxed) {
-            i64::MIN => crate::journal::now_ms() - CLOCK_MARGIN_MS,
-            skew => crate::journal::now_ms() + skew - 1000,
+            i64::MIN => crate::clock::system_ms() - CLOCK_MARGIN_MS,
+            skew => crate::clock::system_ms() + skew - 1000,
         }
     }
 

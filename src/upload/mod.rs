@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 
@@ -35,6 +35,8 @@ use crate::workspace::{Proof, Workspace, same_content};
 
 mod direct;
 mod factory;
+mod policy;
+pub use policy::{RetryPolicy, Transfer};
 mod outcome;
 mod parts;
 pub mod reconcile;
@@ -152,88 +154,9 @@ pub trait Observer: Send + Sync {
     }
 }
 
-/// What the agent needs from an uploader: send one file (resuming a saved
-/// session) and check the key. [`Uploader`] is the real one; the agent's
-/// in-process tests put a scripted one here.
-pub trait Transfer: Send + Sync {
-    fn send<'a>(
-        &'a self,
-        job: &'a Job,
-        resume: Option<Resume>,
-        observer: &'a Arc<dyn Observer>,
-    ) -> BoxFuture<'a, Result<Outcome, UploadError>>;
-    /// One cheap authenticated call: is the service there, and is the key good?
-    fn check_key(&self) -> BoxFuture<'_, Result<(), ApiError>>;
-}
-
-impl Transfer for Uploader {
-    fn send<'a>(
-        &'a self,
-        job: &'a Job,
-        resume: Option<Resume>,
-        observer: &'a Arc<dyn Observer>,
-    ) -> BoxFuture<'a, Result<Outcome, UploadError>> {
-        Box::pin(self.upload_resuming(job, resume, observer))
-    }
-    fn check_key(&self) -> BoxFuture<'_, Result<(), ApiError>> {
-        Box::pin(self.client.verify_key())
-    }
-}
-
 /// The no-op observer.
 pub struct Quiet;
 impl Observer for Quiet {}
-
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub min_delay: Duration,
-    pub max_delay: Duration,
-    /// Retries of one request (a part, a start, a complete) after the first try.
-    pub max_retries: usize,
-    /// New sessions started after URLs expired, per upload.
-    pub max_sessions: usize,
-    /// Retries of a request that could not connect at all (refused, DNS):
-    /// few, so a wrong or down endpoint fails `upload` and `--once` in
-    /// seconds (the agent then waits for the service as in an outage).
-    pub max_connect_retries: usize,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            min_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(30),
-            max_retries: 8,
-            max_sessions: 5,
-            max_connect_retries: 2,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Whether a failed request is tried again: transient errors are, but a
-    /// request that could not connect only `max_connect_retries` times.
-    fn retryable(&self) -> impl FnMut(&ApiError) -> bool + use<> {
-        let mut connects = 0usize;
-        let max_connect = self.max_connect_retries;
-        move |e: &ApiError| {
-            if e.never_sent() {
-                connects += 1;
-                connects <= max_connect
-            } else {
-                e.is_transient()
-            }
-        }
-    }
-
-    fn backoff(&self) -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_max_times(self.max_retries)
-            .with_jitter()
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Uploader {

@@ -1,0 +1,90 @@
+//! How hard one request is tried ([`RetryPolicy`]), and the seam the agent
+//! sends files through ([`Transfer`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::ExponentialBuilder;
+use futures_util::future::BoxFuture;
+
+use super::{Job, Observer, Outcome, Resume, UploadError, Uploader};
+use crate::api::ApiError;
+
+/// What the agent needs from an uploader: send one file (resuming a saved
+/// session) and check the key. [`Uploader`] is the real one; the agent's
+/// in-process tests put a scripted one here.
+pub trait Transfer: Send + Sync {
+    fn send<'a>(
+        &'a self,
+        job: &'a Job,
+        resume: Option<Resume>,
+        observer: &'a Arc<dyn Observer>,
+    ) -> BoxFuture<'a, Result<Outcome, UploadError>>;
+    /// One cheap authenticated call: is the service there, and is the key good?
+    fn check_key(&self) -> BoxFuture<'_, Result<(), ApiError>>;
+}
+
+impl Transfer for Uploader {
+    fn send<'a>(
+        &'a self,
+        job: &'a Job,
+        resume: Option<Resume>,
+        observer: &'a Arc<dyn Observer>,
+    ) -> BoxFuture<'a, Result<Outcome, UploadError>> {
+        Box::pin(self.upload_resuming(job, resume, observer))
+    }
+    fn check_key(&self) -> BoxFuture<'_, Result<(), ApiError>> {
+        Box::pin(self.client.verify_key())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// Retries of one request (a part, a start, a complete) after the first try.
+    pub max_retries: usize,
+    /// New sessions started after URLs expired, per upload.
+    pub max_sessions: usize,
+    /// Retries of a request that could not connect at all (refused, DNS):
+    /// few, so a wrong or down endpoint fails `upload` and `--once` in
+    /// seconds (the agent then waits for the service as in an outage).
+    pub max_connect_retries: usize,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            min_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(30),
+            max_retries: 8,
+            max_sessions: 5,
+            max_connect_retries: 2,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Whether a failed request is tried again: transient errors are, but a
+    /// request that could not connect only `max_connect_retries` times.
+    pub(super) fn retryable(&self) -> impl FnMut(&ApiError) -> bool + use<> {
+        let mut connects = 0usize;
+        let max_connect = self.max_connect_retries;
+        move |e: &ApiError| {
+            if e.never_sent() {
+                connects += 1;
+                connects <= max_connect
+            } else {
+                e.is_transient()
+            }
+        }
+    }
+
+    pub(super) fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.max_retries)
+            .with_jitter()
+    }
+}
