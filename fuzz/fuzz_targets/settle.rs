@@ -3,9 +3,10 @@
 #![no_main]
 use std::cell::Cell;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use autorender_sync::settle::{Decision, Seen, Settler, Stat};
+use autorender_sync::config::RootId;
+use autorender_sync::settle::{Decision, Instant, Seen, Settler, Stat};
 use libfuzzer_sys::fuzz_target;
 
 struct OneFile(Cell<Seen>);
@@ -16,6 +17,7 @@ impl Stat for OneFile {
 }
 
 const SETTLE: Duration = Duration::from_millis(2000);
+const ROOT: RootId = RootId(0);
 
 fuzz_target!(|ops: &[u8]| {
     let path = Path::new("/r/a");
@@ -25,7 +27,7 @@ fuzz_target!(|ops: &[u8]| {
     let mut now = t0;
     let mut size = 0u64;
     let mut last_change = t0;
-    st.touch(path, SETTLE, now);
+    st.touch(ROOT, path, SETTLE, now);
     for pair in ops.chunks(2) {
         let (op, arg) = (pair[0], *pair.get(1).unwrap_or(&0));
         now += Duration::from_millis(arg as u64 * 20);
@@ -38,7 +40,7 @@ fuzz_target!(|ops: &[u8]| {
                 });
                 last_change = now;
             }
-            1 => st.touch(path, SETTLE, now),
+            1 => st.touch(ROOT, path, SETTLE, now),
             2 => {
                 size += 1;
                 fs.0.set(Seen::File {
@@ -46,7 +48,7 @@ fuzz_target!(|ops: &[u8]| {
                     mtime_ns: size as i128,
                 });
                 last_change = now;
-                st.touch(path, SETTLE, now);
+                st.touch(ROOT, path, SETTLE, now);
             }
             _ => {}
         }
@@ -54,7 +56,7 @@ fuzz_target!(|ops: &[u8]| {
             if let Decision::Stable { size: s, .. } = d {
                 assert_eq!(s, size, "stable with a stale size");
                 assert!(now.duration_since(last_change) >= SETTLE, "stable while changing");
-                st.touch(path, SETTLE, now);
+                st.touch(ROOT, path, SETTLE, now);
             }
         }
     }

@@ -325,16 +325,15 @@ impl Agent {
         Ok(())
     }
 
-    /// `run` reports a rejected key at start-up, not days later when the
-    /// first file is ready: uploads pause and the key is re-checked. No
-    /// answer (no network at boot) is not a reason to stop: the first
-    /// upload, once the service answers, tells whether the key is good.
-    /// (`--once` sends nothing it does not need: a restart over files
-    /// already uploaded costs no request, and its first upload meets a
-    /// rejected key within seconds, then exits 3.)
-    pub(super) async fn check_key_at_start(&mut self) {
+    /// A rejected key is reported at start-up, not days later when the
+    /// first file is ready: `--once` stops at once (exit 3), `run` pauses
+    /// uploads and re-checks. One cheap request per start, whatever the
+    /// number of files. No answer (no network at boot) is not a reason to
+    /// stop: the first upload, once the service answers, tells.
+    pub(super) async fn check_key_at_start(&mut self) -> Result<(), AgentError> {
         match self.transfer.check_key().await {
             Ok(()) => tracing::debug!("the API key is accepted"),
+            Err(e @ ApiError::Auth { .. }) if self.opts.once => return Err(AgentError::Auth(e.to_string())),
             Err(e @ ApiError::Auth { .. }) => {
                 tracing::error!(
                     "{e}; all uploads are paused and the key is re-checked every {}s. Fix the key (then restart, or wait)",
@@ -344,6 +343,7 @@ impl Agent {
             }
             Err(e) => tracing::info!("could not check the API key yet ({e}); the first upload will tell"),
         }
+        Ok(())
     }
 
     /// One cheap authenticated call decides whether a pause ends.

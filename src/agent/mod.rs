@@ -210,8 +210,8 @@ impl Agent {
             );
         }
         let started_at = self.clock.wall_ms();
-        if !self.opts.dry_run && !self.opts.once {
-            self.check_key_at_start().await;
+        if !self.opts.dry_run {
+            self.check_key_at_start().await?;
         }
         for id in self.settings.root_ids() {
             self.scan(id, None);

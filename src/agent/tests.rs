@@ -429,9 +429,10 @@ async fn after_upload_delete_removes_the_sent_file_only() {
 #[tokio::test(start_paused = true)]
 async fn a_rejected_key_is_reported_at_start_before_any_file_is_ready() {
     let p = place("", "");
-    // `--once` asks nothing up front; its first upload meets the refusal and
-    // the run stops with the key error (exit 3 in the CLI).
-    let t = Scripted::answering(&[Answer::BadKey]);
+    // `--once` stops at once with the key error (exit 3 in the CLI), before
+    // anything is sent; the file stays queued for the next run.
+    let t = Scripted::answering(&[]);
+    t.check_answers.lock().unwrap().push_back(Answer::BadKey);
     std::fs::write(p.drop.join("j.mov"), b"j").unwrap();
     let once = start(
         &p,
@@ -443,14 +444,14 @@ async fn a_rejected_key_is_reported_at_start_before_any_file_is_ready() {
     );
     let ended = once.task.await.unwrap();
     assert!(matches!(ended, Err(AgentError::Auth(_))), "{ended:?}");
-    assert!(t.checks().is_empty());
+    assert!(t.sends().is_empty());
     // `run`: nothing is sent until the key is accepted (a minute later).
     let t = Scripted::answering(&[]);
     t.check_answers.lock().unwrap().push_back(Answer::BadKey);
     let agent = start(&p, t.clone(), RunOptions::default());
     let began = Instant::now();
     std::fs::write(p.drop.join("k.mov"), b"k").unwrap();
-    // j.mov (left pending by the run above) and k.mov.
+    // j.mov (never tried by the run above) and k.mov.
     until("both uploads once the key is accepted", async || {
         t.sends().len() == 2
     })

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::time::Instant;
+/// The clock's instant (tokio's, so a paused test clock moves settle too).
+pub use tokio::time::Instant;
 
 use crate::config::RootId;
 
