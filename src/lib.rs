@@ -11,6 +11,7 @@ pub mod autostart;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod emulator;
 pub mod fileid;
 pub mod journal;

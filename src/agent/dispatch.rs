@@ -202,6 +202,12 @@ impl Agent {
                     self.report.adopted += 1;
                 } else {
                     self.report.uploaded += 1;
+                    use std::sync::atomic::Ordering::Relaxed;
+                    self.live.files_uploaded.fetch_add(1, Relaxed);
+                    self.live.bytes_uploaded.fetch_add(o.size, Relaxed);
+                    self.live
+                        .last_success_ms
+                        .store(self.clock.wall_ms().max(0) as u64, Relaxed);
                     let remote = mapping::remote_path(&o.folder, &o.name);
                     tracing::info!(
                         path = %path.display(),
@@ -290,6 +296,15 @@ impl Agent {
                         self.clock.wall_ms() + delay.as_millis() as i64,
                     )
                     .await?;
+                if state == State::Failed {
+                    self.live
+                        .files_failed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    self.live
+                        .retries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 if state == State::Failed && permanent {
                     self.report.failed += 1;
                     tracing::error!(

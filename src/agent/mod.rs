@@ -127,6 +127,8 @@ pub struct Agent {
     rescan_soon: Vec<(RootId, PathBuf, Instant)>,
     /// Uploads in flight and their progress.
     flights: Flights,
+    /// Counters and health for the control plane.
+    live: Arc<crate::control::Live>,
     /// Walks under way, oldest first; the loop takes their folders one at a
     /// time while fewer than [`SETTLING_CAP`] paths are settling.
     scans: std::collections::VecDeque<Scan>,
@@ -165,8 +167,15 @@ impl Agent {
             root_ids: Vec::new(),
             rescan_soon: Vec::new(),
             flights: Flights::default(),
+            live: Arc::default(),
             scans: std::collections::VecDeque::new(),
         }
+    }
+
+    /// Reports counters and health into `live` (the control plane's view).
+    pub fn with_live(mut self, live: Arc<crate::control::Live>) -> Agent {
+        self.live = live;
+        self
     }
 
     /// Root `id`'s journal key.
@@ -307,6 +316,7 @@ impl Agent {
                             }
                         }
                     }
+                    self.publish_health();
                     if !self.opts.dry_run {
                         self.journal.heartbeat(std::process::id(), started_at, self.last_event_at, self.snapshot()).await?;
                     }
@@ -365,6 +375,36 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// What `/healthz` reports: every reason the agent is not doing its job.
+    fn publish_health(&self) {
+        use std::sync::atomic::Ordering;
+        let mut problems = Vec::new();
+        for (i, w) in self.settings.watches.iter().enumerate() {
+            if self.root_ids.get(i).is_some_and(Option::is_none) {
+                problems.push(format!(
+                    "watched folder {} is missing or unmounted",
+                    w.path.display()
+                ));
+            }
+            if let Some(WatchMode::Polling {
+                limit_reached: true, ..
+            }) = self.watch_modes.get(i)
+            {
+                problems.push(format!(
+                    "{} is polled: the OS limit on watched folders was reached",
+                    w.path.display()
+                ));
+            }
+        }
+        match &self.pause {
+            Some((Pause::Auth, _)) => problems.push("the API key was rejected".into()),
+            Some((Pause::Unreachable { .. }, _)) => problems.push("the service is unreachable".into()),
+            None => {}
+        }
+        self.live.paused.store(self.pause.is_some(), Ordering::Relaxed);
+        *self.live.problems.lock().expect("problems lock") = problems;
     }
 
     fn snapshot(&self) -> String {

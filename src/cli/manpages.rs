@@ -26,6 +26,10 @@ Safe to read (\fBstatus\fR, \fBhistory\fR) while an agent runs.
 \fI~/.local/share/autorender-sync/agent.lock\fR
 Held by the running agent: one agent per \fBstate_dir\fR.
 .TP
+\fI~/.local/share/autorender-sync/control.json\fR, \fIcontrol.token\fR
+While \fBrun\fR serves its control API (\fB[control] listen\fR): its address,
+and the token every \fI/api/*\fR request needs (mode 0600). Removed at a clean stop.
+.TP
 \fIapi\-key\fR (beside the config)
 The API key, mode 0600, when \fBautostart install \-\-store\-key\fR saved it.
 .TP

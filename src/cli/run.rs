@@ -122,16 +122,51 @@ pub(super) async fn run_agent(
     opts: RunOptions,
     token: CancellationToken,
 ) -> Result<Report, CliError> {
-    Agent::new(
+    let live = Arc::new(crate::control::Live::default());
+    // The control plane serves a running agent (not a one-shot or dry run).
+    let control = match settings.control.listen {
+        Some(listen) if !opts.once && !opts.dry_run => {
+            let status_settings = settings.clone();
+            let status: crate::control::StatusFn = Arc::new(move || {
+                super::status::gather(&status_settings)
+                    .map(|g| super::status::document(&g))
+                    .map_err(|e| e.to_string())
+            });
+            let started = crate::control::Control::start(
+                listen,
+                &settings.agent.state_dir,
+                live.clone(),
+                status,
+                journal.clone(),
+                token.clone(),
+            )
+            .await;
+            match started {
+                Ok(c) => Some(c),
+                // The agent's job is uploading: a control API that cannot
+                // start is a warning, not a reason to stop.
+                Err(e) => {
+                    tracing::warn!("the control API is off: {e}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let result = Agent::new(
         Arc::new(settings),
         Arc::new(uploader),
         journal,
         opts,
         Clock::system(),
     )
+    .with_live(live)
     .run(token)
-    .await
-    .map_err(|e| match e {
+    .await;
+    if let Some(c) = &control {
+        c.remove_files();
+    }
+    result.map_err(|e| match e {
         AgentError::Auth(m) => CliError::Auth(m),
         AgentError::Watch(e) => CliError::Usage(e.to_string()),
         AgentError::Journal(j) => journal_error(j),

@@ -18,8 +18,19 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(cli: &Cli, args: &Args) -> CliResult {
-    let settings = super::load_settings(cli)?;
+/// What `status` reads: the journal's records and the running agent's
+/// heartbeat, per configured root.
+pub(crate) struct Gathered {
+    state_dir: std::path::PathBuf,
+    running: bool,
+    agent: Option<journal::AgentRow>,
+    snapshot: serde_json::Value,
+    counts: Vec<RootCounts>,
+    elsewhere: serde_json::Value,
+    last: Vec<journal::HistoryRow>,
+}
+
+pub(crate) fn gather(settings: &crate::config::Settings) -> Result<Gathered, CliError> {
     let state_dir = &settings.agent.state_dir;
     let running = journal::agent_running(state_dir);
     let conn = journal::open_read_only(state_dir).map_err(super::journal_read_error)?;
@@ -76,31 +87,69 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             c.reconciling = 0;
         }
     }
+    Ok(Gathered {
+        state_dir: state_dir.clone(),
+        running,
+        agent,
+        snapshot,
+        counts,
+        elsewhere,
+        last,
+    })
+}
+
+/// The `status --json` document (also the control API's `/api/status`).
+pub(crate) fn document(g: &Gathered) -> serde_json::Value {
+    let Gathered {
+        state_dir,
+        running,
+        agent,
+        snapshot,
+        counts,
+        elsewhere,
+        last,
+    } = g;
+    let running = *running;
+    json!({
+        "agent": {
+            "running": running,
+            "pid": agent.as_ref().and_then(|a| a.pid),
+            "started_at": json_time(agent.as_ref().and_then(|a| a.started_at)),
+            "started_at_ms": agent.as_ref().and_then(|a| a.started_at),
+            "heartbeat_at": json_time(agent.as_ref().and_then(|a| a.heartbeat_at)),
+            "heartbeat_at_ms": agent.as_ref().and_then(|a| a.heartbeat_at),
+            "last_event_at": json_time(agent.as_ref().and_then(|a| a.last_event_at)),
+            "last_event_at_ms": agent.as_ref().and_then(|a| a.last_event_at),
+            "paused": running && snapshot["paused"].as_bool().unwrap_or(false),
+            "pause_reason": if running { snapshot["pause_reason"].clone() } else { serde_json::Value::Null },
+            "unreachable_since": json_time(if running { snapshot["unreachable_since"].as_i64() } else { None }),
+            "unreachable_since_ms": if running { snapshot["unreachable_since"].clone() } else { serde_json::Value::Null },
+        },
+        "state_dir": state_dir,
+        "roots": counts,
+        "in_flight": if running { snapshot["in_flight"].clone() } else { json!([]) },
+        "elsewhere": elsewhere,
+        "last_uploads": last.iter().map(file_json).collect::<Vec<_>>(),
+    })
+}
+
+pub fn run(cli: &Cli, args: &Args) -> CliResult {
+    let settings = super::load_settings(cli)?;
+    let g = gather(&settings)?;
     if args.json {
-        let out = json!({
-            "agent": {
-                "running": running,
-                "pid": agent.as_ref().and_then(|a| a.pid),
-                "started_at": json_time(agent.as_ref().and_then(|a| a.started_at)),
-                "started_at_ms": agent.as_ref().and_then(|a| a.started_at),
-                "heartbeat_at": json_time(agent.as_ref().and_then(|a| a.heartbeat_at)),
-                "heartbeat_at_ms": agent.as_ref().and_then(|a| a.heartbeat_at),
-                "last_event_at": json_time(agent.as_ref().and_then(|a| a.last_event_at)),
-                "last_event_at_ms": agent.as_ref().and_then(|a| a.last_event_at),
-                "paused": running && snapshot["paused"].as_bool().unwrap_or(false),
-                "pause_reason": if running { snapshot["pause_reason"].clone() } else { serde_json::Value::Null },
-                "unreachable_since": json_time(if running { snapshot["unreachable_since"].as_i64() } else { None }),
-                "unreachable_since_ms": if running { snapshot["unreachable_since"].clone() } else { serde_json::Value::Null },
-            },
-            "state_dir": state_dir,
-            "roots": counts,
-            "in_flight": if running { snapshot["in_flight"].clone() } else { json!([]) },
-            "elsewhere": elsewhere,
-            "last_uploads": last.iter().map(file_json).collect::<Vec<_>>(),
-        });
-        print_json(&out);
+        print_json(&document(&g));
         return Ok(ExitCode::SUCCESS);
     }
+    let Gathered {
+        state_dir,
+        running,
+        agent,
+        snapshot,
+        counts,
+        elsewhere,
+        last,
+    } = g;
+    let state_dir = &state_dir;
     match (&agent, running) {
         (Some(a), true) => outln!(
             "agent: running (pid {}) since {}; last event {}{}",

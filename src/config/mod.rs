@@ -92,8 +92,19 @@ pub struct Settings {
     pub source: Option<PathBuf>,
     pub api: ApiSettings,
     pub agent: AgentSettings,
+    pub control: ControlSettings,
     pub watches: Vec<WatchSettings>,
 }
+
+/// `[control]`: the agent's local API, metrics and health.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// Loopback address to serve on (port 0: any free port); None = "off".
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `[control] listen` when the config does not say.
+pub const DEFAULT_CONTROL_LISTEN: &str = "127.0.0.1:7780";
 
 #[derive(Debug, Clone)]
 pub struct ApiSettings {

@@ -3,7 +3,8 @@
 use super::walker::Item;
 use super::*;
 
-const TOP_KEYS: &[&str] = &["api", "agent", "watch"];
+const TOP_KEYS: &[&str] = &["api", "agent", "control", "watch"];
+const CONTROL_KEYS: &[&str] = &["listen"];
 const API_KEYS: &[&str] = &[
     "endpoint",
     "api_key_env",
@@ -41,8 +42,13 @@ impl<'s> Walker<'s> {
             Some(item) => self.table(item, "agent").unwrap_or(&empty),
             None => &empty,
         };
+        let control_t = match top.get("control") {
+            Some(item) => self.table(item, "control").unwrap_or(&empty),
+            None => &empty,
+        };
         let api = self.api(api_t);
         let agent = self.agent(agent_t);
+        let control = self.control(control_t);
         let mut watches = Vec::new();
         let mut roots = Vec::new();
         if let Some(item) = top.get("watch") {
@@ -74,7 +80,41 @@ impl<'s> Walker<'s> {
             source: source.map(Path::to_path_buf),
             api,
             agent,
+            control,
             watches,
+        }
+    }
+
+    pub(super) fn control(&mut self, t: &DeTable) -> ControlSettings {
+        let f = self.fields(t, "control", CONTROL_KEYS);
+        let (text, span) = match self.string(&f, "listen", "control.listen") {
+            Some((text, span)) => (text, Some(span)),
+            None => (DEFAULT_CONTROL_LISTEN.to_string(), None),
+        };
+        if text.eq_ignore_ascii_case("off") {
+            return ControlSettings { listen: None };
+        }
+        match text.parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.ip().is_loopback() => ControlSettings { listen: Some(addr) },
+            Ok(addr) => {
+                self.err(
+                    "control.listen",
+                    span,
+                    format!(
+                        "{addr} is not a loopback address; the control API serves this machine only: use \
+                         127.0.0.1:PORT or [::1]:PORT (or \"off\")"
+                    ),
+                );
+                ControlSettings { listen: None }
+            }
+            Err(_) => {
+                self.err(
+                    "control.listen",
+                    span,
+                    format!("\"{text}\" is not an address; write e.g. \"127.0.0.1:7780\", or \"off\""),
+                );
+                ControlSettings { listen: None }
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 mod agent;
 mod cli;
 mod config_corpus;
+mod control;
 mod damage;
 mod emulator;
 mod faults;

@@ -1,0 +1,333 @@
+//! The control plane `run` serves on loopback (`[control] listen`): the
+//! status document, retry, Prometheus metrics and a health check.
+//!
+//! Guards, before any handler runs: the `Host` header must be a loopback
+//! name (a page on another site that resolves its name to 127.0.0.1 — DNS
+//! rebinding — is refused); every `/api/*` request needs the token from
+//! `<state_dir>/control.token` (0600) as `Authorization: Bearer …`; a POST
+//! with an `Origin` that is not this server is refused (CSRF). `/metrics`
+//! and `/healthz` need no token. The address is written to
+//! `<state_dir>/control.json` for the CLI to find.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::journal::Journal;
+
+mod metrics;
+
+pub const INFO_FILE: &str = "control.json";
+pub const TOKEN_FILE: &str = "control.token";
+
+/// What the agent tells the control plane as it runs.
+#[derive(Default)]
+pub struct Live {
+    pub files_uploaded: AtomicU64,
+    pub bytes_uploaded: AtomicU64,
+    pub files_failed: AtomicU64,
+    pub retries: AtomicU64,
+    /// Unix ms of the last upload recorded (0: none yet).
+    pub last_success_ms: AtomicU64,
+    pub paused: AtomicBool,
+    /// Why the agent is not healthy (empty: it is).
+    pub problems: Mutex<Vec<String>>,
+}
+
+/// The status document, built on demand (the `status --json` document).
+pub type StatusFn = Arc<dyn Fn() -> Result<Value, String> + Send + Sync>;
+
+#[derive(Clone)]
+struct Shared {
+    token: Arc<String>,
+    addr: SocketAddr,
+    live: Arc<Live>,
+    status: StatusFn,
+    journal: Journal,
+}
+
+/// A running control server; dropping it leaves the server to its
+/// cancellation token, and [`Control::remove_files`] tidies up.
+pub struct Control {
+    pub addr: SocketAddr,
+    state_dir: PathBuf,
+}
+
+impl Control {
+    /// Binds `listen` (or, when that port is taken, a free one on the same
+    /// address), writes control.json and control.token, and serves until
+    /// `stop` is cancelled.
+    pub async fn start(
+        listen: SocketAddr,
+        state_dir: &Path,
+        live: Arc<Live>,
+        status: StatusFn,
+        journal: Journal,
+        stop: CancellationToken,
+    ) -> Result<Control, String> {
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                let any = SocketAddr::new(listen.ip(), 0);
+                let l = tokio::net::TcpListener::bind(any)
+                    .await
+                    .map_err(|e| format!("cannot listen on {any}: {e}"))?;
+                tracing::warn!(
+                    "{listen} is taken; the control API listens on {} instead (see control.json)",
+                    l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+                );
+                l
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot listen on {listen}: {e}; change or turn off [control] listen"
+                ));
+            }
+        };
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let token = new_token()?;
+        write_private(&state_dir.join(TOKEN_FILE), &token)
+            .map_err(|e| format!("cannot write {}: {e}", state_dir.join(TOKEN_FILE).display()))?;
+        let info = json!({ "address": addr.to_string(), "url": format!("http://{addr}"), "pid": std::process::id() });
+        std::fs::write(state_dir.join(INFO_FILE), format!("{info:#}\n"))
+            .map_err(|e| format!("cannot write {}: {e}", state_dir.join(INFO_FILE).display()))?;
+        let shared = Shared {
+            token: Arc::new(token),
+            addr,
+            live,
+            status,
+            journal,
+        };
+        let app = router(shared);
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!("the control API stopped: {e}");
+            }
+        });
+        tracing::info!("control API on http://{addr} (token in {})", TOKEN_FILE);
+        Ok(Control {
+            addr,
+            state_dir: state_dir.to_path_buf(),
+        })
+    }
+
+    /// After a clean stop: no stale address or token is left behind.
+    pub fn remove_files(&self) {
+        let _ = std::fs::remove_file(self.state_dir.join(INFO_FILE));
+        let _ = std::fs::remove_file(self.state_dir.join(TOKEN_FILE));
+    }
+}
+
+fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::serve))
+        .route("/api/status", get(status))
+        .route("/api/retry", post(retry))
+        .layer(middleware::from_fn_with_state(shared.clone(), guard))
+        .with_state(shared)
+}
+
+/// 32 random bytes, hex.
+fn new_token() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for the control token: {e}"))?;
+    Ok(hex::encode(bytes))
+}
+
+/// Writes `text` to a file only its owner can read (0600 on Unix).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let _ = std::fs::remove_file(path);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    writeln!(f, "{text}")
+}
+
+/// Is `host` (a Host header, port included or not) a loopback name?
+fn loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, _)| n)
+    };
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "localhost" | "127.0.0.1" | "::1"
+    )
+}
+
+/// Is `origin` this server, under a loopback name?
+fn own_origin(origin: &str, addr: SocketAddr) -> bool {
+    let port = addr.port();
+    [
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+        format!("http://[::1]:{port}"),
+    ]
+    .iter()
+    .any(|o| o.eq_ignore_ascii_case(origin))
+}
+
+fn refuse(status: StatusCode, why: &str) -> Response {
+    (status, axum::Json(json!({ "error": why }))).into_response()
+}
+
+async fn guard(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !loopback_host(host) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "refused: the Host header is not a loopback name (the control API serves this machine only)",
+        );
+    }
+    if req.method() == Method::POST
+        && let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
+        && !own_origin(origin, s.addr)
+    {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "refused: a request from another site (Origin)",
+        );
+    }
+    if req.uri().path().starts_with("/api/") && !authorised(headers, &s.token) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "a token is needed: Authorization: Bearer <the contents of control.token in the state dir>",
+        );
+    }
+    next.run(req).await
+}
+
+fn authorised(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Compared in constant time: a token must not leak through timing.
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn healthz(State(s): State<Shared>) -> Response {
+    let problems = s.live.problems.lock().expect("problems lock").clone();
+    if problems.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", problems.join("\n")),
+        )
+            .into_response()
+    }
+}
+
+async fn status_document(s: &Shared) -> Result<Value, Response> {
+    let f = s.status.clone();
+    match tokio::task::spawn_blocking(move || f()).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, &e)),
+        Err(e) => Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
+    }
+}
+
+async fn status(State(s): State<Shared>) -> Response {
+    match status_document(&s).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `POST /api/retry` with `{"paths": [...]}` or `{"all": true}`.
+async fn retry(State(s): State<Shared>, body: axum::body::Bytes) -> Response {
+    let req: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not JSON ({e}); send {{\"paths\": [\"/path\"]}} or {{\"all\": true}}"),
+            );
+        }
+    };
+    let paths: Vec<PathBuf> = match (&req["all"], &req["paths"]) {
+        (Value::Bool(true), _) => Vec::new(),
+        (_, Value::Array(list)) if !list.is_empty() && list.iter().all(Value::is_string) => {
+            list.iter().filter_map(Value::as_str).map(PathBuf::from).collect()
+        }
+        _ => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "say what to retry: {\"paths\": [\"/path\", …]} (absolute paths) or {\"all\": true}",
+            );
+        }
+    };
+    match s.journal.retry(paths).await {
+        Ok(done) => {
+            axum::Json(json!({ "requeued": done.requeued, "not_failed": done.not_failed })).into_response()
+        }
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_names_are_accepted_as_host() {
+        for ok in [
+            "127.0.0.1:7780",
+            "localhost:7780",
+            "LOCALHOST",
+            "[::1]:7780",
+            "127.0.0.1",
+        ] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:7780",
+            "127.0.0.1.evil.example",
+            "",
+            "[::2]:1",
+            "10.0.0.1:7780",
+        ] {
+            assert!(!loopback_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert!(authorised(&h, "abc"));
+        assert!(!authorised(&h, "abcd"));
+        assert!(!authorised(&h, "abd"));
+        assert!(!authorised(&HeaderMap::new(), "abc"));
+    }
+}
