@@ -100,16 +100,8 @@ pub(crate) fn gather(settings: &crate::config::Settings) -> Result<Gathered, Cli
 
 /// The `status --json` document (also the control API's `/api/status`).
 pub(crate) fn document(g: &Gathered) -> serde_json::Value {
-    let Gathered {
-        state_dir,
-        running,
-        agent,
-        snapshot,
-        counts,
-        elsewhere,
-        last,
-    } = g;
-    let running = *running;
+    let (running, agent, snapshot) = (g.running, &g.agent, &g.snapshot);
+    let (state_dir, counts, elsewhere, last) = (&g.state_dir, &g.counts, &g.elsewhere, &g.last);
     json!({
         "agent": {
             "running": running,
