@@ -320,8 +320,11 @@ fn interrupted_large_upload_resumes_without_resending_parts() {
         .collect();
     assert_eq!(puts.len(), 25);
     let resent = puts.iter().filter(|n| **n > 1).count() as u64;
-    // Only parts in flight at the kill (at most concurrent_parts) go again.
-    assert!(resent <= 4, "{resent} parts re-sent: {puts:?}");
+    // Only parts in flight at the kill go again: at most concurrent_parts
+    // (4) being sent, plus in each slot the part that had just finished but
+    // whose mark was not yet durable (marks are group-committed, not awaited
+    // before the slot's next part; seen once in CI under load: 5).
+    assert!(resent <= 2 * 4, "{resent} parts re-sent: {puts:?}");
     assert!(resent < done_before, "finished parts were not re-sent");
 }
 
