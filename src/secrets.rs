@@ -114,8 +114,15 @@ pub fn service_source(api: &ApiSettings) -> Result<KeySource, KeyError> {
     }
 }
 
-/// Stores `key` in a new file readable by its owner only (0600 on Unix).
+/// Stores `key` in a file readable by its owner only (0600 on Unix).
 pub fn write_key_file(path: &Path, key: &ApiKey) -> std::io::Result<()> {
+    write_private(path, key.expose())
+}
+
+/// Writes `text` and a newline to `path`, readable by its owner only (0600
+/// on Unix, also when the file was there before): for secrets (the API
+/// key, the control token).
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -131,7 +138,7 @@ pub fn write_key_file(path: &Path, key: &ApiKey) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     }
-    writeln!(f, "{}", key.expose())?;
+    writeln!(f, "{text}")?;
     f.sync_all()
 }
 

@@ -96,7 +96,7 @@ impl Control {
         };
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let token = new_token()?;
-        write_private(&state_dir.join(TOKEN_FILE), &token)
+        crate::secrets::write_private(&state_dir.join(TOKEN_FILE), &token)
             .map_err(|e| format!("cannot write {}: {e}", state_dir.join(TOKEN_FILE).display()))?;
         let info = json!({ "address": addr.to_string(), "url": format!("http://{addr}"), "pid": std::process::id() });
         std::fs::write(state_dir.join(INFO_FILE), format!("{info:#}\n"))
@@ -146,21 +146,6 @@ fn new_token() -> Result<String, String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for the control token: {e}"))?;
     Ok(hex::encode(bytes))
-}
-
-/// Writes `text` to a file only its owner can read (0600 on Unix).
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let _ = std::fs::remove_file(path);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(path)?;
-    writeln!(f, "{text}")
 }
 
 /// Is `host` (a Host header, port included or not) a loopback name?

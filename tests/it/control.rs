@@ -77,28 +77,22 @@ fn the_control_api_guards_serves_status_retry_metrics_and_health() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
     // A cross-site POST is refused; the same POST from no site works.
-    let r = http
-        .post(format!("{url}/api/retry"))
-        .bearer_auth(&token)
-        .header("Origin", "http://evil.example")
-        .body(r#"{"all": true}"#)
-        .send()
-        .unwrap();
+    let retry = |origin: Option<&str>, body: &'static str| {
+        let mut req = http
+            .post(format!("{url}/api/retry"))
+            .bearer_auth(&token)
+            .body(body);
+        if let Some(o) = origin {
+            req = req.header("Origin", o);
+        }
+        req.send().unwrap()
+    };
+    let r = retry(Some("http://evil.example"), r#"{"all": true}"#);
     assert_eq!(r.status().as_u16(), 403);
-    let r = http
-        .post(format!("{url}/api/retry"))
-        .bearer_auth(&token)
-        .body(r#"{"all": true}"#)
-        .send()
-        .unwrap();
+    let r = retry(None, r#"{"all": true}"#);
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.json::<Value>().unwrap()["requeued"], 0);
-    let r = http
-        .post(format!("{url}/api/retry"))
-        .bearer_auth(&token)
-        .body("{}")
-        .send()
-        .unwrap();
+    let r = retry(None, "{}");
     assert_eq!(r.status().as_u16(), 400, "an empty request says what to send");
 
     // An upload shows in the metrics.
