@@ -2,6 +2,7 @@
 //! journal transition; the service-unreachable and key-rejected pauses.
 
 use super::*;
+use crate::control::Event;
 
 pub(super) enum TaskResult {
     Upload {
@@ -23,7 +24,7 @@ impl Agent {
     /// Starts due uploads up to `concurrent_files`. Returns when the next
     /// backed-off file becomes due, if any.
     pub(super) async fn fill(&mut self) -> Result<Option<Instant>, AgentError> {
-        if self.opts.dry_run || self.pause.is_some() {
+        if self.opts.dry_run || self.pause.is_some() || self.user_pause.is_some() {
             self.queue_dirty = false;
             return Ok(None);
         }
@@ -66,6 +67,12 @@ impl Agent {
         let w: WatchSettings = self.settings.root(id).clone();
         let journal = self.journal.clone();
         let transfer = self.transfer.clone();
+        let hold = self.hold.clone();
+        self.live.hub.send(
+            &crate::control::Event::new("started", self.clock.wall_ms())
+                .path(&row.local_path())
+                .sized(row.size.max(0) as u64),
+        );
         let flight = self
             .flights
             .begin(row.id, row.local_path(), row.size.max(0) as u64, self.clock.now());
@@ -104,6 +111,7 @@ impl Agent {
                 metadata: w.metadata.clone(),
                 random_prefix: w.random_prefix,
                 adopt: row.adopt,
+                hold,
             };
             if let Err(e) = journal.set_state(row.id, State::Uploading).await {
                 let err = UploadError::Checkpoint(e.to_string());
@@ -155,7 +163,12 @@ impl Agent {
             }
             TaskResult::Upload { row, result, fp } => {
                 self.inflight.remove(&row.id);
-                self.flights.end(row.id);
+                if let (Some(began), Ok(o)) = (self.flights.end(row.id), result.as_ref())
+                    && o.adopted.is_none()
+                {
+                    self.live
+                        .observe_duration(self.clock.now().duration_since(began).as_secs_f64());
+                }
                 self.queue_dirty = true;
                 self.upload_result(row, *result, fp, shutdown).await?;
             }
@@ -200,6 +213,9 @@ impl Agent {
                     .await?;
                 if o.adopted.is_some() {
                     self.report.adopted += 1;
+                    self.live
+                        .reconciliations
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 } else {
                     self.report.uploaded += 1;
                     use std::sync::atomic::Ordering::Relaxed;
@@ -217,6 +233,14 @@ impl Agent {
                         path.display(),
                         o.file.file_no
                     );
+                    let mut e = Event::new("uploaded", self.clock.wall_ms()).path(&path);
+                    e.remote_folder = Some(o.folder.clone());
+                    e.name = Some(o.name.clone());
+                    e.file_no = Some(o.file.file_no.clone());
+                    e.size = Some(o.size);
+                    self.emit(e).await?;
+                    self.live.ping.fetch_max(1, std::sync::atomic::Ordering::Relaxed);
+                    self.live.outbox.notify_one();
                 }
                 if let Some(id) = self.root_of(&row) {
                     let action = self.settings.root(id).after_upload.clone();
@@ -229,6 +253,12 @@ impl Agent {
                     }
                 }
             }
+            // Paused by the user: the parts sent are recorded; it waits
+            // (no attempt spent) and resumes from them.
+            Err(UploadError::Paused) => {
+                self.journal.set_state(row.id, State::Pending).await?;
+                tracing::info!(path = %path.display(), "{} paused; it resumes when uploads do", path.display());
+            }
             Err(e) if e.is_auth() => {
                 self.journal.set_state(row.id, State::Pending).await?;
                 if self.opts.once {
@@ -240,6 +270,9 @@ impl Agent {
                         "{e}; all uploads are paused and the key is re-checked every {}s. Fix the key (then restart, or wait)",
                         AUTH_RECHECK.as_secs()
                     );
+                    let mut ev = Event::new("auth_rejected", self.clock.wall_ms());
+                    ev.error = Some(e.to_string());
+                    self.emit(ev).await?;
                 }
                 self.pause = Some((Pause::Auth, self.clock.now() + AUTH_RECHECK));
             }
@@ -296,10 +329,27 @@ impl Agent {
                         self.clock.wall_ms() + delay.as_millis() as i64,
                     )
                     .await?;
+                self.live.count_failure(match &e {
+                    UploadError::Refused { .. } => "refused",
+                    UploadError::Api(_) => "service",
+                    UploadError::Io { .. } | UploadError::Changed(_) => "io",
+                    UploadError::Verify(_) => "verify",
+                    UploadError::Checkpoint(_) | UploadError::Paused => "journal",
+                });
                 if state == State::Failed {
                     self.live
                         .files_failed
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let mut ev = Event::new("failed", self.clock.wall_ms()).path(&path);
+                    ev.size = Some(row.size.max(0) as u64);
+                    ev.error = Some(e.to_string());
+                    if let Some(id) = self.root_of(&row) {
+                        ev.remote_folder = Some(self.settings.root(id).remote_folder.clone());
+                    }
+                    ev.name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                    self.emit(ev).await?;
+                    self.live.ping.store(2, std::sync::atomic::Ordering::Relaxed);
+                    self.live.outbox.notify_one();
                 } else {
                     self.live
                         .retries
@@ -355,6 +405,9 @@ impl Agent {
                     AUTH_RECHECK.as_secs()
                 );
                 self.pause = Some((Pause::Auth, self.clock.now() + AUTH_RECHECK));
+                let mut ev = Event::new("auth_rejected", self.clock.wall_ms());
+                ev.error = Some(e.to_string());
+                self.emit(ev).await?;
             }
             Err(e) => tracing::info!("could not check the API key yet ({e}); the first upload will tell"),
         }

@@ -85,8 +85,9 @@ impl Flights {
         flight
     }
 
-    pub fn end(&self, id: i64) {
-        self.0.lock().expect("flights lock").remove(&id);
+    /// Stops counting file `id`'s upload; returns when it began.
+    pub fn end(&self, id: i64) -> Option<Instant> {
+        self.0.lock().expect("flights lock").remove(&id).map(|f| f.began)
     }
 
     /// Each upload in flight at `now`, in path order.

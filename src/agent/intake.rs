@@ -232,6 +232,12 @@ impl Agent {
                  Unicode normalisation or case); rename one of them",
                 path.display()
             );
+        } else {
+            self.live.hub.send(
+                &crate::control::Event::new("settled", self.clock.wall_ms())
+                    .path(&path)
+                    .sized(fp.size),
+            );
         }
         self.queue_dirty = true;
         Ok(())

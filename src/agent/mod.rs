@@ -86,6 +86,7 @@ mod dispatch;
 mod flights;
 mod intake;
 mod observer;
+mod steer;
 #[cfg(test)]
 mod tests;
 
@@ -129,6 +130,16 @@ pub struct Agent {
     flights: Flights,
     /// Counters and health for the control plane.
     live: Arc<crate::control::Live>,
+    /// The settings in force, shared with the control plane (a reload swaps them).
+    current: Option<crate::control::notify::Current>,
+    /// Requests from the control plane.
+    commands: Option<mpsc::Receiver<crate::control::Command>>,
+    /// The pause the user set (`pause`), persisted in the journal.
+    user_pause: Option<crate::journal::UserPause>,
+    /// Given to every upload; cancelled while the user's pause holds.
+    hold: CancellationToken,
+    /// Watch problems already reported (`watch_degraded` once per problem).
+    degraded: HashSet<String>,
     /// Walks under way, oldest first; the loop takes their folders one at a
     /// time while fewer than [`SETTLING_CAP`] paths are settling.
     scans: std::collections::VecDeque<Scan>,
@@ -168,6 +179,11 @@ impl Agent {
             rescan_soon: Vec::new(),
             flights: Flights::default(),
             live: Arc::default(),
+            commands: None,
+            current: None,
+            user_pause: None,
+            hold: CancellationToken::new(),
+            degraded: HashSet::new(),
             scans: std::collections::VecDeque::new(),
         }
     }
@@ -175,6 +191,18 @@ impl Agent {
     /// Reports counters and health into `live` (the control plane's view).
     pub fn with_live(mut self, live: Arc<crate::control::Live>) -> Agent {
         self.live = live;
+        self
+    }
+
+    /// Takes pause, resume and reload requests from `commands`.
+    pub fn with_commands(mut self, commands: mpsc::Receiver<crate::control::Command>) -> Agent {
+        self.commands = Some(commands);
+        self
+    }
+
+    /// Publishes each config it switches to in `current`.
+    pub fn with_current(mut self, current: crate::control::notify::Current) -> Agent {
+        self.current = Some(current);
         self
     }
 
@@ -190,7 +218,8 @@ impl Agent {
 
     /// Runs until `shutdown` (or, with `once`, until the work is done).
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<Report, AgentError> {
-        let (tx, mut rx) = mpsc::channel::<Hint>(64 * 1024);
+        let (mut tx, mut rx) = mpsc::channel::<Hint>(64 * 1024);
+        let mut commands = self.commands.take();
         self.root_ids = self
             .settings
             .watches
@@ -222,6 +251,7 @@ impl Agent {
         if !self.opts.dry_run {
             self.check_key_at_start().await?;
         }
+        self.restore_pause().await?;
         for id in self.settings.root_ids() {
             self.scan(id, None);
         }
@@ -238,7 +268,10 @@ impl Agent {
             .rescan_interval
             .unwrap_or(Duration::from_secs(365 * 86400));
         let mut rescan = tokio::time::interval_at(self.clock.now() + rescan_every, rescan_every);
-        let give_up_after = self
+        // Progress events for the dashboard, at most 4 per second per upload.
+        let mut progress = tokio::time::interval(Duration::from_millis(250));
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut give_up_after = self
             .settings
             .watches
             .iter()
@@ -247,6 +280,7 @@ impl Agent {
             .unwrap_or_default()
             * 5;
         loop {
+            self.expire_pause().await?;
             let next_retry = self.fill().await?;
             if self.opts.once {
                 for p in self.settler.changing_longer_than(self.clock.now(), give_up_after) {
@@ -262,13 +296,64 @@ impl Agent {
                 }
             }
             let settle_at = self.settler.next_deadline();
-            let wake = [settle_at, next_retry, self.pause.as_ref().map(|p| p.1)]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or_else(|| self.clock.now() + Duration::from_secs(3600));
+            let wake = [
+                settle_at,
+                next_retry,
+                self.pause.as_ref().map(|p| p.1),
+                self.pause_ends_at(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| self.clock.now() + Duration::from_secs(3600));
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                Some(cmd) = async { commands.as_mut()?.recv().await }, if commands.is_some() => {
+                    match cmd {
+                        crate::control::Command::Reload { settings, transfer, reply } => {
+                            // New watchers on a new channel first: hints of the
+                            // old roots' numbering must not reach the new ones.
+                            let (new_tx, new_rx) = mpsc::channel::<Hint>(64 * 1024);
+                            match watch::start(&settings.watches, settings.agent.poll_interval, new_tx.clone()) {
+                                Err(e) => {
+                                    let _ = reply.send(Err(vec![e.to_string()]));
+                                }
+                                Ok(w) => {
+                                    drop(watchers.take());
+                                    (tx, rx) = (new_tx, new_rx);
+                                    self.watch_modes = w.modes.clone();
+                                    watchers = Some(w);
+                                    let report = self.adopt_settings(settings, transfer);
+                                    let every = self.settings.agent.rescan_interval.unwrap_or(Duration::from_secs(365 * 86400));
+                                    rescan = tokio::time::interval_at(self.clock.now() + every, every);
+                                    give_up_after = self.settings.watches.iter().map(|w| w.settle).max().unwrap_or_default() * 5;
+                                    for id in self.settings.root_ids() {
+                                        self.scan(id, None);
+                                    }
+                                    tracing::info!(
+                                        "config reloaded: {} root(s) watched, {} added, {} removed",
+                                        report.roots, report.roots_added.len(), report.roots_removed.len()
+                                    );
+                                    self.emit(crate::control::Event::new("reloaded", self.clock.wall_ms())
+                                        .with("roots", report.roots)).await?;
+                                    self.publish_health();
+                                    let _ = reply.send(Ok(report));
+                                }
+                            }
+                        }
+                        other => self.command(other).await?,
+                    }
+                    if !self.opts.dry_run {
+                        self.journal.heartbeat(std::process::id(), started_at, self.last_event_at, self.snapshot()).await?;
+                    }
+                }
+                _ = progress.tick(), if !self.inflight.is_empty() && self.live.hub.listened() => {
+                    let at = self.clock.wall_ms();
+                    for v in self.flights.views(self.clock.now()) {
+                        self.live.hub.send(&crate::control::Event::new("progress", at).path(&v.path)
+                            .sized(v.size).with("sent", v.sent).with("rate", v.rate));
+                    }
+                }
                 Some(h) = rx.recv() => {
                     self.hint(h).await?;
                     while let Ok(h) = rx.try_recv() {
@@ -317,6 +402,7 @@ impl Agent {
                         }
                     }
                     self.publish_health();
+                    self.report_degraded().await?;
                     if !self.opts.dry_run {
                         self.journal.heartbeat(std::process::id(), started_at, self.last_event_at, self.snapshot()).await?;
                     }
@@ -403,8 +489,32 @@ impl Agent {
             Some((Pause::Unreachable { .. }, _)) => problems.push("the service is unreachable".into()),
             None => {}
         }
-        self.live.paused.store(self.pause.is_some(), Ordering::Relaxed);
+        self.live.paused.store(
+            self.pause.is_some() || self.user_pause.is_some(),
+            Ordering::Relaxed,
+        );
         *self.live.problems.lock().expect("problems lock") = problems;
+    }
+
+    /// A `watch_degraded` event for each watch problem not reported yet.
+    async fn report_degraded(&mut self) -> Result<(), AgentError> {
+        let now: HashSet<String> = self
+            .live
+            .problems
+            .lock()
+            .expect("problems lock")
+            .iter()
+            .filter(|p| p.starts_with("watched folder") || p.contains(" is polled"))
+            .cloned()
+            .collect();
+        let fresh: Vec<String> = now.difference(&self.degraded).cloned().collect();
+        self.degraded = now;
+        for p in fresh {
+            let mut e = crate::control::Event::new("watch_degraded", self.clock.wall_ms());
+            e.error = Some(p);
+            self.emit(e).await?;
+        }
+        Ok(())
     }
 
     fn snapshot(&self) -> String {
@@ -425,17 +535,19 @@ impl Agent {
                 })
             })
             .collect();
-        let (reason, since) = match &self.pause {
-            Some((Pause::Auth, _)) => (Some("auth_rejected"), None),
-            Some((Pause::Unreachable { since_ms }, _)) => (Some("service_unreachable"), Some(*since_ms)),
-            None => (None, None),
+        let (reason, since) = match (&self.pause, &self.user_pause) {
+            (Some((Pause::Auth, _)), _) => (Some("auth_rejected"), None),
+            (Some((Pause::Unreachable { since_ms }, _)), _) => (Some("service_unreachable"), Some(*since_ms)),
+            (None, Some(p)) => (Some("paused_by_user"), Some(p.since_ms)),
+            (None, None) => (None, None),
         };
         serde_json::json!({
             "roots": roots,
             "in_flight": self.flights.views(now),
-            "paused": self.pause.is_some(),
+            "paused": self.pause.is_some() || self.user_pause.is_some(),
             "pause_reason": reason,
-            "unreachable_since": since,
+            "unreachable_since": since.filter(|_| matches!(self.pause, Some((Pause::Unreachable { .. }, _)))),
+            "user_pause": self.user_pause,
         })
         .to_string()
     }

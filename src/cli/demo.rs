@@ -76,9 +76,17 @@ pub async fn run(args: &Args) -> CliResult {
     tokio::spawn(super::signals::stop_on_signals(
         super::signals::StopSignals::install(),
         token.clone(),
+        None,
     ));
-    let report =
-        super::run::run_agent(settings, uploader, journal, RunOptions::default(), token.clone()).await?;
+    let report = super::run::run_agent(
+        settings,
+        uploader,
+        journal,
+        RunOptions::default(),
+        token.clone(),
+        None,
+    )
+    .await?;
     token.cancel();
     let _ = server.await;
     outln!("demo stopped: {} file(s) uploaded", report.uploaded);

@@ -22,6 +22,7 @@ mod retry;
 mod run;
 mod signals;
 mod status;
+mod steer;
 mod upload;
 mod verify;
 
@@ -107,6 +108,14 @@ pub enum Command {
     Verify(verify::Args),
     /// Write a commented starter config to the config path
     Init(init::Args),
+    /// Stop starting uploads (parts in flight finish); lasts across restarts until `resume` or --for runs out
+    Pause(steer::PauseArgs),
+    /// Start uploads again after `pause`
+    Resume,
+    /// Make the running agent re-read its config (as SIGHUP does); a broken config is refused and listed
+    Reload,
+    /// Print (and on a desktop, open) the running agent's web dashboard with a one-time login link
+    Dashboard(steer::DashboardArgs),
     /// Run a local AutoRender upload API for offline trials and tests
     Emulator(Box<emulator::Args>),
     /// Try it without an account: a local emulator and an agent on a drop folder
@@ -201,6 +210,10 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Check(ref args) => check::run(&cli, args).await,
         Command::Verify(ref args) => verify::run(&cli, args).await,
         Command::Init(ref args) => init::run(&cli, args),
+        Command::Pause(ref args) => steer::pause(&cli, args).await,
+        Command::Resume => steer::resume(&cli).await,
+        Command::Reload => steer::reload(&cli).await,
+        Command::Dashboard(ref args) => steer::dashboard(&cli, args).await,
         Command::Emulator(ref args) => emulator::run(args).await,
         Command::Autostart(ref args) => autostart::run(&cli, args),
         Command::Demo(ref args) => demo::run(args).await,

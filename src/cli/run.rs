@@ -12,6 +12,8 @@ use super::{Cli, CliError, CliResult};
 use crate::agent::{Agent, AgentError, Report, RunOptions};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::control::ReloadFn;
+use crate::control::notify::Current;
 use crate::journal::{self, Journal, JournalError};
 use crate::secrets::{self, ApiKey};
 use crate::upload::Uploader;
@@ -85,12 +87,26 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     };
 
     let token = CancellationToken::new();
-    tokio::spawn(stop_on_signals(signals, token.clone()));
     let opts = RunOptions {
         once: args.once,
         dry_run: args.dry_run,
     };
-    let report = run_agent(settings, uploader, journal, opts, token).await?;
+    // A running agent takes SIGHUP as "reload" (unless its terminal closed).
+    let continuous = !args.once && !args.dry_run;
+    let (hangup_tx, hangup_rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(stop_on_signals(
+        signals,
+        token.clone(),
+        continuous.then_some(hangup_tx),
+    ));
+    let reload = match &settings.source {
+        Some(path) if continuous => Some(Reload {
+            how: reloader(path.clone(), &settings),
+            hangups: hangup_rx,
+        }),
+        _ => None,
+    };
+    let report = run_agent(settings, uploader, journal, opts, token, reload).await?;
     if args.dry_run {
         tracing::info!(
             "dry run: {} file(s) would be uploaded, {} already up to date",
@@ -112,6 +128,53 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How a running agent re-reads its config: on `POST /api/reload`, and on
+/// each SIGHUP that arrives on `hangups`.
+pub(super) struct Reload {
+    pub how: ReloadFn,
+    pub hangups: tokio::sync::mpsc::Receiver<()>,
+}
+
+/// Loads the config at `path` again and builds an uploader from it; every
+/// problem is listed. What cannot change while running (the state dir, the
+/// control address, the log file) keeps its value, with a warning.
+fn reloader(path: std::path::PathBuf, running: &Settings) -> ReloadFn {
+    let (state_dir, listen, log_file) = (
+        running.agent.state_dir.clone(),
+        running.control.listen,
+        running.agent.log_file.clone(),
+    );
+    Arc::new(move || {
+        let mut s =
+            Settings::load(&path, true).map_err(|e| e.0.iter().map(|p| p.to_string()).collect::<Vec<_>>())?;
+        if s.watches.is_empty() {
+            return Err(vec![format!(
+                "{} has no [[watch]] table left; an agent with nothing to watch is stopped, not reloaded",
+                path.display()
+            )]);
+        }
+        let (key, _, warnings) = secrets::lookup(&s.api).map_err(|e| vec![e.to_string()])?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        for (what, changed) in [
+            ("agent.state_dir", s.agent.state_dir != state_dir),
+            ("control.listen", s.control.listen != listen),
+            ("agent.log_file", s.agent.log_file != log_file),
+        ] {
+            if changed {
+                tracing::warn!("`{what}` changed; it takes effect when the agent is restarted");
+            }
+        }
+        s.agent.state_dir = state_dir.clone();
+        s.control.listen = listen;
+        s.agent.log_file = log_file.clone();
+        let uploader = Uploader::from_settings(&s, key).map_err(|e| vec![e.to_string()])?;
+        let transfer: Arc<dyn crate::upload::Transfer> = Arc::new(uploader);
+        Ok((Arc::new(s), transfer))
+    })
+}
+
 /// Runs the agent until `token` is cancelled (or, with `--once`, until the
 /// queue is empty), mapping its errors to exit codes: the one way `run` and
 /// `demo` start it.
@@ -121,23 +184,77 @@ pub(super) async fn run_agent(
     journal: Journal,
     opts: RunOptions,
     token: CancellationToken,
+    reload: Option<Reload>,
 ) -> Result<Report, CliError> {
     let live = Arc::new(crate::control::Live::default());
+    let current: Current = Arc::new(std::sync::RwLock::new(Arc::new(settings.clone())));
+    let (commands_tx, commands_rx) = tokio::sync::mpsc::channel(16);
+    let (reload_how, hangups) = match reload {
+        Some(r) => (Some(r.how), Some(r.hangups)),
+        None => (None, None),
+    };
+    let reload_fn: ReloadFn = reload_how.clone().unwrap_or_else(|| {
+        Arc::new(|| {
+            Err(vec![
+                "this agent was started without a config file, so there is none to reload".into(),
+            ])
+        })
+    });
+    if let Some(mut hangups) = hangups {
+        let (how, commands) = (reload_fn.clone(), commands_tx.clone());
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reading the config again");
+                match crate::control::reload_now(&how, &commands).await {
+                    Ok(_) => {}
+                    Err(problems) => tracing::error!(
+                        "the config was not reloaded; the agent goes on with the one it has:\n  - {}",
+                        problems.join("\n  - ")
+                    ),
+                }
+            }
+        });
+    }
+    if !opts.dry_run {
+        tokio::spawn(crate::control::notify::run(
+            journal.clone(),
+            current.clone(),
+            live.clone(),
+            token.clone(),
+        ));
+    }
     // The control plane serves a running agent (not a one-shot or dry run).
     let control = match settings.control.listen {
         Some(listen) if !opts.once && !opts.dry_run => {
-            let status_settings = settings.clone();
-            let status: crate::control::StatusFn = Arc::new(move || {
-                super::status::gather(&status_settings)
+            let for_status = current.clone();
+            let status: crate::control::DocFn = Arc::new(move || {
+                let s = for_status.read().expect("settings lock").clone();
+                super::status::gather(&s)
                     .map(|g| super::status::document(&g))
                     .map_err(|e| e.to_string())
             });
+            let state_dir = settings.agent.state_dir.clone();
+            let history: crate::control::HistoryFn = Arc::new(move |limit, failed| {
+                let rows = match journal::open_read_only(&state_dir).map_err(|e| e.to_string())? {
+                    Some(c) => journal::history(&c, limit, failed).map_err(|e| e.to_string())?,
+                    None => Vec::new(),
+                };
+                Ok(serde_json::Value::Array(
+                    rows.iter().map(super::output::file_json).collect(),
+                ))
+            });
+            let hooks = crate::control::Hooks {
+                status,
+                history,
+                reload: reload_fn.clone(),
+                commands: commands_tx.clone(),
+                journal: journal.clone(),
+            };
             let started = crate::control::Control::start(
                 listen,
                 &settings.agent.state_dir,
                 live.clone(),
-                status,
-                journal.clone(),
+                hooks,
                 token.clone(),
             )
             .await;
@@ -161,6 +278,8 @@ pub(super) async fn run_agent(
         Clock::system(),
     )
     .with_live(live)
+    .with_commands(commands_rx)
+    .with_current(current)
     .run(token)
     .await;
     if let Some(c) = &control {

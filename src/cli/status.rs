@@ -114,6 +114,7 @@ pub(crate) fn document(g: &Gathered) -> serde_json::Value {
             "last_event_at_ms": agent.as_ref().and_then(|a| a.last_event_at),
             "paused": running && snapshot["paused"].as_bool().unwrap_or(false),
             "pause_reason": if running { snapshot["pause_reason"].clone() } else { serde_json::Value::Null },
+            "paused_until": json_time(if running { snapshot["user_pause"]["until_ms"].as_i64() } else { None }),
             "unreachable_since": json_time(if running { snapshot["unreachable_since"].as_i64() } else { None }),
             "unreachable_since_ms": if running { snapshot["unreachable_since"].clone() } else { serde_json::Value::Null },
         },
@@ -157,6 +158,13 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
                         .as_i64()
                         .map(format_time)
                         .unwrap_or_default()
+                ),
+                Some("paused_by_user") => format!(
+                    "; UPLOADS PAUSED {}",
+                    snapshot["user_pause"]["until_ms"]
+                        .as_i64()
+                        .map(|u| format!("until {}", format_time(u)))
+                        .unwrap_or_else(|| "until `autorender-sync resume`".into())
                 ),
                 _ if snapshot["paused"].as_bool() == Some(true) =>
                     "; UPLOADS PAUSED (API key rejected)".into(),

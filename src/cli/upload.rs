@@ -419,5 +419,6 @@ fn prepare(path: &Path, rel: &Path, folder: &str, tags: &[String]) -> Result<Job
         metadata: serde_json::Map::new(),
         random_prefix: false,
         adopt: false,
+        hold: Default::default(),
     })
 }

@@ -9,7 +9,8 @@
 //! Rooms: this file holds the `Settings` types and the entry points;
 //! `walker` reads typed fields off the spanned tree; `schema` the rules of
 //! the top level, `[api]` and `[agent]`; `watches` those of `[[watch]]`;
-//! `paths` the path and endpoint helpers.
+//! `control` those of `[control]` and `[[notify]]`; `paths` the path and
+//! endpoint helpers.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,6 +26,7 @@ use url::Url;
 
 use crate::units::{parse_duration, parse_rate};
 
+mod control;
 mod paths;
 mod schema;
 #[cfg(test)]
@@ -32,6 +34,10 @@ mod tests;
 mod walker;
 mod watches;
 
+pub use control::{
+    ControlSettings, DEFAULT_CONTROL_LISTEN, DEFAULT_EVENTS, EVENT_NAMES, NotifyFormat, NotifySettings,
+    redact_url,
+};
 pub use paths::{
     check_endpoint, check_transport, default_state_dir, expand_tilde, is_loopback, normalise_remote_folder,
 };
@@ -93,18 +99,9 @@ pub struct Settings {
     pub api: ApiSettings,
     pub agent: AgentSettings,
     pub control: ControlSettings,
+    pub notify: Vec<NotifySettings>,
     pub watches: Vec<WatchSettings>,
 }
-
-/// `[control]`: the agent's local API, metrics and health.
-#[derive(Debug, Clone)]
-pub struct ControlSettings {
-    /// Loopback address to serve on (port 0: any free port); None = "off".
-    pub listen: Option<std::net::SocketAddr>,
-}
-
-/// `[control] listen` when the config does not say.
-pub const DEFAULT_CONTROL_LISTEN: &str = "127.0.0.1:7780";
 
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
@@ -134,6 +131,8 @@ pub struct AgentSettings {
     pub direct_upload_max: u64,
     /// `run` logs here (rotated by size) instead of stderr; `--log-file` wins.
     pub log_file: Option<PathBuf>,
+    /// GET after successful upload cycles (at most once a minute), `<url>/fail` after failures.
+    pub healthcheck_url: Option<Url>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

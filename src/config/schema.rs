@@ -3,8 +3,7 @@
 use super::walker::Item;
 use super::*;
 
-const TOP_KEYS: &[&str] = &["api", "agent", "control", "watch"];
-const CONTROL_KEYS: &[&str] = &["listen"];
+const TOP_KEYS: &[&str] = &["api", "agent", "control", "notify", "watch"];
 const API_KEYS: &[&str] = &[
     "endpoint",
     "api_key_env",
@@ -28,6 +27,7 @@ const AGENT_KEYS: &[&str] = &[
     "poll_interval",
     "direct_upload_max",
     "log_file",
+    "healthcheck_url",
 ];
 
 impl<'s> Walker<'s> {
@@ -49,6 +49,10 @@ impl<'s> Walker<'s> {
         let api = self.api(api_t);
         let agent = self.agent(agent_t);
         let control = self.control(control_t);
+        let notify = top
+            .get("notify")
+            .map(|item| self.notify(item))
+            .unwrap_or_default();
         let mut watches = Vec::new();
         let mut roots = Vec::new();
         if let Some(item) = top.get("watch") {
@@ -81,40 +85,8 @@ impl<'s> Walker<'s> {
             api,
             agent,
             control,
+            notify,
             watches,
-        }
-    }
-
-    pub(super) fn control(&mut self, t: &DeTable) -> ControlSettings {
-        let f = self.fields(t, "control", CONTROL_KEYS);
-        let (text, span) = match self.string(&f, "listen", "control.listen") {
-            Some((text, span)) => (text, Some(span)),
-            None => (DEFAULT_CONTROL_LISTEN.to_string(), None),
-        };
-        if text.eq_ignore_ascii_case("off") {
-            return ControlSettings { listen: None };
-        }
-        match text.parse::<std::net::SocketAddr>() {
-            Ok(addr) if addr.ip().is_loopback() => ControlSettings { listen: Some(addr) },
-            Ok(addr) => {
-                self.err(
-                    "control.listen",
-                    span,
-                    format!(
-                        "{addr} is not a loopback address; the control API serves this machine only: use \
-                         127.0.0.1:PORT or [::1]:PORT (or \"off\")"
-                    ),
-                );
-                ControlSettings { listen: None }
-            }
-            Err(_) => {
-                self.err(
-                    "control.listen",
-                    span,
-                    format!("\"{text}\" is not an address; write e.g. \"127.0.0.1:7780\", or \"off\""),
-                );
-                ControlSettings { listen: None }
-            }
         }
     }
 
@@ -241,8 +213,10 @@ impl<'s> Walker<'s> {
         let log_file = self
             .string(&f, "log_file", "agent.log_file")
             .and_then(|(text, span)| self.path(&text, &span, "agent.log_file"));
+        let healthcheck_url = self.hook_url(&f, "healthcheck_url", "agent.healthcheck_url");
         AgentSettings {
             log_file,
+            healthcheck_url,
             state_dir,
             settle,
             rescan_interval,

@@ -25,7 +25,45 @@ use tokio_util::sync::CancellationToken;
 
 use crate::journal::Journal;
 
+mod dashboard;
+pub mod events;
 mod metrics;
+pub mod notify;
+mod steer;
+
+pub use events::{Event, Hub, host_name};
+pub use steer::reload_now;
+
+/// What the control plane asks of the running agent.
+pub enum Command {
+    /// Start no new upload (parts in flight finish) until `resume`, or until `until_ms`.
+    Pause {
+        until_ms: Option<i64>,
+        reply: tokio::sync::oneshot::Sender<crate::journal::UserPause>,
+    },
+    /// Start uploads again; replies whether they were paused.
+    Resume {
+        reply: tokio::sync::oneshot::Sender<bool>,
+    },
+    /// Switch to a validated config and the transfer built from it.
+    Reload {
+        settings: Arc<crate::config::Settings>,
+        transfer: Arc<dyn crate::upload::Transfer>,
+        reply: tokio::sync::oneshot::Sender<Result<ReloadReport, Vec<String>>>,
+    },
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub roots_added: Vec<String>,
+    pub roots_removed: Vec<String>,
+    /// Roots watched now.
+    pub roots: usize,
+}
+
+/// Upper bounds (seconds) of the upload-duration histogram's buckets.
+pub const DURATION_BUCKETS: [f64; 9] = [0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0];
 
 pub const INFO_FILE: &str = "control.json";
 pub const TOKEN_FILE: &str = "control.token";
@@ -42,18 +80,80 @@ pub struct Live {
     pub paused: AtomicBool,
     /// Why the agent is not healthy (empty: it is).
     pub problems: Mutex<Vec<String>>,
+    /// Uploads whose outcome was looked up in the workspace (unknown
+    /// outcome of a complete or direct upload, or adoption).
+    pub reconciliations: AtomicU64,
+    /// Failed attempts by reason (`refused`, `service`, `io`, `verify`, `journal`).
+    pub failures: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Upload durations: a count per bucket of [`DURATION_BUCKETS`] (the
+    /// last one is +Inf), their sum in ms.
+    pub durations: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    pub duration_sum_ms: AtomicU64,
+    /// Events for the dashboard's stream.
+    pub hub: Hub,
+    /// Woken when the outbox has something new to deliver.
+    pub outbox: tokio::sync::Notify,
+    /// Healthcheck pings owed: a success (1) or a failure (2) since the last ping.
+    pub ping: std::sync::atomic::AtomicU8,
 }
 
-/// The status document, built on demand (the `status --json` document).
-pub type StatusFn = Arc<dyn Fn() -> Result<Value, String> + Send + Sync>;
+impl Live {
+    /// Counts one upload that took `secs`.
+    pub fn observe_duration(&self, secs: f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.durations[i].fetch_add(1, Relaxed);
+        self.duration_sum_ms.fetch_add((secs * 1000.0) as u64, Relaxed);
+    }
+
+    pub fn count_failure(&self, reason: &'static str) {
+        *self
+            .failures
+            .lock()
+            .expect("failures lock")
+            .entry(reason)
+            .or_default() += 1;
+    }
+}
+
+/// A document built on demand (the `status --json` or `history --json` one).
+pub type DocFn = Arc<dyn Fn() -> Result<Value, String> + Send + Sync>;
+
+/// `history --json` (newest first, up to `limit`; only failures with `failed`).
+pub type HistoryFn = Arc<dyn Fn(usize, bool) -> Result<Value, String> + Send + Sync>;
+
+/// Reads the config again and builds what the agent needs from it, or
+/// lists every problem.
+pub type ReloadFn = Arc<
+    dyn Fn() -> Result<(Arc<crate::config::Settings>, Arc<dyn crate::upload::Transfer>), Vec<String>>
+        + Send
+        + Sync,
+>;
+
+/// What the control plane serves from and steers.
+pub struct Hooks {
+    pub status: DocFn,
+    pub history: HistoryFn,
+    pub reload: ReloadFn,
+    pub commands: tokio::sync::mpsc::Sender<Command>,
+    pub journal: Journal,
+}
 
 #[derive(Clone)]
 struct Shared {
     token: Arc<String>,
     addr: SocketAddr,
     live: Arc<Live>,
-    status: StatusFn,
-    journal: Journal,
+    hooks: Arc<Hooks>,
+    /// Dashboard sessions (cookie values) and one-time login codes with
+    /// when they lapse.
+    sessions: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Cancelled at stop: ends the event streams, so the server can stop.
+    stop: CancellationToken,
+    codes: Arc<Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 /// A running control server; dropping it leaves the server to its
@@ -71,8 +171,7 @@ impl Control {
         listen: SocketAddr,
         state_dir: &Path,
         live: Arc<Live>,
-        status: StatusFn,
-        journal: Journal,
+        hooks: Hooks,
         stop: CancellationToken,
     ) -> Result<Control, String> {
         let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -105,8 +204,10 @@ impl Control {
             token: Arc::new(token),
             addr,
             live,
-            status,
-            journal,
+            hooks: Arc::new(hooks),
+            sessions: Arc::default(),
+            codes: Arc::default(),
+            stop: stop.clone(),
         };
         let app = router(shared);
         tokio::spawn(async move {
@@ -135,8 +236,15 @@ fn router(shared: Shared) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::serve))
+        .route("/", get(dashboard::page))
         .route("/api/status", get(status))
+        .route("/api/history", get(history))
+        .route("/api/events", get(dashboard::events))
+        .route("/api/login", post(dashboard::login_code))
         .route("/api/retry", post(retry))
+        .route("/api/pause", post(steer::pause))
+        .route("/api/resume", post(steer::resume))
+        .route("/api/reload", post(steer::reload))
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
 }
@@ -198,7 +306,7 @@ async fn guard(State(s): State<Shared>, req: Request, next: Next) -> Response {
             "refused: a request from another site (Origin)",
         );
     }
-    if req.uri().path().starts_with("/api/") && !authorised(headers, &s.token) {
+    if req.uri().path().starts_with("/api/") && !authorised(headers, &s) {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "a token is needed: Authorization: Bearer <the contents of control.token in the state dir>",
@@ -207,16 +315,21 @@ async fn guard(State(s): State<Shared>, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-fn authorised(headers: &HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
+/// The token as `Authorization: Bearer`, or a dashboard session's cookie.
+fn authorised(headers: &HeaderMap, s: &Shared) -> bool {
+    if let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    // Compared in constant time: a token must not leak through timing.
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    {
+        return same(given.trim(), &s.token);
+    }
+    dashboard::session_of(headers, s).is_some()
+}
+
+/// Compared in constant time: a token must not leak through timing.
+fn same(given: &str, token: &str) -> bool {
+    let (a, b) = (given.as_bytes(), token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -234,7 +347,10 @@ async fn healthz(State(s): State<Shared>) -> Response {
 }
 
 async fn status_document(s: &Shared) -> Result<Value, Response> {
-    let f = s.status.clone();
+    build(s.hooks.status.clone()).await
+}
+
+async fn build(f: DocFn) -> Result<Value, Response> {
     match tokio::task::spawn_blocking(move || f()).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, &e)),
@@ -249,16 +365,36 @@ async fn status(State(s): State<Shared>) -> Response {
     }
 }
 
+#[derive(serde::Deserialize)]
+struct HistoryQuery {
+    limit: Option<usize>,
+    failed: Option<bool>,
+}
+
+/// `GET /api/history?limit=20&failed=true`.
+async fn history(State(s): State<Shared>, q: axum::extract::Query<HistoryQuery>) -> Response {
+    let (limit, failed) = (q.limit.unwrap_or(20).min(1000), q.failed.unwrap_or(false));
+    let f = s.hooks.history.clone();
+    match build(Arc::new(move || f(limit, failed))).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The body of a POST as JSON (an empty body is `{}`).
+/// (Its error is the 400 answer's text.)
+fn json_body(body: &[u8], hint: &str) -> Result<Value, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("the body is not JSON ({e}); send {hint}"))
+}
+
 /// `POST /api/retry` with `{"paths": [...]}` or `{"all": true}`.
 async fn retry(State(s): State<Shared>, body: axum::body::Bytes) -> Response {
-    let req: Value = match serde_json::from_slice(&body) {
+    let req = match json_body(&body, "{\"paths\": [\"/path\"]} or {\"all\": true}") {
         Ok(v) => v,
-        Err(e) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                &format!("the body is not JSON ({e}); send {{\"paths\": [\"/path\"]}} or {{\"all\": true}}"),
-            );
-        }
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e),
     };
     let paths: Vec<PathBuf> = match (&req["all"], &req["paths"]) {
         (Value::Bool(true), _) => Vec::new(),
@@ -272,7 +408,7 @@ async fn retry(State(s): State<Shared>, body: axum::body::Bytes) -> Response {
             );
         }
     };
-    match s.journal.retry(paths).await {
+    match s.hooks.journal.retry(paths).await {
         Ok(done) => {
             axum::Json(json!({ "requeued": done.requeued, "not_failed": done.not_failed })).into_response()
         }
@@ -308,11 +444,9 @@ mod tests {
 
     #[test]
     fn tokens_compare_whole() {
-        let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
-        assert!(authorised(&h, "abc"));
-        assert!(!authorised(&h, "abcd"));
-        assert!(!authorised(&h, "abd"));
-        assert!(!authorised(&HeaderMap::new(), "abc"));
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abcd"));
+        assert!(!same("abd", "abc"));
+        assert!(!same("", "abc"));
     }
 }

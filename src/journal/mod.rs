@@ -17,7 +17,8 @@
 //! `sqlite` opens, guards (identity, damage) and runs the owner thread;
 //! `schema` applies the numbered steps in `migrations/`; `records` is what is
 //! recorded about a file; `queue` the queue and each file's transitions;
-//! `sessions` the uploads in flight; `report` the read-only views for
+//! `sessions` the uploads in flight; `control` the user's pause and the
+//! notification outbox; `report` the read-only views for
 //! `status` and `history`. No SQL lives outside this module.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use serde::Serialize;
 use crate::api::Session;
 use crate::fileid::{FileId, Fingerprint};
 
+mod control;
 mod queue;
 mod records;
 mod report;
@@ -36,6 +38,7 @@ mod sqlite;
 #[cfg(test)]
 mod tests;
 
+pub use control::{OutboxItem, OutboxRow, UserPause};
 pub use records::{DoneRecord, FileRow, FolderDone, Retried, SavedSession, State, Verdict};
 use records::{FILE_COLS, file_row};
 pub use report::{AgentRow, HistoryRow, RootCounts, agent_row, counts, history, open_read_only};
@@ -271,6 +274,19 @@ journal_interface! {
     async fn drop_session(&self, id: i64) -> ();
     /// The running agent's heartbeat and live snapshot (for `status`).
     async fn heartbeat(&self, pid: u32, started_at: i64, last_event_at: Option<i64>, snapshot: String) -> ();
+    /// The pause the user set (`pause`), if one holds.
+    async fn user_pause(&self) -> Option<UserPause>;
+    /// Sets (or, with None, lifts) the user's pause; it outlives a restart.
+    async fn set_user_pause(&self, pause: Option<UserPause>) -> ();
+    /// Notifications to deliver, kept until their receiver takes them.
+    async fn outbox_push(&self, items: Vec<OutboxItem>, now: i64) -> ();
+    /// Up to `limit` notifications due at `now`, oldest first.
+    async fn outbox_due(&self, now: i64, limit: usize) -> Vec<OutboxRow>;
+    /// When the next notification is due (unix ms), if any waits.
+    async fn outbox_next(&self) -> Option<i64>;
+    async fn outbox_delivered(&self, id: i64) -> ();
+    /// A delivery failed: tried again at `next_at`.
+    async fn outbox_retry(&self, id: i64, next_at: i64, error: String) -> ();
     /// Waits until every earlier call is durable.
     async fn flush(&self) -> ();
     /// After a clean stop: everything durable and tidy.

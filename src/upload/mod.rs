@@ -70,6 +70,10 @@ pub struct Job {
     pub random_prefix: bool,
     /// No journal record: look for the same content in the workspace first.
     pub adopt: bool,
+    /// Cancelled when uploads are paused: no new part starts, the parts in
+    /// flight finish (and are recorded), and the upload ends as
+    /// [`UploadError::Paused`], to be resumed from its recorded parts.
+    pub hold: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +104,10 @@ pub enum UploadError {
     Verify(String),
     #[error("cannot record progress in the journal: {0}")]
     Checkpoint(String),
+    /// Uploads were paused before this one finished; its stored parts are
+    /// recorded and it resumes when uploads do.
+    #[error("paused")]
+    Paused,
 }
 
 impl UploadError {
@@ -224,6 +232,9 @@ impl Uploader {
         };
         // One descriptor for the whole upload: hash and every part read the
         // same inode, and any change to it or to the path shows in `check`.
+        if job.hold.is_cancelled() {
+            return Err(UploadError::Paused);
+        }
         let source = Source::open(&job.path).map_err(io_err)?;
         let before = source.id.fingerprint();
         let began = std::time::Instant::now();

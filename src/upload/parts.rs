@@ -27,11 +27,21 @@ impl Uploader {
         if already > 0 {
             observer.bytes(already as i64);
         }
+        // A pause lets the parts in flight finish but starts no new one.
+        let held = std::sync::atomic::AtomicBool::new(false);
         futures_util::stream::iter(todo)
+            .take_while(|_| {
+                let stop = job.hold.is_cancelled();
+                held.fetch_or(stop, std::sync::atomic::Ordering::Relaxed);
+                std::future::ready(!stop)
+            })
             .map(|i| self.send_part(job, session, i, source, observer))
             .buffer_unordered(self.concurrent_parts.max(1))
             .try_collect::<Vec<()>>()
             .await?;
+        if held.into_inner() {
+            return Err(UploadError::Paused);
+        }
         Ok(())
     }
 

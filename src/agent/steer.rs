@@ -1,0 +1,188 @@
+//! Steering a running agent: the user's pause (persisted, with an optional
+//! end), a config reload applied without a restart, and the events every
+//! step emits (to the dashboard's stream and the notification outbox).
+
+use super::*;
+use crate::control::{Command, Event, ReloadReport};
+use crate::journal::{OutboxItem, UserPause};
+
+impl Agent {
+    /// Tells the dashboard's stream and, for the kinds a `[[notify]]` entry
+    /// asks for, the outbox (durable: delivered even after a restart).
+    pub(super) async fn emit(&self, event: Event) -> Result<(), AgentError> {
+        self.live.hub.send(&event);
+        if self.opts.dry_run {
+            return Ok(());
+        }
+        let body = match serde_json::to_string(&event) {
+            Ok(b) => b,
+            Err(_) => return Ok(()),
+        };
+        let items: Vec<OutboxItem> = self
+            .settings
+            .notify
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.wants(event.event))
+            .map(|(i, _)| OutboxItem {
+                target: i as i64,
+                event: event.event.to_string(),
+                body: body.clone(),
+            })
+            .collect();
+        if !items.is_empty() {
+            self.journal.outbox_push(items, self.clock.wall_ms()).await?;
+            self.live.outbox.notify_one();
+        }
+        Ok(())
+    }
+
+    /// At start: a pause the user set before a restart still holds (unless
+    /// it ran out meanwhile).
+    pub(super) async fn restore_pause(&mut self) -> Result<(), AgentError> {
+        if self.opts.once || self.opts.dry_run {
+            return Ok(());
+        }
+        if let Some(p) = self.journal.user_pause().await? {
+            if p.until_ms.is_some_and(|u| u <= self.clock.wall_ms()) {
+                self.journal.set_user_pause(None).await?;
+                tracing::info!(
+                    "the pause set with `autorender-sync pause` ran out while the agent was stopped"
+                );
+            } else {
+                tracing::warn!(
+                    "uploads are paused ({}); `autorender-sync resume` starts them again",
+                    describe(&p)
+                );
+                self.hold.cancel();
+                self.user_pause = Some(p);
+            }
+        }
+        Ok(())
+    }
+
+    /// When the user's pause runs out (as an instant on the loop's clock).
+    pub(super) fn pause_ends_at(&self) -> Option<Instant> {
+        let until = self.user_pause?.until_ms?;
+        let left = (until - self.clock.wall_ms()).max(0) as u64;
+        Some(self.clock.now() + Duration::from_millis(left))
+    }
+
+    /// Ends the user's pause if its time is up.
+    pub(super) async fn expire_pause(&mut self) -> Result<(), AgentError> {
+        if self
+            .user_pause
+            .and_then(|p| p.until_ms)
+            .is_some_and(|u| u <= self.clock.wall_ms())
+        {
+            tracing::info!("the pause ran out; uploads start again");
+            self.resume().await?;
+        }
+        Ok(())
+    }
+
+    async fn resume(&mut self) -> Result<bool, AgentError> {
+        let was = self.user_pause.take().is_some();
+        self.journal.set_user_pause(None).await?;
+        self.hold = CancellationToken::new();
+        self.queue_dirty = true;
+        if was {
+            self.emit(Event::new("resumed", self.clock.wall_ms())).await?;
+            self.publish_health();
+        }
+        Ok(was)
+    }
+
+    /// Pause and resume; a reload is applied by the loop (it owns the watchers).
+    pub(super) async fn command(&mut self, cmd: Command) -> Result<(), AgentError> {
+        match cmd {
+            Command::Pause { until_ms, reply } => {
+                let p = UserPause {
+                    since_ms: self.user_pause.map_or(self.clock.wall_ms(), |p| p.since_ms),
+                    until_ms,
+                };
+                self.journal.set_user_pause(Some(p)).await?;
+                let new = self.user_pause.is_none();
+                self.user_pause = Some(p);
+                // Parts in flight finish and are recorded; no new part starts.
+                self.hold.cancel();
+                tracing::info!(
+                    "uploads paused ({}); {} upload(s) in flight stop after their current parts",
+                    describe(&p),
+                    self.inflight.len()
+                );
+                if new {
+                    let mut e = Event::new("paused", self.clock.wall_ms());
+                    if let Some(u) = until_ms {
+                        e = e.with("until", Event::new("paused", u).time);
+                    }
+                    self.emit(e).await?;
+                }
+                self.publish_health();
+                let _ = reply.send(p);
+            }
+            Command::Resume { reply } => {
+                let was = self.resume().await?;
+                if was {
+                    tracing::info!("uploads resumed");
+                }
+                let _ = reply.send(was);
+            }
+            Command::Reload { reply, .. } => {
+                // Only the loop applies a reload; this arm is never reached.
+                let _ = reply.send(Err(vec!["the agent cannot reload here".into()]));
+            }
+        }
+        Ok(())
+    }
+
+    /// Switches to `settings` (already validated) and `transfer`: roots
+    /// added, removed or changed are watched anew and scanned; uploads in
+    /// flight go on with what they started with; settling starts again (a
+    /// file is never taken as finished sooner than before).
+    pub(super) fn adopt_settings(
+        &mut self,
+        settings: Arc<Settings>,
+        transfer: Arc<dyn Transfer>,
+    ) -> ReloadReport {
+        let old: HashSet<String> = self.keys.iter().cloned().collect();
+        let keys: Vec<String> = settings.watches.iter().map(WatchSettings::key).collect();
+        let new: HashSet<String> = keys.iter().cloned().collect();
+        let report = ReloadReport {
+            roots_added: keys.iter().filter(|k| !old.contains(*k)).cloned().collect(),
+            roots_removed: self.keys.iter().filter(|k| !new.contains(*k)).cloned().collect(),
+            roots: keys.len(),
+        };
+        self.by_key = settings.root_ids().map(|id| (keys[id.0].clone(), id)).collect();
+        self.keys = keys;
+        if let Some(current) = &self.current {
+            *current.write().expect("settings lock") = settings.clone();
+        }
+        self.settings = settings;
+        self.transfer = transfer;
+        self.settler = Settler::new();
+        self.scans.clear();
+        self.rescan_soon.clear();
+        self.orphans.clear();
+        self.queue_dirty = true;
+        self.root_ids = self
+            .settings
+            .watches
+            .iter()
+            .map(|w| folder_identity(&w.path))
+            .collect();
+        // A new key (or endpoint) is checked at once rather than after the wait.
+        if let Some((_, at)) = &mut self.pause {
+            *at = self.clock.now();
+        }
+        report
+    }
+}
+
+/// "until 2026-11-25T14:00:00Z" or "until `resume`".
+fn describe(p: &UserPause) -> String {
+    match p.until_ms {
+        Some(u) => format!("until {}", Event::new("paused", u).time),
+        None => "until `autorender-sync resume`".to_string(),
+    }
+}
