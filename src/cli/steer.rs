@@ -34,6 +34,15 @@ struct Agent {
 fn find(cli: &Cli) -> Result<Agent, CliError> {
     let settings = super::load_settings(cli)?;
     let dir = &settings.agent.state_dir;
+    // An agent that is starting holds its lock a moment before it writes
+    // control.json: give it that moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !dir.join(INFO_FILE).exists()
+        && crate::journal::agent_running(dir)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let info = match std::fs::read_to_string(dir.join(INFO_FILE)) {
         Ok(text) => text,
         Err(_) if crate::journal::agent_running(dir) => {

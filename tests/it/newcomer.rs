@@ -64,15 +64,56 @@ fn a_file_the_service_refuses_fails_at_once_and_retry_still_works() {
 }
 
 #[test]
-fn sighup_stops_the_agent_cleanly_unless_nohup_ignores_it() {
+fn sighup_reloads_a_running_agent_stops_it_when_its_terminal_closes_and_nohup_ignores_it() {
     let emu = Emulator::start(&[]);
     let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    // No terminal (a service): SIGHUP re-reads the config and goes on.
     let mut agent = sb.running_agent(&[]);
     agent.signal("HUP");
-    let out = agent.wait_exit(Duration::from_secs(60));
-    assert_eq!(out.code, 0, "a clean stop:\n{}", out.stderr);
-    assert!(out.stderr.contains("stopping:"), "{}", out.stderr);
-    assert!(!sb.status()["agent"]["running"].as_bool().unwrap());
+    assert!(
+        wait_until(Duration::from_secs(20), || agent
+            .log_text()
+            .contains("config reloaded")),
+        "{}",
+        agent.log_text()
+    );
+    write_file(&sb.drop_dir().join("after-reload.mov"), 100, 3);
+    assert!(wait_until(Duration::from_secs(30), || emu.ledger().len() == 1));
+    assert!(!agent.has_exited());
+    assert_eq!(agent.stop().code, 0);
+
+    // Started on a terminal that then closes: a clean stop, as before.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let log = sb.path("tty.log");
+        let mut inner = sb.cmd();
+        inner.arg("run").arg("--log-file").arg(&log);
+        let mut term = on_a_terminal(&inner);
+        term.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut script = term.spawn().expect("spawn script");
+        assert!(
+            wait_until(Duration::from_secs(20), || sb.status()["agent"]["running"]
+                == true),
+            "the agent did not start on a terminal"
+        );
+        // Killing `script` closes the terminal's master side: a hangup.
+        script.kill().unwrap();
+        script.wait().unwrap();
+        assert!(
+            wait_until(Duration::from_secs(30), || sb.status()["agent"]["running"]
+                == false),
+            "the agent kept running after its terminal closed"
+        );
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(text.contains("stopping:"), "{text}");
+    } else {
+        skip_or_fail("`script` (util-linux) is not installed");
+    }
 
     // Under nohup, SIGHUP stays ignored: the agent goes on working.
     let mut agent = sb.spawn_wrapped(&["nohup"]);
@@ -84,10 +125,11 @@ fn sighup_stops_the_agent_cleanly_unless_nohup_ignores_it() {
     agent.signal("HUP");
     write_file(&sb.drop_dir().join("after-hup.mov"), 100, 4);
     assert!(
-        wait_until(Duration::from_secs(30), || emu.ledger().len() == 1),
+        wait_until(Duration::from_secs(30), || emu.ledger().len() == 2),
         "the agent kept working after an ignored SIGHUP:\n{}",
         agent.log_text()
     );
+    assert!(!agent.log_text().contains("config reloaded"));
     assert!(!agent.has_exited());
     assert_eq!(agent.stop().code, 0);
 }
