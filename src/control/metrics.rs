@@ -65,9 +65,56 @@ pub(super) fn render(live: &super::Live, doc: &Value) -> String {
     }
     family(
         &mut out,
+        "reconciliations_total",
+        "counter",
+        "Uploads settled by asking the workspace instead of sending (an unknown outcome, or a copy already there).",
+    );
+    let _ = writeln!(
+        out,
+        "autorender_sync_reconciliations_total {}",
+        live.reconciliations.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "failures_total",
+        "counter",
+        "Failed upload attempts, by reason (refused, service, io, verify, journal).",
+    );
+    let failures = live.failures.lock().expect("failures lock").clone();
+    for reason in ["refused", "service", "io", "verify", "journal"] {
+        let n = failures.get(reason).copied().unwrap_or(0);
+        let _ = writeln!(out, "autorender_sync_failures_total{{reason=\"{reason}\"}} {n}");
+    }
+    family(
+        &mut out,
+        "upload_duration_seconds",
+        "histogram",
+        "How long each upload took, from its start to its recorded result.",
+    );
+    let mut cumulative = 0u64;
+    for (i, bound) in super::DURATION_BUCKETS.iter().enumerate() {
+        cumulative += live.durations[i].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "autorender_sync_upload_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    cumulative += live.durations[super::DURATION_BUCKETS.len()].load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "autorender_sync_upload_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(
+        out,
+        "autorender_sync_upload_duration_seconds_sum {}",
+        live.duration_sum_ms.load(Ordering::Relaxed) as f64 / 1000.0
+    );
+    let _ = writeln!(out, "autorender_sync_upload_duration_seconds_count {cumulative}");
+    family(
+        &mut out,
         "paused",
         "gauge",
-        "1 while uploads are held back (key rejected, service unreachable).",
+        "1 while uploads are held back (paused by the user, key rejected, service unreachable).",
     );
     let _ = writeln!(
         out,

@@ -425,3 +425,411 @@ fn reload_applies_a_new_root_and_refuses_a_broken_config_keeping_the_old() {
     );
     assert_eq!(agent.stop().code, 0);
 }
+
+/// A webhook receiver on loopback: records each request (method, path,
+/// body) and answers 200 while `up`, 503 while not.
+struct Receiver {
+    url: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+}
+
+impl Receiver {
+    fn start(up: bool) -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(up));
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (f, g) = (flag.clone(), got.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let (method, path) = (
+                    parts.next().unwrap_or("").to_string(),
+                    parts.next().unwrap_or("").to_string(),
+                );
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':')
+                        && k.eq_ignore_ascii_case("content-length")
+                    {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = reader.read_exact(&mut body);
+                let status = if f.load(Ordering::SeqCst) {
+                    g.lock()
+                        .unwrap()
+                        .push((method, path, String::from_utf8_lossy(&body).into_owned()));
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Receiver { url, up: flag, got }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The JSON bodies POSTed to `path`.
+    fn events(&self, path: &str) -> Vec<Value> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p, _)| m == "POST" && p == path)
+            .map(|(_, _, b)| serde_json::from_str(b).unwrap_or(Value::Null))
+            .collect()
+    }
+
+    fn gets(&self, path: &str) -> usize {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p, _)| m == "GET" && p == path)
+            .count()
+    }
+}
+
+fn kinds(events: &[Value]) -> std::collections::BTreeSet<String> {
+    events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+#[test]
+fn notifications_reach_each_receiver_as_configured_even_after_it_was_down_across_a_restart() {
+    let emu = Emulator::start(&["--max-size", "5000"]);
+    let hooks = Receiver::start(false);
+    let agent_keys = format!(
+        "settle = \"200ms\"\nhealthcheck_url = \"{0}/ping\"\n{CONTROL}\
+         [[notify]]\nurl = \"{0}/hook\"\nevents = [\"failed\", \"uploaded\", \"auth_rejected\"]\n\
+         [[notify]]\nurl = \"{0}/slack\"\nformat = \"slack\"\n",
+        hooks.url
+    );
+    let sb = Sandbox::watching(&emu, &agent_keys, "");
+    let mut agent = sb.running_agent(&[]);
+    write_file(&sb.drop_dir().join("ok.mov"), 1000, 1);
+    write_file(&sb.drop_dir().join("too-big.mov"), 10_000, 2);
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let st = sb.status();
+            st["roots"][0]["done"] == 1 && st["roots"][0]["failed"] == 1
+        }),
+        "{}",
+        sb.status()
+    );
+    // The receiver is down: its events wait in the outbox, across a stop.
+    assert!(
+        wait_until(Duration::from_secs(20), || agent
+            .log_text()
+            .contains("not delivered")),
+        "{}",
+        agent.log_text()
+    );
+    let out = agent.stop();
+    assert_eq!(
+        out.code, 1,
+        "a clean stop of a run in which a file failed: {}",
+        out.stderr
+    );
+    let log = agent.log_text();
+    assert!(
+        !log.contains("/hook") && !log.contains("/slack"),
+        "a webhook URL leaked: {log}"
+    );
+
+    // Back up, and a start with a rejected key adds auth_rejected.
+    hooks.set_up(true);
+    let mut agent = sb.spawn_agent_env(&[], &[("AUTORENDER_API_KEY", "wrong-key")]);
+    assert!(
+        wait_until(Duration::from_secs(60), || kinds(&hooks.events("/hook")).len()
+            == 3),
+        "got {:?}\n{}",
+        hooks.events("/hook"),
+        agent.log_text()
+    );
+    let hook = hooks.events("/hook");
+    assert_eq!(
+        kinds(&hook),
+        ["auth_rejected", "failed", "uploaded"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
+    let up = hook.iter().find(|e| e["event"] == "uploaded").unwrap();
+    assert_eq!(up["name"], "ok.mov", "{up}");
+    assert_eq!(up["remote_folder"], "uploads/drop", "{up}");
+    assert_eq!(up["size"], 1000, "{up}");
+    assert!(
+        up["file_no"].is_string() && up["host"].is_string() && up["time"].is_string(),
+        "{up}"
+    );
+    assert!(up["path"].as_str().unwrap().ends_with("ok.mov"), "{up}");
+    let failed = hook.iter().find(|e| e["event"] == "failed").unwrap();
+    assert!(
+        failed["path"].as_str().unwrap().ends_with("too-big.mov"),
+        "{failed}"
+    );
+    assert!(failed["error"].as_str().unwrap().contains("413"), "{failed}");
+    // The Slack receiver asked for the defaults (no `uploaded`), as text.
+    assert!(
+        wait_until(Duration::from_secs(30), || hooks.events("/slack").len() >= 2),
+        "{:?}",
+        hooks.events("/slack")
+    );
+    let slack = hooks.events("/slack");
+    assert!(slack.iter().all(|b| b["text"].is_string()), "{slack:?}");
+    assert!(
+        slack
+            .iter()
+            .any(|b| b["text"].as_str().unwrap().contains("upload failed")),
+        "{slack:?}"
+    );
+    assert!(
+        slack
+            .iter()
+            .any(|b| b["text"].as_str().unwrap().contains("rejected")),
+        "{slack:?}"
+    );
+    assert!(
+        !slack
+            .iter()
+            .any(|b| b["text"].as_str().unwrap().contains("uploaded ")),
+        "{slack:?}"
+    );
+    assert_eq!(agent.stop().code, 0);
+
+    // With the key right again, an upload pings the healthcheck.
+    let mut agent = sb.running_agent(&[]);
+    write_file(&sb.drop_dir().join("next.mov"), 1000, 3);
+    assert!(
+        wait_until(Duration::from_secs(30), || hooks.gets("/ping") >= 1),
+        "{:?}\n{}",
+        hooks.got.lock().unwrap(),
+        agent.log_text()
+    );
+    assert_eq!(agent.stop().code, 0);
+}
+
+#[test]
+fn metrics_pass_promtool_and_their_counters_match_the_emulators_ledger() {
+    let emu = Emulator::start(&["--max-size", "3000000", "--part-size", "1MiB"]);
+    let sb = Sandbox::watching(
+        &emu,
+        &format!("settle = \"200ms\"\ndirect_upload_max = \"100KiB\"\n{CONTROL}"),
+        "",
+    );
+    let mut agent = sb.running_agent(&[]);
+    let (url, _) = control_of(&sb);
+    for (i, size) in [1000usize, 50_000, 2_500_000, 1_200_000].iter().enumerate() {
+        write_file(&sb.drop_dir().join(format!("f{i}.mov")), *size, i as u64);
+    }
+    write_file(&sb.drop_dir().join("too-big.mov"), 4_000_000, 9);
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let st = sb.status();
+            st["roots"][0]["done"] == 4 && st["roots"][0]["failed"] == 1
+        }),
+        "{}",
+        sb.status()
+    );
+    let text = Client::new()
+        .get(format!("{url}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.rsplit_once(' '))
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    let ledger = emu.ledger();
+    let bytes: u64 = ledger.iter().map(|e| e["size"].as_u64().unwrap()).sum();
+    assert_eq!(value("autorender_sync_files_uploaded_total"), ledger.len() as f64);
+    assert_eq!(value("autorender_sync_bytes_uploaded_total"), bytes as f64);
+    assert_eq!(value("autorender_sync_files_failed_total"), 1.0);
+    assert_eq!(value("autorender_sync_upload_duration_seconds_count"), 4.0);
+    assert!(
+        text.contains("autorender_sync_failures_total{reason=\"refused\"} 1"),
+        "{text}"
+    );
+    assert!(value("autorender_sync_last_success_timestamp_seconds") > 1.7e9);
+
+    // promtool (Debian package `prometheus`) reads it as valid and lint-clean.
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool: {}{}\n{text}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(_) => skip_or_fail("promtool (Debian package `prometheus`) is not installed"),
+    }
+    assert_eq!(agent.stop().code, 1, "a file failed in this run");
+}
+
+/// Reads Server-Sent Events from `resp` on a thread; each `data:` line's JSON.
+fn sse_lines(resp: reqwest::blocking::Response) -> std::sync::mpsc::Receiver<Value> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(resp).lines() {
+            let Ok(line) = line else { break };
+            if let Some(data) = line.strip_prefix("data:")
+                && tx
+                    .send(serde_json::from_str(data.trim()).unwrap_or(Value::Null))
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn the_dashboard_logs_in_once_per_code_and_the_event_stream_tells_each_step() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, &format!("settle = \"200ms\"\n{CONTROL}"), "");
+    let mut agent = sb.running_agent(&[]);
+    let (url, token) = control_of(&sb);
+    let plain = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // Without a session: a page that says how to log in.
+    let r = plain.get(format!("{url}/")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.text().unwrap().contains("autorender-sync dashboard"));
+    // `dashboard` prints a one-time link.
+    let out = cli(&sb, &["dashboard", "--no-open"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let link = out.stdout.lines().next().unwrap().to_string();
+    assert!(link.starts_with(&format!("{url}/?token=")), "{link}");
+    let r = plain.get(&link).send().unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains(&token), "the session is not the token");
+    let session = cookie.split(';').next().unwrap().to_string();
+    // The code works once.
+    assert_eq!(plain.get(&link).send().unwrap().status().as_u16(), 401);
+    // The session opens the page (self-contained) and the API.
+    let r = plain
+        .get(format!("{url}/"))
+        .header("Cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    let page = r.text().unwrap();
+    assert!(page.contains("EventSource") && !page.contains("http://") && !page.contains("https://"));
+    let r = plain
+        .get(format!("{url}/api/status"))
+        .header("Cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = plain
+        .get(format!("{url}/api/status"))
+        .header("Cookie", "autorender_sync_1=forged")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    // The stream: settled, started, uploaded for a dropped file; paused and
+    // resumed for the buttons.
+    let stream = Client::builder().timeout(None).build().unwrap();
+    let events = sse_lines(
+        stream
+            .get(format!("{url}/api/events"))
+            .header("Cookie", &session)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        events.recv_timeout(Duration::from_secs(10)).unwrap()["event"],
+        "hello"
+    );
+    write_file(&sb.drop_dir().join("seen.mov"), 1000, 1);
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !seen.contains(&"uploaded".to_string()) && std::time::Instant::now() < deadline {
+        if let Ok(e) = events.recv_timeout(Duration::from_millis(500)) {
+            assert!(e["path"].as_str().unwrap_or("").ends_with("seen.mov"), "{e}");
+            seen.push(e["event"].as_str().unwrap().to_string());
+        }
+    }
+    let order: Vec<&str> = seen
+        .iter()
+        .map(String::as_str)
+        .filter(|e| *e != "progress")
+        .collect();
+    assert_eq!(order, ["settled", "started", "uploaded"], "{seen:?}");
+    for (path, kind) in [("/api/pause", "paused"), ("/api/resume", "resumed")] {
+        let r = plain
+            .post(format!("{url}{path}"))
+            .header("Cookie", &session)
+            .header("Origin", &url)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let e = events.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(e["event"], kind, "{e}");
+    }
+    // History over the API is what `history --json` says.
+    let h: Value = plain
+        .get(format!("{url}/api/history?limit=5"))
+        .header("Cookie", &session)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(h[0]["remote_path"], "uploads/drop/seen.mov", "{h}");
+    // A stop ends the stream (the agent does not wait on its readers).
+    assert_eq!(agent.stop().code, 0);
+}
