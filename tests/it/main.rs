@@ -2,6 +2,7 @@
 //! against the real emulator on loopback.
 
 mod agent;
+mod browser;
 mod cli;
 mod config_corpus;
 mod control;

@@ -1,0 +1,286 @@
+//! The dashboard in a real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`), driven over WebDriver: log in with the link
+//! `dashboard` prints, see a dropped file arrive without reloading, pause,
+//! retry a failed file, resume. Screenshots go to `target/screenshots/`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+/// chromedriver on a free loopback port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_driver() -> Option<Driver> {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())?;
+    Command::new("chromedriver").arg("--version").output().ok()?;
+    let _ = chromium;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = Command::new("chromedriver")
+        .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let driver = Driver { child, url };
+    let ready = wait_until(Duration::from_secs(20), || {
+        reqwest::blocking::get(format!("{}/status", driver.url))
+            .ok()
+            .and_then(|r| r.json::<Value>().ok())
+            .is_some_and(|v| v["value"]["ready"] == true)
+    });
+    assert!(ready, "chromedriver did not become ready");
+    Some(driver)
+}
+
+fn chromium_binary() -> &'static str {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("/usr/bin/chromium")
+}
+
+async fn browser(driver: &Driver, profile: &std::path::Path, extra: &[&str]) -> Client {
+    let mut args: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,900",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(format!("--user-data-dir={}", profile.display()));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({ "binary": chromium_binary(), "args": args }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session")
+}
+
+fn screenshots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Waits (at most `secs`) until `cond` holds on the page.
+async fn until(c: &Client, secs: u64, what: &str, cond: impl AsyncFn(&Client) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if cond(c).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shot = c.screenshot().await.unwrap_or_default();
+    let path = screenshots().join("failure.png");
+    let _ = std::fs::write(&path, shot);
+    panic!(
+        "the dashboard did not show {what} (screenshot: {})",
+        path.display()
+    );
+}
+
+#[test]
+fn the_dashboard_in_chromium_shows_uploads_live_pauses_and_retries() {
+    let Some(driver) = start_driver() else {
+        skip_or_fail(
+            "chromium and chromedriver (Debian packages chromium, chromium-driver) are not installed",
+        );
+        return;
+    };
+    let emu = Emulator::start(&["--max-size", "5000"]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\n[control]\nlisten = \"127.0.0.1:0\"\n",
+        "",
+    );
+    let mut agent = sb.running_agent(&[]);
+    let link = {
+        let mut c = sb.cmd();
+        c.args(["dashboard", "--no-open"]);
+        let out = run(c);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout.lines().next().unwrap().to_string()
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = browser(&driver, profile.path(), &[]).await;
+        c.goto(&link).await.unwrap();
+        until(&c, 20, "the agent running", async |c: &Client| {
+            text_of(c, "#state").await == "running"
+        })
+        .await;
+        assert!(
+            !c.current_url().await.unwrap().as_str().contains("token"),
+            "the code leaves the address bar"
+        );
+        // A marker that a reload would wipe.
+        c.execute("window.__notReloaded = true", vec![]).await.unwrap();
+
+        write_file(&sb.drop_dir().join("arrives.mov"), 1000, 1);
+        write_file(&sb.drop_dir().join("too-big.mov"), 10_000, 2);
+        until(&c, 30, "the upload with its file_no", async |c: &Client| {
+            text_of(c, "#recent li[data-path$='arrives.mov'] .file-no")
+                .await
+                .starts_with("10")
+        })
+        .await;
+        until(&c, 30, "the failure", async |c: &Client| {
+            text_of(c, "#failures li[data-path$='too-big.mov']")
+                .await
+                .contains("413")
+        })
+        .await;
+        let still = c
+            .execute("return window.__notReloaded === true", vec![])
+            .await
+            .unwrap();
+        assert_eq!(still, json!(true), "the page updated itself, without a reload");
+        std::fs::write(screenshots().join("dashboard.png"), c.screenshot().await.unwrap()).unwrap();
+
+        // Pause: the state changes, and the agent says so.
+        c.find(Locator::Css("#pause"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until(&c, 20, "paused", async |c: &Client| {
+            text_of(c, "#state").await.starts_with("paused")
+        })
+        .await;
+        assert_eq!(text_of(&c, "#pause").await, "Resume");
+        assert_eq!(sb.status()["agent"]["pause_reason"], "paused_by_user");
+        std::fs::write(
+            screenshots().join("dashboard-paused.png"),
+            c.screenshot().await.unwrap(),
+        )
+        .unwrap();
+
+        // Retry puts the failed file back in the queue.
+        c.find(Locator::Css(
+            "#failures li[data-path$='too-big.mov'] button.retry",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(20), || sb.status()["roots"][0]["failed"] == 0),
+            "{}",
+            sb.status()
+        );
+        until(&c, 20, "no failures", async |c: &Client| {
+            text_of(c, "#failures").await.contains("no failures")
+        })
+        .await;
+        // Resume: it is tried again (and refused again: 413).
+        c.find(Locator::Css("#pause"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until(&c, 20, "running again", async |c: &Client| {
+            text_of(c, "#state").await == "running"
+        })
+        .await;
+        until(&c, 30, "the failure again", async |c: &Client| {
+            text_of(c, "#failures li[data-path$='too-big.mov']")
+                .await
+                .contains("413")
+        })
+        .await;
+        c.close().await.unwrap();
+
+        // A narrow window, in the dark colour scheme: still readable.
+        let profile2 = tempfile::tempdir().unwrap();
+        let c = browser(
+            &driver,
+            profile2.path(),
+            &[
+                "--window-size=420,900",
+                "--force-dark-mode",
+                "--blink-settings=preferredColorScheme=0",
+            ],
+        )
+        .await;
+        let link = {
+            let mut cmd = sb.cmd();
+            cmd.args(["dashboard", "--no-open"]);
+            run(cmd).stdout.lines().next().unwrap().to_string()
+        };
+        c.goto(&link).await.unwrap();
+        until(&c, 20, "the page", async |c: &Client| {
+            text_of(c, "#state").await == "running"
+        })
+        .await;
+        let dark = c
+            .execute(
+                "return matchMedia('(prefers-color-scheme: dark)').matches",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let overflow = c
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(overflow, json!(true), "no sideways scrolling on a narrow window");
+        std::fs::write(
+            screenshots().join("dashboard-narrow.png"),
+            c.screenshot().await.unwrap(),
+        )
+        .unwrap();
+        let _ = dark;
+        c.close().await.unwrap();
+    });
+    assert_eq!(agent.stop().code, 1, "a file failed in this run");
+}
