@@ -147,3 +147,56 @@ fn remote_folder_normalisation() {
     assert_eq!(normalise_remote_folder("").unwrap(), "");
     assert!(normalise_remote_folder("a/../b").is_err());
 }
+
+#[test]
+fn notify_entries_and_the_healthcheck_are_checked_each_problem_named() {
+    let s = parse(
+        r#"
+[agent]
+healthcheck_url = "https://hc-ping.com/abc"
+[[notify]]
+url = "https://hooks.example.com/T/B/X"
+[[notify]]
+url = "http://127.0.0.1:9/hook"
+format = "slack"
+events = ["uploaded", "paused"]
+"#,
+    )
+    .unwrap();
+    assert_eq!(s.notify.len(), 2);
+    assert_eq!(s.notify[0].format, NotifyFormat::Json);
+    assert_eq!(s.notify[0].events, DEFAULT_EVENTS);
+    assert!(s.notify[1].wants("uploaded") && !s.notify[1].wants("failed"));
+    assert_eq!(
+        s.agent.healthcheck_url.unwrap().as_str(),
+        "https://hc-ping.com/abc"
+    );
+    assert_eq!(
+        redact_url(&s.notify[0].url),
+        "https://hooks.example.com/…",
+        "the secret path is not shown"
+    );
+
+    let errs = parse(
+        r#"
+[agent]
+healthcheck_url = "http://example.com/ping"
+[[notify]]
+format = "xml"
+events = ["uploded"]
+[[notify]]
+url = "not a url"
+"#,
+    )
+    .unwrap_err();
+    let text = errs.to_string();
+    for needle in [
+        "agent.healthcheck_url",
+        "notify[0]",
+        "\"xml\" is not a format",
+        "\"uploded\" is not an event",
+        "notify[1].url",
+    ] {
+        assert!(text.contains(needle), "{needle} in {text}");
+    }
+}

@@ -207,3 +207,62 @@ async fn the_verdict_follows_the_record() {
         "another size"
     );
 }
+
+#[tokio::test]
+async fn the_users_pause_and_the_outbox_outlive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.user_pause().await.unwrap(), None);
+        let p = UserPause {
+            since_ms: 10,
+            until_ms: Some(20),
+        };
+        j.set_user_pause(Some(p)).await.unwrap();
+        let item = |target: i64, event: &str| OutboxItem {
+            target,
+            event: event.into(),
+            body: format!("{{\"event\":\"{event}\"}}"),
+        };
+        j.outbox_push(vec![item(0, "failed"), item(1, "uploaded")], 100)
+            .await
+            .unwrap();
+        j.checkpoint().await.unwrap();
+    }
+    let j = Journal::open(dir.path()).unwrap();
+    assert_eq!(
+        j.user_pause().await.unwrap(),
+        Some(UserPause {
+            since_ms: 10,
+            until_ms: Some(20)
+        })
+    );
+    let forever = UserPause {
+        since_ms: 30,
+        until_ms: None,
+    };
+    j.set_user_pause(Some(forever)).await.unwrap();
+    assert_eq!(j.user_pause().await.unwrap(), Some(forever));
+    j.set_user_pause(None).await.unwrap();
+    assert_eq!(j.user_pause().await.unwrap(), None);
+
+    assert!(
+        j.outbox_due(99, 10).await.unwrap().is_empty(),
+        "not due before it was pushed"
+    );
+    let due = j.outbox_due(100, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|r| r.event.as_str()).collect::<Vec<_>>(),
+        ["failed", "uploaded"]
+    );
+    // A failed delivery waits; a delivered one is gone.
+    j.outbox_retry(due[0].id, 5_000, "HTTP 503".into()).await.unwrap();
+    j.outbox_delivered(due[1].id).await.unwrap();
+    assert!(j.outbox_due(4_999, 10).await.unwrap().is_empty());
+    assert_eq!(j.outbox_next().await.unwrap(), Some(5_000));
+    let again = j.outbox_due(5_000, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 1);
+    j.outbox_delivered(again[0].id).await.unwrap();
+    assert_eq!(j.outbox_next().await.unwrap(), None);
+}
