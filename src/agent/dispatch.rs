@@ -28,21 +28,32 @@ impl Agent {
             self.queue_dirty = false;
             return Ok(None);
         }
-        let free = self
-            .settings
-            .agent
-            .concurrent_files
-            .saturating_sub(self.inflight.len());
-        if free > 0 && self.queue_dirty {
-            let skip: Vec<i64> = self.inflight.iter().chain(&self.orphans).copied().collect();
-            let tried = self.opts.once.then(|| self.attempted.clone());
-            let rows = self.journal.due(self.clock.wall_ms(), free, skip, tried).await?;
-            if rows.len() < free {
-                self.queue_dirty = false;
+        if self.queue_dirty {
+            let (general, lane) = self.free_slots();
+            let mut dirty = false;
+            for (small_only, free) in [(false, general), (true, lane)] {
+                if free == 0 {
+                    continue;
+                }
+                let skip: Vec<i64> = self.inflight.iter().chain(&self.orphans).copied().collect();
+                let tried = self.opts.once.then(|| self.attempted.clone());
+                let mut serving = self.serving.clone();
+                if small_only {
+                    serving.max_size = Some(self.settings.agent.direct_upload_max);
+                }
+                let rows = self
+                    .journal
+                    .due(self.clock.wall_ms(), free, skip, tried, serving)
+                    .await?;
+                dirty |= rows.len() == free;
+                for row in rows {
+                    if small_only {
+                        self.lane.insert(row.id);
+                    }
+                    self.start_upload(row);
+                }
             }
-            for row in rows {
-                self.start_upload(row);
-            }
+            self.queue_dirty = dirty;
         }
         if self.opts.once {
             return Ok(None);
@@ -52,6 +63,20 @@ impl Agent {
         Ok(next
             .filter(|t| *t > now_ms)
             .map(|t| self.clock.now() + Duration::from_millis((t - now_ms) as u64)))
+    }
+
+    /// Free upload slots: (any file, the small files' lane). With
+    /// `concurrent_files` ≥ 2 and direct uploads on, one slot only takes
+    /// files up to `direct_upload_max`, so a long upload never holds back
+    /// the small files queued behind it.
+    fn free_slots(&self) -> (usize, usize) {
+        let all = self.settings.agent.concurrent_files;
+        if all < 2 || self.settings.agent.direct_upload_max == 0 {
+            return (all.saturating_sub(self.inflight.len()), 0);
+        }
+        let in_lane = self.lane.len();
+        let general = (all - 1).saturating_sub(self.inflight.len() - in_lane);
+        (general, 1usize.saturating_sub(in_lane))
     }
 
     pub(super) fn start_upload(&mut self, row: FileRow) {
@@ -154,6 +179,7 @@ impl Agent {
             }
             TaskResult::NotReady { row, gone } => {
                 self.inflight.remove(&row.id);
+                self.lane.remove(&row.id);
                 self.flights.end(row.id);
                 if gone {
                     self.journal.mark_gone(row.root.clone(), row.rel.clone()).await?;
@@ -163,6 +189,7 @@ impl Agent {
             }
             TaskResult::Upload { row, result, fp } => {
                 self.inflight.remove(&row.id);
+                self.lane.remove(&row.id);
                 if let (Some(began), Ok(o)) = (self.flights.end(row.id), result.as_ref())
                     && o.adopted.is_none()
                 {

@@ -193,8 +193,76 @@ impl Agent {
                 Ok(())
             }
             Verdict::Queued => Ok(()),
-            Verdict::Upload => self.enqueue(id, root, rel, fp).await,
+            Verdict::Upload => match self.left_out(id, &path, &root, &rel, fp).await? {
+                Some(why) => {
+                    tracing::debug!("{} is skipped: {why}", path.display());
+                    self.report.skipped += 1;
+                    if self.opts.dry_run {
+                        return Ok(());
+                    }
+                    Ok(self.journal.record_skipped(root, rel, fp).await?)
+                }
+                None => self.enqueue(id, root, rel, fp).await,
+            },
         }
+    }
+
+    /// Why a new or changed file is left out by its root's policy, if it is:
+    /// older than `max_age`, or (with `existing = "skip"`) there before the
+    /// root was first watched and never recorded since. "There before" is
+    /// judged by ctime, which a copy or a move into the folder always sets
+    /// anew (an mtime can be carried over by `cp -p` or `rsync -a`).
+    async fn left_out(
+        &mut self,
+        id: RootId,
+        path: &Path,
+        root: &str,
+        rel: &str,
+        fp: Fingerprint,
+    ) -> Result<Option<String>, AgentError> {
+        let w = self.settings.root(id);
+        if let Some(age) = w.max_age {
+            let cutoff = i128::from(self.clock.wall_ms()) * 1_000_000 - age.as_nanos() as i128;
+            if fp.mtime_ns < cutoff {
+                return Ok(Some(format!(
+                    "modified more than {} ago (max_age)",
+                    humantime::format_duration(age)
+                )));
+            }
+        }
+        if w.existing != crate::config::Existing::Skip {
+            return Ok(None);
+        }
+        let since = match self.first_watched.get(&id) {
+            Some(t) => *t,
+            None => {
+                let t = self
+                    .journal
+                    .first_watched(root.to_string(), self.clock.wall_ms())
+                    .await?;
+                self.first_watched.insert(id, t);
+                t
+            }
+        };
+        let Ok(file) = crate::fileid::FileId::of_path(path) else {
+            return Ok(None);
+        };
+        if file.ctime_ns >= i128::from(since) * 1_000_000 {
+            return Ok(None);
+        }
+        // A file recorded since (uploaded, or skipped and now changed) is
+        // judged by its record, not by when it appeared.
+        if self
+            .journal
+            .lookup(root.to_string(), rel.to_string())
+            .await?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        Ok(Some(
+            "it was there before the folder was first watched (existing = \"skip\")".into(),
+        ))
     }
 
     pub(super) async fn enqueue(

@@ -109,6 +109,12 @@ pub struct Agent {
     settler: Settler,
     tasks: JoinSet<TaskResult>,
     inflight: HashSet<i64>,
+    /// Per root with `existing = "skip"`: when it was first watched (unix ms).
+    first_watched: HashMap<RootId, i64>,
+    /// Those of `inflight` in the small files' lane.
+    lane: HashSet<i64>,
+    /// How the queue is served (order, priorities), from the settings.
+    serving: crate::journal::Serving,
     /// `--once`: files already tried in this run (not tried twice).
     /// Shared with the journal's queue query without copying (copied on
     /// write only if a query still holds it), so a run of 100,000 files
@@ -157,6 +163,7 @@ impl Agent {
     ) -> Agent {
         let keys: Vec<String> = settings.watches.iter().map(WatchSettings::key).collect();
         let by_key = settings.root_ids().map(|id| (keys[id.0].clone(), id)).collect();
+        let serving = serving_of(&settings);
         Agent {
             settings,
             transfer,
@@ -168,6 +175,9 @@ impl Agent {
             settler: Settler::new(),
             tasks: JoinSet::new(),
             inflight: HashSet::new(),
+            lane: HashSet::new(),
+            first_watched: HashMap::new(),
+            serving,
             attempted: Arc::new(HashSet::new()),
             orphans: HashSet::new(),
             report: Report::default(),
@@ -252,6 +262,7 @@ impl Agent {
             self.check_key_at_start().await?;
         }
         self.restore_pause().await?;
+        self.note_first_watch().await?;
         for id in self.settings.root_ids() {
             self.scan(id, None);
         }
@@ -324,6 +335,7 @@ impl Agent {
                                     self.watch_modes = w.modes.clone();
                                     watchers = Some(w);
                                     let report = self.adopt_settings(settings, transfer);
+                                    self.note_first_watch().await?;
                                     let every = self.settings.agent.rescan_interval.unwrap_or(Duration::from_secs(365 * 86400));
                                     rescan = tokio::time::interval_at(self.clock.now() + every, every);
                                     give_up_after = self.settings.watches.iter().map(|w| w.settle).max().unwrap_or_default() * 5;
@@ -550,6 +562,21 @@ impl Agent {
             "user_pause": self.user_pause,
         })
         .to_string()
+    }
+}
+
+/// How the queue is served under `settings`: its order, and each root
+/// whose priority is not 0.
+fn serving_of(settings: &Settings) -> crate::journal::Serving {
+    crate::journal::Serving {
+        order: settings.agent.order,
+        priorities: settings
+            .watches
+            .iter()
+            .filter(|w| w.priority != 0)
+            .map(|w| (w.key(), w.priority))
+            .collect(),
+        max_size: None,
     }
 }
 

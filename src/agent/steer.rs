@@ -158,9 +158,11 @@ impl Agent {
         if let Some(current) = &self.current {
             *current.write().expect("settings lock") = settings.clone();
         }
+        self.serving = serving_of(&settings);
         self.settings = settings;
         self.transfer = transfer;
         self.settler = Settler::new();
+        self.first_watched.clear();
         self.scans.clear();
         self.rescan_soon.clear();
         self.orphans.clear();
@@ -176,6 +178,26 @@ impl Agent {
             *at = self.clock.now();
         }
         report
+    }
+}
+
+impl Agent {
+    /// Roots with `existing = "skip"` record when they were first watched
+    /// (before their first scan, so what is there now counts as there before).
+    pub(super) async fn note_first_watch(&mut self) -> Result<(), AgentError> {
+        if self.opts.dry_run {
+            return Ok(());
+        }
+        for id in self.settings.root_ids() {
+            if self.settings.root(id).existing == crate::config::Existing::Skip {
+                let t = self
+                    .journal
+                    .first_watched(self.key(id), self.clock.wall_ms())
+                    .await?;
+                self.first_watched.insert(id, t);
+            }
+        }
+        Ok(())
     }
 }
 

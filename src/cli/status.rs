@@ -189,6 +189,12 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             c.failed,
             c.done
         );
+        if c.skipped > 0 {
+            outln!(
+                "  {} skipped by policy (existing = \"skip\" or max_age; uploaded if they change)",
+                c.skipped
+            );
+        }
         if c.interrupted > 0 {
             outln!(
                 "  {} interrupted (the agent stopped mid-upload; they resume at its next start)",

@@ -131,6 +131,8 @@ pub struct AgentSettings {
     pub direct_upload_max: u64,
     /// `run` logs here (rotated by size) instead of stderr; `--log-file` wins.
     pub log_file: Option<PathBuf>,
+    /// Which due file starts next.
+    pub order: Order,
     /// GET after successful upload cycles (at most once a minute), `<url>/fail` after failures.
     pub healthcheck_url: Option<Url>,
 }
@@ -177,6 +179,36 @@ pub struct WatchSettings {
     pub random_prefix: bool,
     pub after_upload: AfterUpload,
     pub settle: Duration,
+    /// Higher first, across roots.
+    pub priority: i64,
+    /// What happens to the files present when the root is first watched.
+    pub existing: Existing,
+    /// Files whose mtime is older than this are skipped (None: no limit).
+    pub max_age: Option<Duration>,
+}
+
+/// `[[watch]] existing`: upload what is already there, or start from now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    Upload,
+    /// Files present when the root is first watched are recorded as
+    /// skipped and never uploaded unless they change later.
+    Skip,
+}
+
+/// `[agent] order`: which due file starts next (after `priority`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// In the order they became ready.
+    #[default]
+    Fifo,
+    /// Oldest modification time first.
+    Oldest,
+    Newest,
+    Smallest,
+    Largest,
+    /// By path.
+    Name,
 }
 
 impl WatchSettings {

@@ -28,6 +28,7 @@ const AGENT_KEYS: &[&str] = &[
     "direct_upload_max",
     "log_file",
     "healthcheck_url",
+    "order",
 ];
 
 impl<'s> Walker<'s> {
@@ -214,7 +215,29 @@ impl<'s> Walker<'s> {
             .string(&f, "log_file", "agent.log_file")
             .and_then(|(text, span)| self.path(&text, &span, "agent.log_file"));
         let healthcheck_url = self.hook_url(&f, "healthcheck_url", "agent.healthcheck_url");
+        let order = match self.string(&f, "order", "agent.order") {
+            None => Order::Fifo,
+            Some((t, span)) => match t.as_str() {
+                "fifo" => Order::Fifo,
+                "oldest" => Order::Oldest,
+                "newest" => Order::Newest,
+                "smallest" => Order::Smallest,
+                "largest" => Order::Largest,
+                "name" => Order::Name,
+                _ => {
+                    self.err(
+                        "agent.order",
+                        Some(span),
+                        format!(
+                            "\"{t}\" is not an order; use fifo, oldest, newest, smallest, largest or name"
+                        ),
+                    );
+                    Order::Fifo
+                }
+            },
+        };
         AgentSettings {
+            order,
             log_file,
             healthcheck_url,
             state_dir,

@@ -17,6 +17,9 @@ pub(super) const WATCH_KEYS: &[&str] = &[
     "after_upload",
     "move_to",
     "settle",
+    "priority",
+    "existing",
+    "max_age",
 ];
 
 impl<'s> Walker<'s> {
@@ -194,6 +197,27 @@ impl<'s> Walker<'s> {
         } else {
             default_settle
         };
+        let priority = self
+            .integer(&f, "priority", &k("priority"), -1_000_000)
+            .unwrap_or(0);
+        let existing = match self.string(&f, "existing", &k("existing")) {
+            None => Existing::Upload,
+            Some((t, _)) if t == "upload" => Existing::Upload,
+            Some((t, _)) if t == "skip" => Existing::Skip,
+            Some((t, span)) => {
+                self.err(
+                    &k("existing"),
+                    Some(span),
+                    format!(
+                        "\"{t}\" is not a choice; \"upload\" sends what is already there, \"skip\" starts from now"
+                    ),
+                );
+                Existing::Upload
+            }
+        };
+        let max_age = self
+            .optional_duration(&f, "max_age", &k("max_age"))
+            .unwrap_or(None);
         if self.errors.len() != before {
             return (path.map(|p| (p, path_span)), None);
         }
@@ -214,6 +238,9 @@ impl<'s> Walker<'s> {
             random_prefix,
             after_upload,
             settle,
+            priority,
+            existing,
+            max_age,
         };
         (path.map(|p| (p, path_span)), Some(settings))
     }

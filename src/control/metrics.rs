@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{Shared, status_document};
 
-const STATES: [&str; 9] = [
+const STATES: [&str; 10] = [
     "settling",
     "growing",
     "pending",
@@ -23,6 +23,7 @@ const STATES: [&str; 9] = [
     "failed",
     "done",
     "gone",
+    "skipped",
 ];
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -39,7 +39,7 @@ mod sqlite;
 mod tests;
 
 pub use control::{OutboxItem, OutboxRow, UserPause};
-pub use records::{DoneRecord, FileRow, FolderDone, Retried, SavedSession, State, Verdict};
+pub use records::{DoneRecord, FileRow, FolderDone, Retried, SavedSession, Serving, State, Verdict};
 use records::{FILE_COLS, file_row};
 pub use report::{AgentRow, HistoryRow, RootCounts, agent_row, counts, history, open_read_only};
 pub use sqlite::Sqlite;
@@ -230,14 +230,15 @@ journal_interface! {
     async fn enqueue(&self, root: String, rel: String, fp: Fingerprint, remote_key: Option<String>) -> Option<String>;
     /// A touched but identical file: its new mtime, so it is not hashed again.
     async fn refresh_done_mtime(&self, id: i64, mtime_ns: i128) -> ();
-    /// Up to `limit` queued files due at `now` (unix ms), in serving order,
-    /// leaving out `skip` and `tried`.
+    /// Up to `limit` queued files due at `now` (unix ms), in the order
+    /// `serving` says, leaving out `skip` and `tried`.
     async fn due(
         &self,
         now: i64,
         limit: usize,
         skip: Vec<i64>,
-        tried: Option<std::sync::Arc<std::collections::HashSet<i64>>>
+        tried: Option<std::sync::Arc<std::collections::HashSet<i64>>>,
+        serving: Serving
     ) -> Vec<FileRow>;
     /// When the next queued file is due (unix ms).
     async fn next_due(&self) -> Option<i64>;
@@ -257,6 +258,10 @@ journal_interface! {
     async fn record_upload(&self, root: String, rel: String, d: DoneRecord) -> ();
     /// A failed attempt: retried at `retry_at`, or failed after `max_attempts`.
     async fn record_failure(&self, id: i64, error: String, max_attempts: u32, retry_at: i64) -> State;
+    /// A file left out by policy (`existing = "skip"`, `max_age`), until it changes.
+    async fn record_skipped(&self, root: String, rel: String, fp: Fingerprint) -> ();
+    /// When `root` was first watched with `existing = "skip"` (now, if never).
+    async fn first_watched(&self, root: String, now: i64) -> i64;
     /// The file vanished.
     async fn mark_gone(&self, root: String, rel: String) -> ();
     /// `retry`: failed files (all, or under `paths`) go back to the queue.

@@ -6,6 +6,23 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::schema::{DUE_FROM, FOLDER_OF_REL, QUEUED};
 use super::*;
 
+/// The first `limit` rows that `keep` accepts.
+fn first_kept(
+    mut rows: rusqlite::Rows<'_>,
+    limit: usize,
+    keep: impl Fn(&FileRow) -> bool,
+) -> rusqlite::Result<Vec<FileRow>> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let Some(r) = rows.next()? else { break };
+        let row = file_row(r)?;
+        if keep(&row) {
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
+
 impl Sqlite {
     pub async fn lookup(&self, root: String, rel: String) -> Result<Option<FileRow>, JournalError> {
         self.call(move |c| {
@@ -103,32 +120,35 @@ impl Sqlite {
         .await
     }
 
-    /// Pending (or interrupted) uploads whose time has come, oldest first.
-    /// Up to `limit` queued files due at `now`, oldest first, leaving out
-    /// the ids in `skip` and in `tried`.
+    /// Up to `limit` queued files due at `now`, in the order `serving`
+    /// says (priority, then `order`; only small ones for the small files'
+    /// lane), leaving out the ids in `skip` and in `tried`.
     pub async fn due(
         &self,
         now: i64,
         limit: usize,
         skip: Vec<i64>,
         tried: Option<std::sync::Arc<std::collections::HashSet<i64>>>,
+        serving: Serving,
     ) -> Result<Vec<FileRow>, JournalError> {
         self.call(move |c| {
-            // In `files_due` order, so rows are read only until `limit` are
-            // found: a queue of 100,000 files costs a few rows per call, not
-            // a sort of the whole queue.
             let tried = tried.unwrap_or_default();
-            let mut stmt = c.prepare_cached(&format!("SELECT {FILE_COLS} {DUE_FROM}"))?;
-            let mut rows = stmt.query(params![now])?;
-            let mut out = Vec::new();
-            while out.len() < limit {
-                let Some(r) = rows.next()? else { break };
-                let row = file_row(r)?;
-                if !skip.contains(&row.id) && !tried.contains(&row.id) {
-                    out.push(row);
-                }
+            let keep = |row: &FileRow| !skip.contains(&row.id) && !tried.contains(&row.id);
+            if serving.is_plain() {
+                // In `files_due` order, so rows are read only until `limit`
+                // are found: a queue of 100,000 files costs a few rows per
+                // call, not a sort of the whole queue.
+                let mut stmt = c.prepare_cached(&format!("SELECT {FILE_COLS} {DUE_FROM}"))?;
+                let rows = stmt.query(params![now])?;
+                first_kept(rows, limit, keep)
+            } else {
+                // Another order sorts the due files (what a user who asks for
+                // "smallest first" pays; fifo stays the index walk above).
+                let (sql, values) = serving.query(now);
+                let mut stmt = c.prepare_cached(&sql)?;
+                let rows = stmt.query(rusqlite::params_from_iter(values))?;
+                first_kept(rows, limit, keep)
             }
-            Ok(out)
         })
         .await
     }
@@ -164,7 +184,7 @@ impl Sqlite {
         self.call(move |c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT rel, done_size, done_mtime_ns FROM files
-                 WHERE root = ?1 AND {FOLDER_OF_REL} = ?2 AND state = 'done'"
+                 WHERE root = ?1 AND {FOLDER_OF_REL} = ?2 AND state IN ('done', 'skipped')"
             ))?;
             let rows = stmt
                 .query_map(params![root, folder], |r| {
@@ -288,6 +308,44 @@ impl Sqlite {
             }
             tx.commit()?;
             Ok(state)
+        })
+        .await
+    }
+
+    /// A file left out by policy: recorded with its version, so it is
+    /// skipped until it changes.
+    pub async fn record_skipped(
+        &self,
+        root: String,
+        rel: String,
+        fp: Fingerprint,
+    ) -> Result<(), JournalError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO files (root, rel, state, size, mtime_ns, done_size, done_mtime_ns, updated_at)
+                 VALUES (?1, ?2, 'skipped', ?3, ?4, ?3, ?4, ?5)
+                 ON CONFLICT (root, rel) DO UPDATE SET state = 'skipped', size = ?3, mtime_ns = ?4,
+                   done_size = ?3, done_mtime_ns = ?4, updated_at = ?5",
+                params![root, rel, fp.size as i64, fp.mtime_ns as i64, now_ms()],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// When `root` was first watched with `existing = "skip"` (recorded now
+    /// if never), unix ms.
+    pub async fn first_watched(&self, root: String, now: i64) -> Result<i64, JournalError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO roots (root, first_watched_at) VALUES (?1, ?2) ON CONFLICT (root) DO NOTHING",
+                params![root, now],
+            )?;
+            c.query_row(
+                "SELECT first_watched_at FROM roots WHERE root = ?1",
+                params![root],
+                |r| r.get(0),
+            )
         })
         .await
     }

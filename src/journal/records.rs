@@ -19,6 +19,9 @@ pub enum State {
     Done,
     Failed,
     Gone,
+    /// Left out by policy (`existing = "skip"`, `max_age`): never uploaded
+    /// unless it changes.
+    Skipped,
 }
 
 impl State {
@@ -31,6 +34,7 @@ impl State {
             State::Done => "done",
             State::Failed => "failed",
             State::Gone => "gone",
+            State::Skipped => "skipped",
         }
     }
     pub(super) fn parse(s: &str) -> State {
@@ -41,6 +45,7 @@ impl State {
             "reconciling" => State::Reconciling,
             "done" => State::Done,
             "failed" => State::Failed,
+            "skipped" => State::Skipped,
             _ => State::Gone,
         }
     }
@@ -105,7 +110,9 @@ impl Verdict {
             return Verdict::Upload;
         };
         match row.state {
-            State::Done if uploaded_version(row.done_size, row.done_mtime_ns, fp) => Verdict::Unchanged,
+            State::Done | State::Skipped if uploaded_version(row.done_size, row.done_mtime_ns, fp) => {
+                Verdict::Unchanged
+            }
             State::Done if row.done_size == Some(fp.size as i64) => Verdict::HashFirst(Box::new(row.clone())),
             State::Pending | State::Uploading | State::Failed if row.fingerprint() == fp => Verdict::Queued,
             _ => Verdict::Upload,
@@ -190,4 +197,54 @@ pub struct DoneRecord {
     pub url: Option<String>,
     /// Recorded by adoption (how it was proven the same), not uploaded.
     pub adopted: Option<String>,
+}
+
+/// How the queue is served: which due file starts next.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Serving {
+    pub order: crate::config::Order,
+    /// Roots (journal keys) whose `priority` is not 0, with it: higher first.
+    pub priorities: Vec<(String, i64)>,
+    /// Only files up to this many bytes (the small files' lane).
+    pub max_size: Option<u64>,
+}
+
+impl Serving {
+    /// Fifo, no priorities, any size: the index walk serves it.
+    pub(super) fn is_plain(&self) -> bool {
+        self.order == crate::config::Order::Fifo && self.priorities.is_empty() && self.max_size.is_none()
+    }
+
+    /// The query for the due files at `now` in this order, and its values.
+    pub(super) fn query(&self, now: i64) -> (String, Vec<rusqlite::types::Value>) {
+        use crate::config::Order;
+        use rusqlite::types::Value;
+        let mut values = vec![Value::Integer(now)];
+        let mut sql = format!(
+            "SELECT {FILE_COLS} FROM files WHERE {} AND next_attempt_at <= ?1",
+            super::schema::QUEUED
+        );
+        if let Some(max) = self.max_size {
+            values.push(Value::Integer(max.min(i64::MAX as u64) as i64));
+            sql.push_str(&format!(" AND size <= ?{}", values.len()));
+        }
+        sql.push_str(" ORDER BY ");
+        if !self.priorities.is_empty() {
+            sql.push_str("CASE root");
+            for (root, p) in &self.priorities {
+                values.push(Value::Text(root.clone()));
+                sql.push_str(&format!(" WHEN ?{} THEN {p}", values.len()));
+            }
+            sql.push_str(" ELSE 0 END DESC, ");
+        }
+        sql.push_str(match self.order {
+            Order::Fifo => "next_attempt_at, id",
+            Order::Oldest => "mtime_ns, id",
+            Order::Newest => "mtime_ns DESC, id",
+            Order::Smallest => "size, id",
+            Order::Largest => "size DESC, id",
+            Order::Name => "root, rel",
+        });
+        (sql, values)
+    }
 }

@@ -100,6 +100,8 @@ pub struct RootCounts {
     pub failed: i64,
     pub done: i64,
     pub gone: i64,
+    /// Left out by policy (`existing = "skip"`, `max_age`).
+    pub skipped: i64,
     pub failures: Vec<(String, String)>,
     /// Pending files whose last attempt failed (retried after a backoff).
     pub retrying: Vec<(String, String)>,
@@ -139,6 +141,7 @@ pub fn counts(conn: &Connection) -> Result<Vec<RootCounts>, JournalError> {
             State::Done => c.done += n,
             State::Failed => c.failed += n,
             State::Gone => c.gone += n,
+            State::Skipped => c.skipped += n,
         }
     }
     let mut stmt = conn.prepare(

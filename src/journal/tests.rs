@@ -27,7 +27,10 @@ async fn queue_session_and_done_round_trip() {
     j.enqueue("/r".into(), "a.mp4".into(), fp(10, 5), None)
         .await
         .unwrap();
-    let due = j.due(now_ms(), 10, vec![], None).await.unwrap();
+    let due = j
+        .due(now_ms(), 10, vec![], None, Serving::default())
+        .await
+        .unwrap();
     assert_eq!(due.len(), 1);
     let id = due[0].id;
     let s = Session {
@@ -85,7 +88,11 @@ async fn failures_back_off_then_fail_until_retry() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path()).unwrap();
     j.enqueue("/r".into(), "a".into(), fp(1, 1), None).await.unwrap();
-    let id = j.due(now_ms(), 1, vec![], None).await.unwrap()[0].id;
+    let id = j
+        .due(now_ms(), 1, vec![], None, Serving::default())
+        .await
+        .unwrap()[0]
+        .id;
     assert_eq!(
         j.record_failure(id, "boom".into(), 2, now_ms() + 60_000)
             .await
@@ -93,16 +100,30 @@ async fn failures_back_off_then_fail_until_retry() {
         State::Pending
     );
     assert!(
-        j.due(now_ms(), 1, vec![], None).await.unwrap().is_empty(),
+        j.due(now_ms(), 1, vec![], None, Serving::default())
+            .await
+            .unwrap()
+            .is_empty(),
         "backing off"
     );
     assert_eq!(
         j.record_failure(id, "boom".into(), 2, 0).await.unwrap(),
         State::Failed
     );
-    assert!(j.due(now_ms(), 1, vec![], None).await.unwrap().is_empty());
+    assert!(
+        j.due(now_ms(), 1, vec![], None, Serving::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(j.retry(vec![]).await.unwrap().requeued, 1);
-    assert_eq!(j.due(now_ms(), 1, vec![], None).await.unwrap().len(), 1);
+    assert_eq!(
+        j.due(now_ms(), 1, vec![], None, Serving::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]

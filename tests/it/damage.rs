@@ -101,7 +101,8 @@ fn a_garbage_or_newer_journal_is_refused_saying_what_is_wrong() {
     conn.execute_batch(
         "ALTER TABLE sessions DROP COLUMN dev; ALTER TABLE sessions DROP COLUMN ino;
          ALTER TABLE sessions DROP COLUMN ctime_ns; DROP INDEX files_remote_key;
-         ALTER TABLE files DROP COLUMN remote_key;",
+         ALTER TABLE files DROP COLUMN remote_key;
+         DROP TABLE agent_state; DROP TABLE outbox; DROP TABLE roots;",
     )
     .unwrap();
     drop(conn);

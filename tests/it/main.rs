@@ -14,6 +14,7 @@ mod harness;
 mod hostile;
 mod lifecycle;
 mod newcomer;
+mod policies;
 mod promises;
 mod properties;
 mod protocol;

@@ -1,4 +1,4 @@
--- v4: what the control plane keeps across restarts. `agent_state` holds
+-- v4: what the control plane and the studio policies keep across restarts. `agent_state` holds
 -- single values (a pause set with `pause`, and until when); `outbox` holds
 -- notifications not yet delivered, each retried with backoff until its
 -- receiver takes it.
@@ -17,3 +17,9 @@ CREATE TABLE outbox (
     last_error  TEXT
 );
 CREATE INDEX outbox_due ON outbox (next_at, id);
+-- When each root was first watched with `existing = "skip"`: files whose
+-- ctime is older were there before, and are recorded as skipped.
+CREATE TABLE roots (
+    root              TEXT PRIMARY KEY,
+    first_watched_at  INTEGER NOT NULL
+);
