@@ -19,6 +19,7 @@ pub mod limiter;
 pub mod logfile;
 pub mod mapping;
 pub mod scan;
+pub mod schedule;
 pub mod secrets;
 pub mod settle;
 pub mod units;

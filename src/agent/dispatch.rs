@@ -24,7 +24,7 @@ impl Agent {
     /// Starts due uploads up to `concurrent_files`. Returns when the next
     /// backed-off file becomes due, if any.
     pub(super) async fn fill(&mut self) -> Result<Option<Instant>, AgentError> {
-        if self.opts.dry_run || self.pause.is_some() || self.user_pause.is_some() {
+        if self.opts.dry_run || self.pause.is_some() || self.held() {
             self.queue_dirty = false;
             return Ok(None);
         }

@@ -144,6 +144,12 @@ pub struct Agent {
     user_pause: Option<crate::journal::UserPause>,
     /// Given to every upload; cancelled while the user's pause holds.
     hold: CancellationToken,
+    /// The time zone schedules are read in (the system's; tests set one).
+    tz: jiff::tz::TimeZone,
+    /// The `[[agent.schedule]]` window in force (None: none), once known.
+    schedule_window: Option<Option<usize>>,
+    /// A schedule window says "paused".
+    schedule_paused: bool,
     /// Watch problems already reported (`watch_degraded` once per problem).
     degraded: HashSet<String>,
     /// Walks under way, oldest first; the loop takes their folders one at a
@@ -194,6 +200,9 @@ impl Agent {
             user_pause: None,
             hold: CancellationToken::new(),
             degraded: HashSet::new(),
+            tz: jiff::tz::TimeZone::system(),
+            schedule_window: None,
+            schedule_paused: false,
             scans: std::collections::VecDeque::new(),
         }
     }
@@ -207,6 +216,12 @@ impl Agent {
     /// Takes pause, resume and reload requests from `commands`.
     pub fn with_commands(mut self, commands: mpsc::Receiver<crate::control::Command>) -> Agent {
         self.commands = Some(commands);
+        self
+    }
+
+    /// Reads schedules in `tz` instead of the system's time zone.
+    pub fn with_time_zone(mut self, tz: jiff::tz::TimeZone) -> Agent {
+        self.tz = tz;
         self
     }
 
@@ -263,6 +278,7 @@ impl Agent {
         }
         self.restore_pause().await?;
         self.note_first_watch().await?;
+        self.apply_schedule().await?;
         for id in self.settings.root_ids() {
             self.scan(id, None);
         }
@@ -336,6 +352,8 @@ impl Agent {
                                     watchers = Some(w);
                                     let report = self.adopt_settings(settings, transfer);
                                     self.note_first_watch().await?;
+                                    self.schedule_window = None;
+                                    self.apply_schedule().await?;
                                     let every = self.settings.agent.rescan_interval.unwrap_or(Duration::from_secs(365 * 86400));
                                     rescan = tokio::time::interval_at(self.clock.now() + every, every);
                                     give_up_after = self.settings.watches.iter().map(|w| w.settle).max().unwrap_or_default() * 5;
@@ -413,6 +431,7 @@ impl Agent {
                             }
                         }
                     }
+                    self.apply_schedule().await?;
                     self.publish_health();
                     self.report_degraded().await?;
                     if !self.opts.dry_run {
@@ -551,15 +570,17 @@ impl Agent {
             (Some((Pause::Auth, _)), _) => (Some("auth_rejected"), None),
             (Some((Pause::Unreachable { since_ms }, _)), _) => (Some("service_unreachable"), Some(*since_ms)),
             (None, Some(p)) => (Some("paused_by_user"), Some(p.since_ms)),
+            (None, None) if self.schedule_paused => (Some("paused_by_schedule"), None),
             (None, None) => (None, None),
         };
         serde_json::json!({
             "roots": roots,
             "in_flight": self.flights.views(now),
-            "paused": self.pause.is_some() || self.user_pause.is_some(),
+            "paused": self.pause.is_some() || self.held(),
             "pause_reason": reason,
             "unreachable_since": since.filter(|_| matches!(self.pause, Some((Pause::Unreachable { .. }, _)))),
             "user_pause": self.user_pause,
+            "schedule": self.schedule_view(),
         })
         .to_string()
     }

@@ -54,11 +54,80 @@ impl Agent {
                     "uploads are paused ({}); `autorender-sync resume` starts them again",
                     describe(&p)
                 );
-                self.hold.cancel();
                 self.user_pause = Some(p);
+                self.apply_hold();
             }
         }
         Ok(())
+    }
+
+    /// Uploads are held: paused by the user or by a schedule window.
+    pub(super) fn held(&self) -> bool {
+        self.user_pause.is_some() || self.schedule_paused
+    }
+
+    /// Makes the uploads' `hold` token say what [`Agent::held`] says: cancelled
+    /// (parts in flight finish, no new part starts) or fresh.
+    pub(super) fn apply_hold(&mut self) {
+        if self.held() {
+            self.hold.cancel();
+        } else if self.hold.is_cancelled() {
+            self.hold = CancellationToken::new();
+            self.queue_dirty = true;
+        }
+    }
+
+    /// Sets the shared limiter's rate (and the schedule's pause) from the
+    /// window in force; logs each change of window.
+    pub(super) async fn apply_schedule(&mut self) -> Result<(), AgentError> {
+        let windows = &self.settings.agent.schedule;
+        let now = self.clock.wall_ms();
+        let window = crate::schedule::in_force(windows, now, &self.tz);
+        let limit = crate::schedule::limit(windows, window, self.settings.agent.bandwidth_limit);
+        if let Some(l) = self.transfer.limiter() {
+            l.set_rate(match limit {
+                crate::config::Limit::Rate(r) => Some(r),
+                _ => None,
+            });
+        }
+        if self.schedule_window != Some(window) {
+            let next = crate::schedule::next_change(windows, now, &self.tz)
+                .map(|t| format!(" until {}", Event::new("schedule", t).time))
+                .unwrap_or_default();
+            match window {
+                Some(i) => tracing::info!("schedule: {} is in force{next}", windows[i].describe()),
+                None if !windows.is_empty() => {
+                    tracing::info!("schedule: no window in force ({limit}){next}")
+                }
+                None => {}
+            }
+            self.schedule_window = Some(window);
+        }
+        let paused = limit == crate::config::Limit::Paused;
+        if paused != self.schedule_paused {
+            self.schedule_paused = paused;
+            self.apply_hold();
+            self.emit(Event::new(if paused { "paused" } else { "resumed" }, now).with("by", "schedule"))
+                .await?;
+            self.publish_health();
+        }
+        Ok(())
+    }
+
+    /// The schedule as `status` shows it (None without windows).
+    pub(super) fn schedule_view(&self) -> Option<serde_json::Value> {
+        let windows = &self.settings.agent.schedule;
+        if windows.is_empty() {
+            return None;
+        }
+        let now = self.clock.wall_ms();
+        let window = crate::schedule::in_force(windows, now, &self.tz);
+        let limit = crate::schedule::limit(windows, window, self.settings.agent.bandwidth_limit);
+        Some(serde_json::json!({
+            "window": window.map(|i| windows[i].describe()),
+            "limit": limit.to_string(),
+            "next_change": crate::schedule::next_change(windows, now, &self.tz),
+        }))
     }
 
     /// When the user's pause runs out (as an instant on the loop's clock).
@@ -84,7 +153,7 @@ impl Agent {
     async fn resume(&mut self) -> Result<bool, AgentError> {
         let was = self.user_pause.take().is_some();
         self.journal.set_user_pause(None).await?;
-        self.hold = CancellationToken::new();
+        self.apply_hold();
         self.queue_dirty = true;
         if was {
             self.emit(Event::new("resumed", self.clock.wall_ms())).await?;
@@ -105,7 +174,7 @@ impl Agent {
                 let new = self.user_pause.is_none();
                 self.user_pause = Some(p);
                 // Parts in flight finish and are recorded; no new part starts.
-                self.hold.cancel();
+                self.apply_hold();
                 tracing::info!(
                     "uploads paused ({}); {} upload(s) in flight stop after their current parts",
                     describe(&p),

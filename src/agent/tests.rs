@@ -474,3 +474,44 @@ async fn a_rejected_key_is_reported_at_start_before_any_file_is_ready() {
     assert!(t.sends()[0].1 - began < Duration::from_secs(15), "not held back");
     agent.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_schedule_window_starts_nothing_until_it_ends() {
+    // 2026-11-23 (a Monday) 10:00 UTC; the window holds uploads until 10:02.
+    let monday_10h = 1_795_392_000_000 + 10 * 3_600_000;
+    let p = place(
+        "[[agent.schedule]]\nfrom = \"10:00\"\nto = \"10:02\"\nbandwidth_limit = \"paused\"\n",
+        "",
+    );
+    let t = Scripted::answering(&[]);
+    let journal = Journal::open(&p.state).unwrap();
+    let began = Instant::now();
+    let agent = Agent::new(
+        p.settings.clone(),
+        t.clone(),
+        journal.clone(),
+        RunOptions::default(),
+        Clock::following_tokio(monday_10h),
+    )
+    .with_time_zone(jiff::tz::TimeZone::UTC);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(agent.run(stop.clone()));
+    std::fs::write(p.drop.join("held.mov"), b"frames").unwrap();
+    until("the file queued", async || {
+        journal
+            .lookup(p.settings.watches[0].key(), "held.mov".into())
+            .await
+            .unwrap()
+            .is_some_and(|r| r.state == State::Pending)
+    })
+    .await;
+    assert!(t.sends().is_empty(), "nothing starts inside the window");
+    until("the upload after the window", async || t.sends().len() == 1).await;
+    let sent_after = t.sends()[0].1 - began;
+    assert!(
+        sent_after >= Duration::from_secs(120) && sent_after < Duration::from_secs(125),
+        "sent {sent_after:?} after 10:00; the window ended at 10:02"
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}

@@ -46,6 +46,22 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             w.settle,
         );
     }
+    let windows = &settings.agent.schedule;
+    if !windows.is_empty() {
+        let (now, tz) = (crate::clock::system_ms(), jiff::tz::TimeZone::system());
+        for w in windows {
+            outln!("schedule window: {}", w.describe());
+        }
+        let window = crate::schedule::in_force(windows, now, &tz);
+        let limit = crate::schedule::limit(windows, window, settings.agent.bandwidth_limit);
+        outln!(
+            "schedule now: {limit} ({}){}",
+            window.map_or_else(|| "no window in force".to_string(), |i| windows[i].describe()),
+            crate::schedule::next_change(windows, now, &tz)
+                .map(|t| format!("; changes at {}", super::output::format_time(t)))
+                .unwrap_or_default()
+        );
+    }
     let (key, source, warnings) =
         secrets::lookup(&settings.api).map_err(|e| CliError::Usage(e.to_string()))?;
     for w in warnings {

@@ -101,7 +101,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     ));
     let reload = match &settings.source {
         Some(path) if continuous => Some(Reload {
-            how: reloader(path.clone(), &settings),
+            how: reloader(path.clone(), &settings, uploader.limiter.clone()),
             hangups: hangup_rx,
         }),
         _ => None,
@@ -138,7 +138,13 @@ pub(super) struct Reload {
 /// Loads the config at `path` again and builds an uploader from it; every
 /// problem is listed. What cannot change while running (the state dir, the
 /// control address, the log file) keeps its value, with a warning.
-fn reloader(path: std::path::PathBuf, running: &Settings) -> ReloadFn {
+/// The new uploader shares `limiter` with the old one, so a schedule's rate
+/// reaches the transfers still in flight.
+fn reloader(
+    path: std::path::PathBuf,
+    running: &Settings,
+    limiter: Option<Arc<crate::limiter::Limiter>>,
+) -> ReloadFn {
     let (state_dir, listen, log_file) = (
         running.agent.state_dir.clone(),
         running.control.listen,
@@ -169,7 +175,10 @@ fn reloader(path: std::path::PathBuf, running: &Settings) -> ReloadFn {
         s.agent.state_dir = state_dir.clone();
         s.control.listen = listen;
         s.agent.log_file = log_file.clone();
-        let uploader = Uploader::from_settings(&s, key).map_err(|e| vec![e.to_string()])?;
+        let mut uploader = Uploader::from_settings(&s, key).map_err(|e| vec![e.to_string()])?;
+        if limiter.is_some() {
+            uploader.limiter = limiter.clone();
+        }
         let transfer: Arc<dyn crate::upload::Transfer> = Arc::new(uploader);
         Ok((Arc::new(s), transfer))
     })

@@ -115,6 +115,7 @@ pub(crate) fn document(g: &Gathered) -> serde_json::Value {
             "paused": running && snapshot["paused"].as_bool().unwrap_or(false),
             "pause_reason": if running { snapshot["pause_reason"].clone() } else { serde_json::Value::Null },
             "paused_until": json_time(if running { snapshot["user_pause"]["until_ms"].as_i64() } else { None }),
+            "schedule": if running { snapshot["schedule"].clone() } else { serde_json::Value::Null },
             "unreachable_since": json_time(if running { snapshot["unreachable_since"].as_i64() } else { None }),
             "unreachable_since_ms": if running { snapshot["unreachable_since"].clone() } else { serde_json::Value::Null },
         },
@@ -166,6 +167,7 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
                         .map(|u| format!("until {}", format_time(u)))
                         .unwrap_or_else(|| "until `autorender-sync resume`".into())
                 ),
+                Some("paused_by_schedule") => "; UPLOADS PAUSED by the schedule".into(),
                 _ if snapshot["paused"].as_bool() == Some(true) =>
                     "; UPLOADS PAUSED (API key rejected)".into(),
                 _ => String::new(),
@@ -176,6 +178,17 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             a.heartbeat_at.map(format_time).unwrap_or_default()
         ),
         (None, _) => outln!("agent: has not run yet (journal: {})", state_dir.display()),
+    }
+    if running && let Some(s) = snapshot["schedule"].as_object() {
+        outln!(
+            "schedule: {} ({}){}",
+            s["limit"].as_str().unwrap_or("?"),
+            s["window"].as_str().unwrap_or("no window in force"),
+            s["next_change"]
+                .as_i64()
+                .map(|t| format!("; changes at {}", format_time(t)))
+                .unwrap_or_default()
+        );
     }
     for c in &counts {
         outln!(

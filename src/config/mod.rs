@@ -28,6 +28,7 @@ use crate::units::{parse_duration, parse_rate};
 
 mod control;
 mod paths;
+mod schedule;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -41,6 +42,7 @@ pub use control::{
 pub use paths::{
     check_endpoint, check_transport, default_state_dir, expand_tilde, is_loopback, normalise_remote_folder,
 };
+pub use schedule::{Limit, Window};
 use walker::Walker;
 
 pub const DEFAULT_ENDPOINT: &str = "https://upload.autorender.io";
@@ -133,6 +135,8 @@ pub struct AgentSettings {
     pub log_file: Option<PathBuf>,
     /// Which due file starts next.
     pub order: Order,
+    /// `[[agent.schedule]]` windows, first match wins.
+    pub schedule: Vec<Window>,
     /// GET after successful upload cycles (at most once a minute), `<url>/fail` after failures.
     pub healthcheck_url: Option<Url>,
 }

@@ -29,6 +29,7 @@ const AGENT_KEYS: &[&str] = &[
     "log_file",
     "healthcheck_url",
     "order",
+    "schedule",
 ];
 
 impl<'s> Walker<'s> {
@@ -236,8 +237,13 @@ impl<'s> Walker<'s> {
                 }
             },
         };
+        let schedule = f
+            .get("schedule")
+            .map(|item| self.schedule(item))
+            .unwrap_or_default();
         AgentSettings {
             order,
+            schedule,
             log_file,
             healthcheck_url,
             state_dir,

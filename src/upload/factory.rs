@@ -20,7 +20,8 @@ impl Uploader {
             reconcile: reconcile::Window::default(),
             client,
             concurrent_parts: settings.agent.concurrent_parts,
-            limiter: settings.agent.bandwidth_limit.map(|r| Arc::new(Limiter::new(r))),
+            // Always one, unlimited or not: a schedule may set a rate later.
+            limiter: Some(Arc::new(Limiter::new(settings.agent.bandwidth_limit))),
             url_ttl: settings.api.url_ttl,
             retry: retry_policy(),
             stall_timeout: settings.api.request_timeout,

@@ -369,7 +369,7 @@ impl Uploader {
             metadata,
             custom_id: None,
             random_prefix: job.random_prefix,
-            ttl_seconds: url_lifetime(self.url_ttl, self.limiter.as_ref().map(|l| l.rate()), size),
+            ttl_seconds: url_lifetime(self.url_ttl, self.limiter.as_ref().and_then(|l| l.rate()), size),
         }
     }
 

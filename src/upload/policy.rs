@@ -22,6 +22,10 @@ pub trait Transfer: Send + Sync {
     ) -> BoxFuture<'a, Result<Outcome, UploadError>>;
     /// One cheap authenticated call: is the service there, and is the key good?
     fn check_key(&self) -> BoxFuture<'_, Result<(), ApiError>>;
+    /// The bandwidth limiter its transfers share (a schedule changes its rate).
+    fn limiter(&self) -> Option<Arc<crate::limiter::Limiter>> {
+        None
+    }
 }
 
 impl Transfer for Uploader {
@@ -35,6 +39,9 @@ impl Transfer for Uploader {
     }
     fn check_key(&self) -> BoxFuture<'_, Result<(), ApiError>> {
         Box::pin(self.client.verify_key())
+    }
+    fn limiter(&self) -> Option<Arc<crate::limiter::Limiter>> {
+        self.limiter.clone()
     }
 }
 

@@ -170,3 +170,109 @@ fn existing_skip_and_max_age_start_from_now_and_changed_files_still_go() {
     );
     assert_eq!(agent.stop().code, 0);
 }
+
+/// Seconds after midnight, UTC, `delta` seconds from now, as "HH:MM:SS".
+fn utc_clock(delta: u64) -> String {
+    let s = (SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + delta)
+        % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+#[test]
+fn a_schedule_window_limits_the_rate_and_a_paused_one_holds_uploads_until_it_ends() {
+    // A rate window all day: one 16 MiB upload takes 16 MiB / 4 MiB/s.
+    let emu = Emulator::start(&["--part-size", "4MiB"]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\ndirect_upload_max = \"0\"\n[[agent.schedule]]\nfrom = \"00:00\"\nto = \"24:00\"\n\
+         bandwidth_limit = \"4MiB/s\"\n[control]\nlisten = \"127.0.0.1:0\"\n",
+        "",
+    );
+    let check = cli(&sb, &["check", "--offline"]);
+    assert!(
+        check
+            .stdout
+            .contains("schedule now: 4.0 MiB/s (every day 00:00–24:00: 4.0 MiB/s)"),
+        "{}",
+        check.stdout
+    );
+    let mut agent = sb.running_agent(&[]);
+    write_file(&sb.drop_dir().join("rated.mov"), 16 * 1024 * 1024, 1);
+    assert!(wait_until(Duration::from_secs(30), || emu.ledger().len() == 1));
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.state_dir().join("control.json")).unwrap()).unwrap();
+    let metrics = reqwest::blocking::get(format!("{}/metrics", info["url"].as_str().unwrap()))
+        .unwrap()
+        .text()
+        .unwrap();
+    let took: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("autorender_sync_upload_duration_seconds_sum "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((3.6..=4.4).contains(&took), "16 MiB at 4 MiB/s took {took} s");
+    let mut c = sb.cmd();
+    c.arg("status");
+    let st = run(c).stdout;
+    assert!(st.contains("schedule: 4.0 MiB/s (every day 00:00–24:00"), "{st}");
+    assert_eq!(agent.stop().code, 0);
+
+    // A paused window a few seconds from now: the upload in flight stops
+    // after its current part, nothing new starts, and both go when it ends.
+    let emu = Emulator::start(&["--part-size", "1MiB", "--latency", "200"]);
+    let (from, to) = (utc_clock(4), utc_clock(12));
+    let sb = Sandbox::watching(
+        &emu,
+        &format!(
+            "settle = \"200ms\"\nconcurrent_parts = 1\ndirect_upload_max = \"0\"\n[[agent.schedule]]\n\
+             from = \"{from}\"\nto = \"{to}\"\nbandwidth_limit = \"paused\"\n"
+        ),
+        "",
+    );
+    let mut agent = sb.running_agent_env(&[], &[("TZ", "UTC")]);
+    write_file(&sb.drop_dir().join("long.mov"), 60 * 1024 * 1024, 2);
+    assert!(
+        wait_until(Duration::from_secs(20), || sb.status()["agent"]["pause_reason"]
+            == "paused_by_schedule"),
+        "{}",
+        agent.log_text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || sb.status()["in_flight"]
+            .as_array()
+            .is_some_and(Vec::is_empty)),
+        "the upload in flight did not stop: {}",
+        sb.status()
+    );
+    write_file(&sb.drop_dir().join("during.mov"), 1000, 3);
+    assert!(
+        wait_until(Duration::from_secs(10), || sb.status()["roots"][0]["pending"]
+            == 2),
+        "{}",
+        sb.status()
+    );
+    assert!(emu.ledger().is_empty(), "nothing finishes inside the window");
+    let puts = || -> Vec<u64> {
+        emu.sessions_of("long.mov")[0]["puts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect()
+    };
+    let sent = puts().iter().filter(|n| **n > 0).count();
+    assert!(sent > 0 && sent < 60, "{:?}", puts());
+    assert!(
+        wait_until(Duration::from_secs(60), || emu.ledger().len() == 2),
+        "{}",
+        agent.log_text()
+    );
+    assert!(puts().iter().all(|n| *n == 1), "no part sent twice: {:?}", puts());
+    assert!(agent.log_text().contains("schedule: "), "{}", agent.log_text());
+    assert_eq!(agent.stop().code, 0);
+}
