@@ -63,7 +63,7 @@ impl Window {
 }
 
 fn clock_text(s: u32) -> String {
-    if s % 60 == 0 {
+    if s.is_multiple_of(60) {
         format!("{:02}:{:02}", s / 3600, s / 60 % 60)
     } else {
         format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
