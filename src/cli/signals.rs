@@ -83,6 +83,8 @@ impl StopSignals {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caught {
     Stop,
+    /// SIGHUP (Unix only).
+    #[cfg_attr(not(unix), allow(dead_code))]
     Hangup,
 }
 
