@@ -21,6 +21,7 @@ pub mod mapping;
 pub mod scan;
 pub mod schedule;
 pub mod secrets;
+pub mod sequence;
 pub mod settle;
 pub mod units;
 pub mod upload;

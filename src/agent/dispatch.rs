@@ -18,6 +18,12 @@ pub(super) enum TaskResult {
         fp: Fingerprint,
         same: bool,
     },
+    /// A set's manifest upload ended.
+    Manifest {
+        root: String,
+        set_rel: String,
+        result: Box<Result<Outcome, UploadError>>,
+    },
 }
 
 impl Agent {
@@ -176,6 +182,13 @@ impl Agent {
                 } else if let Some(id) = self.root_of(&row) {
                     self.enqueue(id, row.root, row.rel, fp).await?;
                 }
+            }
+            TaskResult::Manifest {
+                root,
+                set_rel,
+                result,
+            } => {
+                self.manifest_sent(root, set_rel, *result).await?;
             }
             TaskResult::NotReady { row, gone } => {
                 self.inflight.remove(&row.id);

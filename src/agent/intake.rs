@@ -293,7 +293,12 @@ impl Agent {
             .filter(|_| !w.random_prefix)
             .map(|r| r.key(self.settings.api.case_insensitive_remote));
         let path = Path::new(&root).join(&rel);
-        if let Some(first) = self.journal.enqueue(root, rel, fp, key).await? {
+        let set = w.sets.as_ref().and_then(|rules| {
+            rules
+                .place(&rel)
+                .map(|(set, inner)| (set.to_string(), rules.phase(inner)))
+        });
+        if let Some(first) = self.journal.enqueue(root, rel, fp, key, set).await? {
             self.report.failed += 1;
             tracing::error!(
                 "{} is not uploaded: its remote name is already taken by {first} (the names differ only by \

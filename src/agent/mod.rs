@@ -86,6 +86,7 @@ mod dispatch;
 mod flights;
 mod intake;
 mod observer;
+mod sets;
 mod steer;
 #[cfg(test)]
 mod tests;
@@ -111,6 +112,8 @@ pub struct Agent {
     inflight: HashSet<i64>,
     /// Per root with `existing = "skip"`: when it was first watched (unix ms).
     first_watched: HashMap<RootId, i64>,
+    /// Sets whose manifest upload is under way (root key, set).
+    manifests: HashSet<(String, String)>,
     /// Those of `inflight` in the small files' lane.
     lane: HashSet<i64>,
     /// How the queue is served (order, priorities), from the settings.
@@ -182,6 +185,7 @@ impl Agent {
             tasks: JoinSet::new(),
             inflight: HashSet::new(),
             lane: HashSet::new(),
+            manifests: HashSet::new(),
             first_watched: HashMap::new(),
             serving,
             attempted: Arc::new(HashSet::new()),
@@ -310,6 +314,14 @@ impl Agent {
             self.expire_pause().await?;
             let next_retry = self.fill().await?;
             if self.opts.once {
+                if self.settler.is_empty()
+                    && self.tasks.is_empty()
+                    && !self.queue_dirty
+                    && self.scans.is_empty()
+                {
+                    // Sets that became ready (or moved a phase on) go in this run too.
+                    self.advance_sets().await?;
+                }
                 for p in self.settler.changing_longer_than(self.clock.now(), give_up_after) {
                     tracing::warn!("{} is still changing; leaving it for the next run", p.display());
                     self.settler.forget(&p);
@@ -432,6 +444,7 @@ impl Agent {
                         }
                     }
                     self.apply_schedule().await?;
+                    self.advance_sets().await?;
                     self.publish_health();
                     self.report_degraded().await?;
                     if !self.opts.dry_run {

@@ -28,19 +28,22 @@ pub(crate) struct Gathered {
     counts: Vec<RootCounts>,
     elsewhere: serde_json::Value,
     last: Vec<journal::HistoryRow>,
+    /// Upload sets: each with its file count and how many are done.
+    sets: Vec<(journal::SetRow, i64, i64)>,
 }
 
 pub(crate) fn gather(settings: &crate::config::Settings) -> Result<Gathered, CliError> {
     let state_dir = &settings.agent.state_dir;
     let running = journal::agent_running(state_dir);
     let conn = journal::open_read_only(state_dir).map_err(super::journal_read_error)?;
-    let (agent, mut counts, last) = match &conn {
+    let (agent, mut counts, last, sets) = match &conn {
         Some(c) => (
             journal::agent_row(c).map_err(|e| CliError::Failed(e.to_string()))?,
             journal::counts(c).map_err(|e| CliError::Failed(e.to_string()))?,
             journal::history(c, 5, false).map_err(|e| CliError::Failed(e.to_string()))?,
+            journal::all_sets(c).map_err(|e| CliError::Failed(e.to_string()))?,
         ),
-        None => (None, Vec::new(), Vec::new()),
+        None => (None, Vec::new(), Vec::new(), Vec::new()),
     };
     // Live settling/growing numbers come from the running agent's heartbeat.
     let snapshot: serde_json::Value = agent
@@ -95,7 +98,25 @@ pub(crate) fn gather(settings: &crate::config::Settings) -> Result<Gathered, Cli
         counts,
         elsewhere,
         last,
+        sets,
     })
+}
+
+/// A set as `status` shows it: "waiting (no trigger (_DONE) yet)",
+/// "uploading (40 of 120)", "complete (120 files)".
+fn set_line(s: &journal::SetRow, files: i64, done: i64) -> String {
+    match s.state.as_str() {
+        "waiting" => format!("waiting ({})", s.reason.as_deref().unwrap_or("not ready")),
+        "uploading" | "manifest" => format!(
+            "uploading ({done} of {files}){}",
+            s.reason
+                .as_deref()
+                .filter(|r| r.contains("failed"))
+                .map(|r| format!("; {r}"))
+                .unwrap_or_default()
+        ),
+        _ => format!("complete ({done} files, round {})", s.round),
+    }
 }
 
 /// The `status --json` document (also the control API's `/api/status`).
@@ -124,6 +145,17 @@ pub(crate) fn document(g: &Gathered) -> serde_json::Value {
         "in_flight": if running { snapshot["in_flight"].clone() } else { json!([]) },
         "elsewhere": elsewhere,
         "last_uploads": last.iter().map(file_json).collect::<Vec<_>>(),
+        "sets": g.sets.iter().map(|(s, files, done)| json!({
+            "root": s.root,
+            "set": s.set_rel,
+            "state": s.state,
+            "round": s.round,
+            "files": files,
+            "done": done,
+            "reason": s.reason,
+            "stuck": s.stuck,
+            "summary": set_line(s, *files, *done),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -142,6 +174,7 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
         counts,
         elsewhere,
         last,
+        sets,
     } = g;
     let state_dir = &state_dir;
     match (&agent, running) {
@@ -202,6 +235,9 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             c.failed,
             c.done
         );
+        if c.held > 0 {
+            outln!("  {} held (their upload set is not ready yet)", c.held);
+        }
         if c.skipped > 0 {
             outln!(
                 "  {} skipped by policy (existing = \"skip\" or max_age; uploaded if they change)",
@@ -219,6 +255,9 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
         }
         for (rel, err) in &c.retrying {
             outln!("  retrying: {rel}: {err}");
+        }
+        for (set, files, done) in sets.iter().filter(|(s, _, _)| s.root == c.root) {
+            outln!("  set {}: {}", set.set_rel, set_line(set, *files, *done));
         }
     }
     if running

@@ -30,6 +30,7 @@ mod control;
 mod paths;
 mod schedule;
 mod schema;
+mod sets;
 #[cfg(test)]
 mod tests;
 mod walker;
@@ -43,6 +44,7 @@ pub use paths::{
     check_endpoint, check_transport, default_state_dir, expand_tilde, is_loopback, normalise_remote_folder,
 };
 pub use schedule::{Limit, Window};
+pub use sets::{Gaps, PHASE_FILES, PHASE_LAST, PHASE_TRIGGER, SetRules};
 use walker::Walker;
 
 pub const DEFAULT_ENDPOINT: &str = "https://upload.autorender.io";
@@ -189,6 +191,8 @@ pub struct WatchSettings {
     pub existing: Existing,
     /// Files whose mtime is older than this are skipped (None: no limit).
     pub max_age: Option<Duration>,
+    /// Upload sets (`sets = "folder"`); None: every file on its own.
+    pub sets: Option<SetRules>,
 }
 
 /// `[[watch]] existing`: upload what is already there, or start from now.

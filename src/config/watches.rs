@@ -20,6 +20,14 @@ pub(super) const WATCH_KEYS: &[&str] = &[
     "priority",
     "existing",
     "max_age",
+    "sets",
+    "set_depth",
+    "set_trigger",
+    "set_quiet",
+    "set_timeout",
+    "sequence_gaps",
+    "upload_last",
+    "set_manifest",
 ];
 
 impl<'s> Walker<'s> {
@@ -218,6 +226,7 @@ impl<'s> Walker<'s> {
         let max_age = self
             .optional_duration(&f, "max_age", &k("max_age"))
             .unwrap_or(None);
+        let sets = self.sets(&f, key);
         if self.errors.len() != before {
             return (path.map(|p| (p, path_span)), None);
         }
@@ -241,6 +250,7 @@ impl<'s> Walker<'s> {
             priority,
             existing,
             max_age,
+            sets,
         };
         (path.map(|p| (p, path_span)), Some(settings))
     }

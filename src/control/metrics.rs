@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{Shared, status_document};
 
-const STATES: [&str; 10] = [
+const STATES: [&str; 11] = [
     "settling",
     "growing",
     "pending",
@@ -24,6 +24,7 @@ const STATES: [&str; 10] = [
     "done",
     "gone",
     "skipped",
+    "held",
 ];
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -18,7 +18,7 @@
 //! `schema` applies the numbered steps in `migrations/`; `records` is what is
 //! recorded about a file; `queue` the queue and each file's transitions;
 //! `sessions` the uploads in flight; `control` the user's pause and the
-//! notification outbox; `report` the read-only views for
+//! notification outbox; `sets` upload sets; `report` the read-only views for
 //! `status` and `history`. No SQL lives outside this module.
 
 use std::path::{Path, PathBuf};
@@ -34,6 +34,7 @@ mod records;
 mod report;
 mod schema;
 mod sessions;
+mod sets;
 mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -42,6 +43,7 @@ pub use control::{OutboxItem, OutboxRow, UserPause};
 pub use records::{DoneRecord, FileRow, FolderDone, Retried, SavedSession, Serving, State, Verdict};
 use records::{FILE_COLS, file_row};
 pub use report::{AgentRow, HistoryRow, RootCounts, agent_row, counts, history, open_read_only};
+pub use sets::{SetFile, SetRow, SetStep, all_sets};
 pub use sqlite::Sqlite;
 
 const SCHEMA_VERSION: i64 = schema::MIGRATIONS.len() as i64;
@@ -225,9 +227,17 @@ journal_interface! {
     async fn lookup(&self, root: String, rel: String) -> Option<FileRow>;
     /// Whether a finished file version needs uploading ([`Verdict`]).
     async fn verdict(&self, root: String, rel: String, fp: Fingerprint) -> Verdict;
-    /// Queues a stable file; with a remote key another live file holds, fails
+    /// Queues a stable file (in an upload set, `(set, phase)`: held until
+    /// the set is ready); with a remote key another live file holds, fails
     /// it instead and returns that file's local path.
-    async fn enqueue(&self, root: String, rel: String, fp: Fingerprint, remote_key: Option<String>) -> Option<String>;
+    async fn enqueue(
+        &self,
+        root: String,
+        rel: String,
+        fp: Fingerprint,
+        remote_key: Option<String>,
+        set: Option<(String, i64)>
+    ) -> Option<String>;
     /// A touched but identical file: its new mtime, so it is not hashed again.
     async fn refresh_done_mtime(&self, id: i64, mtime_ns: i128) -> ();
     /// Up to `limit` queued files due at `now` (unix ms), in the order
@@ -279,6 +289,13 @@ journal_interface! {
     async fn drop_session(&self, id: i64) -> ();
     /// The running agent's heartbeat and live snapshot (for `status`).
     async fn heartbeat(&self, pid: u32, started_at: i64, last_event_at: Option<i64>, snapshot: String) -> ();
+    /// The upload sets of `root` not complete yet.
+    async fn open_sets(&self, root: String) -> Vec<SetRow>;
+    /// The files of one set (not gone), by path.
+    async fn set_files(&self, root: String, set_rel: String) -> Vec<SetFile>;
+    /// What the agent decided for a set: wait (and why), release a phase,
+    /// send the manifest, or complete.
+    async fn step_set(&self, root: String, set_rel: String, step: SetStep, now: i64) -> ();
     /// The pause the user set (`pause`), if one holds.
     async fn user_pause(&self) -> Option<UserPause>;
     /// Sets (or, with None, lifts) the user's pause; it outlives a restart.

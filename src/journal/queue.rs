@@ -53,6 +53,7 @@ impl Sqlite {
         rel: String,
         fp: Fingerprint,
         remote_key: Option<String>,
+        set: Option<(String, i64)>,
     ) -> Result<Option<String>, JournalError> {
         self.call(move |c| {
             let tx = c.savepoint()?;
@@ -76,14 +77,20 @@ impl Sqlite {
                          or case); rename one of them"
                     )),
                 ),
+                None if set.is_some() => (State::Held, None),
                 None => (State::Pending, None),
+            };
+            let (set_rel, phase) = match &set {
+                Some((s, p)) => (Some(s.clone()), *p),
+                None => (None, 0),
             };
             tx.execute(
                 "INSERT INTO files (root, rel, state, size, mtime_ns, attempts, next_attempt_at, updated_at, adopt,
-                   last_error, remote_key)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, 1, ?7, ?8)
+                   last_error, remote_key, set_rel, phase)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, 1, ?7, ?8, ?9, ?10)
                  ON CONFLICT (root, rel) DO UPDATE SET state = ?3, size = ?4, mtime_ns = ?5,
-                   attempts = 0, last_error = ?7, next_attempt_at = 0, updated_at = ?6, remote_key = ?8",
+                   attempts = 0, last_error = ?7, next_attempt_at = 0, updated_at = ?6, remote_key = ?8,
+                   set_rel = ?9, phase = ?10",
                 params![
                     root,
                     rel,
@@ -92,9 +99,14 @@ impl Sqlite {
                     fp.mtime_ns as i64,
                     now_ms(),
                     error,
-                    if collision.is_some() { None } else { remote_key }
+                    if collision.is_some() { None } else { remote_key },
+                    set_rel,
+                    phase
                 ],
             )?;
+            if let Some(set_rel) = &set_rel {
+                super::sets::changed(&tx, &root, set_rel, now_ms())?;
+            }
             if let Some(e) = &error {
                 tx.execute(
                     "INSERT INTO history (root, rel, ok, size, error, at) VALUES (?1, ?2, 0, ?3, ?4, ?5)",

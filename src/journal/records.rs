@@ -22,6 +22,9 @@ pub enum State {
     /// Left out by policy (`existing = "skip"`, `max_age`): never uploaded
     /// unless it changes.
     Skipped,
+    /// Settled, in an upload set that is not ready yet (or whose earlier
+    /// files are still going).
+    Held,
 }
 
 impl State {
@@ -35,6 +38,7 @@ impl State {
             State::Failed => "failed",
             State::Gone => "gone",
             State::Skipped => "skipped",
+            State::Held => "held",
         }
     }
     pub(super) fn parse(s: &str) -> State {
@@ -46,6 +50,7 @@ impl State {
             "done" => State::Done,
             "failed" => State::Failed,
             "skipped" => State::Skipped,
+            "held" => State::Held,
             _ => State::Gone,
         }
     }
@@ -114,7 +119,9 @@ impl Verdict {
                 Verdict::Unchanged
             }
             State::Done if row.done_size == Some(fp.size as i64) => Verdict::HashFirst(Box::new(row.clone())),
-            State::Pending | State::Uploading | State::Failed if row.fingerprint() == fp => Verdict::Queued,
+            State::Pending | State::Uploading | State::Failed | State::Held if row.fingerprint() == fp => {
+                Verdict::Queued
+            }
             _ => Verdict::Upload,
         }
     }

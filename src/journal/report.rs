@@ -102,6 +102,8 @@ pub struct RootCounts {
     pub gone: i64,
     /// Left out by policy (`existing = "skip"`, `max_age`).
     pub skipped: i64,
+    /// Settled, waiting for their upload set.
+    pub held: i64,
     pub failures: Vec<(String, String)>,
     /// Pending files whose last attempt failed (retried after a backoff).
     pub retrying: Vec<(String, String)>,
@@ -142,6 +144,7 @@ pub fn counts(conn: &Connection) -> Result<Vec<RootCounts>, JournalError> {
             State::Failed => c.failed += n,
             State::Gone => c.gone += n,
             State::Skipped => c.skipped += n,
+            State::Held => c.held += n,
         }
     }
     let mut stmt = conn.prepare(

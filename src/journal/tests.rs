@@ -24,7 +24,7 @@ fn uploaded(fp: Fingerprint) -> DoneRecord {
 async fn queue_session_and_done_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path()).unwrap();
-    j.enqueue("/r".into(), "a.mp4".into(), fp(10, 5), None)
+    j.enqueue("/r".into(), "a.mp4".into(), fp(10, 5), None, None)
         .await
         .unwrap();
     let due = j
@@ -87,7 +87,9 @@ async fn queue_session_and_done_round_trip() {
 async fn failures_back_off_then_fail_until_retry() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path()).unwrap();
-    j.enqueue("/r".into(), "a".into(), fp(1, 1), None).await.unwrap();
+    j.enqueue("/r".into(), "a".into(), fp(1, 1), None, None)
+        .await
+        .unwrap();
     let id = j
         .due(now_ms(), 1, vec![], None, Serving::default())
         .await
@@ -204,7 +206,9 @@ async fn the_verdict_follows_the_record() {
         matches!(verdict("a", fp(1, 2)).await.unwrap(), Verdict::Upload),
         "no record"
     );
-    j.enqueue("/r".into(), "a".into(), fp(1, 2), None).await.unwrap();
+    j.enqueue("/r".into(), "a".into(), fp(1, 2), None, None)
+        .await
+        .unwrap();
     assert!(
         matches!(verdict("a", fp(1, 2)).await.unwrap(), Verdict::Queued),
         "queued, same version"

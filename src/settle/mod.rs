@@ -212,6 +212,11 @@ impl Settler {
         (settling, growing)
     }
 
+    /// Is anything under `dir` still settling?
+    pub fn any_under(&self, dir: &Path) -> bool {
+        self.entries.keys().any(|p| p.starts_with(dir))
+    }
+
     /// Paths seen changing and still settling after `limit`: for `run
     /// --once`, which gives up on files that never stop changing (they wait
     /// for the next run). A path merely waiting for its second stat (a slow

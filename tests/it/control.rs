@@ -428,14 +428,14 @@ fn reload_applies_a_new_root_and_refuses_a_broken_config_keeping_the_old() {
 
 /// A webhook receiver on loopback: records each request (method, path,
 /// body) and answers 200 while `up`, 503 while not.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     got: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
 }
 
 impl Receiver {
-    fn start(up: bool) -> Receiver {
+    pub(crate) fn start(up: bool) -> Receiver {
         use std::io::{BufRead, BufReader, Read, Write};
         use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -492,7 +492,7 @@ impl Receiver {
     }
 
     /// The JSON bodies POSTed to `path`.
-    fn events(&self, path: &str) -> Vec<Value> {
+    pub(crate) fn events(&self, path: &str) -> Vec<Value> {
         self.got
             .lock()
             .unwrap()

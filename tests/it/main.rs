@@ -18,5 +18,6 @@ mod policies;
 mod promises;
 mod properties;
 mod protocol;
+mod sets;
 mod shapes;
 mod upload;

@@ -23,3 +23,24 @@ CREATE TABLE roots (
     root              TEXT PRIMARY KEY,
     first_watched_at  INTEGER NOT NULL
 );
+-- Upload sets: a file's set (its folder at `set_depth` below the root) and
+-- its place in the set's order (0 files, 1 `upload_last`, 2 the trigger);
+-- each set's round, state (waiting, uploading, manifest, complete), the
+-- phase being sent, why it waits, and whether `stuck` was reported.
+ALTER TABLE files ADD COLUMN set_rel TEXT;
+ALTER TABLE files ADD COLUMN phase INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX files_set ON files (root, set_rel) WHERE set_rel IS NOT NULL;
+CREATE TABLE sets (
+    root            TEXT NOT NULL,
+    set_rel         TEXT NOT NULL,
+    round           INTEGER NOT NULL DEFAULT 1,
+    state           TEXT NOT NULL,
+    phase           INTEGER NOT NULL DEFAULT 0,
+    first_seen_at   INTEGER NOT NULL,
+    last_change_at  INTEGER NOT NULL,
+    completed_at    INTEGER,
+    reason          TEXT,
+    stuck           INTEGER NOT NULL DEFAULT 0,
+    manifest_file_no TEXT,
+    PRIMARY KEY (root, set_rel)
+);

@@ -1,0 +1,293 @@
+//! Upload sets in the loop: each heartbeat, every open set of a root with
+//! `sets = "folder"` is judged (ready? stuck? which phase next?), and what
+//! was decided is recorded in the journal before it is acted on, so a
+//! restart carries on from there. The manifest is written into the state
+//! dir and uploaded as one more file of the set.
+
+use super::*;
+use crate::config::{Gaps, PHASE_TRIGGER, SetRules};
+use crate::control::Event;
+use crate::journal::{SetFile, SetRow, SetStep};
+
+/// What a set should do now, from its record and files (a pure rule).
+pub(super) fn decide(
+    rules: &SetRules,
+    set: &SetRow,
+    files: &[SetFile],
+    settling: bool,
+    now_ms: i64,
+) -> (SetStep, Option<String>) {
+    match set.state.as_str() {
+        "waiting" => {
+            let mut warning = None;
+            let why = if settling {
+                Some("files are still settling".to_string())
+            } else if let Some(pattern) = &rules.trigger_pattern
+                && !files.iter().any(|f| f.phase == PHASE_TRIGGER)
+            {
+                Some(format!("no trigger ({pattern}) yet"))
+            } else if rules.trigger.is_none() && now_ms - set.last_change_at < rules.quiet.as_millis() as i64
+            {
+                let until = set.last_change_at + rules.quiet.as_millis() as i64;
+                Some(format!("quiet until {}", Event::new("set", until).time))
+            } else {
+                let gaps = if rules.gaps == Gaps::Ignore {
+                    Vec::new()
+                } else {
+                    crate::sequence::gaps(files.iter().map(|f| f.rel.rsplit('/').next().unwrap_or(&f.rel)))
+                };
+                let named: Vec<String> = gaps
+                    .iter()
+                    .map(|(seq, missing)| format!("gap at {} ({seq})", crate::sequence::compact(missing)))
+                    .collect();
+                match (rules.gaps, named.is_empty()) {
+                    (Gaps::Hold, false) => Some(named.join("; ")),
+                    (Gaps::Warn, false) => {
+                        warning = Some(named.join("; "));
+                        None
+                    }
+                    _ => None,
+                }
+            };
+            match why {
+                Some(reason) => {
+                    let stuck = !set.stuck && now_ms - set.first_seen_at >= rules.timeout.as_millis() as i64;
+                    (SetStep::Wait { reason, stuck }, None)
+                }
+                None => (SetStep::Release { phase: 0 }, warning),
+            }
+        }
+        "uploading" => {
+            let open: Vec<&SetFile> = files
+                .iter()
+                .filter(|f| f.phase <= set.phase && !matches!(f.state, State::Done | State::Skipped))
+                .collect();
+            let failed = open.iter().filter(|f| f.state == State::Failed).count();
+            if open.iter().any(|f| f.state == State::Held) {
+                // Files that settled after this phase was released go with it.
+                (SetStep::Release { phase: set.phase }, None)
+            } else if failed > 0 {
+                let reason = format!("{failed} file(s) failed; `autorender-sync retry` sends them again");
+                (SetStep::Wait { reason, stuck: false }, None)
+            } else if !open.is_empty() {
+                (
+                    SetStep::Wait {
+                        reason: format!("uploading ({} left)", open.len()),
+                        stuck: false,
+                    },
+                    None,
+                )
+            } else if set.phase < PHASE_TRIGGER {
+                (SetStep::Release { phase: set.phase + 1 }, None)
+            } else if rules.manifest {
+                (SetStep::Manifest, None)
+            } else {
+                (
+                    SetStep::Complete {
+                        manifest_file_no: None,
+                    },
+                    None,
+                )
+            }
+        }
+        _ => (
+            SetStep::Wait {
+                reason: String::new(),
+                stuck: false,
+            },
+            None,
+        ),
+    }
+}
+
+/// The manifest: each done file's path in the set, size, sha256, file_no.
+/// Nothing in it changes unless the files do, so a manifest sent again
+/// after a crash is the same content (and is adopted, not stored twice).
+fn manifest(set: &SetRow, files: &[SetFile]) -> String {
+    let entries: Vec<serde_json::Value> = files
+        .iter()
+        .filter(|f| f.state == State::Done)
+        .map(|f| {
+            serde_json::json!({
+                "path": f.rel.strip_prefix(&format!("{}/", set.set_rel)).unwrap_or(&f.rel),
+                "size": f.size,
+                "sha256": f.sha256,
+                "file_no": f.file_no,
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({ "set": set.set_rel, "round": set.round, "files": entries });
+    format!("{doc:#}\n")
+}
+
+impl Agent {
+    /// Judges every open set and acts on what was decided.
+    pub(super) async fn advance_sets(&mut self) -> Result<(), AgentError> {
+        if self.opts.dry_run {
+            return Ok(());
+        }
+        let now = self.clock.wall_ms();
+        for id in self.settings.root_ids() {
+            let Some(rules) = self.settings.root(id).sets.clone() else {
+                continue;
+            };
+            let key = self.key(id);
+            for set in self.journal.open_sets(key.clone()).await? {
+                let files = self.journal.set_files(key.clone(), set.set_rel.clone()).await?;
+                let dir = self.settings.root(id).path.join(&set.set_rel);
+                if set.state == "manifest" {
+                    self.send_manifest(id, &set, &files);
+                    continue;
+                }
+                let (step, warning) = decide(&rules, &set, &files, self.settler.any_under(&dir), now);
+                if let Some(w) = warning {
+                    tracing::warn!(
+                        "set {}: {w}; it is uploaded anyway (sequence_gaps = \"warn\")",
+                        dir.display()
+                    );
+                }
+                match &step {
+                    SetStep::Wait { reason, stuck } => {
+                        if set.reason.as_deref() == Some(reason.as_str()) && !stuck {
+                            continue;
+                        }
+                        if *stuck {
+                            tracing::warn!("set {} is stuck: {reason}", dir.display());
+                            let mut e = Event::new("stuck", now).path(&dir);
+                            e.error = Some(reason.clone());
+                            self.emit(e.with("set", set.set_rel.clone())).await?;
+                        }
+                    }
+                    SetStep::Release { phase } => {
+                        tracing::info!(
+                            "set {}: sending phase {phase} of round {}",
+                            dir.display(),
+                            set.round
+                        );
+                        self.queue_dirty = true;
+                    }
+                    SetStep::Complete { .. } => {
+                        let n = files.iter().filter(|f| f.state == State::Done).count();
+                        tracing::info!("set {} is complete ({n} files)", dir.display());
+                        let mut e = Event::new("set_complete", now).path(&dir);
+                        e.remote_folder = Some(self.settings.root(id).remote_folder.clone());
+                        self.emit(
+                            e.with("set", set.set_rel.clone())
+                                .with("files", n)
+                                .with("round", set.round),
+                        )
+                        .await?;
+                    }
+                    SetStep::Manifest => {}
+                }
+                self.journal
+                    .step_set(key.clone(), set.set_rel.clone(), step, now)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the set's manifest into the state dir and uploads it into
+    /// the set's remote folder (one task per set at a time).
+    fn send_manifest(&mut self, id: RootId, set: &SetRow, files: &[SetFile]) {
+        let flight = (self.key(id), set.set_rel.clone());
+        if self.manifests.contains(&flight) || self.held() || self.pause.is_some() {
+            return;
+        }
+        let w = self.settings.root(id).clone();
+        let name = format!(
+            "{}.manifest.json",
+            set.set_rel.rsplit('/').next().unwrap_or(&set.set_rel)
+        );
+        let dir = self
+            .settings
+            .agent
+            .state_dir
+            .join("manifests")
+            .join(crate::fileid::short_hash(&flight.0))
+            .join(&set.set_rel);
+        let local = dir.join(&name);
+        let text = manifest(set, files);
+        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&local, &text)) {
+            tracing::error!("cannot write the manifest {}: {e}", local.display());
+            return;
+        }
+        let remote = match mapping::map(
+            Path::new(&format!("{}/{name}", set.set_rel)),
+            &w.remote_folder,
+            w.subfolders,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("no remote name for the manifest of {}: {e}", set.set_rel);
+                return;
+            }
+        };
+        let job = Job {
+            path: local,
+            file_name: remote.name,
+            folder: remote.folder,
+            format: "application/json".into(),
+            tags: w.tags.clone(),
+            metadata: w.metadata.clone(),
+            random_prefix: false,
+            // A manifest sent before a crash is found, not stored twice.
+            adopt: true,
+            hold: self.hold.clone(),
+        };
+        self.manifests.insert(flight.clone());
+        let transfer = self.transfer.clone();
+        self.tasks.spawn(async move {
+            let observer: Arc<dyn Observer> = Arc::new(crate::upload::Quiet);
+            let result = transfer.send(&job, None, &observer).await;
+            TaskResult::Manifest {
+                root: flight.0,
+                set_rel: flight.1,
+                result: Box::new(result),
+            }
+        });
+    }
+
+    /// A manifest upload ended: the set is complete, or tried again later.
+    pub(super) async fn manifest_sent(
+        &mut self,
+        root: String,
+        set_rel: String,
+        result: Result<Outcome, UploadError>,
+    ) -> Result<(), AgentError> {
+        self.manifests.remove(&(root.clone(), set_rel.clone()));
+        let Some(&id) = self.by_key.get(&root) else {
+            return Ok(());
+        };
+        let dir = self.settings.root(id).path.join(&set_rel);
+        match result {
+            Ok(o) => {
+                let now = self.clock.wall_ms();
+                tracing::info!(
+                    "set {}: manifest uploaded → {} (file_no {})",
+                    dir.display(),
+                    mapping::remote_path(&o.folder, &o.name),
+                    o.file.file_no
+                );
+                let files = self.journal.set_files(root.clone(), set_rel.clone()).await?;
+                let n = files.iter().filter(|f| f.state == State::Done).count();
+                let step = SetStep::Complete {
+                    manifest_file_no: Some(o.file.file_no.clone()),
+                };
+                self.journal.step_set(root, set_rel.clone(), step, now).await?;
+                let mut e = Event::new("set_complete", now).path(&dir);
+                e.remote_folder = Some(o.folder.clone());
+                e.name = Some(o.name.clone());
+                e.file_no = Some(o.file.file_no.clone());
+                self.emit(e.with("set", set_rel).with("files", n)).await?;
+            }
+            Err(UploadError::Paused) => {}
+            Err(e) => tracing::warn!(
+                "set {}: the manifest was not uploaded ({e}); trying again",
+                dir.display()
+            ),
+        }
+        Ok(())
+    }
+}

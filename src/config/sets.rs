@@ -1,0 +1,199 @@
+//! The rules of a `[[watch]]`'s upload sets (`sets = "folder"` and the
+//! `set_*`, `sequence_gaps`, `upload_last` keys).
+
+use super::walker::Item;
+use super::*;
+
+/// What a gap in a frame sequence does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gaps {
+    Ignore,
+    /// Reported; the set goes anyway.
+    Warn,
+    /// The set waits until the gap is filled.
+    Hold,
+}
+
+/// A root's upload sets: every folder `depth` levels below the root is one.
+#[derive(Debug, Clone)]
+pub struct SetRules {
+    pub depth: usize,
+    /// A set is ready once a file matching this (relative to the set) exists.
+    pub trigger: Option<GlobSet>,
+    pub trigger_pattern: Option<String>,
+    /// Without a trigger: ready when nothing in the set changed for this long.
+    pub quiet: Duration,
+    /// Not ready after this long: a `stuck` event.
+    pub timeout: Duration,
+    pub gaps: Gaps,
+    /// Sent after every other file of the set (before the trigger).
+    pub last: GlobSet,
+    pub last_patterns: Vec<String>,
+    pub manifest: bool,
+}
+
+/// Where a file stands in its set's order.
+pub const PHASE_FILES: i64 = 0;
+pub const PHASE_LAST: i64 = 1;
+pub const PHASE_TRIGGER: i64 = 2;
+
+impl SetRules {
+    /// The set a root-relative path belongs to ("shots/sh010"), and the
+    /// path inside it; None for files above the set depth.
+    pub fn place<'a>(&self, rel: &'a str) -> Option<(&'a str, &'a str)> {
+        let mut cut = 0;
+        for _ in 0..self.depth {
+            let next = rel[cut..].find('/')?;
+            cut += next + 1;
+        }
+        Some((&rel[..cut - 1], &rel[cut..]))
+    }
+
+    /// The phase of a file (its path inside the set): trigger last, then
+    /// `upload_last`, then everything else first.
+    pub fn phase(&self, inner: &str) -> i64 {
+        if self.trigger.as_ref().is_some_and(|t| t.is_match(inner)) {
+            PHASE_TRIGGER
+        } else if self.last.is_match(inner) {
+            PHASE_LAST
+        } else {
+            PHASE_FILES
+        }
+    }
+}
+
+pub(super) const SET_KEYS: &[&str] = &[
+    "sets",
+    "set_depth",
+    "set_trigger",
+    "set_quiet",
+    "set_timeout",
+    "sequence_gaps",
+    "upload_last",
+    "set_manifest",
+];
+
+impl Walker<'_> {
+    /// The set rules of a `[[watch]]` (None with `sets = "off"`); keys that
+    /// only mean something with sets are refused without them.
+    pub(super) fn sets(&mut self, f: &HashMap<String, Item>, key: &str) -> Option<SetRules> {
+        let k = |name: &str| format!("{key}.{name}");
+        let on = match self.string(f, "sets", &k("sets")) {
+            None => false,
+            Some((t, _)) if t == "off" => false,
+            Some((t, _)) if t == "folder" => true,
+            Some((t, span)) => {
+                self.err(
+                    &k("sets"),
+                    Some(span),
+                    format!("\"{t}\" is not a choice; use \"folder\" or \"off\""),
+                );
+                false
+            }
+        };
+        if !on {
+            for name in &SET_KEYS[1..] {
+                if let Some(item) = f.get(*name) {
+                    self.err(
+                        &k(name),
+                        Some(item.span()),
+                        "only means something with sets = \"folder\"; add that or remove this key",
+                    );
+                }
+            }
+            return None;
+        }
+        let depth = self.integer(f, "set_depth", &k("set_depth"), 1).unwrap_or(1) as usize;
+        let (trigger, trigger_pattern) = match self.string(f, "set_trigger", &k("set_trigger")) {
+            Some((p, span)) => match globset::GlobBuilder::new(&p).literal_separator(true).build() {
+                Ok(g) => {
+                    let mut b = GlobSetBuilder::new();
+                    b.add(g);
+                    (b.build().ok(), Some(p))
+                }
+                Err(e) => {
+                    self.err(
+                        &k("set_trigger"),
+                        Some(span),
+                        format!("invalid glob \"{p}\": {}", e.kind()),
+                    );
+                    (None, None)
+                }
+            },
+            None => (None, None),
+        };
+        let quiet = self
+            .duration(f, "set_quiet", &k("set_quiet"))
+            .unwrap_or(Duration::from_secs(60));
+        let timeout = self
+            .duration(f, "set_timeout", &k("set_timeout"))
+            .unwrap_or(Duration::from_secs(6 * 3600));
+        let gaps = match self.string(f, "sequence_gaps", &k("sequence_gaps")) {
+            None => Gaps::Warn,
+            Some((t, span)) => match t.as_str() {
+                "ignore" => Gaps::Ignore,
+                "warn" => Gaps::Warn,
+                "hold" => Gaps::Hold,
+                _ => {
+                    self.err(
+                        &k("sequence_gaps"),
+                        Some(span),
+                        format!("\"{t}\" is not a choice; use \"ignore\", \"warn\" or \"hold\""),
+                    );
+                    Gaps::Warn
+                }
+            },
+        };
+        let (last, last_patterns) = self.globs(f, "upload_last", &k("upload_last"), &[]);
+        let manifest = self
+            .boolean(f, "set_manifest", &k("set_manifest"))
+            .unwrap_or(false);
+        Some(SetRules {
+            depth,
+            trigger,
+            trigger_pattern,
+            quiet,
+            timeout,
+            gaps,
+            last,
+            last_patterns,
+            manifest,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_placed_in_the_set_at_its_depth_with_its_phase() {
+        let rules = |depth| {
+            let s = Settings::parse(
+                &format!(
+                    "[[watch]]\npath = \"/\"\nremote_folder = \"r\"\nsets = \"folder\"\nset_depth = {depth}\n\
+                     set_trigger = \"_DONE\"\nupload_last = [\"*.mhl\", \"*.json\"]\n"
+                ),
+                "t.toml",
+                None,
+            )
+            .unwrap();
+            s.watches[0].sets.clone().unwrap()
+        };
+        let one = rules(1);
+        assert_eq!(one.place("sh010/f.0001.exr"), Some(("sh010", "f.0001.exr")));
+        assert_eq!(one.place("sh010/sub/f.exr"), Some(("sh010", "sub/f.exr")));
+        assert_eq!(one.place("loose.txt"), None);
+        let two = rules(2);
+        assert_eq!(two.place("job/sh010/f.exr"), Some(("job/sh010", "f.exr")));
+        assert_eq!(two.place("job/f.exr"), None);
+        assert_eq!(one.phase("f.0001.exr"), PHASE_FILES);
+        assert_eq!(one.phase("card.mhl"), PHASE_LAST);
+        assert_eq!(one.phase("_DONE"), PHASE_TRIGGER);
+        assert_eq!(
+            one.phase("sub/_DONE"),
+            PHASE_FILES,
+            "the trigger is at the set's top"
+        );
+    }
+}
