@@ -9,8 +9,12 @@
 //! next start resumes them) and flushes the journal.
 //!
 //! Rooms: this file holds the loop; `intake` turns hints and scans into
-//! settled files and asks the journal about each; `dispatch` turns due files
-//! into upload tasks and each outcome into one journal transition.
+//! settled files and asks the journal about each (and the start-from-now
+//! policies); `dispatch` turns due files into upload tasks (order, priority,
+//! the small files' lane) and each outcome into one journal transition;
+//! `outage` the key check and the service-wide pauses; `steer` the user's
+//! pause, schedules, reloads and events; `sets` upload sets; `health` what
+//! `/healthz` and `status` see.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -84,8 +88,10 @@ const AUTH_RECHECK: Duration = Duration::from_secs(60);
 
 mod dispatch;
 mod flights;
+mod health;
 mod intake;
 mod observer;
+mod outage;
 mod sets;
 mod steer;
 #[cfg(test)]
@@ -293,23 +299,11 @@ impl Agent {
             std::io::stderr().is_terminal()
         };
         let mut beats: u64 = 0;
-        let rescan_every = self
-            .settings
-            .agent
-            .rescan_interval
-            .unwrap_or(Duration::from_secs(365 * 86400));
-        let mut rescan = tokio::time::interval_at(self.clock.now() + rescan_every, rescan_every);
+        let mut rescan = self.rescan_timer();
         // Progress events for the dashboard, at most 4 per second per upload.
         let mut progress = tokio::time::interval(Duration::from_millis(250));
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut give_up_after = self
-            .settings
-            .watches
-            .iter()
-            .map(|w| w.settle)
-            .max()
-            .unwrap_or_default()
-            * 5;
+        let mut give_up_after = self.give_up_after();
         loop {
             self.expire_pause().await?;
             let next_retry = self.fill().await?;
@@ -350,37 +344,10 @@ impl Agent {
                 Some(cmd) = async { commands.as_mut()?.recv().await }, if commands.is_some() => {
                     match cmd {
                         crate::control::Command::Reload { settings, transfer, reply } => {
-                            // New watchers on a new channel first: hints of the
-                            // old roots' numbering must not reach the new ones.
-                            let (new_tx, new_rx) = mpsc::channel::<Hint>(64 * 1024);
-                            match watch::start(&settings.watches, settings.agent.poll_interval, new_tx.clone()) {
-                                Err(e) => {
-                                    let _ = reply.send(Err(vec![e.to_string()]));
-                                }
-                                Ok(w) => {
-                                    drop(watchers.take());
-                                    (tx, rx) = (new_tx, new_rx);
-                                    self.watch_modes = w.modes.clone();
-                                    watchers = Some(w);
-                                    let report = self.adopt_settings(settings, transfer);
-                                    self.note_first_watch().await?;
-                                    self.schedule_window = None;
-                                    self.apply_schedule().await?;
-                                    let every = self.settings.agent.rescan_interval.unwrap_or(Duration::from_secs(365 * 86400));
-                                    rescan = tokio::time::interval_at(self.clock.now() + every, every);
-                                    give_up_after = self.settings.watches.iter().map(|w| w.settle).max().unwrap_or_default() * 5;
-                                    for id in self.settings.root_ids() {
-                                        self.scan(id, None);
-                                    }
-                                    tracing::info!(
-                                        "config reloaded: {} root(s) watched, {} added, {} removed",
-                                        report.roots, report.roots_added.len(), report.roots_removed.len()
-                                    );
-                                    self.emit(crate::control::Event::new("reloaded", self.clock.wall_ms())
-                                        .with("roots", report.roots)).await?;
-                                    self.publish_health();
-                                    let _ = reply.send(Ok(report));
-                                }
+                            if let Some((t, r)) = self.reload(settings, transfer, reply, &mut watchers).await? {
+                                (tx, rx) = (t, r);
+                                rescan = self.rescan_timer();
+                                give_up_after = self.give_up_after();
                             }
                         }
                         other => self.command(other).await?,
@@ -463,139 +430,6 @@ impl Agent {
         self.tasks.shutdown().await;
         self.journal.checkpoint().await?;
         Ok(self.report)
-    }
-
-    /// A watched folder that vanished loses its watch, and so does one that
-    /// was deleted and recreated between two looks (a new folder, a new
-    /// identity). Either way, once it is there it is watched again and
-    /// scanned, so nothing dropped into it is missed.
-    async fn check_roots(
-        &mut self,
-        watchers: &mut watch::Watchers,
-        tx: &mpsc::Sender<Hint>,
-    ) -> Result<(), AgentError> {
-        for id in self.settings.root_ids() {
-            let i = id.0;
-            let w = self.settings.root(id);
-            let now = folder_identity(&w.path);
-            if now == self.root_ids[i] {
-                continue;
-            }
-            match now {
-                None => {
-                    tracing::warn!(
-                        "watched folder {} disappeared; waiting for it to come back",
-                        w.path.display()
-                    );
-                    watchers.stop(id);
-                    self.root_ids[i] = None;
-                }
-                Some(_) => match watchers.restart(id, w, self.settings.agent.poll_interval, tx) {
-                    Ok(()) => {
-                        tracing::info!(
-                            "watched folder {} is (re)created; watching it again",
-                            w.path.display()
-                        );
-                        self.root_ids[i] = now;
-                        self.watch_modes[i] = watchers.modes[i];
-                        self.scan(id, None);
-                    }
-                    Err(e) => tracing::warn!("{e}; trying again"),
-                },
-            }
-        }
-        Ok(())
-    }
-
-    /// What `/healthz` reports: every reason the agent is not doing its job.
-    fn publish_health(&self) {
-        use std::sync::atomic::Ordering;
-        let mut problems = Vec::new();
-        for (i, w) in self.settings.watches.iter().enumerate() {
-            if self.root_ids.get(i).is_some_and(Option::is_none) {
-                problems.push(format!(
-                    "watched folder {} is missing or unmounted",
-                    w.path.display()
-                ));
-            }
-            if let Some(WatchMode::Polling {
-                limit_reached: true, ..
-            }) = self.watch_modes.get(i)
-            {
-                problems.push(format!(
-                    "{} is polled: the OS limit on watched folders was reached",
-                    w.path.display()
-                ));
-            }
-        }
-        match &self.pause {
-            Some((Pause::Auth, _)) => problems.push("the API key was rejected".into()),
-            Some((Pause::Unreachable { .. }, _)) => problems.push("the service is unreachable".into()),
-            None => {}
-        }
-        self.live.paused.store(
-            self.pause.is_some() || self.user_pause.is_some(),
-            Ordering::Relaxed,
-        );
-        *self.live.problems.lock().expect("problems lock") = problems;
-    }
-
-    /// A `watch_degraded` event for each watch problem not reported yet.
-    async fn report_degraded(&mut self) -> Result<(), AgentError> {
-        let now: HashSet<String> = self
-            .live
-            .problems
-            .lock()
-            .expect("problems lock")
-            .iter()
-            .filter(|p| p.starts_with("watched folder") || p.contains(" is polled"))
-            .cloned()
-            .collect();
-        let fresh: Vec<String> = now.difference(&self.degraded).cloned().collect();
-        self.degraded = now;
-        for p in fresh {
-            let mut e = crate::control::Event::new("watch_degraded", self.clock.wall_ms());
-            e.error = Some(p);
-            self.emit(e).await?;
-        }
-        Ok(())
-    }
-
-    fn snapshot(&self) -> String {
-        let now = self.clock.now();
-        let roots: Vec<serde_json::Value> = self
-            .settings
-            .watches
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let (settling, growing) = self.settler.counts_under(RootId(i), now);
-                serde_json::json!({
-                    "root": w.path,
-                    "remote_folder": w.remote_folder,
-                    "watch": self.watch_modes.get(i).map(WatchMode::to_string),
-                    "settling": settling,
-                    "growing": growing,
-                })
-            })
-            .collect();
-        let (reason, since) = match (&self.pause, &self.user_pause) {
-            (Some((Pause::Auth, _)), _) => (Some("auth_rejected"), None),
-            (Some((Pause::Unreachable { since_ms }, _)), _) => (Some("service_unreachable"), Some(*since_ms)),
-            (None, Some(p)) => (Some("paused_by_user"), Some(p.since_ms)),
-            (None, None) if self.schedule_paused => (Some("paused_by_schedule"), None),
-            (None, None) => (None, None),
-        };
-        serde_json::json!({
-            "roots": roots,
-            "in_flight": self.flights.views(now),
-            "paused": self.pause.is_some() || self.held(),
-            "pause_reason": reason,
-            "unreachable_since": since.filter(|_| matches!(self.pause, Some((Pause::Unreachable { .. }, _)))),
-            "user_pause": self.user_pause,
-            "schedule": self.schedule_view(),
-        })
-        .to_string()
     }
 }
 

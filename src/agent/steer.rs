@@ -251,6 +251,69 @@ impl Agent {
 }
 
 impl Agent {
+    /// The periodic rescan (`rescan_interval`; "off" is a year).
+    pub(super) fn rescan_timer(&self) -> tokio::time::Interval {
+        let every = self
+            .settings
+            .agent
+            .rescan_interval
+            .unwrap_or(Duration::from_secs(365 * 86400));
+        tokio::time::interval_at(self.clock.now() + every, every)
+    }
+
+    /// `--once` leaves a file still changing after this long for the next run.
+    pub(super) fn give_up_after(&self) -> Duration {
+        self.settings
+            .watches
+            .iter()
+            .map(|w| w.settle)
+            .max()
+            .unwrap_or_default()
+            * 5
+    }
+
+    /// Applies a reloaded config: new watchers on a new channel first (hints
+    /// in the old roots' numbering must not reach the new ones), then the
+    /// settings; every root is scanned again. Returns the new channel, or
+    /// None when the watchers could not start (the old config stays).
+    pub(super) async fn reload(
+        &mut self,
+        settings: Arc<Settings>,
+        transfer: Arc<dyn Transfer>,
+        reply: tokio::sync::oneshot::Sender<Result<crate::control::ReloadReport, Vec<String>>>,
+        watchers: &mut Option<watch::Watchers>,
+    ) -> Result<Option<(mpsc::Sender<Hint>, mpsc::Receiver<Hint>)>, AgentError> {
+        let (tx, rx) = mpsc::channel::<Hint>(64 * 1024);
+        let w = match watch::start(&settings.watches, settings.agent.poll_interval, tx.clone()) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = reply.send(Err(vec![e.to_string()]));
+                return Ok(None);
+            }
+        };
+        drop(watchers.take());
+        self.watch_modes = w.modes.clone();
+        *watchers = Some(w);
+        let report = self.adopt_settings(settings, transfer);
+        self.note_first_watch().await?;
+        self.schedule_window = None;
+        self.apply_schedule().await?;
+        for id in self.settings.root_ids() {
+            self.scan(id, None);
+        }
+        tracing::info!(
+            "config reloaded: {} root(s) watched, {} added, {} removed",
+            report.roots,
+            report.roots_added.len(),
+            report.roots_removed.len()
+        );
+        self.emit(Event::new("reloaded", self.clock.wall_ms()).with("roots", report.roots))
+            .await?;
+        self.publish_health();
+        let _ = reply.send(Ok(report));
+        Ok(Some((tx, rx)))
+    }
+
     /// Roots with `existing = "skip"` record when they were first watched
     /// (before their first scan, so what is there now counts as there before).
     pub(super) async fn note_first_watch(&mut self) -> Result<(), AgentError> {

@@ -1,0 +1,140 @@
+//! What the agent shows of itself: its roots' health (a folder missing or
+//! replaced, a watcher degraded), what `/healthz` reports, the
+//! `watch_degraded` events, and the heartbeat's snapshot for `status`.
+
+use super::*;
+
+impl Agent {
+    /// A watched folder that vanished loses its watch, and so does one that
+    /// was deleted and recreated between two looks (a new folder, a new
+    /// identity). Either way, once it is there it is watched again and
+    /// scanned, so nothing dropped into it is missed.
+    pub(super) async fn check_roots(
+        &mut self,
+        watchers: &mut watch::Watchers,
+        tx: &mpsc::Sender<Hint>,
+    ) -> Result<(), AgentError> {
+        for id in self.settings.root_ids() {
+            let i = id.0;
+            let w = self.settings.root(id);
+            let now = folder_identity(&w.path);
+            if now == self.root_ids[i] {
+                continue;
+            }
+            match now {
+                None => {
+                    tracing::warn!(
+                        "watched folder {} disappeared; waiting for it to come back",
+                        w.path.display()
+                    );
+                    watchers.stop(id);
+                    self.root_ids[i] = None;
+                }
+                Some(_) => match watchers.restart(id, w, self.settings.agent.poll_interval, tx) {
+                    Ok(()) => {
+                        tracing::info!(
+                            "watched folder {} is (re)created; watching it again",
+                            w.path.display()
+                        );
+                        self.root_ids[i] = now;
+                        self.watch_modes[i] = watchers.modes[i];
+                        self.scan(id, None);
+                    }
+                    Err(e) => tracing::warn!("{e}; trying again"),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// What `/healthz` reports: every reason the agent is not doing its job.
+    pub(super) fn publish_health(&self) {
+        use std::sync::atomic::Ordering;
+        let mut problems = Vec::new();
+        for (i, w) in self.settings.watches.iter().enumerate() {
+            if self.root_ids.get(i).is_some_and(Option::is_none) {
+                problems.push(format!(
+                    "watched folder {} is missing or unmounted",
+                    w.path.display()
+                ));
+            }
+            if let Some(WatchMode::Polling {
+                limit_reached: true, ..
+            }) = self.watch_modes.get(i)
+            {
+                problems.push(format!(
+                    "{} is polled: the OS limit on watched folders was reached",
+                    w.path.display()
+                ));
+            }
+        }
+        match &self.pause {
+            Some((Pause::Auth, _)) => problems.push("the API key was rejected".into()),
+            Some((Pause::Unreachable { .. }, _)) => problems.push("the service is unreachable".into()),
+            None => {}
+        }
+        self.live.paused.store(
+            self.pause.is_some() || self.user_pause.is_some(),
+            Ordering::Relaxed,
+        );
+        *self.live.problems.lock().expect("problems lock") = problems;
+    }
+
+    /// A `watch_degraded` event for each watch problem not reported yet.
+    pub(super) async fn report_degraded(&mut self) -> Result<(), AgentError> {
+        let now: HashSet<String> = self
+            .live
+            .problems
+            .lock()
+            .expect("problems lock")
+            .iter()
+            .filter(|p| p.starts_with("watched folder") || p.contains(" is polled"))
+            .cloned()
+            .collect();
+        let fresh: Vec<String> = now.difference(&self.degraded).cloned().collect();
+        self.degraded = now;
+        for p in fresh {
+            let mut e = crate::control::Event::new("watch_degraded", self.clock.wall_ms());
+            e.error = Some(p);
+            self.emit(e).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn snapshot(&self) -> String {
+        let now = self.clock.now();
+        let roots: Vec<serde_json::Value> = self
+            .settings
+            .watches
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let (settling, growing) = self.settler.counts_under(RootId(i), now);
+                serde_json::json!({
+                    "root": w.path,
+                    "remote_folder": w.remote_folder,
+                    "watch": self.watch_modes.get(i).map(WatchMode::to_string),
+                    "settling": settling,
+                    "growing": growing,
+                })
+            })
+            .collect();
+        let (reason, since) = match (&self.pause, &self.user_pause) {
+            (Some((Pause::Auth, _)), _) => (Some("auth_rejected"), None),
+            (Some((Pause::Unreachable { since_ms }, _)), _) => (Some("service_unreachable"), Some(*since_ms)),
+            (None, Some(p)) => (Some("paused_by_user"), Some(p.since_ms)),
+            (None, None) if self.schedule_paused => (Some("paused_by_schedule"), None),
+            (None, None) => (None, None),
+        };
+        serde_json::json!({
+            "roots": roots,
+            "in_flight": self.flights.views(now),
+            "paused": self.pause.is_some() || self.held(),
+            "pause_reason": reason,
+            "unreachable_since": since.filter(|_| matches!(self.pause, Some((Pause::Unreachable { .. }, _)))),
+            "user_pause": self.user_pause,
+            "schedule": self.schedule_view(),
+        })
+        .to_string()
+    }
+}
