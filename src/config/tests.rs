@@ -200,3 +200,26 @@ url = "not a url"
         assert!(text.contains(needle), "{needle} in {text}");
     }
 }
+
+#[test]
+fn the_readmes_render_farm_config_is_valid() {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme
+        .find("## Render farms and camera cards")
+        .expect("the section")..];
+    let start = section.find("```toml\n").expect("a toml block") + 8;
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    let (farm, cards) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let text = block
+        .replace("/mnt/farm/out", farm.path().to_str().unwrap())
+        .replace("~/Cards", cards.path().to_str().unwrap());
+    let s = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(s.agent.schedule.len(), 2);
+    let render = s.watches[0].sets.as_ref().unwrap();
+    assert_eq!(
+        (render.depth, render.gaps, render.manifest),
+        (2, Gaps::Hold, true)
+    );
+    assert_eq!(s.watches[0].priority, 10);
+    assert_eq!(s.watches[1].existing, Existing::Skip);
+}
