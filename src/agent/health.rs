@@ -134,6 +134,7 @@ impl Agent {
             "unreachable_since": since.filter(|_| matches!(self.pause, Some((Pause::Unreachable { .. }, _)))),
             "user_pause": self.user_pause,
             "schedule": self.schedule_view(),
+            "problems": self.live.problems.lock().expect("problems lock").clone(),
         })
         .to_string()
     }

@@ -255,12 +255,7 @@ impl Agent {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<Report, AgentError> {
         let (mut tx, mut rx) = mpsc::channel::<Hint>(64 * 1024);
         let mut commands = self.commands.take();
-        self.root_ids = self
-            .settings
-            .watches
-            .iter()
-            .map(|w| folder_identity(&w.path))
-            .collect();
+        self.root_ids = self.root_identities();
         let mut watchers = if self.opts.once {
             None
         } else {
@@ -445,6 +440,17 @@ fn serving_of(settings: &Settings) -> crate::journal::Serving {
             .map(|w| (w.key(), w.priority))
             .collect(),
         max_size: None,
+    }
+}
+
+impl Agent {
+    /// Each root's folder identity now (None: missing).
+    fn root_identities(&self) -> Vec<Option<(u64, u64)>> {
+        self.settings
+            .watches
+            .iter()
+            .map(|w| folder_identity(&w.path))
+            .collect()
     }
 }
 

@@ -236,12 +236,7 @@ impl Agent {
         self.rescan_soon.clear();
         self.orphans.clear();
         self.queue_dirty = true;
-        self.root_ids = self
-            .settings
-            .watches
-            .iter()
-            .map(|w| folder_identity(&w.path))
-            .collect();
+        self.root_ids = self.root_identities();
         // A new key (or endpoint) is checked at once rather than after the wait.
         if let Some((_, at)) = &mut self.pause {
             *at = self.clock.now();

@@ -137,6 +137,7 @@ pub(crate) fn document(g: &Gathered) -> serde_json::Value {
             "pause_reason": if running { snapshot["pause_reason"].clone() } else { serde_json::Value::Null },
             "paused_until": json_time(if running { snapshot["user_pause"]["until_ms"].as_i64() } else { None }),
             "schedule": if running { snapshot["schedule"].clone() } else { serde_json::Value::Null },
+            "problems": if running { snapshot["problems"].clone() } else { json!([]) },
             "unreachable_since": json_time(if running { snapshot["unreachable_since"].as_i64() } else { None }),
             "unreachable_since_ms": if running { snapshot["unreachable_since"].clone() } else { serde_json::Value::Null },
         },

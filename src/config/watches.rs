@@ -20,14 +20,6 @@ pub(super) const WATCH_KEYS: &[&str] = &[
     "priority",
     "existing",
     "max_age",
-    "sets",
-    "set_depth",
-    "set_trigger",
-    "set_quiet",
-    "set_timeout",
-    "sequence_gaps",
-    "upload_last",
-    "set_manifest",
 ];
 
 impl<'s> Walker<'s> {
@@ -38,7 +30,8 @@ impl<'s> Walker<'s> {
         span: Span,
         default_settle: Duration,
     ) -> (Option<(PathBuf, Span)>, Option<WatchSettings>) {
-        let f = self.fields(t, key, WATCH_KEYS);
+        // A watch's own keys and its upload-set keys (`sets.rs`).
+        let f = self.fields(t, key, &[WATCH_KEYS, super::sets::SET_KEYS].concat());
         let k = |name: &str| format!("{key}.{name}");
         let before = self.errors.len();
 

@@ -19,6 +19,7 @@ pub(super) fn session_json(id: &str, rec: &SessionRec) -> Value {
         "expire_at": rec.expire_at,
         "puts": rec.puts,
         "received": rec.received,
+        "stored_at_ms": rec.stored_at,
         "parts_received": rec.received.iter().filter(|r| r.is_some()).count(),
         "completing": rec.completing,
         "completed": rec.completed.is_some(),

@@ -208,6 +208,9 @@ struct SessionRec {
     received: Vec<Option<u64>>,
     /// PUTs per part, to show resumed uploads skip finished parts.
     puts: Vec<u64>,
+    /// When each part's body was fully received (unix ms), to measure a
+    /// client's throughput from the service's side.
+    stored_at: Vec<Option<i64>>,
     /// The file_no it became, once finished.
     completed: Option<String>,
     /// A complete is assembling it right now.

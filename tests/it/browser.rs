@@ -122,6 +122,28 @@ async fn until(c: &Client, secs: u64, what: &str, cond: impl AsyncFn(&Client) ->
     );
 }
 
+/// Clicks the element `css` selects, as a user does. The page redraws its
+/// lists as events arrive, so an element found a moment ago may be gone:
+/// it is found again (a user would just click the new one).
+async fn click(c: &Client, css: &str) {
+    for _ in 0..50 {
+        if let Ok(e) = c.find(Locator::Css(css)).await
+            && e.click().await.is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("could not click {css}");
+}
+
+/// The failed file is listed with the service's refusal (413).
+async fn shows_the_refusal(c: &Client) -> bool {
+    text_of(c, "#failures li[data-path$='too-big.mov']")
+        .await
+        .contains("413")
+}
+
 #[test]
 fn the_dashboard_in_chromium_shows_uploads_live_pauses_and_retries() {
     let Some(driver) = start_driver() else {
@@ -168,12 +190,7 @@ fn the_dashboard_in_chromium_shows_uploads_live_pauses_and_retries() {
                 .starts_with("10")
         })
         .await;
-        until(&c, 30, "the failure", async |c: &Client| {
-            text_of(c, "#failures li[data-path$='too-big.mov']")
-                .await
-                .contains("413")
-        })
-        .await;
+        until(&c, 30, "the failure", shows_the_refusal).await;
         let still = c
             .execute("return window.__notReloaded === true", vec![])
             .await
@@ -182,12 +199,7 @@ fn the_dashboard_in_chromium_shows_uploads_live_pauses_and_retries() {
         std::fs::write(screenshots().join("dashboard.png"), c.screenshot().await.unwrap()).unwrap();
 
         // Pause: the state changes, and the agent says so.
-        c.find(Locator::Css("#pause"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "#pause").await;
         until(&c, 20, "paused", async |c: &Client| {
             text_of(c, "#state").await.starts_with("paused")
         })
@@ -201,14 +213,7 @@ fn the_dashboard_in_chromium_shows_uploads_live_pauses_and_retries() {
         .unwrap();
 
         // Retry puts the failed file back in the queue.
-        c.find(Locator::Css(
-            "#failures li[data-path$='too-big.mov'] button.retry",
-        ))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+        click(&c, "#failures li[data-path$='too-big.mov'] button.retry").await;
         assert!(
             wait_until(Duration::from_secs(20), || sb.status()["roots"][0]["failed"] == 0),
             "{}",
@@ -219,22 +224,12 @@ fn the_dashboard_in_chromium_shows_uploads_live_pauses_and_retries() {
         })
         .await;
         // Resume: it is tried again (and refused again: 413).
-        c.find(Locator::Css("#pause"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "#pause").await;
         until(&c, 20, "running again", async |c: &Client| {
             text_of(c, "#state").await == "running"
         })
         .await;
-        until(&c, 30, "the failure again", async |c: &Client| {
-            text_of(c, "#failures li[data-path$='too-big.mov']")
-                .await
-                .contains("413")
-        })
-        .await;
+        until(&c, 30, "the failure again", shows_the_refusal).await;
         c.close().await.unwrap();
 
         // A narrow window, in the dark colour scheme: still readable.

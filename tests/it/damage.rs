@@ -102,7 +102,8 @@ fn a_garbage_or_newer_journal_is_refused_saying_what_is_wrong() {
         "ALTER TABLE sessions DROP COLUMN dev; ALTER TABLE sessions DROP COLUMN ino;
          ALTER TABLE sessions DROP COLUMN ctime_ns; DROP INDEX files_remote_key;
          ALTER TABLE files DROP COLUMN remote_key;
-         DROP TABLE agent_state; DROP TABLE outbox; DROP TABLE roots;",
+         DROP TABLE agent_state; DROP TABLE outbox; DROP TABLE roots; DROP TABLE sets;
+         DROP INDEX files_set; ALTER TABLE files DROP COLUMN set_rel; ALTER TABLE files DROP COLUMN phase;",
     )
     .unwrap();
     drop(conn);

@@ -172,24 +172,25 @@ fn existing_skip_and_max_age_start_from_now_and_changed_files_still_go() {
 }
 
 /// Seconds after midnight, UTC, `delta` seconds from now, as "HH:MM:SS".
-fn utc_clock(delta: u64) -> String {
-    let s = (SystemTime::now()
+fn utc_clock(delta: i64) -> String {
+    let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
-        .as_secs()
-        + delta)
-        % 86_400;
+        .as_secs() as i64;
+    let s = (now + delta).rem_euclid(86_400);
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
 #[test]
 fn a_schedule_window_limits_the_rate_and_a_paused_one_holds_uploads_until_it_ends() {
-    // A rate window all day: one 16 MiB upload takes 16 MiB / 4 MiB/s.
-    let emu = Emulator::start(&["--part-size", "4MiB"]);
+    // A rate window all day: the parts of a 16 MiB upload arrive at 4 MiB/s,
+    // as the service sees it (the time between the first and the last part
+    // stored; hashing and the start request are not part of the rate).
+    let emu = Emulator::start(&["--part-size", "2MiB"]);
     let sb = Sandbox::watching(
         &emu,
-        "settle = \"200ms\"\ndirect_upload_max = \"0\"\n[[agent.schedule]]\nfrom = \"00:00\"\nto = \"24:00\"\n\
-         bandwidth_limit = \"4MiB/s\"\n[control]\nlisten = \"127.0.0.1:0\"\n",
+        "settle = \"200ms\"\ndirect_upload_max = \"0\"\nconcurrent_parts = 1\n[[agent.schedule]]\n\
+         from = \"00:00\"\nto = \"24:00\"\nbandwidth_limit = \"4MiB/s\"\n",
         "",
     );
     let check = cli(&sb, &["check", "--offline"]);
@@ -203,39 +204,57 @@ fn a_schedule_window_limits_the_rate_and_a_paused_one_holds_uploads_until_it_end
     let mut agent = sb.running_agent(&[]);
     write_file(&sb.drop_dir().join("rated.mov"), 16 * 1024 * 1024, 1);
     assert!(wait_until(Duration::from_secs(30), || emu.ledger().len() == 1));
-    let info: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(sb.state_dir().join("control.json")).unwrap()).unwrap();
-    let metrics = reqwest::blocking::get(format!("{}/metrics", info["url"].as_str().unwrap()))
+    let session = &emu.sessions_of("rated.mov")[0];
+    let mut at: Vec<i64> = session["stored_at_ms"]
+        .as_array()
         .unwrap()
-        .text()
-        .unwrap();
-    let took: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("autorender_sync_upload_duration_seconds_sum "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((3.6..=4.4).contains(&took), "16 MiB at 4 MiB/s took {took} s");
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    at.sort_unstable();
+    // 7 parts (14 MiB) after the first one was stored.
+    let secs = (at[7] - at[0]) as f64 / 1000.0;
+    let rate = 14.0 / secs;
+    assert!(
+        (3.6..=4.4).contains(&rate),
+        "measured {rate:.2} MiB/s for a 4 MiB/s window ({at:?})"
+    );
     let mut c = sb.cmd();
     c.arg("status");
     let st = run(c).stdout;
     assert!(st.contains("schedule: 4.0 MiB/s (every day 00:00–24:00"), "{st}");
     assert_eq!(agent.stop().code, 0);
 
-    // A paused window a few seconds from now: the upload in flight stops
-    // after its current part, nothing new starts, and both go when it ends.
+    // A paused window that begins while an upload is in flight (set by a
+    // reload, from a second ago to 8 s from now): the upload stops after
+    // its current part, nothing new starts, and both go when it ends.
     let emu = Emulator::start(&["--part-size", "1MiB", "--latency", "200"]);
-    let (from, to) = (utc_clock(4), utc_clock(12));
     let sb = Sandbox::watching(
         &emu,
-        &format!(
-            "settle = \"200ms\"\nconcurrent_parts = 1\ndirect_upload_max = \"0\"\n[[agent.schedule]]\n\
-             from = \"{from}\"\nto = \"{to}\"\nbandwidth_limit = \"paused\"\n"
-        ),
+        "settle = \"200ms\"\nconcurrent_parts = 1\ndirect_upload_max = \"0\"\n[control]\nlisten = \"127.0.0.1:0\"\n",
         "",
     );
     let mut agent = sb.running_agent_env(&[], &[("TZ", "UTC")]);
     write_file(&sb.drop_dir().join("long.mov"), 60 * 1024 * 1024, 2);
+    assert!(
+        wait_until(Duration::from_secs(30), || sb.status()["in_flight"][0]["sent"]
+            .as_u64()
+            .is_some_and(|n| n > 0)),
+        "{}",
+        sb.status()
+    );
+    let (from, to) = (utc_clock(-1), utc_clock(8));
+    let config = std::fs::read_to_string(&sb.config).unwrap();
+    std::fs::write(
+        &sb.config,
+        config.replace(
+            "[control]",
+            &format!("[[agent.schedule]]\nfrom = \"{from}\"\nto = \"{to}\"\nbandwidth_limit = \"paused\"\n[control]"),
+        ),
+    )
+    .unwrap();
+    let out = cli(&sb, &["reload"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         wait_until(Duration::from_secs(20), || sb.status()["agent"]["pause_reason"]
             == "paused_by_schedule"),
