@@ -18,6 +18,12 @@ pub(super) enum TaskResult {
         fp: Fingerprint,
         same: bool,
     },
+    /// A held file was hashed while its set waits (None: it changed meanwhile).
+    Prehashed {
+        root: String,
+        rel: String,
+        hashed: Option<(crate::fileid::FileId, String)>,
+    },
     /// A set's manifest upload ended.
     Manifest {
         root: String,
@@ -143,6 +149,7 @@ impl Agent {
                 random_prefix: w.random_prefix,
                 adopt: row.adopt,
                 hold,
+                known_sha256: row.pre.clone(),
             };
             if let Err(e) = journal.set_state(row.id, State::Uploading).await {
                 let err = UploadError::Checkpoint(e.to_string());
@@ -181,6 +188,11 @@ impl Agent {
                     self.report.skipped += 1;
                 } else if let Some(id) = self.root_of(&row) {
                     self.enqueue(id, row.root, row.rel, fp).await?;
+                }
+            }
+            TaskResult::Prehashed { root, rel, hashed } => {
+                if let Some((file, sha256)) = hashed {
+                    self.journal.record_prehash(root, rel, file, sha256).await?;
                 }
             }
             TaskResult::Manifest {

@@ -207,6 +207,23 @@ impl Agent {
         }
     }
 
+    /// Hashes a held file while its set waits (two at a time), so the
+    /// upload need not read it twice once the set is ready.
+    fn prehash(&mut self, root: String, rel: String, path: PathBuf) {
+        let permits = self.prehashing.clone();
+        self.tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let before = crate::fileid::FileId::of_path(&path).ok();
+            let sha = hash_file(&path).await.ok();
+            let after = crate::fileid::FileId::of_path(&path).ok();
+            let hashed = match (before, sha, after) {
+                (Some(b), Some(sha), Some(a)) if a == b => Some((b, sha)),
+                _ => None,
+            };
+            TaskResult::Prehashed { root, rel, hashed }
+        });
+    }
+
     /// Why a new or changed file is left out by its root's policy, if it is:
     /// older than `max_age`, or (with `existing = "skip"`) there before the
     /// root was first watched and never recorded since. "There before" is
@@ -298,7 +315,12 @@ impl Agent {
                 .place(&rel)
                 .map(|(set, inner)| (set.to_string(), rules.phase(inner)))
         });
-        if let Some(first) = self.journal.enqueue(root, rel, fp, key, set).await? {
+        let held = set.is_some();
+        if let Some(first) = self
+            .journal
+            .enqueue(root.clone(), rel.clone(), fp, key, set)
+            .await?
+        {
             self.report.failed += 1;
             tracing::error!(
                 "{} is not uploaded: its remote name is already taken by {first} (the names differ only by \
@@ -311,6 +333,9 @@ impl Agent {
                     .path(&path)
                     .sized(fp.size),
             );
+            if held {
+                self.prehash(root, rel, path);
+            }
         }
         self.queue_dirty = true;
         Ok(())

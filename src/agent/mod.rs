@@ -118,6 +118,8 @@ pub struct Agent {
     inflight: HashSet<i64>,
     /// Per root with `existing = "skip"`: when it was first watched (unix ms).
     first_watched: HashMap<RootId, i64>,
+    /// Held files hashed at once (the rest wait their turn).
+    prehashing: Arc<tokio::sync::Semaphore>,
     /// Sets whose manifest upload is under way (root key, set).
     manifests: HashSet<(String, String)>,
     /// Those of `inflight` in the small files' lane.
@@ -192,6 +194,7 @@ impl Agent {
             inflight: HashSet::new(),
             lane: HashSet::new(),
             manifests: HashSet::new(),
+            prehashing: Arc::new(tokio::sync::Semaphore::new(2)),
             first_watched: HashMap::new(),
             serving,
             attempted: Arc::new(HashSet::new()),

@@ -235,6 +235,7 @@ impl Agent {
             // A manifest sent before a crash is found, not stored twice.
             adopt: true,
             hold: self.hold.clone(),
+            known_sha256: None,
         };
         self.manifests.insert(flight.clone());
         let transfer = self.transfer.clone();

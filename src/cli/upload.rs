@@ -420,5 +420,6 @@ fn prepare(path: &Path, rel: &Path, folder: &str, tags: &[String]) -> Result<Job
         random_prefix: false,
         adopt: false,
         hold: Default::default(),
+        known_sha256: None,
     })
 }

@@ -268,6 +268,9 @@ journal_interface! {
     async fn record_upload(&self, root: String, rel: String, d: DoneRecord) -> ();
     /// A failed attempt: retried at `retry_at`, or failed after `max_attempts`.
     async fn record_failure(&self, id: i64, error: String, max_attempts: u32, retry_at: i64) -> State;
+    /// A held file's hash and the version it is of (the upload skips hashing
+    /// it again if the file is still that version).
+    async fn record_prehash(&self, root: String, rel: String, file: FileId, sha256: String) -> ();
     /// A file left out by policy (`existing = "skip"`, `max_age`), until it changes.
     async fn record_skipped(&self, root: String, rel: String, fp: Fingerprint) -> ();
     /// When `root` was first watched with `existing = "skip"` (now, if never).

@@ -90,7 +90,7 @@ impl Sqlite {
                  VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, 1, ?7, ?8, ?9, ?10)
                  ON CONFLICT (root, rel) DO UPDATE SET state = ?3, size = ?4, mtime_ns = ?5,
                    attempts = 0, last_error = ?7, next_attempt_at = 0, updated_at = ?6, remote_key = ?8,
-                   set_rel = ?9, phase = ?10",
+                   set_rel = ?9, phase = ?10, pre_sha256 = NULL, pre_dev = NULL, pre_ino = NULL, pre_ctime_ns = NULL",
                 params![
                     root,
                     rel,
@@ -320,6 +320,35 @@ impl Sqlite {
             }
             tx.commit()?;
             Ok(state)
+        })
+        .await
+    }
+
+    /// A held file was hashed: kept with the version it is of, if the
+    /// record still holds that version.
+    pub async fn record_prehash(
+        &self,
+        root: String,
+        rel: String,
+        file: FileId,
+        sha256: String,
+    ) -> Result<(), JournalError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE files SET pre_sha256 = ?3, pre_dev = ?4, pre_ino = ?5, pre_ctime_ns = ?6
+                 WHERE root = ?1 AND rel = ?2 AND size = ?7 AND mtime_ns = ?8 AND state = 'held'",
+                params![
+                    root,
+                    rel,
+                    sha256,
+                    file.dev as i64,
+                    file.ino as i64,
+                    file.ctime_ns as i64,
+                    file.size as i64,
+                    file.mtime_ns as i64
+                ],
+            )
+            .map(|_| ())
         })
         .await
     }

@@ -77,6 +77,10 @@ pub struct FileRow {
     pub adopt: bool,
     /// The name the service gave the file (done files).
     pub remote_name: Option<String>,
+    /// A held file's hash, taken while its set waited, and the version it
+    /// is of (see [`Journal::record_prehash`]).
+    #[serde(skip)]
+    pub pre: Option<(FileId, String)>,
 }
 
 impl FileRow {
@@ -155,7 +159,8 @@ pub struct Retried {
 }
 
 pub(super) const FILE_COLS: &str = "id, root, rel, state, size, mtime_ns, attempts, last_error, next_attempt_at, \
-    done_size, done_mtime_ns, done_sha256, file_no, url, remote_path, adopt, remote_name";
+    done_size, done_mtime_ns, done_sha256, file_no, url, remote_path, adopt, remote_name, \
+    pre_sha256, pre_dev, pre_ino, pre_ctime_ns";
 
 pub(super) fn file_row(r: &rusqlite::Row) -> rusqlite::Result<FileRow> {
     Ok(FileRow {
@@ -176,6 +181,24 @@ pub(super) fn file_row(r: &rusqlite::Row) -> rusqlite::Result<FileRow> {
         remote_path: r.get(14)?,
         adopt: r.get::<_, i64>(15)? != 0,
         remote_name: r.get(16)?,
+        pre: match (
+            r.get::<_, Option<String>>(17)?,
+            r.get::<_, Option<i64>>(18)?,
+            r.get::<_, Option<i64>>(19)?,
+            r.get::<_, Option<i64>>(20)?,
+        ) {
+            (Some(sha), Some(dev), Some(ino), Some(ctime)) => Some((
+                FileId {
+                    dev: dev as u64,
+                    ino: ino as u64,
+                    size: r.get::<_, i64>(4)? as u64,
+                    mtime_ns: r.get::<_, i64>(5)? as i128,
+                    ctime_ns: ctime as i128,
+                },
+                sha,
+            )),
+            _ => None,
+        },
     })
 }
 

@@ -291,3 +291,50 @@ async fn the_users_pause_and_the_outbox_outlive_a_reopen() {
     j.outbox_delivered(again[0].id).await.unwrap();
     assert_eq!(j.outbox_next().await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_held_files_hash_is_kept_for_its_version_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    let set = Some(("sh010".to_string(), 0));
+    j.enqueue("/r".into(), "sh010/f.exr".into(), fp(10, 5), None, set.clone())
+        .await
+        .unwrap();
+    let id = |size, mtime| FileId {
+        dev: 1,
+        ino: 2,
+        size,
+        mtime_ns: mtime,
+        ctime_ns: 7,
+    };
+    // A hash of another version (the file changed while it was hashed) is not kept.
+    j.record_prehash("/r".into(), "sh010/f.exr".into(), id(11, 5), "other".into())
+        .await
+        .unwrap();
+    let row = j
+        .lookup("/r".into(), "sh010/f.exr".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, State::Held);
+    assert!(row.pre.is_none());
+    j.record_prehash("/r".into(), "sh010/f.exr".into(), id(10, 5), "abc".into())
+        .await
+        .unwrap();
+    let row = j
+        .lookup("/r".into(), "sh010/f.exr".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.pre, Some((id(10, 5), "abc".to_string())));
+    // A new version forgets it.
+    j.enqueue("/r".into(), "sh010/f.exr".into(), fp(12, 6), None, set)
+        .await
+        .unwrap();
+    let row = j
+        .lookup("/r".into(), "sh010/f.exr".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(row.pre.is_none());
+}

@@ -74,6 +74,9 @@ pub struct Job {
     /// flight finish (and are recorded), and the upload ends as
     /// [`UploadError::Paused`], to be resumed from its recorded parts.
     pub hold: tokio_util::sync::CancellationToken,
+    /// The content hash taken earlier of this very version (inode, size,
+    /// mtime, ctime): used instead of reading the file once more.
+    pub known_sha256: Option<(FileId, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -242,12 +245,15 @@ impl Uploader {
             Some(r) if r.fingerprint == before && r.file_id.is_none_or(|id| id == source.id) => {
                 (r.sha256, Some((r.session, r.done, r.phase)))
             }
-            _ => {
-                let reader = source.file.try_clone().map_err(io_err)?;
-                let sha = hash_open(reader).await.map_err(io_err)?;
-                source.check(job)?;
-                (sha, None)
-            }
+            _ => match &job.known_sha256 {
+                Some((id, sha)) if *id == source.id => (sha.clone(), None),
+                _ => {
+                    let reader = source.file.try_clone().map_err(io_err)?;
+                    let sha = hash_open(reader).await.map_err(io_err)?;
+                    source.check(job)?;
+                    (sha, None)
+                }
+            },
         };
         observer.hashed(source.id, &sha256);
         tracing::debug!(file = %job.path.display(), size = before.size, "hashed in {:?}", began.elapsed());

@@ -44,3 +44,10 @@ CREATE TABLE sets (
     manifest_file_no TEXT,
     PRIMARY KEY (root, set_rel)
 );
+-- A held file's content hash, taken while its set waits, with the identity
+-- (inode, ctime) it was taken of: the upload uses it if the file is still
+-- that very version, instead of reading it once more.
+ALTER TABLE files ADD COLUMN pre_sha256 TEXT;
+ALTER TABLE files ADD COLUMN pre_dev INTEGER;
+ALTER TABLE files ADD COLUMN pre_ino INTEGER;
+ALTER TABLE files ADD COLUMN pre_ctime_ns INTEGER;
