@@ -68,6 +68,11 @@ impl Agent {
                 ));
             }
         }
+        if !self.opts.dry_run
+            && let Some(why) = journal_unwritable(&self.settings.agent.state_dir)
+        {
+            problems.push(why);
+        }
         match &self.pause {
             Some((Pause::Auth, _)) => problems.push("the API key was rejected".into()),
             Some((Pause::Unreachable { .. }, _)) => problems.push("the service is unreachable".into()),
@@ -137,5 +142,61 @@ impl Agent {
             "problems": self.live.problems.lock().expect("problems lock").clone(),
         })
         .to_string()
+    }
+}
+
+/// Below this much free space on the journal's disk, `/healthz` warns
+/// (the agent stops at the first journal write that fails).
+const JOURNAL_FREE_MIN: u64 = 64 * 1024 * 1024;
+
+/// Why the journal in `state_dir` cannot (or soon cannot) be written: the
+/// folder is read-only, or its disk is almost full. None: it can.
+fn journal_unwritable(state_dir: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(state_dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: `c` is a NUL-terminated path we own; access and statvfs
+        // only read it, and statvfs writes into a struct we own.
+        unsafe {
+            if libc::access(c.as_ptr(), libc::W_OK) != 0 {
+                return Some(format!(
+                    "the journal is not writable: {} is read-only for this user",
+                    state_dir.display()
+                ));
+            }
+            let mut fs: libc::statvfs = std::mem::zeroed();
+            if libc::statvfs(c.as_ptr(), &mut fs) == 0 {
+                let free = (fs.f_bavail as u64).saturating_mul(fs.f_frsize as u64);
+                if free < JOURNAL_FREE_MIN {
+                    return Some(format!(
+                        "the journal's disk is almost full ({} free in {}); free space, or the agent stops at the \
+                         next write",
+                        crate::units::format_bytes(free),
+                        state_dir.display()
+                    ));
+                }
+            }
+        }
+        None
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (state_dir, JOURNAL_FREE_MIN);
+        None
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writable_state_dir_is_healthy_and_a_missing_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(journal_unwritable(dir.path()), None);
+        let gone = dir.path().join("gone");
+        let why = journal_unwritable(&gone).unwrap();
+        assert!(why.contains("not writable") && why.contains("gone"), "{why}");
     }
 }

@@ -833,3 +833,39 @@ fn the_dashboard_logs_in_once_per_code_and_the_event_stream_tells_each_step() {
     // A stop ends the stream (the agent does not wait on its readers).
     assert_eq!(agent.stop().code, 0);
 }
+
+#[cfg(unix)]
+#[test]
+fn healthz_says_when_the_journal_cannot_be_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, &format!("settle = \"200ms\"\n{CONTROL}"), "");
+    // Unprivileged (root writes anywhere): as root, the agent runs as nobody.
+    let mut agent = sb.spawn_agent_unprivileged();
+    let (url, _) = control_of(&sb);
+    let health = || {
+        let r = Client::new().get(format!("{url}/healthz")).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || health().0 == 200),
+        "{:?}",
+        health()
+    );
+    let state = sb.state_dir();
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o555)).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || health().0 == 503),
+        "{:?}",
+        health()
+    );
+    assert!(health().1.contains("journal is not writable"), "{:?}", health());
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(mode)).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || health().0 == 200),
+        "{:?}",
+        health()
+    );
+    assert_eq!(agent.stop().code, 0);
+}
