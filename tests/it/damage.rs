@@ -98,12 +98,15 @@ fn a_garbage_or_newer_journal_is_refused_saying_what_is_wrong() {
     std::fs::write(&db, &good).unwrap();
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.pragma_update(None, "user_version", 2).unwrap();
+    // Undo every step after v2 (a new migration adds its undo here).
     conn.execute_batch(
         "ALTER TABLE sessions DROP COLUMN dev; ALTER TABLE sessions DROP COLUMN ino;
          ALTER TABLE sessions DROP COLUMN ctime_ns; DROP INDEX files_remote_key;
          ALTER TABLE files DROP COLUMN remote_key;
          DROP TABLE agent_state; DROP TABLE outbox; DROP TABLE roots; DROP TABLE sets;
-         DROP INDEX files_set; ALTER TABLE files DROP COLUMN set_rel; ALTER TABLE files DROP COLUMN phase;",
+         DROP INDEX files_set; ALTER TABLE files DROP COLUMN set_rel; ALTER TABLE files DROP COLUMN phase;
+         ALTER TABLE files DROP COLUMN pre_sha256; ALTER TABLE files DROP COLUMN pre_dev;
+         ALTER TABLE files DROP COLUMN pre_ino; ALTER TABLE files DROP COLUMN pre_ctime_ns;",
     )
     .unwrap();
     drop(conn);
