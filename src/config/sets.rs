@@ -50,11 +50,15 @@ impl SetRules {
     }
 
     /// The phase of a file (its path inside the set): trigger last, then
-    /// `upload_last`, then everything else first.
+    /// `upload_last`, then everything else first. A pattern matches the
+    /// path inside the set, or (as in .gitignore) a pattern without `/`
+    /// matches the file's name in any subfolder: `*.mhl` is every .mhl.
     pub fn phase(&self, inner: &str) -> i64 {
-        if self.trigger.as_ref().is_some_and(|t| t.is_match(inner)) {
+        let name = inner.rsplit('/').next().unwrap_or(inner);
+        let matches = |g: &GlobSet| g.is_match(inner) || g.is_match(name);
+        if self.trigger.as_ref().is_some_and(matches) {
             PHASE_TRIGGER
-        } else if self.last.is_match(inner) {
+        } else if matches(&self.last) {
             PHASE_LAST
         } else {
             PHASE_FILES
@@ -192,8 +196,10 @@ mod tests {
         assert_eq!(one.phase("_DONE"), PHASE_TRIGGER);
         assert_eq!(
             one.phase("sub/_DONE"),
-            PHASE_FILES,
-            "the trigger is at the set's top"
+            PHASE_TRIGGER,
+            "a name pattern matches in subfolders"
         );
+        assert_eq!(one.phase("A001/A001.mhl"), PHASE_LAST);
+        assert_eq!(one.phase("sub/f.0001.exr"), PHASE_FILES);
     }
 }
