@@ -120,6 +120,9 @@ pub struct Agent {
     first_watched: HashMap<RootId, i64>,
     /// Held files hashed at once (the rest wait their turn).
     prehashing: Arc<tokio::sync::Semaphore>,
+    /// Waiting sets last judged: (root key, set) → (their last change then,
+    /// when to judge them again at the latest).
+    sets_seen: HashMap<(String, String), (i64, i64)>,
     /// Sets whose manifest upload is under way (root key, set).
     manifests: HashSet<(String, String)>,
     /// Those of `inflight` in the small files' lane.
@@ -194,6 +197,7 @@ impl Agent {
             inflight: HashSet::new(),
             lane: HashSet::new(),
             manifests: HashSet::new(),
+            sets_seen: HashMap::new(),
             prehashing: Arc::new(tokio::sync::Semaphore::new(2)),
             first_watched: HashMap::new(),
             serving,

@@ -133,6 +133,18 @@ impl Agent {
             };
             let key = self.key(id);
             for set in self.journal.open_sets(key.clone()).await? {
+                // A waiting set is judged again only when one of its files
+                // changed or a time it waits for has come: a farm with
+                // hundreds of open shots is not re-read every second.
+                let cache_key = (key.clone(), set.set_rel.clone());
+                if set.state == "waiting"
+                    && self
+                        .sets_seen
+                        .get(&cache_key)
+                        .is_some_and(|(changed, next)| *changed == set.last_change_at && now < *next)
+                {
+                    continue;
+                }
                 let files = self.journal.set_files(key.clone(), set.set_rel.clone()).await?;
                 let dir = self.settings.root(id).path.join(&set.set_rel);
                 if set.state == "manifest" {
@@ -140,6 +152,19 @@ impl Agent {
                     continue;
                 }
                 let (step, warning) = decide(&rules, &set, &files, self.settler.any_under(&dir), now);
+                if matches!(step, SetStep::Wait { .. }) && set.state == "waiting" {
+                    let mut next = now + 30_000;
+                    if rules.trigger.is_none() {
+                        next = next.min(set.last_change_at + rules.quiet.as_millis() as i64);
+                    }
+                    if !set.stuck {
+                        next = next.min(set.first_seen_at + rules.timeout.as_millis() as i64);
+                    }
+                    self.sets_seen
+                        .insert(cache_key, (set.last_change_at, next.max(now + 1)));
+                } else {
+                    self.sets_seen.remove(&cache_key);
+                }
                 if let Some(w) = warning {
                     tracing::warn!(
                         "set {}: {w}; it is uploaded anyway (sequence_gaps = \"warn\")",

@@ -232,6 +232,7 @@ impl Agent {
         self.transfer = transfer;
         self.settler = Settler::new();
         self.first_watched.clear();
+        self.sets_seen.clear();
         self.scans.clear();
         self.rescan_soon.clear();
         self.orphans.clear();
