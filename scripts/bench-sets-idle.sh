@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idle cost of upload sets (issue 15): 100 sets x 200 frames waiting for a trigger that never
 # comes, vs the same 20,000 files uploaded with sets off. Usage:
-#   scripts/bench-sets-idle.sh 'sets = "folder"'$'\n'set_trigger = "_DONE"' held
+#   scripts/bench-sets-idle.sh $'sets = "folder"\nset_trigger = "_DONE"' held
 #   scripts/bench-sets-idle.sh "" done
 # Needs a release build (cargo build --release). Prints CPU-s per minute over 30 s and peak RSS.
 set -e
