@@ -59,10 +59,12 @@ impl Agent {
                     .await?;
                 dirty |= rows.len() == free;
                 for row in rows {
-                    if small_only {
-                        self.lane.insert(row.id);
-                    }
+                    let id = row.id;
                     self.start_upload(row);
+                    // (A row whose root left the config is not started.)
+                    if small_only && self.inflight.contains(&id) {
+                        self.lane.insert(id);
+                    }
                 }
             }
             self.queue_dirty = dirty;
@@ -87,7 +89,7 @@ impl Agent {
             return (all.saturating_sub(self.inflight.len()), 0);
         }
         let in_lane = self.lane.len();
-        let general = (all - 1).saturating_sub(self.inflight.len() - in_lane);
+        let general = (all - 1).saturating_sub(self.inflight.len().saturating_sub(in_lane));
         (general, 1usize.saturating_sub(in_lane))
     }
 
