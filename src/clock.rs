@@ -46,6 +46,13 @@ impl Clock {
     }
 }
 
+/// A unix-millisecond time as RFC 3339 in UTC, to the millisecond (how
+/// events, pauses and schedules name a moment).
+pub fn rfc3339_ms(ms: i64) -> String {
+    let at = UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
 /// The system's wall clock as unix milliseconds (0 before 1970).
 pub fn system_ms() -> i64 {
     SystemTime::now()

@@ -29,7 +29,7 @@ pub(super) fn decide(
             } else if rules.trigger.is_none() && now_ms - set.last_change_at < rules.quiet.as_millis() as i64
             {
                 let until = set.last_change_at + rules.quiet.as_millis() as i64;
-                Some(format!("quiet until {}", Event::new("set", until).time))
+                Some(format!("quiet until {}", crate::clock::rfc3339_ms(until)))
             } else {
                 let gaps = if rules.gaps == Gaps::Ignore {
                     Vec::new()

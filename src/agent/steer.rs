@@ -92,7 +92,7 @@ impl Agent {
         }
         if self.schedule_window != Some(window) {
             let next = crate::schedule::next_change(windows, now, &self.tz)
-                .map(|t| format!(" until {}", Event::new("schedule", t).time))
+                .map(|t| format!(" until {}", crate::clock::rfc3339_ms(t)))
                 .unwrap_or_default();
             match window {
                 Some(i) => tracing::info!("schedule: {} is in force{next}", windows[i].describe()),
@@ -183,7 +183,7 @@ impl Agent {
                 if new {
                     let mut e = Event::new("paused", self.clock.wall_ms());
                     if let Some(u) = until_ms {
-                        e = e.with("until", Event::new("paused", u).time);
+                        e = e.with("until", crate::clock::rfc3339_ms(u));
                     }
                     self.emit(e).await?;
                 }
@@ -332,7 +332,7 @@ impl Agent {
 /// "until 2026-11-25T14:00:00Z" or "until `resume`".
 fn describe(p: &UserPause) -> String {
     match p.until_ms {
-        Some(u) => format!("until {}", Event::new("paused", u).time),
+        Some(u) => format!("until {}", crate::clock::rfc3339_ms(u)),
         None => "until `autorender-sync resume`".to_string(),
     }
 }

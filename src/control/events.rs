@@ -39,10 +39,9 @@ pub struct Event {
 impl Event {
     /// An event of `kind` at `now_ms` (unix ms) with no details yet.
     pub fn new(kind: &'static str, now_ms: i64) -> Event {
-        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(now_ms.max(0) as u64);
         Event {
             event: kind,
-            time: humantime::format_rfc3339_millis(at).to_string(),
+            time: crate::clock::rfc3339_ms(now_ms),
             host: host_name().to_string(),
             path: None,
             remote_folder: None,

@@ -22,10 +22,6 @@ async fn ask<T>(s: &Shared, cmd: Command, rx: oneshot::Receiver<T>) -> Result<T,
     rx.await.map_err(|_| gone())
 }
 
-fn time(ms: i64) -> String {
-    super::Event::new("paused", ms).time
-}
-
 /// `{"for": "2h"}` (optional): a pause that ends by itself.
 pub(super) async fn pause(State(s): State<Shared>, body: Bytes) -> Response {
     let req = match json_body(&body, "{} or {\"for\": \"2h\"}") {
@@ -55,8 +51,8 @@ pub(super) async fn pause(State(s): State<Shared>, body: Bytes) -> Response {
     match ask(&s, Command::Pause { until_ms, reply }, rx).await {
         Ok(p) => axum::Json(json!({
             "paused": true,
-            "since": time(p.since_ms),
-            "until": p.until_ms.map(time),
+            "since": crate::clock::rfc3339_ms(p.since_ms),
+            "until": p.until_ms.map(crate::clock::rfc3339_ms),
         }))
         .into_response(),
         Err(r) => r,
