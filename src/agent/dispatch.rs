@@ -249,6 +249,23 @@ impl Agent {
         shutdown: &CancellationToken,
     ) -> Result<(), AgentError> {
         let path = row.local_path();
+        // In a fleet: the claim went (another node took the file over, or
+        // the database is away). Not a failure of the file: it waits, no
+        // attempt spent, and the fleet's record decides what comes next.
+        let lost = self.journal.claim_lost(row.id);
+        if let (Some(why), Err(e)) = (&lost, &result) {
+            tracing::info!(
+                path = %path.display(),
+                "{}: not completed here: {why}; it waits, and goes on from the fleet's record",
+                path.display()
+            );
+            tracing::debug!("the upload stopped with: {e}");
+            self.journal.set_state(row.id, State::Pending).await?;
+            self.journal
+                .postpone(vec![row.id], self.clock.wall_ms() + 2000)
+                .await?;
+            return Ok(());
+        }
         match result {
             Ok(o) => {
                 self.journal

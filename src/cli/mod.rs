@@ -19,6 +19,7 @@ mod init;
 mod manpages;
 mod output;
 mod retry;
+mod fleet;
 mod run;
 mod signals;
 mod status;
@@ -116,6 +117,9 @@ pub enum Command {
     Reload,
     /// Print (and on a desktop, open) the running agent's web dashboard with a one-time login link
     Dashboard(steer::DashboardArgs),
+    /// Several agents on one share (`[fleet]`): `fleet status` shows every node and the shared queue
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
     /// Run a local AutoRender upload API for offline trials and tests
     Emulator(Box<emulator::Args>),
     /// Try it without an account: a local emulator and an agent on a drop folder
@@ -214,6 +218,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Resume => steer::resume(&cli).await,
         Command::Reload => steer::reload(&cli).await,
         Command::Dashboard(ref args) => steer::dashboard(&cli, args).await,
+        Command::Fleet(ref cmd) => fleet::run(&cli, cmd).await,
         Command::Emulator(ref args) => emulator::run(args).await,
         Command::Autostart(ref args) => autostart::run(&cli, args),
         Command::Demo(ref args) => demo::run(args).await,

@@ -73,6 +73,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         Some(journal::lock_agent(&state_dir).map_err(journal_error)?)
     };
     let journal = match Journal::open(&state_dir) {
+        Ok(_) if settings.fleet.is_some() && !args.dry_run => open_fleet(&settings).await?,
         Err(JournalError::Damaged { path, reason }) if args.recover => {
             let aside = journal::move_aside(&state_dir).map_err(journal_error)?;
             tracing::warn!(
@@ -81,7 +82,10 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                 path.display(),
                 aside.map(|p| p.display().to_string()).unwrap_or_default()
             );
-            Journal::open(&state_dir).map_err(journal_error)?
+            match settings.fleet {
+                Some(_) => open_fleet(&settings).await?,
+                None => Journal::open(&state_dir).map_err(journal_error)?,
+            }
         }
         other => other.map_err(journal_error)?,
     };
@@ -310,4 +314,12 @@ pub(super) fn journal_error(e: JournalError) -> CliError {
         | JournalError::Vanished(_) => CliError::Usage(e.to_string()),
         other => CliError::Failed(other.to_string()),
     }
+}
+
+/// A fleet node's journal (the local one was opened, and so checked, first).
+async fn open_fleet(settings: &Settings) -> Result<Journal, CliError> {
+    let fleet = settings.fleet.as_ref().expect("called with [fleet]");
+    Journal::open_fleet(&settings.agent.state_dir, fleet, settings.shares())
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))
 }

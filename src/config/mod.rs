@@ -27,6 +27,7 @@ use url::Url;
 use crate::units::{parse_duration, parse_rate};
 
 mod control;
+mod fleet;
 mod paths;
 mod schedule;
 mod schema;
@@ -40,6 +41,7 @@ pub use control::{
     ControlSettings, DEFAULT_CONTROL_LISTEN, DEFAULT_EVENTS, EVENT_NAMES, NotifyFormat, NotifySettings,
     redact_url,
 };
+pub use fleet::{DEFAULT_LEASE, FleetDb, FleetSettings};
 pub use paths::{
     check_endpoint, check_transport, default_state_dir, expand_tilde, is_loopback, normalise_remote_folder,
 };
@@ -104,6 +106,8 @@ pub struct Settings {
     pub agent: AgentSettings,
     pub control: ControlSettings,
     pub notify: Vec<NotifySettings>,
+    /// `[fleet]`: several agents share one queue in PostgreSQL.
+    pub fleet: Option<FleetSettings>,
     pub watches: Vec<WatchSettings>,
 }
 
@@ -193,6 +197,8 @@ pub struct WatchSettings {
     pub max_age: Option<Duration>,
     /// Upload sets (`sets = "folder"`); None: every file on its own.
     pub sets: Option<SetRules>,
+    /// With `[fleet]`: the name every node gives this folder (mount paths differ).
+    pub share: Option<String>,
 }
 
 /// `[[watch]] existing`: upload what is already there, or start from now.

@@ -3,7 +3,7 @@
 use super::walker::Item;
 use super::*;
 
-const TOP_KEYS: &[&str] = &["api", "agent", "control", "notify", "watch"];
+const TOP_KEYS: &[&str] = &["api", "agent", "control", "notify", "fleet", "watch"];
 const API_KEYS: &[&str] = &[
     "endpoint",
     "api_key_env",
@@ -55,6 +55,10 @@ impl<'s> Walker<'s> {
             .get("notify")
             .map(|item| self.notify(item))
             .unwrap_or_default();
+        let fleet = top
+            .get("fleet")
+            .and_then(|item| self.table(item, "fleet"))
+            .and_then(|t| self.fleet(t));
         let mut watches = Vec::new();
         let mut roots = Vec::new();
         if let Some(item) = top.get("watch") {
@@ -82,12 +86,22 @@ impl<'s> Walker<'s> {
             }
         }
         self.check_overlaps(&roots);
+        let mut agent = agent;
+        if let Some(fleet) = &fleet {
+            self.check_shares(fleet, &watches, top.get("fleet").map(|i| i.span()));
+            // A fleet sends every file multipart: a session can be fenced
+            // and completed by whichever node holds it, while a direct
+            // upload, once sent by a node that then stalls, cannot be
+            // recalled (see journal/fleet).
+            agent.direct_upload_max = 0;
+        }
         Settings {
             source: source.map(Path::to_path_buf),
             api,
             agent,
             control,
             notify,
+            fleet,
             watches,
         }
     }

@@ -20,6 +20,7 @@ pub(super) const WATCH_KEYS: &[&str] = &[
     "priority",
     "existing",
     "max_age",
+    "share",
 ];
 
 impl<'s> Walker<'s> {
@@ -220,6 +221,7 @@ impl<'s> Walker<'s> {
             .optional_duration(&f, "max_age", &k("max_age"))
             .unwrap_or(None);
         let sets = self.sets(&f, key);
+        let share = self.share(&f, &k("share"));
         if self.errors.len() != before {
             return (path.map(|p| (p, path_span)), None);
         }
@@ -244,6 +246,7 @@ impl<'s> Walker<'s> {
             existing,
             max_age,
             sets,
+            share,
         };
         (path.map(|p| (p, path_span)), Some(settings))
     }

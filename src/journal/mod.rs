@@ -29,6 +29,7 @@ use crate::api::Session;
 use crate::fileid::{FileId, Fingerprint};
 
 mod control;
+mod fleet;
 mod queue;
 mod records;
 mod report;
@@ -44,6 +45,7 @@ pub use records::{DoneRecord, FileRow, FolderDone, Retried, SavedSession, Servin
 use records::{FILE_COLS, file_row};
 pub use report::{AgentRow, HistoryRow, RootCounts, agent_row, counts, history, open_read_only};
 pub use sets::{SetFile, SetRow, SetStep, all_sets};
+pub use fleet::Fleet;
 pub use sqlite::Sqlite;
 
 const SCHEMA_VERSION: i64 = schema::MIGRATIONS.len() as i64;
@@ -69,6 +71,9 @@ pub enum JournalError {
     Db(String),
     #[error("the journal thread has stopped")]
     Closed,
+    /// The fleet's database: unreachable, refusing, or this node's claim is gone.
+    #[error("{0}")]
+    Fleet(String),
     /// The file at the journal's path is no longer the one this agent opened.
     #[error(
         "the journal {0} was deleted or replaced while the agent ran; stopping, so that no second agent \
@@ -203,6 +208,9 @@ pub struct Journal {
 #[derive(Clone)]
 enum Backend {
     Sqlite(Sqlite),
+    /// `[fleet]`: the shared queue in PostgreSQL, beside this node's SQLite
+    /// journal (operations the fleet does not change are the local one's).
+    Fleet(Fleet),
 }
 
 /// Writes each operation of the interface once: its signature and what it
@@ -215,6 +223,7 @@ macro_rules! journal_interface {
                 pub async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, JournalError> {
                     match &self.backend {
                         Backend::Sqlite(b) => b.$name($($arg),*).await,
+                        Backend::Fleet(b) => b.$name($($arg),*).await,
                     }
                 }
             )*
@@ -252,6 +261,8 @@ journal_interface! {
     ) -> Vec<FileRow>;
     /// When the next queued file is due (unix ms).
     async fn next_due(&self) -> Option<i64>;
+    /// Queued files wait until `at` (unix ms), no attempt spent.
+    async fn postpone(&self, ids: Vec<i64>, at: i64) -> ();
     async fn set_state(&self, id: i64, state: State) -> ();
     /// The uploaded versions of the files directly in one folder of a root.
     async fn done_in(&self, root: String, folder: String) -> FolderDone;
@@ -326,11 +337,50 @@ impl Journal {
         })
     }
 
+    /// Opens a fleet node's journal: the local one in `state_dir` and the
+    /// shared queue in the `[fleet]` database; `shares` maps each root's
+    /// key to its share name.
+    pub async fn open_fleet(
+        state_dir: &Path,
+        fleet: &crate::config::FleetSettings,
+        shares: std::collections::HashMap<String, String>,
+    ) -> Result<Journal, JournalError> {
+        Ok(Journal {
+            backend: Backend::Fleet(Fleet::open(state_dir, fleet, shares).await?),
+        })
+    }
+
     /// Marks part `index` of file `id`'s session stored, without waiting
     /// (a lost mark only re-sends a part).
     pub fn part_done(&self, id: i64, index: usize) {
         match &self.backend {
             Backend::Sqlite(b) => b.part_done(id, index),
+            Backend::Fleet(b) => b.part_done(id, index),
+        }
+    }
+
+    /// In a fleet: the upload of `id` stopped because this node no longer
+    /// holds its claim (another node took it over, or the database is
+    /// away), and why. It is then not a failure of the file.
+    pub fn claim_lost(&self, id: i64) -> Option<String> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Fleet(b) => b.claim_lost(id),
+        }
+    }
+
+    /// In a fleet: the roots' share names (after a reload).
+    pub fn set_shares(&self, shares: std::collections::HashMap<String, String>) {
+        if let Backend::Fleet(b) = &self.backend {
+            b.set_shares(shares);
+        }
+    }
+
+    /// In a fleet: `fleet status` (None without one).
+    pub async fn fleet_status(&self) -> Result<Option<serde_json::Value>, JournalError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Fleet(b) => b.status().await.map(Some),
         }
     }
 
@@ -339,6 +389,7 @@ impl Journal {
     fn sqlite(&self) -> &Sqlite {
         match &self.backend {
             Backend::Sqlite(b) => b,
+            Backend::Fleet(b) => b,
         }
     }
 }

@@ -243,6 +243,24 @@ impl Sqlite {
         .await
     }
 
+    /// Queued files wait until `at` (unix ms) without an attempt being
+    /// spent (in a fleet: another node holds them, or the database is away).
+    pub async fn postpone(&self, ids: Vec<i64>, at: i64) -> Result<(), JournalError> {
+        self.call(move |c| {
+            let tx = c.savepoint()?;
+            {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "UPDATE files SET next_attempt_at = MAX(next_attempt_at, ?2) WHERE id = ?1 AND {QUEUED}"
+                ))?;
+                for id in ids {
+                    stmt.execute(params![id, at])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
     pub async fn record_done(&self, id: i64, d: DoneRecord) -> Result<(), JournalError> {
         self.call(move |c| {
             let tx = c.savepoint()?;

@@ -1,0 +1,586 @@
+//! The fleet backend: several agents, one shared folder, one upload per
+//! file. The queue's truth (who uploads which file version, its session
+//! and parts, its result) is in PostgreSQL (`pg.rs`); each node keeps its
+//! SQLite journal as its own view of its mount: what it has seen settle,
+//! its notifications, its pause, its upload sets.
+//!
+//! A node uploads only what it has itself seen stable (its local queue)
+//! and only once it holds the file's claim in the database: a lease it
+//! renews (a task of its own, every quarter lease) and a fencing token
+//! that every write about the upload checks. Complete is sent only after a
+//! fenced write with a third of the lease still left, and the result is
+//! recorded in the transaction that checks the token, so a node whose
+//! lease lapsed (a paused VM, a partition) never completes a file another
+//! node took over. A takeover resumes the recorded session; one that was
+//! completing is completed again on the same session, never on a new one.
+//!
+//! Every operation not written here is the local journal's (`Deref`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use pg::{Candidate, Claimed, Pg, PgError};
+
+mod pg;
+
+/// A claim this node holds.
+#[derive(Debug, Clone)]
+struct Claim {
+    pg_id: i64,
+    token: i64,
+    root: String,
+    rel: String,
+    saved: Option<SavedSession>,
+}
+
+/// Whether the database answers, and when to ask again if not.
+#[derive(Debug, Default)]
+struct Link {
+    down_since: Option<Instant>,
+    next_try: Option<Instant>,
+    backoff: Duration,
+}
+
+struct Inner {
+    pg: Pg,
+    /// Root key (its local path) → share name.
+    shares: RwLock<HashMap<String, String>>,
+    claims: Mutex<HashMap<i64, Claim>>,
+    /// Claims lost while their upload ran: local id → why.
+    lost: Mutex<HashMap<i64, String>>,
+    link: Mutex<Link>,
+    /// Results recorded while the database was away, written when it is back.
+    unreported: Mutex<Vec<(i64, i64, DoneRecord)>>,
+    migrated: std::sync::atomic::AtomicBool,
+    started_at_ms: i64,
+    stop: CancellationToken,
+}
+
+/// The fleet backend: the local journal plus the shared queue.
+#[derive(Clone)]
+pub struct Fleet {
+    local: Sqlite,
+    inner: Arc<Inner>,
+}
+
+impl std::ops::Deref for Fleet {
+    type Target = Sqlite;
+    fn deref(&self) -> &Sqlite {
+        &self.local
+    }
+}
+
+const LOST_LEASE: &str = "this node's lease on it lapsed and another node took it over";
+const UNREACHABLE: &str = "the fleet database is unreachable";
+const MAX_BACKOFF: Duration = Duration::from_secs(15);
+
+fn db_error(e: PgError) -> JournalError {
+    JournalError::Fleet(format!("the fleet database refused a statement: {e}"))
+}
+
+impl Fleet {
+    /// Opens the local journal and the fleet database (applying its schema
+    /// steps). A database that cannot be reached now is not an error: the
+    /// node starts, claims nothing, and keeps asking.
+    pub async fn open(
+        state_dir: &Path,
+        settings: &crate::config::FleetSettings,
+        shares: HashMap<String, String>,
+    ) -> Result<Fleet, JournalError> {
+        let local = Sqlite::open(state_dir)?;
+        let url = settings.database.resolve().map_err(JournalError::Fleet)?;
+        let pg = Pg::new(&url, &settings.node, settings.lease).map_err(JournalError::Fleet)?;
+        let inner = Arc::new(Inner {
+            pg,
+            shares: RwLock::new(shares),
+            claims: Mutex::new(HashMap::new()),
+            lost: Mutex::new(HashMap::new()),
+            link: Mutex::new(Link::default()),
+            unreported: Mutex::new(Vec::new()),
+            migrated: false.into(),
+            started_at_ms: now_ms(),
+            stop: CancellationToken::new(),
+        });
+        match tokio::time::timeout(pg::CALL_TIMEOUT, inner.pg.migrate()).await {
+            Ok(Ok(())) => {
+                inner.migrated.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::info!(
+                    "fleet: node \"{}\" joined (lease {}s)",
+                    inner.pg.node,
+                    inner.pg.lease.as_secs_f64()
+                );
+            }
+            Ok(Err(PgError::Failed(m))) => {
+                return Err(JournalError::Fleet(format!(
+                    "the fleet database refused this node: {m}; check `fleet.database` (user, password, database name)"
+                )));
+            }
+            Ok(Err(PgError::Unreachable(m))) => {
+                inner.went_down(&m);
+            }
+            Err(_) => {
+                inner.went_down("no answer within 10s");
+            }
+        }
+        tokio::spawn(renew_loop(inner.clone()));
+        Ok(Fleet { local, inner })
+    }
+
+    /// The roots' share names changed (a reload).
+    pub fn set_shares(&self, shares: HashMap<String, String>) {
+        *self.inner.shares.write().expect("shares lock") = shares;
+    }
+
+    /// Whether the upload of `id` ended because its claim was lost (and why).
+    pub fn claim_lost(&self, id: i64) -> Option<String> {
+        self.inner.lost.lock().expect("lost lock").remove(&id)
+    }
+
+    fn claim(&self, id: i64) -> Option<Claim> {
+        self.inner.claims.lock().expect("claims lock").get(&id).cloned()
+    }
+
+    fn forget(&self, id: i64) -> Option<Claim> {
+        self.inner.claims.lock().expect("claims lock").remove(&id)
+    }
+
+    /// The claim on `id` is gone: the upload stops before anything final.
+    fn lose(&self, id: i64, why: &str) -> JournalError {
+        self.forget(id);
+        self.inner.lost.lock().expect("lost lock").insert(id, why.to_string());
+        JournalError::Fleet(format!("not completed here: {why}"))
+    }
+
+    /// A fenced step: Ok(()) with the claim standing, else the claim is lost.
+    async fn fence<F>(&self, id: i64, step: F) -> Result<(), JournalError>
+    where
+        F: AsyncFnOnce(&Pg, &Claim) -> Result<bool, PgError>,
+    {
+        let Some(claim) = self.claim(id) else {
+            return Err(self.lose(id, LOST_LEASE));
+        };
+        match tokio::time::timeout(pg::CALL_TIMEOUT, step(&self.inner.pg, &claim)).await {
+            Ok(Ok(true)) => {
+                self.inner.came_up();
+                Ok(())
+            }
+            Ok(Ok(false)) => Err(self.lose(id, LOST_LEASE)),
+            Ok(Err(PgError::Failed(m))) => Err(db_error(PgError::Failed(m))),
+            Ok(Err(PgError::Unreachable(m))) => {
+                self.inner.went_down(&m);
+                Err(self.lose(id, UNREACHABLE))
+            }
+            Err(_) => {
+                self.inner.went_down("no answer within 10s");
+                Err(self.lose(id, UNREACHABLE))
+            }
+        }
+    }
+
+    /// Local due files this node may upload now: each claimed in the
+    /// database first. Files another node holds wait a moment (no attempt
+    /// spent); files uploaded by another node are recorded as such.
+    pub async fn due(
+        &self,
+        now: i64,
+        limit: usize,
+        skip: Vec<i64>,
+        tried: Option<Arc<std::collections::HashSet<i64>>>,
+        serving: Serving,
+    ) -> Result<Vec<FileRow>, JournalError> {
+        let want = limit.saturating_mul(4).max(limit + 8).min(256);
+        let rows = self.local.due(now, want, skip, tried, serving).await?;
+        if rows.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        if let Some(wait) = self.inner.waiting() {
+            self.local.postpone(ids, now + wait.as_millis() as i64).await?;
+            return Ok(Vec::new());
+        }
+        let (cands, rows): (Vec<Candidate>, Vec<FileRow>) = {
+            let shares = self.inner.shares.read().expect("shares lock");
+            rows.into_iter()
+                .filter_map(|r| {
+                    let share = shares.get(&r.root)?.clone();
+                    Some((
+                        Candidate {
+                            share,
+                            rel: r.rel.clone(),
+                            fp: r.fingerprint(),
+                        },
+                        r,
+                    ))
+                })
+                .unzip()
+        };
+        let outcome = tokio::time::timeout(pg::CALL_TIMEOUT, self.inner.pg.claim(&cands, limit)).await;
+        let claims = match outcome {
+            Ok(Ok(c)) => {
+                self.inner.came_up();
+                c
+            }
+            Ok(Err(PgError::Failed(m))) => return Err(db_error(PgError::Failed(m))),
+            Ok(Err(PgError::Unreachable(m))) => {
+                let wait = self.inner.went_down(&m);
+                self.local.postpone(ids, now + wait.as_millis() as i64).await?;
+                return Ok(Vec::new());
+            }
+            Err(_) => {
+                let wait = self.inner.went_down("no answer within 10s");
+                self.local.postpone(ids, now + wait.as_millis() as i64).await?;
+                return Ok(Vec::new());
+            }
+        };
+        let mut out = Vec::new();
+        let mut later: HashMap<i64, Vec<i64>> = HashMap::new();
+        for (row, claimed) in rows.into_iter().zip(claims) {
+            match claimed {
+                Claimed::Mine {
+                    pg_id,
+                    token,
+                    saved,
+                    took_over,
+                } => {
+                    if let Some(node) = took_over {
+                        tracing::info!(
+                            path = %row.local_path().display(),
+                            "fleet: taking over {} from node \"{node}\", whose lease lapsed{}",
+                            row.local_path().display(),
+                            if saved.is_some() { "; resuming its upload from the recorded parts" } else { "" }
+                        );
+                    }
+                    self.inner.claims.lock().expect("claims lock").insert(
+                        row.id,
+                        Claim {
+                            pg_id,
+                            token,
+                            root: row.root.clone(),
+                            rel: row.rel.clone(),
+                            saved,
+                        },
+                    );
+                    out.push(row);
+                }
+                Claimed::Done { mut record, node } => {
+                    tracing::info!(
+                        path = %row.local_path().display(),
+                        "fleet: {} was uploaded by node \"{node}\" (file_no {}); not sending it again",
+                        row.local_path().display(),
+                        record.file_no
+                    );
+                    record.adopted = Some(format!("uploaded by fleet node {node}"));
+                    self.local.record_done(row.id, record).await?;
+                }
+                // Re-asked soon: when the holder finishes, or its lease lapses.
+                Claimed::Busy { left_ms, node } => {
+                    tracing::trace!("{}: held by node \"{node}\"", row.rel);
+                    later.entry(left_ms.clamp(500, 2000)).or_default().push(row.id);
+                }
+                Claimed::NotNow => {}
+            }
+        }
+        for (wait, ids) in later {
+            self.local.postpone(ids, now + wait).await?;
+        }
+        Ok(out)
+    }
+
+    /// The session to resume: the database's record (it is the fleet's),
+    /// with the parts this node also recorded locally for the same session.
+    pub async fn session(&self, id: i64) -> Result<Option<SavedSession>, JournalError> {
+        let Some(claim) = self.claim(id) else {
+            return self.local.session(id).await;
+        };
+        let Some(mut saved) = claim.saved else {
+            return Ok(None);
+        };
+        if let Some(mine) = self.local.session(id).await?
+            && mine.session.session_id == saved.session.session_id
+            && mine.done.len() == saved.done.len()
+        {
+            for (d, m) in saved.done.iter_mut().zip(&mine.done) {
+                *d |= *m;
+            }
+            saved.file_id = mine.file_id;
+        }
+        Ok(Some(saved))
+    }
+
+    pub async fn save_session(&self, id: i64, s: Session, file: FileId, sha256: String) -> Result<(), JournalError> {
+        let (s2, sha2) = (s.clone(), sha256.clone());
+        self.fence(id, async move |pg, c| pg.save_session(c.pg_id, c.token, &s2, &sha2).await)
+            .await?;
+        if let Some(c) = self.inner.claims.lock().expect("claims lock").get_mut(&id) {
+            c.saved = None;
+        }
+        self.local.save_session(id, s, file, sha256).await
+    }
+
+    /// Part `index` is stored: recorded locally, and in the database
+    /// without waiting (a lost mark only re-sends a part).
+    pub fn part_done(&self, id: i64, index: usize) {
+        self.local.part_done(id, index);
+        if let Some(c) = self.claim(id) {
+            let pg = self.inner.pg.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(pg::CALL_TIMEOUT, pg.part_done(c.pg_id, c.token, index)).await;
+            });
+        }
+    }
+
+    /// Complete may be sent: the claim stands with a third of the lease left.
+    pub async fn completing(&self, id: i64) -> Result<(), JournalError> {
+        let margin = self.inner.pg.lease / 3;
+        self.fence(id, async move |pg, c| pg.completing(c.pg_id, c.token, margin).await)
+            .await?;
+        self.local.completing(id).await
+    }
+
+    /// (Fleets upload multipart only; see the module notes. Fenced all the same.)
+    pub async fn direct_sending(&self, id: i64, began_at_ms: i64, file: FileId, sha256: String) -> Result<(), JournalError> {
+        let margin = self.inner.pg.lease / 3;
+        self.fence(id, async move |pg, c| pg.completing(c.pg_id, c.token, margin).await)
+            .await?;
+        self.local.direct_sending(id, began_at_ms, file, sha256).await
+    }
+
+    pub async fn drop_session(&self, id: i64) -> Result<(), JournalError> {
+        if let Some(c) = self.claim(id) {
+            let _ = tokio::time::timeout(pg::CALL_TIMEOUT, self.inner.pg.drop_session(c.pg_id, c.token)).await;
+            if let Some(c) = self.inner.claims.lock().expect("claims lock").get_mut(&id) {
+                c.saved = None;
+            }
+        }
+        self.local.drop_session(id).await
+    }
+
+    /// The file is in the workspace: recorded in the database under this
+    /// node's token (if it still holds the claim) and locally.
+    pub async fn record_done(&self, id: i64, d: DoneRecord) -> Result<(), JournalError> {
+        if let Some(c) = self.forget(id) {
+            match tokio::time::timeout(pg::CALL_TIMEOUT, self.inner.pg.record_done(c.pg_id, c.token, &d)).await {
+                Ok(Ok(true)) => self.inner.came_up(),
+                Ok(Ok(false)) => tracing::info!(
+                    "fleet: {}/{} is stored, but {LOST_LEASE}; that node finds it in the workspace",
+                    c.root,
+                    c.rel
+                ),
+                Ok(Err(PgError::Failed(m))) => return Err(db_error(PgError::Failed(m))),
+                Ok(Err(PgError::Unreachable(m))) => {
+                    self.inner.went_down(&m);
+                    self.inner.unreported.lock().expect("unreported lock").push((c.pg_id, c.token, d.clone()));
+                }
+                Err(_) => {
+                    self.inner.went_down("no answer within 10s");
+                    self.inner.unreported.lock().expect("unreported lock").push((c.pg_id, c.token, d.clone()));
+                }
+            }
+        }
+        self.local.record_done(id, d).await
+    }
+
+    pub async fn record_failure(&self, id: i64, error: String, max_attempts: u32, retry_at: i64) -> Result<State, JournalError> {
+        let state = self.local.record_failure(id, error.clone(), max_attempts, retry_at).await?;
+        let failed = (state == State::Failed).then_some(error);
+        self.release(id, failed).await;
+        Ok(state)
+    }
+
+    /// Any state but "being uploaded" gives the claim back.
+    pub async fn set_state(&self, id: i64, state: State) -> Result<(), JournalError> {
+        self.local.set_state(id, state).await?;
+        if !matches!(state, State::Uploading | State::Reconciling) {
+            self.release(id, None).await;
+        }
+        Ok(())
+    }
+
+    pub async fn mark_gone(&self, root: String, rel: String) -> Result<(), JournalError> {
+        let id = self
+            .inner
+            .claims
+            .lock()
+            .expect("claims lock")
+            .iter()
+            .find(|(_, c)| c.root == root && c.rel == rel)
+            .map(|(id, _)| *id);
+        if let Some(id) = id {
+            self.release(id, None).await;
+        }
+        self.local.mark_gone(root, rel).await
+    }
+
+    /// Gives the claim on `id` back, if held (best effort: a claim not
+    /// given back lapses after the lease).
+    async fn release(&self, id: i64, failed: Option<String>) {
+        if let Some(c) = self.forget(id) {
+            let _ = tokio::time::timeout(
+                pg::CALL_TIMEOUT,
+                self.inner.pg.release(c.pg_id, c.token, failed.as_deref()),
+            )
+            .await;
+        }
+    }
+
+    /// A clean stop: every claim given back, so other nodes go on at once.
+    pub async fn checkpoint(&self) -> Result<(), JournalError> {
+        self.inner.stop.cancel();
+        if self.inner.waiting().is_none() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), self.inner.pg.stop()).await;
+        }
+        self.local.checkpoint().await
+    }
+
+    /// `fleet status` from a command (no node joins: only reads).
+    pub async fn read_status(settings: &crate::config::FleetSettings) -> Result<serde_json::Value, JournalError> {
+        let url = settings.database.resolve().map_err(JournalError::Fleet)?;
+        let pg = Pg::new(&url, &settings.node, settings.lease).map_err(JournalError::Fleet)?;
+        let unreachable = |m: String| {
+            JournalError::Fleet(format!(
+                "{UNREACHABLE} ({m}); check `fleet.database` and that the server is up"
+            ))
+        };
+        match tokio::time::timeout(pg::CALL_TIMEOUT, pg.status()).await {
+            Ok(Ok(v)) => Ok(v),
+            // A database no node has joined yet holds no fleet.
+            Ok(Err(PgError::Failed(m))) if m.contains("42P01") => {
+                Ok(serde_json::json!({"nodes": [], "files": {}}))
+            }
+            Ok(Err(PgError::Failed(m))) => Err(db_error(PgError::Failed(m))),
+            Ok(Err(PgError::Unreachable(m))) => Err(unreachable(m)),
+            Err(_) => Err(unreachable("no answer within 10s".into())),
+        }
+    }
+
+    /// `fleet status`.
+    pub async fn status(&self) -> Result<serde_json::Value, JournalError> {
+        match tokio::time::timeout(pg::CALL_TIMEOUT, self.inner.pg.status()).await {
+            Ok(r) => r.map_err(db_error),
+            Err(_) => Err(JournalError::Fleet(format!("{UNREACHABLE} (no answer within 10s)"))),
+        }
+    }
+}
+
+impl Inner {
+    /// The database did not answer: one line when that starts; returns how
+    /// long to wait before asking again (doubling up to 15 s).
+    fn went_down(&self, why: &str) -> Duration {
+        let mut link = self.link.lock().expect("link lock");
+        let now = Instant::now();
+        if link.down_since.is_none() {
+            link.down_since = Some(now);
+            link.backoff = Duration::from_secs(1);
+            tracing::warn!(
+                "{UNREACHABLE} ({why}): no new file is claimed; uploads in flight send their parts and wait \
+                 to complete; asking again every few seconds"
+            );
+        } else if link.next_try.is_some_and(|t| t <= now) {
+            link.backoff = (link.backoff * 2).min(MAX_BACKOFF);
+        }
+        link.next_try = Some(now + link.backoff);
+        link.backoff
+    }
+
+    fn came_up(&self) {
+        let mut link = self.link.lock().expect("link lock");
+        if let Some(since) = link.down_since.take() {
+            link.next_try = None;
+            tracing::info!(
+                "the fleet database is reachable again after {}s; claiming resumes",
+                since.elapsed().as_secs()
+            );
+        }
+    }
+
+    /// While the database is away and it is not yet time to ask again: how long to wait.
+    fn waiting(&self) -> Option<Duration> {
+        let link = self.link.lock().expect("link lock");
+        link.down_since?;
+        let now = Instant::now();
+        link.next_try.filter(|t| *t > now).map(|t| t - now)
+    }
+}
+
+/// Renews this node's leases every quarter lease (its heartbeat too),
+/// notices claims another node took over, and writes results recorded
+/// while the database was away. Runs beside the agent, so a busy agent
+/// loop never lets a lease lapse.
+async fn renew_loop(inner: Arc<Inner>) {
+    use std::sync::atomic::Ordering;
+    let every = (inner.pg.lease / 4).max(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = inner.stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if inner.waiting().is_some() {
+            continue;
+        }
+        if !inner.migrated.load(Ordering::SeqCst) {
+            match tokio::time::timeout(pg::CALL_TIMEOUT, inner.pg.migrate()).await {
+                Ok(Ok(())) => inner.migrated.store(true, Ordering::SeqCst),
+                Ok(Err(PgError::Failed(m))) => tracing::error!("the fleet database refused its schema: {m}"),
+                Ok(Err(PgError::Unreachable(m))) => {
+                    inner.went_down(&m);
+                    continue;
+                }
+                Err(_) => {
+                    inner.went_down("no answer within 10s");
+                    continue;
+                }
+            }
+        }
+        let held: Vec<(i64, i64)> = inner
+            .claims
+            .lock()
+            .expect("claims lock")
+            .values()
+            .map(|c| (c.pg_id, c.token))
+            .collect();
+        let renewed = tokio::time::timeout(
+            pg::CALL_TIMEOUT,
+            inner.pg.renew(&held, std::process::id(), inner.started_at_ms),
+        )
+        .await;
+        match renewed {
+            Ok(Ok(gone)) => {
+                inner.came_up();
+                if !gone.is_empty() {
+                    let mut claims = inner.claims.lock().expect("claims lock");
+                    let mut lost = inner.lost.lock().expect("lost lock");
+                    claims.retain(|id, c| {
+                        if gone.contains(&c.pg_id) {
+                            tracing::warn!("fleet: {}/{}: {LOST_LEASE}; it is not completed here", c.root, c.rel);
+                            lost.insert(*id, LOST_LEASE.to_string());
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                }
+            }
+            Ok(Err(PgError::Unreachable(m))) => {
+                inner.went_down(&m);
+                continue;
+            }
+            Ok(Err(PgError::Failed(m))) => tracing::warn!("fleet: renewing leases failed: {m}"),
+            Err(_) => {
+                inner.went_down("no answer within 10s");
+                continue;
+            }
+        }
+        let owed: Vec<_> = std::mem::take(&mut *inner.unreported.lock().expect("unreported lock"));
+        for (pg_id, token, d) in owed {
+            match tokio::time::timeout(pg::CALL_TIMEOUT, inner.pg.record_done(pg_id, token, &d)).await {
+                Ok(Ok(_)) => {}
+                _ => inner.unreported.lock().expect("unreported lock").push((pg_id, token, d)),
+            }
+        }
+    }
+}

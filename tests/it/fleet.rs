@@ -1,0 +1,476 @@
+//! Fleet mode: several agents (separate processes and state dirs, each on
+//! its own mount path of one folder) share a queue in a throwaway
+//! PostgreSQL cluster; every file is uploaded once, a dead or paused node's
+//! upload is taken over, and a database outage loses nothing.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// A PostgreSQL cluster of its own in a temp dir, on a free loopback port,
+/// run by an unprivileged user when the tests run as root (PostgreSQL
+/// refuses root).
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+fn pg_bin() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Ok(rd) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut versions: Vec<PathBuf> = rd.flatten().map(|e| e.path().join("bin")).collect();
+        versions.sort();
+        dirs.extend(versions.into_iter().rev());
+    }
+    dirs.into_iter()
+        .find(|d| d.join("initdb").is_file() && d.join("postgres").is_file())
+}
+
+/// The program run as the cluster's owner (nobody, when we are root).
+fn as_owner(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl Postgres {
+    /// A fresh cluster, started; None (after a loud skip, or a failure in
+    /// CI) where PostgreSQL is not installed.
+    pub fn start() -> Option<Postgres> {
+        let Some(bin) = pg_bin() else {
+            skip_or_fail("PostgreSQL (initdb, postgres) is not installed; apt-get install postgresql");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        }
+        let data = dir.path().join("data");
+        let out = as_owner(&bin.join("initdb"))
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "fleet", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .env("LC_ALL", "C")
+            .stdout(Stdio::null())
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut pg = Postgres {
+            dir,
+            bin,
+            port: free_port(),
+            child: None,
+        };
+        pg.up();
+        Some(pg)
+    }
+
+    /// Starts the server (again) and waits until it answers.
+    pub fn up(&mut self) {
+        let before = self.log().matches("ready to accept connections").count();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("postgres.log"))
+            .expect("pg log");
+        let child = as_owner(&self.bin.join("postgres"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(self.dir.path())
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=60",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start postgres");
+        self.child = Some(child);
+        // Ready once the log says so (again, after a restart).
+        let ready = wait_until(Duration::from_secs(30), || {
+            self.log().matches("ready to accept connections").count() > before
+        });
+        assert!(ready, "postgres did not start: {}", self.log());
+    }
+
+    /// Stops the server (fast shutdown: sessions are cut off).
+    pub fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-INT", &c.id().to_string()]).status();
+            wait_with_deadline(&mut c, Duration::from_secs(30));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://fleet@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One shared folder and each node's own path to it: a bind mount where
+/// this machine allows one (as root), else a symlink.
+struct Share {
+    dir: tempfile::TempDir,
+    mounts: Vec<PathBuf>,
+    bound: Vec<PathBuf>,
+}
+
+impl Share {
+    fn new(nodes: usize) -> Share {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("share")).expect("share dir");
+        let mut share = Share {
+            dir,
+            mounts: Vec::new(),
+            bound: Vec::new(),
+        };
+        for i in 0..nodes {
+            let node_dir = share.dir.path().join(format!("node{i}"));
+            std::fs::create_dir(&node_dir).expect("node dir");
+            let mnt = node_dir.join("renders");
+            std::fs::create_dir(&mnt).expect("mount point");
+            let bound = is_root()
+                && Command::new("mount")
+                    .arg("--bind")
+                    .arg(share.path())
+                    .arg(&mnt)
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+            if bound {
+                share.bound.push(mnt.clone());
+            } else {
+                std::fs::remove_dir(&mnt).expect("rmdir");
+                #[cfg(unix)]
+                std::os::unix::fs::symlink(share.path(), &mnt).expect("symlink");
+                eprintln!("note: no bind mount here; node {i} reaches the share through a symlink");
+            }
+            share.mounts.push(mnt);
+        }
+        share
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("share")
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        for m in &self.bound {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+    }
+}
+
+/// Node `i`'s sandbox: its own state dir and config, watching its mount.
+fn node(emu: &Emulator, pg: &Postgres, share: &Share, i: usize, agent: &str, lease: &str) -> Sandbox {
+    let sb = Sandbox::new(emu, agent);
+    let text = std::fs::read_to_string(&sb.config).expect("read config")
+        + &format!(
+            "[fleet]\ndatabase = \"{}\"\nnode = \"node-{i}\"\nlease = \"{lease}\"\n\
+             [[watch]]\npath = \"{}\"\nremote_folder = \"renders\"\nshare = \"renders\"\n",
+            pg.url(),
+            share.mounts[i].display()
+        );
+    std::fs::write(&sb.config, text).expect("write config");
+    sb
+}
+
+fn fleet_status(sb: &Sandbox) -> Value {
+    let mut c = sb.cmd();
+    c.args(["fleet", "status", "--json"]);
+    let out = run(c);
+    assert_eq!(out.code, 0, "fleet status failed: {}", out.stderr);
+    serde_json::from_str(&out.stdout).expect("fleet status --json is JSON")
+}
+
+/// The node holding a lease right now, if one does.
+fn holder(sb: &Sandbox) -> Option<String> {
+    fleet_status(sb)["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["leases"].as_i64().unwrap_or(0) > 0)
+        .and_then(|n| n["node"].as_str().map(str::to_string))
+}
+
+/// Every ledger entry's name, each once (or panics), with its sha256.
+fn stored_once(emu: &Emulator) -> std::collections::HashMap<String, String> {
+    let ledger = emu.ledger();
+    unique_names(&ledger);
+    ledger
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or_default().to_string(),
+                e["sha256"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn three_agents_on_one_share_upload_each_of_500_files_once_and_share_the_work() {
+    let Some(pg) = Postgres::start() else { return };
+    let emu = Emulator::start(&[]);
+    let share = Share::new(3);
+    let agent = "settle = \"500ms\"\nconcurrent_files = 3\nrescan_interval = \"0s\"\n";
+    let nodes: Vec<Sandbox> = (0..3).map(|i| node(&emu, &pg, &share, i, agent, "5s")).collect();
+    let mut agents: Vec<AgentProcess> = nodes.iter().map(|sb| sb.running_agent(&[])).collect();
+    // Mixed sizes: mostly small files, every 25th a multi-part one (up to 24 MiB).
+    let mut expected = std::collections::HashMap::new();
+    for i in 0..500u64 {
+        let size = if i % 25 == 0 {
+            (11 + (i % 14)) as usize * 1024 * 1024
+        } else {
+            1 + ((i * 7919) % 300_000) as usize
+        };
+        let sub = share.path().join(format!("shot{:02}", i % 10));
+        std::fs::create_dir_all(&sub).expect("subdir");
+        let path = sub.join(format!("f{i:03}.exr"));
+        write_file(&path, size, i);
+        expected.insert(format!("f{i:03}.exr"), sha256_file(&path));
+    }
+    assert!(
+        wait_until(Duration::from_secs(240), || emu.ledger().len() >= 500),
+        "not every file arrived: {} of 500\n{}",
+        emu.ledger().len(),
+        agents.iter().map(|a| a.log_text()).collect::<Vec<_>>().join("\n----\n")
+    );
+    // Nothing more comes: every node's local queue drains.
+    for sb in &nodes {
+        assert!(
+            wait_until(Duration::from_secs(60), || {
+                let s = sb.status();
+                s["roots"][0]["done"].as_u64() == Some(500)
+            }),
+            "a node did not record all 500 files: {}",
+            sb.status()
+        );
+    }
+    let stored = stored_once(&emu);
+    assert_eq!(stored.len(), 500);
+    for (name, sha) in &expected {
+        assert_eq!(stored.get(name), Some(sha), "{name} is not stored byte-exact");
+    }
+    let status = fleet_status(&nodes[0]);
+    let per_node: Vec<u64> = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["total"]["files"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(per_node.len(), 3, "three nodes: {status}");
+    assert_eq!(per_node.iter().sum::<u64>(), 500, "{status}");
+    assert!(per_node.iter().all(|n| *n >= 25), "the work was not spread: {per_node:?}");
+    assert_eq!(status["files"]["done"]["files"], 500, "{status}");
+    let mut c = nodes[1].cmd();
+    c.args(["fleet", "status"]);
+    let human = run(c);
+    assert!(human.stdout.contains("node-2") && human.stdout.contains("done"), "{}", human.stdout);
+    for a in &mut agents {
+        let out = a.stop();
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+}
+
+#[test]
+fn a_killed_nodes_300_mib_upload_is_finished_by_another_resending_only_parts_in_flight() {
+    let Some(pg) = Postgres::start() else { return };
+    let emu = Emulator::start(&[]);
+    let share = Share::new(2);
+    let agent = "settle = \"300ms\"\nconcurrent_parts = 4\nbandwidth_limit = \"40MiB/s\"\n";
+    let nodes: Vec<Sandbox> = (0..2).map(|i| node(&emu, &pg, &share, i, agent, "3s")).collect();
+    let mut agents: Vec<Option<AgentProcess>> = nodes.iter().map(|sb| Some(sb.running_agent(&[]))).collect();
+    let path = share.path().join("master.mov");
+    write_file(&path, 300 * 1024 * 1024, 7);
+    let sha = sha256_file(&path);
+    // About half the parts stored: the uploading node dies.
+    assert!(
+        wait_until(Duration::from_secs(120), || emu
+            .sessions_of("master.mov")
+            .first()
+            .is_some_and(|s| s["parts_received"].as_u64().unwrap_or(0) >= 15)),
+        "the upload did not get halfway:\n{}",
+        agents.iter().flatten().map(|a| a.log_text()).collect::<Vec<_>>().join("\n----\n")
+    );
+    let who = holder(&nodes[0]).expect("a node holds the file");
+    let i: usize = who.trim_start_matches("node-").parse().expect("node number");
+    agents[i].take().expect("running").crash();
+    let other = 1 - i;
+    assert!(
+        wait_until(Duration::from_secs(120), || emu.ledger().len() == 1),
+        "the other node did not finish it:\n{}",
+        agents[other].as_ref().expect("running").log_text()
+    );
+    let log = agents[other].as_ref().expect("running").log_text();
+    assert!(log.contains("taking over") && log.contains(&who), "{log}");
+    let stored = stored_once(&emu);
+    assert_eq!(stored.get("master.mov"), Some(&sha));
+    // One session, resumed: each part sent once, but for those in flight
+    // when the node died (at most `concurrent_parts`, and a mark that had
+    // not reached the database yet).
+    let sessions = emu.sessions_of("master.mov");
+    assert_eq!(sessions.len(), 1, "a second session was started: {sessions:?}");
+    let puts: Vec<u64> = sessions[0]["puts"]
+        .as_array()
+        .expect("puts")
+        .iter()
+        .map(|p| p.as_u64().unwrap_or(0))
+        .collect();
+    let resent: u64 = puts.iter().map(|p| p.saturating_sub(1)).sum();
+    assert!(puts.iter().all(|p| (1..=2).contains(p)), "{puts:?}");
+    assert!(resent <= 5, "{resent} parts sent again: {puts:?}");
+    assert_eq!(emu.stat("complete_ok"), 1);
+}
+
+#[test]
+fn a_node_paused_past_its_lease_does_not_complete_what_another_took_over() {
+    let Some(pg) = Postgres::start() else { return };
+    let emu = Emulator::start(&[]);
+    let share = Share::new(2);
+    let agent = "settle = \"300ms\"\nconcurrent_parts = 2\nbandwidth_limit = \"12MiB/s\"\n";
+    let nodes: Vec<Sandbox> = (0..2).map(|i| node(&emu, &pg, &share, i, agent, "2s")).collect();
+    let mut agents: Vec<AgentProcess> = nodes.iter().map(|sb| sb.running_agent(&[])).collect();
+    let path = share.path().join("plate.dpx");
+    write_file(&path, 60 * 1024 * 1024, 11);
+    let sha = sha256_file(&path);
+    assert!(
+        wait_until(Duration::from_secs(60), || emu
+            .sessions_of("plate.dpx")
+            .first()
+            .is_some_and(|s| s["parts_received"].as_u64().unwrap_or(0) >= 1)),
+        "the upload did not start"
+    );
+    let who = holder(&nodes[0]).expect("a node holds the file");
+    let i: usize = who.trim_start_matches("node-").parse().expect("node number");
+    agents[i].signal("STOP");
+    let other = 1 - i;
+    assert!(
+        wait_until(Duration::from_secs(90), || emu.ledger().len() == 1),
+        "the other node did not take it over:\n{}",
+        agents[other].log_text()
+    );
+    agents[i].signal("CONT");
+    // The paused node wakes up holding a claim that is no longer its own:
+    // it notices (lease renewal, or the fence before complete) and stops.
+    assert!(
+        wait_until(Duration::from_secs(30), || agents[i].log_text().contains("lease on it lapsed")),
+        "the paused node did not notice it lost the file:\n{}",
+        agents[i].log_text()
+    );
+    // And it records the file as uploaded by the other node, without sending it.
+    assert!(
+        wait_until(Duration::from_secs(30), || nodes[i].status()["roots"][0]["done"]
+            .as_u64()
+            == Some(1)),
+        "{}",
+        agents[i].log_text()
+    );
+    let stored = stored_once(&emu);
+    assert_eq!(stored.get("plate.dpx"), Some(&sha));
+    assert_eq!(emu.ledger().len(), 1);
+    assert_eq!(emu.stat("complete_ok"), 1, "a second complete succeeded");
+    for a in &mut agents {
+        assert_eq!(a.stop().code, 0);
+    }
+}
+
+#[test]
+fn postgres_down_for_30s_mid_run_loses_nothing_and_says_so_once_each_way() {
+    let Some(mut pg) = Postgres::start() else { return };
+    let emu = Emulator::start(&[]);
+    let share = Share::new(2);
+    let agent = "settle = \"300ms\"\nbandwidth_limit = \"8MiB/s\"\n";
+    let nodes: Vec<Sandbox> = (0..2).map(|i| node(&emu, &pg, &share, i, agent, "3s")).collect();
+    let mut agents: Vec<AgentProcess> = nodes.iter().map(|sb| sb.running_agent(&[])).collect();
+    let mut n = 0u64;
+    let mut write = |count: u64| {
+        for _ in 0..count {
+            let size = if n % 5 == 0 { 12 * 1024 * 1024 } else { 200_000 + n as usize };
+            write_file(&share.path().join(format!("clip{n:03}.mov")), size, n);
+            n += 1;
+        }
+    };
+    write(30);
+    assert!(
+        wait_until(Duration::from_secs(60), || emu.ledger().len() >= 8),
+        "uploads did not begin"
+    );
+    pg.down();
+    // Files keep arriving while the database is away.
+    write(20);
+    std::thread::sleep(Duration::from_secs(30)); // the outage itself, not a wait for a condition
+    pg.up();
+    assert!(
+        wait_until(Duration::from_secs(180), || emu.ledger().len() >= 50),
+        "not every file arrived after the outage: {}\n{}",
+        emu.ledger().len(),
+        agents.iter().map(|a| a.log_text()).collect::<Vec<_>>().join("\n----\n")
+    );
+    assert_eq!(stored_once(&emu).len(), 50);
+    for a in &mut agents {
+        assert!(!a.has_exited(), "an agent stopped during the outage:\n{}", a.log_text());
+        let log = a.log_text();
+        assert_eq!(
+            log.matches("the fleet database is unreachable (").count(),
+            1,
+            "one line when it goes:\n{log}"
+        );
+        assert_eq!(
+            log.matches("the fleet database is reachable again").count(),
+            1,
+            "one line when it is back:\n{log}"
+        );
+        assert!(!log.contains("panicked"), "{log}");
+    }
+    for a in &mut agents {
+        assert_eq!(a.stop().code, 0);
+    }
+}
