@@ -48,7 +48,11 @@ pub async fn run(cli: &Cli, cmd: &FleetCommand) -> CliResult {
 pub fn render(doc: &Value) -> String {
     let mut out = String::new();
     let nodes = doc["nodes"].as_array().cloned().unwrap_or_default();
-    out.push_str(&format!("{} node{}\n", nodes.len(), if nodes.len() == 1 { "" } else { "s" }));
+    out.push_str(&format!(
+        "{} node{}\n",
+        nodes.len(),
+        if nodes.len() == 1 { "" } else { "s" }
+    ));
     for n in &nodes {
         let recent = &n["recent"];
         let minutes = recent["minutes"].as_u64().unwrap_or(10).max(1);

@@ -194,7 +194,12 @@ impl Walker<'_> {
     }
 
     /// With `[fleet]`, every root names its share, and no two the same.
-    pub(super) fn check_shares(&mut self, _fleet: &FleetSettings, watches: &[WatchSettings], span: Option<Span>) {
+    pub(super) fn check_shares(
+        &mut self,
+        _fleet: &FleetSettings,
+        watches: &[WatchSettings],
+        span: Option<Span>,
+    ) {
         let mut seen = HashMap::new();
         for (i, w) in watches.iter().enumerate() {
             match &w.share {
@@ -212,7 +217,9 @@ impl Walker<'_> {
                         self.err(
                             &format!("watch[{i}].share"),
                             span.clone(),
-                            format!("\"{s}\" is already the share of watch[{first}]; each folder needs its own"),
+                            format!(
+                                "\"{s}\" is already the share of watch[{first}]; each folder needs its own"
+                            ),
                         );
                     }
                 }

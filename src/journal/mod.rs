@@ -41,11 +41,11 @@ mod sqlite;
 mod tests;
 
 pub use control::{OutboxItem, OutboxRow, UserPause};
+pub use fleet::Fleet;
 pub use records::{DoneRecord, FileRow, FolderDone, Retried, SavedSession, Serving, State, Verdict};
 use records::{FILE_COLS, file_row};
 pub use report::{AgentRow, HistoryRow, RootCounts, agent_row, counts, history, open_read_only};
 pub use sets::{SetFile, SetRow, SetStep, all_sets};
-pub use fleet::Fleet;
 pub use sqlite::Sqlite;
 
 const SCHEMA_VERSION: i64 = schema::MIGRATIONS.len() as i64;

@@ -3,155 +3,17 @@
 //! PostgreSQL cluster; every file is uploaded once, a dead or paused node's
 //! upload is taken over, and a database outage loses nothing.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::harness::*;
 
-/// A PostgreSQL cluster of its own in a temp dir, on a free loopback port,
-/// run by an unprivileged user when the tests run as root (PostgreSQL
-/// refuses root).
-pub struct Postgres {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-fn pg_bin() -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    if let Ok(rd) = std::fs::read_dir("/usr/lib/postgresql") {
-        let mut versions: Vec<PathBuf> = rd.flatten().map(|e| e.path().join("bin")).collect();
-        versions.sort();
-        dirs.extend(versions.into_iter().rev());
-    }
-    dirs.into_iter()
-        .find(|d| d.join("initdb").is_file() && d.join("postgres").is_file())
-}
-
-/// The program run as the cluster's owner (nobody, when we are root).
-fn as_owner(program: &Path) -> Command {
-    if is_root() {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-impl Postgres {
-    /// A fresh cluster, started; None (after a loud skip, or a failure in
-    /// CI) where PostgreSQL is not installed.
-    pub fn start() -> Option<Postgres> {
-        let Some(bin) = pg_bin() else {
-            skip_or_fail("PostgreSQL (initdb, postgres) is not installed; apt-get install postgresql");
-            return None;
-        };
-        let dir = tempfile::tempdir().expect("temp dir");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
-        }
-        let data = dir.path().join("data");
-        let out = as_owner(&bin.join("initdb"))
-            .args(["-D"])
-            .arg(&data)
-            .args(["-U", "fleet", "--auth=trust", "-E", "UTF8", "--no-sync"])
-            .env("LC_ALL", "C")
-            .stdout(Stdio::null())
-            .output()
-            .expect("run initdb");
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut pg = Postgres {
-            dir,
-            bin,
-            port: free_port(),
-            child: None,
-        };
-        pg.up();
-        Some(pg)
-    }
-
-    /// Starts the server (again) and waits until it answers.
-    pub fn up(&mut self) {
-        let before = self.log().matches("ready to accept connections").count();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("postgres.log"))
-            .expect("pg log");
-        let child = as_owner(&self.bin.join("postgres"))
-            .arg("-D")
-            .arg(self.dir.path().join("data"))
-            .args(["-p", &self.port.to_string(), "-k"])
-            .arg(self.dir.path())
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-                "-c",
-                "max_connections=60",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start postgres");
-        self.child = Some(child);
-        // Ready once the log says so (again, after a restart).
-        let ready = wait_until(Duration::from_secs(30), || {
-            self.log().matches("ready to accept connections").count() > before
-        });
-        assert!(ready, "postgres did not start: {}", self.log());
-    }
-
-    /// Stops the server (fast shutdown: sessions are cut off).
-    pub fn down(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-INT", &c.id().to_string()]).status();
-            wait_with_deadline(&mut c, Duration::from_secs(30));
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("postgres://fleet@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+#[path = "../support/postgres.rs"]
+mod postgres;
+use postgres::Postgres;
 
 /// One shared folder and each node's own path to it: a bind mount where
 /// this machine allows one (as root), else a symlink.
@@ -266,7 +128,7 @@ fn three_agents_on_one_share_upload_each_of_500_files_once_and_share_the_work() 
     // Mixed sizes: mostly small files, every 25th a multi-part one (up to 24 MiB).
     let mut expected = std::collections::HashMap::new();
     for i in 0..500u64 {
-        let size = if i % 25 == 0 {
+        let size = if i.is_multiple_of(25) {
             (11 + (i % 14)) as usize * 1024 * 1024
         } else {
             1 + ((i * 7919) % 300_000) as usize
@@ -281,7 +143,11 @@ fn three_agents_on_one_share_upload_each_of_500_files_once_and_share_the_work() 
         wait_until(Duration::from_secs(240), || emu.ledger().len() >= 500),
         "not every file arrived: {} of 500\n{}",
         emu.ledger().len(),
-        agents.iter().map(|a| a.log_text()).collect::<Vec<_>>().join("\n----\n")
+        agents
+            .iter()
+            .map(|a| a.log_text())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
     );
     // Nothing more comes: every node's local queue drains.
     for sb in &nodes {
@@ -308,12 +174,19 @@ fn three_agents_on_one_share_upload_each_of_500_files_once_and_share_the_work() 
         .collect();
     assert_eq!(per_node.len(), 3, "three nodes: {status}");
     assert_eq!(per_node.iter().sum::<u64>(), 500, "{status}");
-    assert!(per_node.iter().all(|n| *n >= 25), "the work was not spread: {per_node:?}");
+    assert!(
+        per_node.iter().all(|n| *n >= 25),
+        "the work was not spread: {per_node:?}"
+    );
     assert_eq!(status["files"]["done"]["files"], 500, "{status}");
     let mut c = nodes[1].cmd();
     c.args(["fleet", "status"]);
     let human = run(c);
-    assert!(human.stdout.contains("node-2") && human.stdout.contains("done"), "{}", human.stdout);
+    assert!(
+        human.stdout.contains("node-2") && human.stdout.contains("done"),
+        "{}",
+        human.stdout
+    );
     for a in &mut agents {
         let out = a.stop();
         assert_eq!(out.code, 0, "{}", out.stderr);
@@ -338,7 +211,12 @@ fn a_killed_nodes_300_mib_upload_is_finished_by_another_resending_only_parts_in_
             .first()
             .is_some_and(|s| s["parts_received"].as_u64().unwrap_or(0) >= 15)),
         "the upload did not get halfway:\n{}",
-        agents.iter().flatten().map(|a| a.log_text()).collect::<Vec<_>>().join("\n----\n")
+        agents
+            .iter()
+            .flatten()
+            .map(|a| a.log_text())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
     );
     let who = holder(&nodes[0]).expect("a node holds the file");
     let i: usize = who.trim_start_matches("node-").parse().expect("node number");
@@ -401,7 +279,9 @@ fn a_node_paused_past_its_lease_does_not_complete_what_another_took_over() {
     // The paused node wakes up holding a claim that is no longer its own:
     // it notices (lease renewal, or the fence before complete) and stops.
     assert!(
-        wait_until(Duration::from_secs(30), || agents[i].log_text().contains("lease on it lapsed")),
+        wait_until(Duration::from_secs(30), || agents[i]
+            .log_text()
+            .contains("lease on it lapsed")),
         "the paused node did not notice it lost the file:\n{}",
         agents[i].log_text()
     );
@@ -417,6 +297,9 @@ fn a_node_paused_past_its_lease_does_not_complete_what_another_took_over() {
     assert_eq!(stored.get("plate.dpx"), Some(&sha));
     assert_eq!(emu.ledger().len(), 1);
     assert_eq!(emu.stat("complete_ok"), 1, "a second complete succeeded");
+    if std::env::var_os("FLEET_TEST_LOGS").is_some() {
+        eprintln!("{}\n----\n{}", agents[0].log_text(), agents[1].log_text());
+    }
     for a in &mut agents {
         assert_eq!(a.stop().code, 0);
     }
@@ -433,7 +316,11 @@ fn postgres_down_for_30s_mid_run_loses_nothing_and_says_so_once_each_way() {
     let mut n = 0u64;
     let mut write = |count: u64| {
         for _ in 0..count {
-            let size = if n % 5 == 0 { 12 * 1024 * 1024 } else { 200_000 + n as usize };
+            let size = if n.is_multiple_of(5) {
+                12 * 1024 * 1024
+            } else {
+                200_000 + n as usize
+            };
             write_file(&share.path().join(format!("clip{n:03}.mov")), size, n);
             n += 1;
         }
@@ -452,11 +339,19 @@ fn postgres_down_for_30s_mid_run_loses_nothing_and_says_so_once_each_way() {
         wait_until(Duration::from_secs(180), || emu.ledger().len() >= 50),
         "not every file arrived after the outage: {}\n{}",
         emu.ledger().len(),
-        agents.iter().map(|a| a.log_text()).collect::<Vec<_>>().join("\n----\n")
+        agents
+            .iter()
+            .map(|a| a.log_text())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
     );
     assert_eq!(stored_once(&emu).len(), 50);
     for a in &mut agents {
-        assert!(!a.has_exited(), "an agent stopped during the outage:\n{}", a.log_text());
+        assert!(
+            !a.has_exited(),
+            "an agent stopped during the outage:\n{}",
+            a.log_text()
+        );
         let log = a.log_text();
         assert_eq!(
             log.matches("the fleet database is unreachable (").count(),

@@ -27,6 +27,8 @@ use super::*;
 use pg::{Candidate, Claimed, Pg, PgError};
 
 mod pg;
+#[cfg(test)]
+mod tests;
 
 /// A claim this node holds.
 #[derive(Debug, Clone)]
@@ -152,7 +154,11 @@ impl Fleet {
     /// The claim on `id` is gone: the upload stops before anything final.
     fn lose(&self, id: i64, why: &str) -> JournalError {
         self.forget(id);
-        self.inner.lost.lock().expect("lost lock").insert(id, why.to_string());
+        self.inner
+            .lost
+            .lock()
+            .expect("lost lock")
+            .insert(id, why.to_string());
         JournalError::Fleet(format!("not completed here: {why}"))
     }
 
@@ -312,10 +318,18 @@ impl Fleet {
         Ok(Some(saved))
     }
 
-    pub async fn save_session(&self, id: i64, s: Session, file: FileId, sha256: String) -> Result<(), JournalError> {
+    pub async fn save_session(
+        &self,
+        id: i64,
+        s: Session,
+        file: FileId,
+        sha256: String,
+    ) -> Result<(), JournalError> {
         let (s2, sha2) = (s.clone(), sha256.clone());
-        self.fence(id, async move |pg, c| pg.save_session(c.pg_id, c.token, &s2, &sha2).await)
-            .await?;
+        self.fence(id, async move |pg, c| {
+            pg.save_session(c.pg_id, c.token, &s2, &sha2).await
+        })
+        .await?;
         if let Some(c) = self.inner.claims.lock().expect("claims lock").get_mut(&id) {
             c.saved = None;
         }
@@ -337,22 +351,33 @@ impl Fleet {
     /// Complete may be sent: the claim stands with a third of the lease left.
     pub async fn completing(&self, id: i64) -> Result<(), JournalError> {
         let margin = self.inner.pg.lease / 3;
-        self.fence(id, async move |pg, c| pg.completing(c.pg_id, c.token, margin).await)
-            .await?;
+        self.fence(id, async move |pg, c| {
+            pg.completing(c.pg_id, c.token, margin).await
+        })
+        .await?;
         self.local.completing(id).await
     }
 
     /// (Fleets upload multipart only; see the module notes. Fenced all the same.)
-    pub async fn direct_sending(&self, id: i64, began_at_ms: i64, file: FileId, sha256: String) -> Result<(), JournalError> {
+    pub async fn direct_sending(
+        &self,
+        id: i64,
+        began_at_ms: i64,
+        file: FileId,
+        sha256: String,
+    ) -> Result<(), JournalError> {
         let margin = self.inner.pg.lease / 3;
-        self.fence(id, async move |pg, c| pg.completing(c.pg_id, c.token, margin).await)
-            .await?;
+        self.fence(id, async move |pg, c| {
+            pg.completing(c.pg_id, c.token, margin).await
+        })
+        .await?;
         self.local.direct_sending(id, began_at_ms, file, sha256).await
     }
 
     pub async fn drop_session(&self, id: i64) -> Result<(), JournalError> {
         if let Some(c) = self.claim(id) {
-            let _ = tokio::time::timeout(pg::CALL_TIMEOUT, self.inner.pg.drop_session(c.pg_id, c.token)).await;
+            let _ =
+                tokio::time::timeout(pg::CALL_TIMEOUT, self.inner.pg.drop_session(c.pg_id, c.token)).await;
             if let Some(c) = self.inner.claims.lock().expect("claims lock").get_mut(&id) {
                 c.saved = None;
             }
@@ -364,7 +389,9 @@ impl Fleet {
     /// node's token (if it still holds the claim) and locally.
     pub async fn record_done(&self, id: i64, d: DoneRecord) -> Result<(), JournalError> {
         if let Some(c) = self.forget(id) {
-            match tokio::time::timeout(pg::CALL_TIMEOUT, self.inner.pg.record_done(c.pg_id, c.token, &d)).await {
+            match tokio::time::timeout(pg::CALL_TIMEOUT, self.inner.pg.record_done(c.pg_id, c.token, &d))
+                .await
+            {
                 Ok(Ok(true)) => self.inner.came_up(),
                 Ok(Ok(false)) => tracing::info!(
                     "fleet: {}/{} is stored, but {LOST_LEASE}; that node finds it in the workspace",
@@ -374,19 +401,36 @@ impl Fleet {
                 Ok(Err(PgError::Failed(m))) => return Err(db_error(PgError::Failed(m))),
                 Ok(Err(PgError::Unreachable(m))) => {
                     self.inner.went_down(&m);
-                    self.inner.unreported.lock().expect("unreported lock").push((c.pg_id, c.token, d.clone()));
+                    self.inner.unreported.lock().expect("unreported lock").push((
+                        c.pg_id,
+                        c.token,
+                        d.clone(),
+                    ));
                 }
                 Err(_) => {
                     self.inner.went_down("no answer within 10s");
-                    self.inner.unreported.lock().expect("unreported lock").push((c.pg_id, c.token, d.clone()));
+                    self.inner.unreported.lock().expect("unreported lock").push((
+                        c.pg_id,
+                        c.token,
+                        d.clone(),
+                    ));
                 }
             }
         }
         self.local.record_done(id, d).await
     }
 
-    pub async fn record_failure(&self, id: i64, error: String, max_attempts: u32, retry_at: i64) -> Result<State, JournalError> {
-        let state = self.local.record_failure(id, error.clone(), max_attempts, retry_at).await?;
+    pub async fn record_failure(
+        &self,
+        id: i64,
+        error: String,
+        max_attempts: u32,
+        retry_at: i64,
+    ) -> Result<State, JournalError> {
+        let state = self
+            .local
+            .record_failure(id, error.clone(), max_attempts, retry_at)
+            .await?;
         let failed = (state == State::Failed).then_some(error);
         self.release(id, failed).await;
         Ok(state)
@@ -438,7 +482,9 @@ impl Fleet {
     }
 
     /// `fleet status` from a command (no node joins: only reads).
-    pub async fn read_status(settings: &crate::config::FleetSettings) -> Result<serde_json::Value, JournalError> {
+    pub async fn read_status(
+        settings: &crate::config::FleetSettings,
+    ) -> Result<serde_json::Value, JournalError> {
         let url = settings.database.resolve().map_err(JournalError::Fleet)?;
         let pg = Pg::new(&url, &settings.node, settings.lease).map_err(JournalError::Fleet)?;
         let unreachable = |m: String| {
@@ -462,7 +508,9 @@ impl Fleet {
     pub async fn status(&self) -> Result<serde_json::Value, JournalError> {
         match tokio::time::timeout(pg::CALL_TIMEOUT, self.inner.pg.status()).await {
             Ok(r) => r.map_err(db_error),
-            Err(_) => Err(JournalError::Fleet(format!("{UNREACHABLE} (no answer within 10s)"))),
+            Err(_) => Err(JournalError::Fleet(format!(
+                "{UNREACHABLE} (no answer within 10s)"
+            ))),
         }
     }
 }
@@ -556,7 +604,11 @@ async fn renew_loop(inner: Arc<Inner>) {
                     let mut lost = inner.lost.lock().expect("lost lock");
                     claims.retain(|id, c| {
                         if gone.contains(&c.pg_id) {
-                            tracing::warn!("fleet: {}/{}: {LOST_LEASE}; it is not completed here", c.root, c.rel);
+                            tracing::warn!(
+                                "fleet: {}/{}: {LOST_LEASE}; it is not completed here",
+                                c.root,
+                                c.rel
+                            );
                             lost.insert(*id, LOST_LEASE.to_string());
                             false
                         } else {
@@ -579,7 +631,11 @@ async fn renew_loop(inner: Arc<Inner>) {
         for (pg_id, token, d) in owed {
             match tokio::time::timeout(pg::CALL_TIMEOUT, inner.pg.record_done(pg_id, token, &d)).await {
                 Ok(Ok(_)) => {}
-                _ => inner.unreported.lock().expect("unreported lock").push((pg_id, token, d)),
+                _ => inner
+                    .unreported
+                    .lock()
+                    .expect("unreported lock")
+                    .push((pg_id, token, d)),
             }
         }
     }

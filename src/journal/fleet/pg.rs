@@ -60,9 +60,16 @@ impl From<tokio_postgres::Error> for PgError {
             // No answer from the server: the connection failed or closed.
             // (Anything else is ours: a statement the server never saw.)
             None if e.is_closed()
-                || ["connect", "communicat", "closed", "timeout", "timed out", "unexpected EOF"]
-                    .iter()
-                    .any(|w| message.contains(w)) =>
+                || [
+                    "connect",
+                    "communicat",
+                    "closed",
+                    "timeout",
+                    "timed out",
+                    "unexpected EOF",
+                ]
+                .iter()
+                .any(|w| message.contains(w)) =>
             {
                 PgError::Unreachable(message)
             }
@@ -122,11 +129,12 @@ pub(super) enum Claimed {
 fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
@@ -139,7 +147,7 @@ impl Pg {
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(Duration::from_secs(5));
         }
-        cfg.application_name(&format!("autorender-sync {node}"));
+        cfg.application_name(format!("autorender-sync {node}"));
         let mgr = Manager::from_config(
             cfg,
             tls()?,
@@ -250,7 +258,12 @@ impl Pg {
         let mut out = Vec::with_capacity(cands.len());
         let mut take: Vec<(usize, i64, Option<String>)> = Vec::new();
         for (i, cand) in cands.iter().enumerate() {
-            let key = (cand.share.clone(), cand.rel.clone(), cand.fp.size as i64, cand.fp.mtime_ns as i64);
+            let key = (
+                cand.share.clone(),
+                cand.rel.clone(),
+                cand.fp.size as i64,
+                cand.fp.mtime_ns as i64,
+            );
             let Some(r) = by_key.get(&key) else {
                 // Locked by another node's claim right now.
                 out.push(Claimed::Busy {
@@ -313,7 +326,12 @@ impl Pg {
                 granted.iter().map(|r| (r.get(0), r.get(1))).collect();
             for (i, pg_id, took_over) in take {
                 let cand = &cands[i];
-                let key = (cand.share.clone(), cand.rel.clone(), cand.fp.size as i64, cand.fp.mtime_ns as i64);
+                let key = (
+                    cand.share.clone(),
+                    cand.rel.clone(),
+                    cand.fp.size as i64,
+                    cand.fp.mtime_ns as i64,
+                );
                 let r = &by_key[&key];
                 let Some(token) = tokens.get(&pg_id) else {
                     continue;
@@ -333,7 +351,14 @@ impl Pg {
 
     /// A fenced write: runs only while this node's claim (token) stands and
     /// its lease has at least `margin` left. False: the claim is lost.
-    async fn fenced(&self, sql: &str, pg_id: i64, token: i64, margin: Duration, extra: &[&(dyn ToSql + Sync)]) -> Result<bool, PgError> {
+    async fn fenced(
+        &self,
+        sql: &str,
+        pg_id: i64,
+        token: i64,
+        margin: Duration,
+        extra: &[&(dyn ToSql + Sync)],
+    ) -> Result<bool, PgError> {
         let c = self.client().await?;
         let margin_ms = margin.as_millis() as f64;
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&pg_id, &token, &margin_ms];
@@ -346,7 +371,13 @@ impl Pg {
     }
 
     /// Records the session before any part is sent.
-    pub async fn save_session(&self, pg_id: i64, token: i64, s: &Session, sha256: &str) -> Result<bool, PgError> {
+    pub async fn save_session(
+        &self,
+        pg_id: i64,
+        token: i64,
+        s: &Session,
+        sha256: &str,
+    ) -> Result<bool, PgError> {
         let json = session_json(s);
         let done = "0".repeat(s.parts.len());
         self.fenced(
@@ -410,7 +441,8 @@ impl Pg {
                 &[&pg_id],
             )
             .await?;
-        let holds = row.is_some_and(|r| r.get::<_, Option<i64>>(0) == Some(token) && r.get::<_, String>(1) == "claimed");
+        let holds = row
+            .is_some_and(|r| r.get::<_, Option<i64>>(0) == Some(token) && r.get::<_, String>(1) == "claimed");
         if holds {
             tx.execute(
                 "UPDATE fleet_files SET state = 'done', lease_until = NULL, phase = NULL, session = NULL,
@@ -450,7 +482,12 @@ impl Pg {
     /// Renews the leases of the claims this node holds; returns the ids of
     /// those it no longer holds (another node took them over). Also this
     /// node's heartbeat.
-    pub async fn renew(&self, claims: &[(i64, i64)], pid: u32, started_at_ms: i64) -> Result<Vec<i64>, PgError> {
+    pub async fn renew(
+        &self,
+        claims: &[(i64, i64)],
+        pid: u32,
+        started_at_ms: i64,
+    ) -> Result<Vec<i64>, PgError> {
         let c = self.client().await?;
         c.execute(
             "INSERT INTO fleet_nodes (node, instance, pid, version, lease_ms, started_at, heartbeat_at, stopped)

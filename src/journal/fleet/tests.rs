@@ -1,0 +1,162 @@
+//! The fleet's claim rules against a real PostgreSQL (a throwaway cluster):
+//! one holder per file version however many nodes race, and a node whose
+//! lease lapsed can neither complete nor record what another took over.
+
+#[path = "../../../tests/support/postgres.rs"]
+mod postgres;
+
+use std::time::Duration;
+
+use super::pg::{Candidate, Claimed, Pg};
+use crate::api::Session;
+use crate::fileid::Fingerprint;
+use crate::journal::DoneRecord;
+
+fn cand(rel: &str) -> Candidate {
+    Candidate {
+        share: "renders".into(),
+        rel: rel.into(),
+        fp: Fingerprint {
+            size: 10,
+            mtime_ns: 1_700_000_000_000_000_000,
+        },
+    }
+}
+
+fn done(file_no: &str) -> DoneRecord {
+    DoneRecord {
+        fingerprint: cand("x").fp,
+        sha256: "ab".repeat(32),
+        remote_folder: "renders".into(),
+        remote_name: "a.exr".into(),
+        file_no: file_no.into(),
+        url: None,
+        adopted: None,
+    }
+}
+
+async fn node(url: &str, name: &str, lease_ms: u64) -> Pg {
+    let pg = Pg::new(url, name, Duration::from_millis(lease_ms)).expect("pool");
+    pg.migrate().await.expect("migrate");
+    pg
+}
+
+fn mine(c: &Claimed) -> Option<(i64, i64)> {
+    match c {
+        Claimed::Mine { pg_id, token, .. } => Some((*pg_id, *token)),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_nodes_each_get_a_file_once_and_a_lapsed_holder_is_fenced_out() {
+    let Some(server) = tokio::task::spawn_blocking(postgres::Postgres::start)
+        .await
+        .expect("start")
+    else {
+        return;
+    };
+    let url = server.url();
+    // Migrations are applied once even when nodes start together.
+    let nodes = futures_util::future::join_all((0..6).map(|i| {
+        let url = url.clone();
+        async move { node(&url, &format!("n{i}"), 60_000).await }
+    }))
+    .await;
+
+    // Six nodes claim the same 40 files at once: each file has one holder.
+    let cands: Vec<Candidate> = (0..40).map(|i| cand(&format!("race/{i}.exr"))).collect();
+    let results = futures_util::future::join_all(nodes.iter().map(|n| n.claim(&cands, 40))).await;
+    let mut holders = vec![0; 40];
+    for r in &results {
+        for (i, c) in r.as_ref().expect("claim").iter().enumerate() {
+            if mine(c).is_some() {
+                holders[i] += 1;
+            }
+        }
+    }
+    assert!(
+        holders.iter().all(|h| *h <= 1),
+        "a file claimed twice: {holders:?}"
+    );
+    // What one node could not take (locked or held) is taken by none twice.
+    let again = nodes[0].claim(&cands, 40).await.expect("claim");
+    for (i, c) in again.iter().enumerate() {
+        if holders[i] == 1 {
+            assert!(mine(c).is_none(), "file {i} claimed by a second node while held");
+        }
+    }
+
+    // A lapsed lease: node a stops renewing; node b takes over.
+    let a = node(&url, "a", 1_000).await;
+    let b = node(&url, "b", 30_000).await;
+    let f = [cand("shot/a.exr")];
+    let (id, token_a) = mine(&a.claim(&f, 1).await.expect("claim")[0]).expect("a holds it");
+    let session = Session {
+        session_id: "s1".into(),
+        uuid: None,
+        part_size: 5,
+        parts: vec![url::Url::parse("http://127.0.0.1/p1").expect("url"); 2],
+        expire_at: None,
+        began_at_ms: 1,
+    };
+    assert!(a.save_session(id, token_a, &session, "sha").await.expect("save"));
+    a.part_done(id, token_a, 0).await.expect("part");
+    assert!(matches!(
+        b.claim(&f, 1).await.expect("claim")[0],
+        Claimed::Busy { .. }
+    ));
+    let mut took = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Claimed::Mine {
+            pg_id,
+            token,
+            saved,
+            took_over,
+        } = b.claim(&f, 1).await.expect("claim").remove(0)
+        {
+            took = Some((pg_id, token, saved, took_over));
+            break;
+        }
+    }
+    let (id_b, token_b, saved, took_over) = took.expect("b took the file over once a's lease lapsed");
+    assert_eq!(id_b, id);
+    assert!(token_b > token_a);
+    assert_eq!(took_over.as_deref(), Some("a"));
+    let saved = saved.expect("a's session is carried over");
+    assert_eq!(saved.session.session_id, "s1");
+    assert_eq!(saved.done, vec![true, false], "a's stored part is known");
+
+    // a wakes up: none of its fenced steps go through.
+    assert!(
+        !a.completing(id, token_a, Duration::ZERO)
+            .await
+            .expect("completing")
+    );
+    assert!(!a.save_session(id, token_a, &session, "sha").await.expect("save"));
+    assert!(!a.record_done(id, token_a, &done("1")).await.expect("done"));
+    assert!(
+        a.renew(&[(id, token_a)], 1, 0)
+            .await
+            .expect("renew")
+            .contains(&id),
+        "a learns it lost the file"
+    );
+    // b's go through, and then every node sees the file done.
+    assert!(
+        b.completing(id, token_b, Duration::from_secs(10))
+            .await
+            .expect("completing")
+    );
+    assert!(b.record_done(id, token_b, &done("7")).await.expect("done"));
+    match &a.claim(&f, 1).await.expect("claim")[0] {
+        Claimed::Done { record, node } => {
+            assert_eq!(record.file_no, "7");
+            assert_eq!(node, "b");
+        }
+        other => panic!("expected done, got {other:?}"),
+    }
+    let status = b.status().await.expect("status");
+    assert_eq!(status["files"]["done"]["files"], 1, "{status}");
+}
