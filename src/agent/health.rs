@@ -140,6 +140,7 @@ impl Agent {
             "user_pause": self.user_pause,
             "schedule": self.schedule_view(),
             "problems": self.live.problems.lock().expect("problems lock").clone(),
+            "fleet": self.journal.fleet_view(),
         })
         .to_string()
     }

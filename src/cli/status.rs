@@ -144,6 +144,7 @@ pub(crate) fn document(g: &Gathered) -> serde_json::Value {
         "state_dir": state_dir,
         "roots": counts,
         "in_flight": if running { snapshot["in_flight"].clone() } else { json!([]) },
+        "fleet": if running { snapshot["fleet"].clone() } else { serde_json::Value::Null },
         "elsewhere": elsewhere,
         "last_uploads": last.iter().map(file_json).collect::<Vec<_>>(),
         "sets": g.sets.iter().map(|(s, files, done)| json!({
@@ -222,6 +223,17 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
                 .as_i64()
                 .map(|t| format!("; changes at {}", format_time(t)))
                 .unwrap_or_default()
+        );
+    }
+    if running && let Some(f) = snapshot["fleet"].as_object() {
+        let nodes = f["nodes"].as_array().cloned().unwrap_or_default();
+        let running_nodes = nodes.iter().filter(|n| n["state"] == "running").count();
+        outln!(
+            "fleet: node \"{}\" of {} ({} running); database {}; `autorender-sync fleet status` for every node",
+            f["node"].as_str().unwrap_or("?"),
+            nodes.len(),
+            running_nodes,
+            f["database"].as_str().unwrap_or("?"),
         );
     }
     for c in &counts {

@@ -376,11 +376,11 @@ impl Journal {
         }
     }
 
-    /// In a fleet: `fleet status` (None without one).
-    pub async fn fleet_status(&self) -> Result<Option<serde_json::Value>, JournalError> {
+    /// In a fleet: the fleet as this node last read it (None without one).
+    pub fn fleet_view(&self) -> Option<serde_json::Value> {
         match &self.backend {
-            Backend::Sqlite(_) => Ok(None),
-            Backend::Fleet(b) => b.status().await.map(Some),
+            Backend::Sqlite(_) => None,
+            Backend::Fleet(b) => Some(b.view()),
         }
     }
 

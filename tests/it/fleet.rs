@@ -179,6 +179,15 @@ fn three_agents_on_one_share_upload_each_of_500_files_once_and_share_the_work() 
         "the work was not spread: {per_node:?}"
     );
     assert_eq!(status["files"]["done"]["files"], 500, "{status}");
+    // `status` shows the fleet as the node last read it (every 15 s).
+    assert!(
+        wait_until(Duration::from_secs(40), || {
+            let s = nodes[0].status();
+            s["fleet"]["node"] == "node-0" && s["fleet"]["nodes"].as_array().is_some_and(|n| n.len() == 3)
+        }),
+        "{}",
+        nodes[0].status()
+    );
     let mut c = nodes[1].cmd();
     c.args(["fleet", "status"]);
     let human = run(c);

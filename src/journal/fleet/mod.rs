@@ -59,6 +59,8 @@ struct Inner {
     /// Results recorded while the database was away, written when it is back.
     unreported: Mutex<Vec<(i64, i64, DoneRecord)>>,
     migrated: std::sync::atomic::AtomicBool,
+    /// The last `fleet status` read (for `status` and the dashboard).
+    view: Mutex<Option<(Instant, serde_json::Value)>>,
     started_at_ms: i64,
     stop: CancellationToken,
 }
@@ -80,6 +82,8 @@ impl std::ops::Deref for Fleet {
 const LOST_LEASE: &str = "this node's lease on it lapsed and another node took it over";
 const UNREACHABLE: &str = "the fleet database is unreachable";
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
+/// How often a node reads the fleet's state for its own `status`.
+const VIEW_EVERY: Duration = Duration::from_secs(15);
 
 fn db_error(e: PgError) -> JournalError {
     JournalError::Fleet(format!("the fleet database refused a statement: {e}"))
@@ -105,6 +109,7 @@ impl Fleet {
             link: Mutex::new(Link::default()),
             unreported: Mutex::new(Vec::new()),
             migrated: false.into(),
+            view: Mutex::new(None),
             started_at_ms: now_ms(),
             stop: CancellationToken::new(),
         });
@@ -481,6 +486,19 @@ impl Fleet {
         self.local.checkpoint().await
     }
 
+    /// The fleet as last read (every 15 s), with this node's name and
+    /// whether the database answers now.
+    pub fn view(&self) -> serde_json::Value {
+        let view = self.inner.view.lock().expect("view lock").as_ref().map(|v| v.1.clone());
+        let down = self.inner.link.lock().expect("link lock").down_since.is_some();
+        serde_json::json!({
+            "node": &*self.inner.pg.node,
+            "database": if down { "unreachable" } else { "ok" },
+            "nodes": view.as_ref().map(|v| v["nodes"].clone()).unwrap_or(serde_json::json!([])),
+            "files": view.as_ref().map(|v| v["files"].clone()).unwrap_or(serde_json::json!({})),
+        })
+    }
+
     /// `fleet status` from a command (no node joins: only reads).
     pub async fn read_status(
         settings: &crate::config::FleetSettings,
@@ -501,16 +519,6 @@ impl Fleet {
             Ok(Err(PgError::Failed(m))) => Err(db_error(PgError::Failed(m))),
             Ok(Err(PgError::Unreachable(m))) => Err(unreachable(m)),
             Err(_) => Err(unreachable("no answer within 10s".into())),
-        }
-    }
-
-    /// `fleet status`.
-    pub async fn status(&self) -> Result<serde_json::Value, JournalError> {
-        match tokio::time::timeout(pg::CALL_TIMEOUT, self.inner.pg.status()).await {
-            Ok(r) => r.map_err(db_error),
-            Err(_) => Err(JournalError::Fleet(format!(
-                "{UNREACHABLE} (no answer within 10s)"
-            ))),
         }
     }
 }
@@ -626,6 +634,15 @@ async fn renew_loop(inner: Arc<Inner>) {
                 inner.went_down("no answer within 10s");
                 continue;
             }
+        }
+        let stale = inner
+            .view
+            .lock()
+            .expect("view lock")
+            .as_ref()
+            .is_none_or(|v| v.0.elapsed() >= VIEW_EVERY);
+        if stale && let Ok(Ok(v)) = tokio::time::timeout(pg::CALL_TIMEOUT, inner.pg.status()).await {
+            *inner.view.lock().expect("view lock") = Some((Instant::now(), v));
         }
         let owed: Vec<_> = std::mem::take(&mut *inner.unreported.lock().expect("unreported lock"));
         for (pg_id, token, d) in owed {
