@@ -62,6 +62,17 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                 .unwrap_or_default()
         );
     }
+    if let Some(f) = &settings.fleet {
+        outln!(
+            "fleet: node \"{}\", lease {}s, database from {}",
+            f.node,
+            f.lease.as_secs_f64(),
+            match &f.database {
+                crate::config::FleetDb::Url(_) => "`fleet.database`".to_string(),
+                crate::config::FleetDb::Env(name) => format!("${name}"),
+            }
+        );
+    }
     let (key, source, warnings) =
         secrets::lookup(&settings.api).map_err(|e| CliError::Usage(e.to_string()))?;
     for w in warnings {
@@ -77,6 +88,15 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     match client.verify_key().await {
         Ok(()) => {
             outln!("API key: accepted by {}", settings.api.endpoint);
+            if let Some(f) = &settings.fleet {
+                let doc = crate::journal::Fleet::read_status(f)
+                    .await
+                    .map_err(|e| CliError::Failed(e.to_string()))?;
+                outln!(
+                    "fleet database: reachable; {} node(s) have joined",
+                    doc["nodes"].as_array().map_or(0, Vec::len)
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(ApiError::Auth { status, message }) => Err(CliError::Auth(format!(

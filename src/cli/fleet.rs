@@ -68,6 +68,9 @@ pub fn render(doc: &Value) -> String {
             format_bytes(bytes / (minutes * 60)),
             n["total"]["files"].as_u64().unwrap_or(0),
         ));
+        for f in n["leased_files"].as_array().into_iter().flatten() {
+            out.push_str(&format!("      leased: {}\n", f.as_str().unwrap_or("?")));
+        }
     }
     out.push_str("files across the fleet:\n");
     match doc["files"].as_object() {

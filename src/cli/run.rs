@@ -149,10 +149,11 @@ fn reloader(
     running: &Settings,
     limiter: Option<Arc<crate::limiter::Limiter>>,
 ) -> ReloadFn {
-    let (state_dir, listen, log_file) = (
+    let (state_dir, listen, log_file, fleet) = (
         running.agent.state_dir.clone(),
         running.control.listen,
         running.agent.log_file.clone(),
+        running.fleet.clone(),
     );
     Arc::new(move || {
         let mut s =
@@ -162,6 +163,15 @@ fn reloader(
                 "{} has no [[watch]] table left; an agent with nothing to watch is stopped, not reloaded",
                 path.display()
             )]);
+        }
+        // The journal's backend is chosen at start: joining, leaving or
+        // moving a fleet needs a restart, and the old settings stay meanwhile.
+        if s.fleet != fleet {
+            return Err(vec![
+                "`[fleet]` changed; joining, leaving or changing a fleet takes a restart of the agent \
+                 (`autorender-sync run`), so this config was not applied"
+                    .to_string(),
+            ]);
         }
         let (key, _, warnings) = secrets::lookup(&s.api).map_err(|e| vec![e.to_string()])?;
         for w in warnings {

@@ -223,3 +223,76 @@ fn the_readmes_render_farm_config_is_valid() {
     assert_eq!(s.watches[0].priority, 10);
     assert_eq!(s.watches[1].existing, Existing::Skip);
 }
+
+#[test]
+fn fleet_settings_and_their_problems() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let watch = |dir: &tempfile::TempDir, share: &str| {
+        format!(
+            "[[watch]]\npath = \"{}\"\nremote_folder = \"r\"\n{share}\n",
+            dir.path().display()
+        )
+    };
+    // A loopback server, a node name, a lease; direct uploads are off in a fleet.
+    let ok = format!(
+        "[fleet]\ndatabase = \"postgres://sync@127.0.0.1:5432/ar\"\nnode = \"render-07\"\nlease = \"10s\"\n{}",
+        watch(&a, "share = \"renders\"")
+    );
+    let s = parse(&ok).unwrap();
+    let f = s.fleet.as_ref().unwrap();
+    assert_eq!(f.node, "render-07");
+    assert_eq!(f.lease, Duration::from_secs(10));
+    assert_eq!(s.agent.direct_upload_max, 0);
+    assert_eq!(s.shares().values().next().map(String::as_str), Some("renders"));
+    assert!(!format!("{f:?}").contains("sync@"), "the address is not printed");
+    // Defaults: the host name, a 30 s lease.
+    let d = parse(&format!(
+        "[fleet]\ndatabase_env = \"FLEET_DB\"\n{}",
+        watch(&a, "share = \"x\"")
+    ))
+    .unwrap();
+    assert_eq!(d.fleet.as_ref().unwrap().lease, DEFAULT_LEASE);
+    assert!(!d.fleet.as_ref().unwrap().node.is_empty());
+
+    let problems = |text: &str| parse(text).unwrap_err().to_string();
+    // A server off the machine without TLS.
+    let e = problems(&format!(
+        "[fleet]\ndatabase = \"postgres://sync:pw@db.studio.lan/ar\"\n{}",
+        watch(&a, "share = \"r\"")
+    ));
+    assert!(
+        e.contains("fleet.database") && e.contains("sslmode=require"),
+        "{e}"
+    );
+    assert!(!e.contains("pw@"), "the password is not echoed: {e}");
+    // Both sources, no source, a bad lease, a bad address.
+    let e = problems("[fleet]\ndatabase = \"postgres://127.0.0.1/a\"\ndatabase_env = \"X\"\n");
+    assert!(e.contains("not both"), "{e}");
+    assert!(problems("[fleet]\nnode = \"n\"\n").contains("needs `database"));
+    assert!(
+        problems("[fleet]\ndatabase = \"postgres://127.0.0.1/a\"\nlease = \"1s\"\n")
+            .contains("between 2s and 1h")
+    );
+    assert!(problems("[fleet]\ndatabase = \"mysql:://x\"\n").contains("not a PostgreSQL address"));
+    assert!(
+        problems("[fleet]\ndatabase = \"postgres://127.0.0.1/a\"\nleese = \"3s\"\n")
+            .contains("did you mean `fleet.lease`")
+    );
+    // Every root needs its own share.
+    let e = problems(&format!(
+        "[fleet]\ndatabase = \"postgres://127.0.0.1/a\"\n{}{}",
+        watch(&a, ""),
+        watch(&b, "")
+    ));
+    assert!(
+        e.contains("watch[0].share") && e.contains("watch[1].share"),
+        "{e}"
+    );
+    let e = problems(&format!(
+        "[fleet]\ndatabase = \"postgres://127.0.0.1/a\"\n{}{}",
+        watch(&a, "share = \"s\""),
+        watch(&b, "share = \"s\"")
+    ));
+    assert!(e.contains("already the share of watch[0]"), "{e}");
+}

@@ -93,12 +93,18 @@ fn fleet_status(sb: &Sandbox) -> Value {
     serde_json::from_str(&out.stdout).expect("fleet status --json is JSON")
 }
 
-/// The node holding a lease right now, if one does.
-fn holder(sb: &Sandbox) -> Option<String> {
+/// The node holding the lease on `file` right now, if one does.
+fn holder(sb: &Sandbox, file: &str) -> Option<String> {
+    let leased = format!("renders/{file}");
     fleet_status(sb)["nodes"]
         .as_array()?
         .iter()
-        .find(|n| n["leases"].as_i64().unwrap_or(0) > 0)
+        .find(|n| {
+            n["leases"].as_i64().unwrap_or(0) > 0
+                && n["leased_files"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| *f == leased))
+        })
         .and_then(|n| n["node"].as_str().map(str::to_string))
 }
 
@@ -188,6 +194,16 @@ fn three_agents_on_one_share_upload_each_of_500_files_once_and_share_the_work() 
         "{}",
         nodes[0].status()
     );
+    let mut c = nodes[2].cmd();
+    c.arg("check");
+    let checked = run(c);
+    assert_eq!(checked.code, 0, "{}", checked.stderr);
+    assert!(
+        checked.stdout.contains("fleet: node \"node-2\"")
+            && checked.stdout.contains("fleet database: reachable"),
+        "{}",
+        checked.stdout
+    );
     let mut c = nodes[1].cmd();
     c.args(["fleet", "status"]);
     let human = run(c);
@@ -208,7 +224,7 @@ fn a_killed_nodes_300_mib_upload_is_finished_by_another_resending_only_parts_in_
     let emu = Emulator::start(&[]);
     let share = Share::new(2);
     let agent = "settle = \"300ms\"\nconcurrent_parts = 4\nbandwidth_limit = \"40MiB/s\"\n";
-    let nodes: Vec<Sandbox> = (0..2).map(|i| node(&emu, &pg, &share, i, agent, "3s")).collect();
+    let nodes: Vec<Sandbox> = (0..2).map(|i| node(&emu, &pg, &share, i, agent, "4s")).collect();
     let mut agents: Vec<Option<AgentProcess>> = nodes.iter().map(|sb| Some(sb.running_agent(&[]))).collect();
     let path = share.path().join("master.mov");
     write_file(&path, 300 * 1024 * 1024, 7);
@@ -227,7 +243,16 @@ fn a_killed_nodes_300_mib_upload_is_finished_by_another_resending_only_parts_in_
             .collect::<Vec<_>>()
             .join("\n----\n")
     );
-    let who = holder(&nodes[0]).expect("a node holds the file");
+    let mut who = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            who = holder(&nodes[0], "master.mov");
+            who.is_some()
+        }),
+        "no node holds the file: {}",
+        fleet_status(&nodes[0])
+    );
+    let who = who.expect("holder");
     let i: usize = who.trim_start_matches("node-").parse().expect("node number");
     agents[i].take().expect("running").crash();
     let other = 1 - i;
@@ -263,7 +288,7 @@ fn a_node_paused_past_its_lease_does_not_complete_what_another_took_over() {
     let emu = Emulator::start(&[]);
     let share = Share::new(2);
     let agent = "settle = \"300ms\"\nconcurrent_parts = 2\nbandwidth_limit = \"12MiB/s\"\n";
-    let nodes: Vec<Sandbox> = (0..2).map(|i| node(&emu, &pg, &share, i, agent, "2s")).collect();
+    let nodes: Vec<Sandbox> = (0..2).map(|i| node(&emu, &pg, &share, i, agent, "3s")).collect();
     let mut agents: Vec<AgentProcess> = nodes.iter().map(|sb| sb.running_agent(&[])).collect();
     let path = share.path().join("plate.dpx");
     write_file(&path, 60 * 1024 * 1024, 11);
@@ -275,7 +300,16 @@ fn a_node_paused_past_its_lease_does_not_complete_what_another_took_over() {
             .is_some_and(|s| s["parts_received"].as_u64().unwrap_or(0) >= 1)),
         "the upload did not start"
     );
-    let who = holder(&nodes[0]).expect("a node holds the file");
+    let mut who = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            who = holder(&nodes[0], "plate.dpx");
+            who.is_some()
+        }),
+        "no node holds the file: {}",
+        fleet_status(&nodes[0])
+    );
+    let who = who.expect("holder");
     let i: usize = who.trim_start_matches("node-").parse().expect("node number");
     agents[i].signal("STOP");
     let other = 1 - i;
@@ -342,6 +376,21 @@ fn postgres_down_for_30s_mid_run_loses_nothing_and_says_so_once_each_way() {
     pg.down();
     // Files keep arriving while the database is away.
     write(20);
+    let mut c = nodes[0].cmd();
+    c.args(["fleet", "status"]);
+    let out = run(c);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("the fleet database is unreachable"),
+        "{}",
+        out.stderr
+    );
+    let solo = Sandbox::new(&emu, "");
+    let mut c = solo.cmd();
+    c.args(["fleet", "status"]);
+    let out = run(c);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("no [fleet] table"), "{}", out.stderr);
     std::thread::sleep(Duration::from_secs(30)); // the outage itself, not a wait for a condition
     pg.up();
     assert!(

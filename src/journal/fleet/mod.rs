@@ -489,7 +489,13 @@ impl Fleet {
     /// The fleet as last read (every 15 s), with this node's name and
     /// whether the database answers now.
     pub fn view(&self) -> serde_json::Value {
-        let view = self.inner.view.lock().expect("view lock").as_ref().map(|v| v.1.clone());
+        let view = self
+            .inner
+            .view
+            .lock()
+            .expect("view lock")
+            .as_ref()
+            .map(|v| v.1.clone());
         let down = self.inner.link.lock().expect("link lock").down_since.is_some();
         serde_json::json!({
             "node": &*self.inner.pg.node,
@@ -592,6 +598,18 @@ async fn renew_loop(inner: Arc<Inner>) {
                 }
             }
         }
+        // Results owed from an outage first: they end claims cleanly.
+        let owed: Vec<_> = std::mem::take(&mut *inner.unreported.lock().expect("unreported lock"));
+        for (pg_id, token, d) in owed {
+            match tokio::time::timeout(pg::CALL_TIMEOUT, inner.pg.record_done(pg_id, token, &d)).await {
+                Ok(Ok(_)) => {}
+                _ => inner
+                    .unreported
+                    .lock()
+                    .expect("unreported lock")
+                    .push((pg_id, token, d)),
+            }
+        }
         let held: Vec<(i64, i64)> = inner
             .claims
             .lock()
@@ -643,17 +661,6 @@ async fn renew_loop(inner: Arc<Inner>) {
             .is_none_or(|v| v.0.elapsed() >= VIEW_EVERY);
         if stale && let Ok(Ok(v)) = tokio::time::timeout(pg::CALL_TIMEOUT, inner.pg.status()).await {
             *inner.view.lock().expect("view lock") = Some((Instant::now(), v));
-        }
-        let owed: Vec<_> = std::mem::take(&mut *inner.unreported.lock().expect("unreported lock"));
-        for (pg_id, token, d) in owed {
-            match tokio::time::timeout(pg::CALL_TIMEOUT, inner.pg.record_done(pg_id, token, &d)).await {
-                Ok(Ok(_)) => {}
-                _ => inner
-                    .unreported
-                    .lock()
-                    .expect("unreported lock")
-                    .push((pg_id, token, d)),
-            }
         }
     }
 }

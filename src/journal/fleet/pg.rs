@@ -559,7 +559,10 @@ impl Pg {
                            AND f.done_node = n.node AND f.done_at > now() - interval '10 minutes'),
                         (SELECT count(*) FROM fleet_files f WHERE f.state = 'done' AND f.done_node = n.node),
                         (SELECT COALESCE(sum(size), 0)::bigint FROM fleet_files f WHERE f.state = 'done'
-                           AND f.done_node = n.node)
+                           AND f.done_node = n.node),
+                        (SELECT COALESCE(array_agg(f.share || '/' || f.rel ORDER BY f.rel), '{}')
+                           FROM fleet_files f WHERE f.state = 'claimed' AND f.node = n.node
+                           AND f.lease_until > now())
                  FROM fleet_nodes n ORDER BY n.node",
                 &[],
             )
@@ -586,6 +589,7 @@ impl Pg {
                     "heartbeat_age_ms": ago,
                     "started_at_ms": r.get::<_, i64>(5),
                     "leases": r.get::<_, i64>(8),
+                    "leased_files": r.get::<_, Vec<String>>(13),
                     "recent": {"minutes": 10, "files": r.get::<_, i64>(9), "bytes": r.get::<_, i64>(10)},
                     "total": {"files": r.get::<_, i64>(11), "bytes": r.get::<_, i64>(12)},
                 })
