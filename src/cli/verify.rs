@@ -80,10 +80,21 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         b.finish_and_clear();
     }
     let requeued = if args.requeue && !problems.is_empty() {
-        journal
+        let n = journal
             .requeue(problems.iter().map(|(id, _)| *id).collect())
             .await
-            .map_err(|e| CliError::Failed(e.to_string()))?
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        // In a fleet, the shared record must say "not uploaded" too, or no
+        // node would send the file again.
+        let lost: Vec<_> = rows
+            .iter()
+            .filter(|r| problems.iter().any(|(id, _)| *id == r.id))
+            .cloned()
+            .collect();
+        crate::journal::Fleet::requeue_lost(&settings, &lost)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        n
     } else {
         0
     };

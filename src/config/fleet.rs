@@ -213,6 +213,14 @@ impl Walker<'_> {
                     ),
                 ),
                 Some(s) => {
+                    if w.sets.as_ref().is_some_and(|r| r.manifest) {
+                        self.err(
+                            &format!("watch[{i}].set_manifest"),
+                            span.clone(),
+                            "is not available with [fleet] yet: every node that sees a set complete would \
+                             send its own manifest; set it to false (the sets themselves work)",
+                        );
+                    }
                     if let Some(first) = seen.insert(s.clone(), i) {
                         self.err(
                             &format!("watch[{i}].share"),

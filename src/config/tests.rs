@@ -295,4 +295,13 @@ fn fleet_settings_and_their_problems() {
         watch(&b, "share = \"s\"")
     ));
     assert!(e.contains("already the share of watch[0]"), "{e}");
+    // A set manifest would be sent by each node: refused in a fleet for now.
+    let e = problems(&format!(
+        "[fleet]\ndatabase = \"postgres://127.0.0.1/a\"\n{}",
+        watch(&a, "share = \"s\"\nsets = \"folder\"\nset_manifest = true")
+    ));
+    assert!(
+        e.contains("set_manifest") && e.contains("not available with [fleet]"),
+        "{e}"
+    );
 }

@@ -426,4 +426,35 @@ fn postgres_down_for_30s_mid_run_loses_nothing_and_says_so_once_each_way() {
     for a in &mut agents {
         assert_eq!(a.stop().code, 0);
     }
+    // The workspace loses a file: `verify --requeue` on one node puts it
+    // back for the whole fleet, and `run --once` there sends it once more.
+    let victim = emu
+        .ledger()
+        .into_iter()
+        .find(|e| e["name"] == "clip003.mov")
+        .expect("clip003");
+    let file_no = victim["file_no"].as_str().expect("file_no").to_string();
+    let (status, _) = emu.api(reqwest::Method::DELETE, &format!("/api/v1/files/{file_no}"));
+    assert_eq!(status, 200);
+    let mut c = nodes[1].cmd();
+    c.args(["verify", "--requeue"]);
+    let out = run(c);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("1 queued again"), "{}", out.stdout);
+    let before = emu.stored();
+    let out = nodes[1].run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        emu.stored(),
+        before + 1,
+        "only the lost file went again:\n{}",
+        out.stderr
+    );
+    let ledger = emu.ledger();
+    assert_eq!(
+        ledger.iter().filter(|e| e["name"] == "clip003.mov").count(),
+        2,
+        "the deleted copy and the new one"
+    );
+    assert_eq!(ledger.len(), 51);
 }

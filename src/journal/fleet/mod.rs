@@ -505,6 +505,41 @@ impl Fleet {
         })
     }
 
+    /// `verify --requeue` on a fleet node: the lost files' versions are
+    /// due again for the whole fleet, not only in this node's journal
+    /// (where they are requeued as without a fleet). No node joins.
+    pub async fn requeue_lost(
+        settings: &crate::config::Settings,
+        rows: &[FileRow],
+    ) -> Result<u64, JournalError> {
+        let Some(fleet) = &settings.fleet else {
+            return Ok(0);
+        };
+        let shares = settings.shares();
+        let cands: Vec<Candidate> = rows
+            .iter()
+            .filter_map(|r| {
+                Some(Candidate {
+                    share: shares.get(&r.root)?.clone(),
+                    rel: r.rel.clone(),
+                    fp: r.fingerprint(),
+                })
+            })
+            .collect();
+        let url = fleet.database.resolve().map_err(JournalError::Fleet)?;
+        let pg = Pg::new(&url, &fleet.node, fleet.lease).map_err(JournalError::Fleet)?;
+        match tokio::time::timeout(pg::CALL_TIMEOUT, pg.requeue(&cands)).await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(JournalError::Fleet(format!(
+                "the files were queued again on this node, but the fleet database could not be told ({e}); \
+                 run `verify --requeue` again when it answers"
+            ))),
+            Err(_) => Err(JournalError::Fleet(format!(
+                "{UNREACHABLE} (no answer within 10s)"
+            ))),
+        }
+    }
+
     /// `fleet status` from a command (no node joins: only reads).
     pub async fn read_status(
         settings: &crate::config::FleetSettings,

@@ -522,6 +522,25 @@ impl Pg {
         Ok(ids.into_iter().filter(|id| !kept.contains(id)).collect())
     }
 
+    /// `verify --requeue`: versions the workspace lost are due again for
+    /// every node (their result is forgotten). Returns how many.
+    pub async fn requeue(&self, cands: &[Candidate]) -> Result<u64, PgError> {
+        let shares: Vec<&str> = cands.iter().map(|c| c.share.as_str()).collect();
+        let rels: Vec<&str> = cands.iter().map(|c| c.rel.as_str()).collect();
+        let sizes: Vec<i64> = cands.iter().map(|c| c.fp.size as i64).collect();
+        let mtimes: Vec<i64> = cands.iter().map(|c| c.fp.mtime_ns as i64).collect();
+        let c = self.client().await?;
+        Ok(c.execute(
+            "UPDATE fleet_files f SET state = 'pending', node = NULL, lease_until = NULL, file_no = NULL,
+                    url = NULL, done_sha256 = NULL, done_node = NULL, done_at = NULL, updated_at = now()
+             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS c(share, rel, size, mtime_ns)
+             WHERE f.share = c.share AND f.rel = c.rel AND f.size = c.size AND f.mtime_ns = c.mtime_ns
+               AND f.state = 'done'",
+            &[&shares, &rels, &sizes, &mtimes],
+        )
+        .await?)
+    }
+
     /// A clean stop: every claim given back at once (no one waits for the
     /// leases to lapse), and the node marked stopped.
     pub async fn stop(&self) -> Result<(), PgError> {
