@@ -26,9 +26,13 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use pg::{Candidate, Claimed, Pg, PgError};
 
+mod claims;
+mod commands;
+mod lease;
 mod pg;
 #[cfg(test)]
 mod tests;
+mod views;
 
 /// A claim this node holds.
 #[derive(Debug, Clone)]
@@ -134,7 +138,7 @@ impl Fleet {
                 inner.went_down("no answer within 10s");
             }
         }
-        tokio::spawn(renew_loop(inner.clone()));
+        tokio::spawn(lease::renew_loop(inner.clone()));
         Ok(Fleet { local, inner })
     }
 
@@ -484,218 +488,5 @@ impl Fleet {
             let _ = tokio::time::timeout(Duration::from_secs(3), self.inner.pg.stop()).await;
         }
         self.local.checkpoint().await
-    }
-
-    /// The fleet as last read (every 15 s), with this node's name and
-    /// whether the database answers now.
-    pub fn view(&self) -> serde_json::Value {
-        let view = self
-            .inner
-            .view
-            .lock()
-            .expect("view lock")
-            .as_ref()
-            .map(|v| v.1.clone());
-        let down = self.inner.link.lock().expect("link lock").down_since.is_some();
-        serde_json::json!({
-            "node": &*self.inner.pg.node,
-            "database": if down { "unreachable" } else { "ok" },
-            "nodes": view.as_ref().map(|v| v["nodes"].clone()).unwrap_or(serde_json::json!([])),
-            "files": view.as_ref().map(|v| v["files"].clone()).unwrap_or(serde_json::json!({})),
-        })
-    }
-
-    /// `verify --requeue` on a fleet node: the lost files' versions are
-    /// due again for the whole fleet, not only in this node's journal
-    /// (where they are requeued as without a fleet). No node joins.
-    pub async fn requeue_lost(
-        settings: &crate::config::Settings,
-        rows: &[FileRow],
-    ) -> Result<u64, JournalError> {
-        let Some(fleet) = &settings.fleet else {
-            return Ok(0);
-        };
-        let shares = settings.shares();
-        let cands: Vec<Candidate> = rows
-            .iter()
-            .filter_map(|r| {
-                Some(Candidate {
-                    share: shares.get(&r.root)?.clone(),
-                    rel: r.rel.clone(),
-                    fp: r.fingerprint(),
-                })
-            })
-            .collect();
-        let url = fleet.database.resolve().map_err(JournalError::Fleet)?;
-        let pg = Pg::new(&url, &fleet.node, fleet.lease).map_err(JournalError::Fleet)?;
-        match tokio::time::timeout(pg::CALL_TIMEOUT, pg.requeue(&cands)).await {
-            Ok(Ok(n)) => Ok(n),
-            Ok(Err(e)) => Err(JournalError::Fleet(format!(
-                "the files were queued again on this node, but the fleet database could not be told ({e}); \
-                 run `verify --requeue` again when it answers"
-            ))),
-            Err(_) => Err(JournalError::Fleet(format!(
-                "{UNREACHABLE} (no answer within 10s)"
-            ))),
-        }
-    }
-
-    /// `fleet status` from a command (no node joins: only reads).
-    pub async fn read_status(
-        settings: &crate::config::FleetSettings,
-    ) -> Result<serde_json::Value, JournalError> {
-        let url = settings.database.resolve().map_err(JournalError::Fleet)?;
-        let pg = Pg::new(&url, &settings.node, settings.lease).map_err(JournalError::Fleet)?;
-        let unreachable = |m: String| {
-            JournalError::Fleet(format!(
-                "{UNREACHABLE} ({m}); check `fleet.database` and that the server is up"
-            ))
-        };
-        match tokio::time::timeout(pg::CALL_TIMEOUT, pg.status()).await {
-            Ok(Ok(v)) => Ok(v),
-            // A database no node has joined yet holds no fleet.
-            Ok(Err(PgError::Failed(m))) if m.contains("42P01") => {
-                Ok(serde_json::json!({"nodes": [], "files": {}}))
-            }
-            Ok(Err(PgError::Failed(m))) => Err(db_error(PgError::Failed(m))),
-            Ok(Err(PgError::Unreachable(m))) => Err(unreachable(m)),
-            Err(_) => Err(unreachable("no answer within 10s".into())),
-        }
-    }
-}
-
-impl Inner {
-    /// The database did not answer: one line when that starts; returns how
-    /// long to wait before asking again (doubling up to 15 s).
-    fn went_down(&self, why: &str) -> Duration {
-        let mut link = self.link.lock().expect("link lock");
-        let now = Instant::now();
-        if link.down_since.is_none() {
-            link.down_since = Some(now);
-            link.backoff = Duration::from_secs(1);
-            tracing::warn!(
-                "{UNREACHABLE} ({why}): no new file is claimed; uploads in flight send their parts and wait \
-                 to complete; asking again every few seconds"
-            );
-        } else if link.next_try.is_some_and(|t| t <= now) {
-            link.backoff = (link.backoff * 2).min(MAX_BACKOFF);
-        }
-        link.next_try = Some(now + link.backoff);
-        link.backoff
-    }
-
-    fn came_up(&self) {
-        let mut link = self.link.lock().expect("link lock");
-        if let Some(since) = link.down_since.take() {
-            link.next_try = None;
-            tracing::info!(
-                "the fleet database is reachable again after {}s; claiming resumes",
-                since.elapsed().as_secs()
-            );
-        }
-    }
-
-    /// While the database is away and it is not yet time to ask again: how long to wait.
-    fn waiting(&self) -> Option<Duration> {
-        let link = self.link.lock().expect("link lock");
-        link.down_since?;
-        let now = Instant::now();
-        link.next_try.filter(|t| *t > now).map(|t| t - now)
-    }
-}
-
-/// Renews this node's leases every quarter lease (its heartbeat too),
-/// notices claims another node took over, and writes results recorded
-/// while the database was away. Runs beside the agent, so a busy agent
-/// loop never lets a lease lapse.
-async fn renew_loop(inner: Arc<Inner>) {
-    use std::sync::atomic::Ordering;
-    let every = (inner.pg.lease / 4).max(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            _ = inner.stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        if inner.waiting().is_some() {
-            continue;
-        }
-        if !inner.migrated.load(Ordering::SeqCst) {
-            match tokio::time::timeout(pg::CALL_TIMEOUT, inner.pg.migrate()).await {
-                Ok(Ok(())) => inner.migrated.store(true, Ordering::SeqCst),
-                Ok(Err(PgError::Failed(m))) => tracing::error!("the fleet database refused its schema: {m}"),
-                Ok(Err(PgError::Unreachable(m))) => {
-                    inner.went_down(&m);
-                    continue;
-                }
-                Err(_) => {
-                    inner.went_down("no answer within 10s");
-                    continue;
-                }
-            }
-        }
-        // Results owed from an outage first: they end claims cleanly.
-        let owed: Vec<_> = std::mem::take(&mut *inner.unreported.lock().expect("unreported lock"));
-        for (pg_id, token, d) in owed {
-            match tokio::time::timeout(pg::CALL_TIMEOUT, inner.pg.record_done(pg_id, token, &d)).await {
-                Ok(Ok(_)) => {}
-                _ => inner
-                    .unreported
-                    .lock()
-                    .expect("unreported lock")
-                    .push((pg_id, token, d)),
-            }
-        }
-        let held: Vec<(i64, i64)> = inner
-            .claims
-            .lock()
-            .expect("claims lock")
-            .values()
-            .map(|c| (c.pg_id, c.token))
-            .collect();
-        let renewed = tokio::time::timeout(
-            pg::CALL_TIMEOUT,
-            inner.pg.renew(&held, std::process::id(), inner.started_at_ms),
-        )
-        .await;
-        match renewed {
-            Ok(Ok(gone)) => {
-                inner.came_up();
-                if !gone.is_empty() {
-                    let mut claims = inner.claims.lock().expect("claims lock");
-                    let mut lost = inner.lost.lock().expect("lost lock");
-                    claims.retain(|id, c| {
-                        if gone.contains(&c.pg_id) {
-                            tracing::warn!(
-                                "fleet: {}/{}: {LOST_LEASE}; it is not completed here",
-                                c.root,
-                                c.rel
-                            );
-                            lost.insert(*id, LOST_LEASE.to_string());
-                            false
-                        } else {
-                            true
-                        }
-                    });
-                }
-            }
-            Ok(Err(PgError::Unreachable(m))) => {
-                inner.went_down(&m);
-                continue;
-            }
-            Ok(Err(PgError::Failed(m))) => tracing::warn!("fleet: renewing leases failed: {m}"),
-            Err(_) => {
-                inner.went_down("no answer within 10s");
-                continue;
-            }
-        }
-        let stale = inner
-            .view
-            .lock()
-            .expect("view lock")
-            .as_ref()
-            .is_none_or(|v| v.0.elapsed() >= VIEW_EVERY);
-        if stale && let Ok(Ok(v)) = tokio::time::timeout(pg::CALL_TIMEOUT, inner.pg.status()).await {
-            *inner.view.lock().expect("view lock") = Some((Instant::now(), v));
-        }
     }
 }

@@ -1,0 +1,145 @@
+//! Keeping claims alive: the lease task (renewals, the node's heartbeat,
+//! claims another node took over, results owed from an outage, the fleet
+//! view) and whether the database answers (one log line each way).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::pg::{self, PgError};
+use super::*;
+
+impl Inner {
+    /// The database did not answer: one line when that starts; returns how
+    /// long to wait before asking again (doubling up to 15 s).
+    pub(super) fn went_down(&self, why: &str) -> Duration {
+        let mut link = self.link.lock().expect("link lock");
+        let now = Instant::now();
+        if link.down_since.is_none() {
+            link.down_since = Some(now);
+            link.backoff = Duration::from_secs(1);
+            tracing::warn!(
+                "{UNREACHABLE} ({why}): no new file is claimed; uploads in flight send their parts and wait \
+                 to complete; asking again every few seconds"
+            );
+        } else if link.next_try.is_some_and(|t| t <= now) {
+            link.backoff = (link.backoff * 2).min(MAX_BACKOFF);
+        }
+        link.next_try = Some(now + link.backoff);
+        link.backoff
+    }
+
+    pub(super) fn came_up(&self) {
+        let mut link = self.link.lock().expect("link lock");
+        if let Some(since) = link.down_since.take() {
+            link.next_try = None;
+            tracing::info!(
+                "the fleet database is reachable again after {}s; claiming resumes",
+                since.elapsed().as_secs()
+            );
+        }
+    }
+
+    /// While the database is away and it is not yet time to ask again: how long to wait.
+    pub(super) fn waiting(&self) -> Option<Duration> {
+        let link = self.link.lock().expect("link lock");
+        link.down_since?;
+        let now = Instant::now();
+        link.next_try.filter(|t| *t > now).map(|t| t - now)
+    }
+}
+
+/// Renews this node's leases every quarter lease (its heartbeat too),
+/// notices claims another node took over, and writes results recorded
+/// while the database was away. Runs beside the agent, so a busy agent
+/// loop never lets a lease lapse.
+pub(super) async fn renew_loop(inner: Arc<Inner>) {
+    use std::sync::atomic::Ordering;
+    let every = (inner.pg.lease / 4).max(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = inner.stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if inner.waiting().is_some() {
+            continue;
+        }
+        if !inner.migrated.load(Ordering::SeqCst) {
+            match tokio::time::timeout(pg::CALL_TIMEOUT, inner.pg.migrate()).await {
+                Ok(Ok(())) => inner.migrated.store(true, Ordering::SeqCst),
+                Ok(Err(PgError::Failed(m))) => tracing::error!("the fleet database refused its schema: {m}"),
+                Ok(Err(PgError::Unreachable(m))) => {
+                    inner.went_down(&m);
+                    continue;
+                }
+                Err(_) => {
+                    inner.went_down("no answer within 10s");
+                    continue;
+                }
+            }
+        }
+        // Results owed from an outage first: they end claims cleanly.
+        let owed: Vec<_> = std::mem::take(&mut *inner.unreported.lock().expect("unreported lock"));
+        for (pg_id, token, d) in owed {
+            match tokio::time::timeout(pg::CALL_TIMEOUT, inner.pg.record_done(pg_id, token, &d)).await {
+                Ok(Ok(_)) => {}
+                _ => inner
+                    .unreported
+                    .lock()
+                    .expect("unreported lock")
+                    .push((pg_id, token, d)),
+            }
+        }
+        let held: Vec<(i64, i64)> = inner
+            .claims
+            .lock()
+            .expect("claims lock")
+            .values()
+            .map(|c| (c.pg_id, c.token))
+            .collect();
+        let renewed = tokio::time::timeout(
+            pg::CALL_TIMEOUT,
+            inner.pg.renew(&held, std::process::id(), inner.started_at_ms),
+        )
+        .await;
+        match renewed {
+            Ok(Ok(gone)) => {
+                inner.came_up();
+                if !gone.is_empty() {
+                    let mut claims = inner.claims.lock().expect("claims lock");
+                    let mut lost = inner.lost.lock().expect("lost lock");
+                    claims.retain(|id, c| {
+                        if gone.contains(&c.pg_id) {
+                            tracing::warn!(
+                                "fleet: {}/{}: {LOST_LEASE}; it is not completed here",
+                                c.root,
+                                c.rel
+                            );
+                            lost.insert(*id, LOST_LEASE.to_string());
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                }
+            }
+            Ok(Err(PgError::Unreachable(m))) => {
+                inner.went_down(&m);
+                continue;
+            }
+            Ok(Err(PgError::Failed(m))) => tracing::warn!("fleet: renewing leases failed: {m}"),
+            Err(_) => {
+                inner.went_down("no answer within 10s");
+                continue;
+            }
+        }
+        let stale = inner
+            .view
+            .lock()
+            .expect("view lock")
+            .as_ref()
+            .is_none_or(|v| v.0.elapsed() >= VIEW_EVERY);
+        if stale && let Ok(Ok(v)) = tokio::time::timeout(pg::CALL_TIMEOUT, inner.pg.status()).await {
+            *inner.view.lock().expect("view lock") = Some((Instant::now(), v));
+        }
+    }
+}
