@@ -108,6 +108,32 @@ fn holder(sb: &Sandbox, file: &str) -> Option<String> {
         .and_then(|n| n["node"].as_str().map(str::to_string))
 }
 
+/// Every agent's log, one after the other.
+fn logs<'a>(agents: impl IntoIterator<Item = &'a AgentProcess>) -> String {
+    agents
+        .into_iter()
+        .map(|a| a.log_text())
+        .collect::<Vec<_>>()
+        .join("\n----\n")
+}
+
+/// The node that holds the lease on `file` (waiting a little for one to),
+/// and its number.
+fn holder_of(sb: &Sandbox, file: &str) -> (String, usize) {
+    let mut who = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            who = holder(sb, file);
+            who.is_some()
+        }),
+        "no node holds {file}: {}",
+        fleet_status(sb)
+    );
+    let who = who.expect("holder");
+    let i = who.trim_start_matches("node-").parse().expect("node number");
+    (who, i)
+}
+
 /// Every ledger entry's name, each once (or panics), with its sha256.
 fn stored_once(emu: &Emulator) -> std::collections::HashMap<String, String> {
     let ledger = emu.ledger();
@@ -149,11 +175,7 @@ fn three_agents_on_one_share_upload_each_of_500_files_once_and_share_the_work() 
         wait_until(Duration::from_secs(240), || emu.ledger().len() >= 500),
         "not every file arrived: {} of 500\n{}",
         emu.ledger().len(),
-        agents
-            .iter()
-            .map(|a| a.log_text())
-            .collect::<Vec<_>>()
-            .join("\n----\n")
+        logs(&agents)
     );
     // Nothing more comes: every node's local queue drains.
     for sb in &nodes {
@@ -236,24 +258,9 @@ fn a_killed_nodes_300_mib_upload_is_finished_by_another_resending_only_parts_in_
             .first()
             .is_some_and(|s| s["parts_received"].as_u64().unwrap_or(0) >= 15)),
         "the upload did not get halfway:\n{}",
-        agents
-            .iter()
-            .flatten()
-            .map(|a| a.log_text())
-            .collect::<Vec<_>>()
-            .join("\n----\n")
+        logs(agents.iter().flatten())
     );
-    let mut who = None;
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            who = holder(&nodes[0], "master.mov");
-            who.is_some()
-        }),
-        "no node holds the file: {}",
-        fleet_status(&nodes[0])
-    );
-    let who = who.expect("holder");
-    let i: usize = who.trim_start_matches("node-").parse().expect("node number");
+    let (who, i) = holder_of(&nodes[0], "master.mov");
     agents[i].take().expect("running").crash();
     let other = 1 - i;
     assert!(
@@ -300,17 +307,7 @@ fn a_node_paused_past_its_lease_does_not_complete_what_another_took_over() {
             .is_some_and(|s| s["parts_received"].as_u64().unwrap_or(0) >= 1)),
         "the upload did not start"
     );
-    let mut who = None;
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            who = holder(&nodes[0], "plate.dpx");
-            who.is_some()
-        }),
-        "no node holds the file: {}",
-        fleet_status(&nodes[0])
-    );
-    let who = who.expect("holder");
-    let i: usize = who.trim_start_matches("node-").parse().expect("node number");
+    let (_, i) = holder_of(&nodes[0], "plate.dpx");
     agents[i].signal("STOP");
     let other = 1 - i;
     assert!(
@@ -397,11 +394,7 @@ fn postgres_down_for_30s_mid_run_loses_nothing_and_says_so_once_each_way() {
         wait_until(Duration::from_secs(180), || emu.ledger().len() >= 50),
         "not every file arrived after the outage: {}\n{}",
         emu.ledger().len(),
-        agents
-            .iter()
-            .map(|a| a.log_text())
-            .collect::<Vec<_>>()
-            .join("\n----\n")
+        logs(&agents)
     );
     assert_eq!(stored_once(&emu).len(), 50);
     for a in &mut agents {
