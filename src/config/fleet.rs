@@ -4,7 +4,7 @@
 use super::walker::{Item, Span};
 use super::*;
 
-const FLEET_KEYS: &[&str] = &["database", "database_env", "node", "lease"];
+const FLEET_KEYS: &[&str] = &["database", "database_env", "node", "lease", "ca_file"];
 
 /// `[fleet] lease` when the config does not say.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -38,6 +38,8 @@ pub struct FleetSettings {
     pub node: String,
     /// A claim not renewed for this long may be taken over by another node.
     pub lease: Duration,
+    /// PEM CA certificates trusted besides the public roots (a studio's own CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl FleetDb {
@@ -166,6 +168,27 @@ impl Walker<'_> {
             Some(d) => d,
             None => DEFAULT_LEASE,
         };
+        let ca_file = match self.string(&f, "ca_file", "fleet.ca_file") {
+            Some((text, span)) => match expand_tilde(&text) {
+                Ok(p) if p.is_file() => Some(p),
+                Ok(p) => {
+                    self.err(
+                        "fleet.ca_file",
+                        Some(span),
+                        format!(
+                            "{} is not a file; give the PEM file of the CA that signed the database server's certificate",
+                            p.display()
+                        ),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.err("fleet.ca_file", Some(span), e);
+                    None
+                }
+            },
+            None => None,
+        };
         if self.errors.len() != before {
             return None;
         }
@@ -173,6 +196,7 @@ impl Walker<'_> {
             database: database?,
             node,
             lease,
+            ca_file,
         })
     }
 

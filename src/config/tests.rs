@@ -279,6 +279,10 @@ fn fleet_settings_and_their_problems() {
         problems("[fleet]\ndatabase = \"postgres://127.0.0.1/a\"\nleese = \"3s\"\n")
             .contains("did you mean `fleet.lease`")
     );
+    assert!(
+        problems("[fleet]\ndatabase = \"postgres://127.0.0.1/a\"\nca_file = \"/nonexistent/ca.pem\"\n")
+            .contains("is not a file")
+    );
     // Every root needs its own share.
     let e = problems(&format!(
         "[fleet]\ndatabase = \"postgres://127.0.0.1/a\"\n{}{}",

@@ -45,6 +45,8 @@ pub struct Postgres {
     bin: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// Extra server settings (`-c name=value`), e.g. TLS.
+    settings: Vec<String>,
 }
 
 fn pg_bin() -> Option<PathBuf> {
@@ -113,6 +115,7 @@ impl Postgres {
             bin,
             port: free_port(),
             child: None,
+            settings: Vec::new(),
         };
         pg.up();
         Some(pg)
@@ -139,6 +142,7 @@ impl Postgres {
                 "-c",
                 "max_connections=60",
             ])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -150,6 +154,111 @@ impl Postgres {
             self.log().matches("ready to accept connections").count() > before
         });
         assert!(ready, "postgres did not start: {}", self.log());
+    }
+
+    /// A fresh cluster that speaks TLS only, with a certificate for
+    /// 127.0.0.1 signed by a CA of its own (made with `openssl`); returns
+    /// it and the CA's PEM file. None where PostgreSQL is missing.
+    pub fn start_tls() -> Option<(Postgres, PathBuf)> {
+        let mut pg = Postgres::start()?;
+        pg.down();
+        let dir = pg.dir.path().to_path_buf();
+        let data = dir.join("data");
+        let ossl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("run openssl (apt-get install openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        ossl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=fleet test CA",
+                ],
+            ]
+            .concat(),
+        );
+        ossl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext");
+        ossl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        for f in ["server.crt", "server.key"] {
+            std::fs::copy(dir.join(f), data.join(f)).expect("copy cert");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let p = data.join(f);
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+                if is_root() {
+                    std::os::unix::fs::chown(&p, Some(65534), Some(65534)).expect("chown");
+                }
+            }
+        }
+        pg.settings = vec![
+            "ssl=on".into(),
+            "ssl_cert_file=server.crt".into(),
+            "ssl_key_file=server.key".into(),
+        ];
+        // TLS only: a plain connection is refused by the server.
+        let hba = data.join("pg_hba.conf");
+        std::fs::write(&hba, "local all all trust\nhostssl all all 127.0.0.1/32 trust\n").expect("hba");
+        pg.up();
+        Some((pg, dir.join("ca.pem")))
     }
 
     /// Stops the server (fast shutdown: sessions are cut off).
@@ -169,7 +278,7 @@ impl Postgres {
         format!("postgres://fleet@127.0.0.1:{}/postgres", self.port)
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
     }
 }

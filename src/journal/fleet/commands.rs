@@ -46,8 +46,7 @@ impl Fleet {
                 })
             })
             .collect();
-        let url = fleet.database.resolve().map_err(JournalError::Fleet)?;
-        let pg = Pg::new(&url, &fleet.node, fleet.lease).map_err(JournalError::Fleet)?;
+        let pg = Pg::for_settings(fleet).map_err(JournalError::Fleet)?;
         match tokio::time::timeout(pg::CALL_TIMEOUT, pg.requeue(&cands)).await {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(e)) => Err(JournalError::Fleet(format!(
@@ -64,8 +63,7 @@ impl Fleet {
     pub async fn read_status(
         settings: &crate::config::FleetSettings,
     ) -> Result<serde_json::Value, JournalError> {
-        let url = settings.database.resolve().map_err(JournalError::Fleet)?;
-        let pg = Pg::new(&url, &settings.node, settings.lease).map_err(JournalError::Fleet)?;
+        let pg = Pg::for_settings(settings).map_err(JournalError::Fleet)?;
         let unreachable = |m: String| {
             JournalError::Fleet(format!(
                 "{UNREACHABLE} ({m}); check `fleet.database` and that the server is up"

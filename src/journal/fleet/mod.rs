@@ -103,8 +103,7 @@ impl Fleet {
         shares: HashMap<String, String>,
     ) -> Result<Fleet, JournalError> {
         let local = Sqlite::open(state_dir)?;
-        let url = settings.database.resolve().map_err(JournalError::Fleet)?;
-        let pg = Pg::new(&url, &settings.node, settings.lease).map_err(JournalError::Fleet)?;
+        let pg = Pg::for_settings(settings).map_err(JournalError::Fleet)?;
         let inner = Arc::new(Inner {
             pg,
             shares: RwLock::new(shares),

@@ -41,7 +41,20 @@ impl From<tokio_postgres::Error> for PgError {
     fn from(e: tokio_postgres::Error) -> Self {
         let message = match e.as_db_error() {
             Some(db) => format!("{} ({})", db.message(), db.code().code()),
-            None => e.to_string(),
+            // With its causes: "error performing TLS handshake: invalid peer
+            // certificate: UnknownIssuer" says what to fix; the first alone does not.
+            None => {
+                let mut m = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    let text = c.to_string();
+                    if !m.contains(&text) {
+                        m = format!("{m}: {text}");
+                    }
+                    cause = c.source();
+                }
+                m
+            }
         };
         match e.as_db_error() {
             // Class 08: connection exceptions; 57P0x: the server is shutting
@@ -123,9 +136,36 @@ pub(super) enum Claimed {
     NotNow,
 }
 
-fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+/// TLS for servers that ask for it: certificates checked against the
+/// public roots, plus the CAs in `ca_file` (a studio's own CA).
+fn tls(ca_file: Option<&std::path::Path>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let fix = "point `fleet.ca_file` at the PEM file of the CA that signed the server's certificate";
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read `fleet.ca_file` {}: {e}; {fix}", path.display()))?;
+        let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                format!(
+                    "`fleet.ca_file` {} is not PEM certificates ({e}); {fix}",
+                    path.display()
+                )
+            })?;
+        if certs.is_empty() {
+            return Err(format!(
+                "`fleet.ca_file` {} holds no certificate; {fix}",
+                path.display()
+            ));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| format!("`fleet.ca_file` {}: {e}; {fix}", path.display()))?;
+        }
+    }
     let config =
         rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
@@ -136,8 +176,19 @@ fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
 }
 
 impl Pg {
+    /// A pool for the `[fleet]` database (nothing is connected yet).
+    pub fn for_settings(fleet: &crate::config::FleetSettings) -> Result<Pg, String> {
+        let url = fleet.database.resolve()?;
+        Pg::new(&url, &fleet.node, fleet.lease, fleet.ca_file.as_deref())
+    }
+
     /// A pool for `url` (nothing is connected yet).
-    pub fn new(url: &str, node: &str, lease: Duration) -> Result<Pg, String> {
+    pub fn new(
+        url: &str,
+        node: &str,
+        lease: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Pg, String> {
         let mut cfg: tokio_postgres::Config = url
             .parse()
             .map_err(|e| format!("`fleet.database` is not a PostgreSQL address: {e}"))?;
@@ -147,7 +198,7 @@ impl Pg {
         cfg.application_name(format!("autorender-sync {node}"));
         let mgr = Manager::from_config(
             cfg,
-            tls()?,
+            tls(ca_file)?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

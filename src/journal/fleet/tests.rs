@@ -36,7 +36,7 @@ fn done(file_no: &str) -> DoneRecord {
 }
 
 async fn node(url: &str, name: &str, lease_ms: u64) -> Pg {
-    let pg = Pg::new(url, name, Duration::from_millis(lease_ms)).expect("pool");
+    let pg = Pg::new(url, name, Duration::from_millis(lease_ms), None).expect("pool");
     pg.migrate().await.expect("migrate");
     pg
 }
@@ -159,4 +159,46 @@ async fn racing_nodes_each_get_a_file_once_and_a_lapsed_holder_is_fenced_out() {
     }
     let status = b.status().await.expect("status");
     assert_eq!(status["files"]["done"]["files"], 1, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_checks_the_servers_certificate() {
+    let Some((server, ca)) = tokio::task::spawn_blocking(postgres::Postgres::start_tls)
+        .await
+        .expect("start")
+    else {
+        return;
+    };
+    let url = format!("{}?sslmode=require", server.url());
+    // Trusting the studio's CA: connected over TLS.
+    let pg = Pg::new(&url, "tls", Duration::from_secs(30), Some(&ca)).expect("pool");
+    if let Err(e) = pg.migrate().await {
+        panic!(
+            "a TLS connection with the CA trusted failed: {e}\nserver log:\n{}",
+            server.log()
+        );
+    }
+    // The public roots alone do not vouch for this server: refused, and not
+    // taken for an outage.
+    let pg = Pg::new(&url, "tls", Duration::from_secs(30), None).expect("pool");
+    match pg.migrate().await {
+        Err(super::PgError::Failed(m)) => assert!(
+            m.to_lowercase().contains("certificate") || m.contains("Unknown"),
+            "{m}"
+        ),
+        other => panic!("an unknown CA must be refused, got {other:?}"),
+    }
+    // Without TLS the server refuses (only hostssl lines): the address says sslmode=disable.
+    let plain = format!("{}?sslmode=disable", server.url());
+    let pg = Pg::new(&plain, "plain", Duration::from_secs(30), None).expect("pool");
+    assert!(pg.migrate().await.is_err(), "the server takes TLS only");
+    // A CA file that is no PEM is named as such.
+    let bogus = ca.with_file_name("ext.cnf");
+    let e = Pg::new(&url, "tls", Duration::from_secs(30), Some(&bogus))
+        .err()
+        .expect("refused");
+    assert!(
+        e.contains("fleet.ca_file") && (e.contains("no certificate") || e.contains("not PEM")),
+        "{e}"
+    );
 }
