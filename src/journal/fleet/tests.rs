@@ -79,8 +79,9 @@ async fn racing_nodes_each_get_a_file_once_and_a_lapsed_holder_is_fenced_out() {
         holders.iter().all(|h| *h <= 1),
         "a file claimed twice: {holders:?}"
     );
-    // What one node could not take (locked or held) is taken by none twice.
-    let again = nodes[0].claim(&cands, 40).await.expect("claim");
+    // A node that comes later cannot take a file one of them holds.
+    let late = node(&url, "late", 60_000).await;
+    let again = late.claim(&cands, 40).await.expect("claim");
     for (i, c) in again.iter().enumerate() {
         if holders[i] == 1 {
             assert!(mine(c).is_none(), "file {i} claimed by a second node while held");
