@@ -184,8 +184,9 @@ fn three_agents_on_one_share_upload_each_of_500_files_once_and_share_the_work() 
                 let s = sb.status();
                 s["roots"][0]["done"].as_u64() == Some(500)
             }),
-            "a node did not record all 500 files: {}",
-            sb.status()
+            "a node did not record all 500 files: {}\n{}",
+            sb.status(),
+            logs(&agents)
         );
     }
     let stored = stored_once(&emu);

@@ -19,13 +19,20 @@ impl Pg {
     /// order given. Rows another node is claiming this instant are skipped
     /// (`SKIP LOCKED`) and come back as busy for a moment.
     pub async fn claim(&self, cands: &[Candidate], limit: usize) -> Result<Vec<Claimed>, PgError> {
+        // Inserted in key order: nodes inserting overlapping versions at
+        // once then wait on each other in one order, never in a cycle.
+        let mut sorted: Vec<Candidate> = cands.to_vec();
+        sorted.sort_by(|a, b| {
+            (&a.share, &a.rel, a.fp.size, a.fp.mtime_ns).cmp(&(&b.share, &b.rel, b.fp.size, b.fp.mtime_ns))
+        });
+        let (s_shares, s_rels, s_sizes, s_mtimes) = Pg::columns(&sorted);
         let (shares, rels, sizes, mtimes) = Pg::columns(cands);
         let mut c = self.client().await?;
         c.execute(
             "INSERT INTO fleet_files (share, rel, size, mtime_ns)
              SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
              ON CONFLICT (share, rel, size, mtime_ns) DO NOTHING",
-            &[&shares, &rels, &sizes, &mtimes],
+            &[&s_shares, &s_rels, &s_sizes, &s_mtimes],
         )
         .await?;
         let tx = c.transaction().await?;

@@ -75,7 +75,7 @@ impl Fleet {
             Ok(Err(PgError::Failed(m))) if m.contains("42P01") => {
                 Ok(serde_json::json!({"nodes": [], "files": {}}))
             }
-            Ok(Err(PgError::Failed(m))) => Err(db_error(PgError::Failed(m))),
+            Ok(Err(e @ (PgError::Failed(_) | PgError::Retry(_)))) => Err(db_error(e)),
             Ok(Err(PgError::Unreachable(m))) => Err(unreachable(m)),
             Err(_) => Err(unreachable("no answer within 10s".into())),
         }

@@ -67,6 +67,7 @@ pub(super) async fn renew_loop(inner: Arc<Inner>) {
             match tokio::time::timeout(pg::CALL_TIMEOUT, inner.pg.migrate()).await {
                 Ok(Ok(())) => inner.migrated.store(true, Ordering::SeqCst),
                 Ok(Err(PgError::Failed(m))) => tracing::error!("the fleet database refused its schema: {m}"),
+                Ok(Err(PgError::Retry(_))) => continue,
                 Ok(Err(PgError::Unreachable(m))) => {
                     inner.went_down(&m);
                     continue;
@@ -127,6 +128,7 @@ pub(super) async fn renew_loop(inner: Arc<Inner>) {
                 continue;
             }
             Ok(Err(PgError::Failed(m))) => tracing::warn!("fleet: renewing leases failed: {m}"),
+            Ok(Err(PgError::Retry(_))) => continue,
             Err(_) => {
                 inner.went_down("no answer within 10s");
                 continue;

@@ -130,7 +130,7 @@ impl Fleet {
                     "the fleet database refused this node: {m}; check `fleet.database` (user, password, database name)"
                 )));
             }
-            Ok(Err(PgError::Unreachable(m))) => {
+            Ok(Err(PgError::Unreachable(m) | PgError::Retry(m))) => {
                 inner.went_down(&m);
             }
             Err(_) => {
@@ -185,6 +185,9 @@ impl Fleet {
             }
             Ok(Ok(false)) => Err(self.lose(id, LOST_LEASE)),
             Ok(Err(PgError::Failed(m))) => Err(db_error(PgError::Failed(m))),
+            Ok(Err(PgError::Retry(m))) => {
+                Err(self.lose(id, &format!("the fleet database asked to try again ({m})")))
+            }
             Ok(Err(PgError::Unreachable(m))) => {
                 self.inner.went_down(&m);
                 Err(self.lose(id, UNREACHABLE))
@@ -239,7 +242,19 @@ impl Fleet {
                 self.inner.came_up();
                 c
             }
-            Ok(Err(PgError::Failed(m))) => return Err(db_error(PgError::Failed(m))),
+            // Another node's claim crossed this one: ask again in a moment.
+            Ok(Err(PgError::Retry(m))) => {
+                tracing::debug!("fleet: claiming again shortly ({m})");
+                self.local.postpone(ids, now + 300).await?;
+                return Ok(Vec::new());
+            }
+            // Refused (permissions, a broken schema): said, and asked again
+            // later; the agent goes on (its other work needs no database).
+            Ok(Err(PgError::Failed(m))) => {
+                tracing::error!("fleet: the database refused to hand out files: {m}; asking again in 15s");
+                self.local.postpone(ids, now + 15_000).await?;
+                return Ok(Vec::new());
+            }
             Ok(Err(PgError::Unreachable(m))) => {
                 let wait = self.inner.went_down(&m);
                 self.local.postpone(ids, now + wait.as_millis() as i64).await?;
@@ -406,7 +421,20 @@ impl Fleet {
                     c.root,
                     c.rel
                 ),
-                Ok(Err(PgError::Failed(m))) => return Err(db_error(PgError::Failed(m))),
+                // The file is stored: whatever the database says, it is
+                // recorded here, and the database is told again shortly.
+                Ok(Err(PgError::Failed(m) | PgError::Retry(m))) => {
+                    tracing::warn!(
+                        "fleet: recording {}/{} failed ({m}); trying again shortly",
+                        c.root,
+                        c.rel
+                    );
+                    self.inner.unreported.lock().expect("unreported lock").push((
+                        c.pg_id,
+                        c.token,
+                        d.clone(),
+                    ));
+                }
                 Ok(Err(PgError::Unreachable(m))) => {
                     self.inner.went_down(&m);
                     self.inner.unreported.lock().expect("unreported lock").push((

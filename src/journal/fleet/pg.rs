@@ -27,12 +27,14 @@ pub(super) enum PgError {
     Unreachable(String),
     /// It answered with an error (a bug or a schema problem): reported.
     Failed(String),
+    /// A deadlock or serialization failure between nodes: tried again soon.
+    Retry(String),
 }
 
 impl std::fmt::Display for PgError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PgError::Unreachable(m) | PgError::Failed(m) => f.write_str(m),
+            PgError::Unreachable(m) | PgError::Failed(m) | PgError::Retry(m) => f.write_str(m),
         }
     }
 }
@@ -61,7 +63,9 @@ impl From<tokio_postgres::Error> for PgError {
             // down or starting; 53: out of resources.
             Some(db) => {
                 let code = db.code().code();
-                if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") {
+                if code.starts_with("40") || code == "55P03" {
+                    PgError::Retry(message)
+                } else if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") {
                     PgError::Unreachable(message)
                 } else {
                     PgError::Failed(message)

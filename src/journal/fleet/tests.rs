@@ -79,6 +79,26 @@ async fn racing_nodes_each_get_a_file_once_and_a_lapsed_holder_is_fenced_out() {
         holders.iter().all(|h| *h <= 1),
         "a file claimed twice: {holders:?}"
     );
+    // Nodes registering the same versions in different orders at once
+    // never deadlock (they insert in key order).
+    for round in 0..3 {
+        let fresh: Vec<Candidate> = (0..200).map(|i| cand(&format!("order{round}/{i}.exr"))).collect();
+        let orders: Vec<Vec<Candidate>> = (0..6)
+            .map(|k| {
+                let mut c = fresh.clone();
+                c.rotate_left(k * 33);
+                if k % 2 == 1 {
+                    c.reverse();
+                }
+                c
+            })
+            .collect();
+        let results =
+            futures_util::future::join_all(nodes.iter().zip(&orders).map(|(n, c)| n.claim(c, 5))).await;
+        for r in results {
+            r.expect("no deadlock between nodes claiming the same files in different orders");
+        }
+    }
     // A node that comes later cannot take a file one of them holds.
     let late = node(&url, "late", 60_000).await;
     let again = late.claim(&cands, 40).await.expect("claim");
