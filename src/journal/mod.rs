@@ -362,10 +362,11 @@ impl Journal {
     /// In a fleet: the upload of `id` stopped because this node no longer
     /// holds its claim (another node took it over, or the database is
     /// away), and why. It is then not a failure of the file.
-    pub fn claim_lost(&self, id: i64) -> Option<String> {
+    /// `failed`: the upload ended in an error (the database is asked then).
+    pub async fn claim_lost(&self, id: i64, failed: bool) -> Option<String> {
         match &self.backend {
             Backend::Sqlite(_) => None,
-            Backend::Fleet(b) => b.claim_lost(id),
+            Backend::Fleet(b) => b.claim_lost(id, failed).await,
         }
     }
 

@@ -206,9 +206,14 @@ impl Pg {
 
     /// Complete is about to be sent: only with the claim standing and
     /// `margin` of lease left, so no node that lost its lease sends it.
+    /// Every part is stored by now, so every part is marked here: a mark
+    /// still on its way (or lost to an outage) must not make a later holder
+    /// PUT a part again, since storage refuses parts of a completed upload
+    /// (404 NoSuchUpload) and the file would be reported failed.
     pub async fn completing(&self, pg_id: i64, token: i64, margin: Duration) -> Result<bool, PgError> {
         self.fenced(
-            "UPDATE fleet_files SET phase = 'completing', updated_at = now()",
+            "UPDATE fleet_files SET phase = 'completing', parts_done = repeat('1', length(parts_done)),
+                    updated_at = now()",
             pg_id,
             token,
             margin,
@@ -264,6 +269,20 @@ impl Pg {
         Ok(holds)
     }
 
+    /// Whether this node's claim (token) still stands, lapsed lease or not:
+    /// asked when an upload failed, since a part refused by storage may only
+    /// mean that another node took the file over and completed it.
+    pub async fn holds(&self, pg_id: i64, token: i64) -> Result<bool, PgError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT 1 FROM fleet_files WHERE id = $1 AND token = $2 AND state = 'claimed'",
+                &[&pg_id, &token],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// Gives a claim back (the session stays, for whoever takes it next):
     /// `failed` after a node's last attempt, else `pending`.
     pub async fn release(&self, pg_id: i64, token: i64, failed: Option<&str>) -> Result<(), PgError> {
@@ -279,32 +298,44 @@ impl Pg {
     }
 
     /// Renews the leases of the claims this node holds; returns the ids of
-    /// those it no longer holds (another node took them over). Also this
-    /// node's heartbeat.
+    /// those it no longer holds (another node took them over), and the pid
+    /// of another running agent that heartbeats under this node's name, if
+    /// one did since the last heartbeat (two agents must not share a name:
+    /// `fleet status` would count them as one). Also this node's heartbeat.
     pub async fn renew(
         &self,
         claims: &[(i64, i64)],
         pid: u32,
         started_at_ms: i64,
-    ) -> Result<Vec<i64>, PgError> {
+    ) -> Result<(Vec<i64>, Option<i32>), PgError> {
         let c = self.client().await?;
-        c.execute(
-            "INSERT INTO fleet_nodes (node, instance, pid, version, lease_ms, started_at, heartbeat_at, stopped)
-             VALUES ($1, $2, $3, $4, $5, to_timestamp($6::float8 / 1000.0), now(), false)
-             ON CONFLICT (node) DO UPDATE SET instance = $2, pid = $3, version = $4, lease_ms = $5,
-                    started_at = to_timestamp($6::float8 / 1000.0), heartbeat_at = now(), stopped = false",
-            &[
-                &&*self.node,
-                &&*self.instance,
-                &(pid as i32),
-                &env!("CARGO_PKG_VERSION"),
-                &self.lease_ms(),
-                &(started_at_ms as f64),
-            ],
-        )
-        .await?;
+        // The CTE reads the row as it was before this heartbeat replaces it.
+        let twin = c
+            .query_opt(
+                "WITH prev AS (
+                    SELECT pid FROM fleet_nodes
+                    WHERE node = $1 AND instance <> $2 AND NOT stopped
+                      AND heartbeat_at > now() - lease_ms * interval '1 millisecond'
+                 ), beat AS (
+                    INSERT INTO fleet_nodes (node, instance, pid, version, lease_ms, started_at, heartbeat_at, stopped)
+                    VALUES ($1, $2, $3, $4, $5, to_timestamp($6::float8 / 1000.0), now(), false)
+                    ON CONFLICT (node) DO UPDATE SET instance = $2, pid = $3, version = $4, lease_ms = $5,
+                           started_at = to_timestamp($6::float8 / 1000.0), heartbeat_at = now(), stopped = false
+                 )
+                 SELECT pid FROM prev",
+                &[
+                    &&*self.node,
+                    &&*self.instance,
+                    &(pid as i32),
+                    &env!("CARGO_PKG_VERSION"),
+                    &self.lease_ms(),
+                    &(started_at_ms as f64),
+                ],
+            )
+            .await?
+            .and_then(|r| r.get::<_, Option<i32>>(0));
         if claims.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), twin));
         }
         let ids: Vec<i64> = claims.iter().map(|c| c.0).collect();
         let tokens: Vec<i64> = claims.iter().map(|c| c.1).collect();
@@ -318,7 +349,7 @@ impl Pg {
             )
             .await?;
         let kept: std::collections::HashSet<i64> = kept.iter().map(|r| r.get(0)).collect();
-        Ok(ids.into_iter().filter(|id| !kept.contains(id)).collect())
+        Ok((ids.into_iter().filter(|id| !kept.contains(id)).collect(), twin))
     }
 }
 

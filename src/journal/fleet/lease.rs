@@ -55,6 +55,10 @@ impl Inner {
 pub(super) async fn renew_loop(inner: Arc<Inner>) {
     use std::sync::atomic::Ordering;
     let every = (inner.pg.lease / 4).max(Duration::from_millis(250));
+    // The first heartbeat may find this node's previous run (killed, its
+    // heartbeat not yet old): only a name seen again later is another agent.
+    let mut beats = 0u64;
+    let mut twin_said = false;
     loop {
         tokio::select! {
             _ = inner.stop.cancelled() => return,
@@ -103,8 +107,20 @@ pub(super) async fn renew_loop(inner: Arc<Inner>) {
         )
         .await;
         match renewed {
-            Ok(Ok(gone)) => {
+            Ok(Ok((gone, twin))) => {
                 inner.came_up();
+                beats += 1;
+                if let Some(pid) = twin
+                    && beats > 1
+                    && !twin_said
+                {
+                    twin_said = true;
+                    tracing::warn!(
+                        "fleet: another agent (pid {pid}) is running as node \"{}\" too; give each agent its \
+                         own `fleet.node` (files are still uploaded once, but `fleet status` counts the two as one)",
+                        inner.pg.node
+                    );
+                }
                 if !gone.is_empty() {
                     let mut claims = inner.claims.lock().expect("claims lock");
                     let mut lost = inner.lost.lock().expect("lost lock");

@@ -146,9 +146,22 @@ impl Fleet {
         *self.inner.shares.write().expect("shares lock") = shares;
     }
 
-    /// Whether the upload of `id` ended because its claim was lost (and why).
-    pub fn claim_lost(&self, id: i64) -> Option<String> {
-        self.inner.lost.lock().expect("lost lock").remove(&id)
+    /// Whether the upload of `id` ended because its claim was lost (and
+    /// why). After a failed upload (`failed`) the database is asked too:
+    /// a node that was stopped past its lease may see storage refuse a part
+    /// of the upload another node completed before its lease task noticed.
+    pub async fn claim_lost(&self, id: i64, failed: bool) -> Option<String> {
+        if let Some(why) = self.inner.lost.lock().expect("lost lock").remove(&id) {
+            return Some(why);
+        }
+        let c = self.claim(id).filter(|_| failed)?;
+        match tokio::time::timeout(pg::CALL_TIMEOUT, self.inner.pg.holds(c.pg_id, c.token)).await {
+            Ok(Ok(false)) => {
+                self.forget(id);
+                Some(LOST_LEASE.to_string())
+            }
+            _ => None,
+        }
     }
 
     fn claim(&self, id: i64) -> Option<Claim> {

@@ -149,7 +149,10 @@ async fn racing_nodes_each_get_a_file_once_and_a_lapsed_holder_is_fenced_out() {
     assert_eq!(saved.session.session_id, "s1");
     assert_eq!(saved.done, vec![true, false], "a's stored part is known");
 
-    // a wakes up: none of its fenced steps go through.
+    // a wakes up: none of its fenced steps go through, and asked after a
+    // failed upload, the database says the claim is no longer a's.
+    assert!(!a.holds(id, token_a).await.expect("holds"));
+    assert!(b.holds(id, token_b).await.expect("holds"));
     assert!(
         !a.completing(id, token_a, Duration::ZERO)
             .await
@@ -161,6 +164,7 @@ async fn racing_nodes_each_get_a_file_once_and_a_lapsed_holder_is_fenced_out() {
         a.renew(&[(id, token_a)], 1, 0)
             .await
             .expect("renew")
+            .0
             .contains(&id),
         "a learns it lost the file"
     );
@@ -222,4 +226,79 @@ async fn tls_to_the_database_checks_the_servers_certificate() {
         e.contains("fleet.ca_file") && (e.contains("no certificate") || e.contains("not PEM")),
         "{e}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_of_a_completing_session_sends_no_part_again() {
+    let Some(server) = tokio::task::spawn_blocking(postgres::Postgres::start)
+        .await
+        .expect("start")
+    else {
+        return;
+    };
+    let url = server.url();
+    let a = node(&url, "a", 600).await;
+    let b = node(&url, "b", 30_000).await;
+    let f = [cand("shot/b.exr")];
+    let (id, token_a) = mine(&a.claim(&f, 1).await.expect("claim")[0]).expect("a holds it");
+    let session = Session {
+        session_id: "s2".into(),
+        uuid: None,
+        part_size: 4,
+        parts: vec![url::Url::parse("http://127.0.0.1/p").expect("url"); 3],
+        expire_at: None,
+        began_at_ms: 1,
+    };
+    assert!(a.save_session(id, token_a, &session, "sha").await.expect("save"));
+    // Only the first part's mark reached the database before complete was
+    // sent (marks are written without waiting); then a stalls for good.
+    a.part_done(id, token_a, 0).await.expect("part");
+    assert!(
+        a.completing(id, token_a, Duration::ZERO)
+            .await
+            .expect("completing")
+    );
+    let mut saved = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Claimed::Mine { saved: s, .. } = b.claim(&f, 1).await.expect("claim").remove(0) {
+            saved = s;
+            break;
+        }
+    }
+    let saved = saved.expect("b took the completing session over");
+    assert_eq!(saved.session.session_id, "s2", "the same session, not a new one");
+    assert_eq!(
+        saved.done,
+        vec![true, true, true],
+        "every part of a completing session is stored: none may be sent again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_under_one_node_name_are_told_apart_from_a_restart() {
+    let Some(server) = tokio::task::spawn_blocking(postgres::Postgres::start)
+        .await
+        .expect("start")
+    else {
+        return;
+    };
+    let url = server.url();
+    // A restart: the old run's fresh heartbeat is seen once, on the first beat.
+    let old = node(&url, "render-07", 30_000).await;
+    assert_eq!(old.renew(&[], 100, 0).await.expect("beat").1, None);
+    let new = node(&url, "render-07", 30_000).await;
+    assert_eq!(new.renew(&[], 101, 0).await.expect("beat").1, Some(100));
+    assert_eq!(
+        new.renew(&[], 101, 0).await.expect("beat").1,
+        None,
+        "the old run is gone"
+    );
+    // Two live agents under one name see each other on every later beat.
+    assert_eq!(old.renew(&[], 100, 0).await.expect("beat").1, Some(101));
+    assert_eq!(new.renew(&[], 101, 0).await.expect("beat").1, Some(100));
+    // The name of an agent that stopped cleanly is free at once.
+    new.stop().await.expect("stop");
+    let again = node(&url, "render-07", 30_000).await;
+    assert_eq!(again.renew(&[], 102, 0).await.expect("beat").1, None);
 }
