@@ -3,7 +3,14 @@
 use super::*;
 
 pub(super) async fn ledger(State(emu): State<Arc<Emulator>>) -> Response {
-    axum::Json(emu.ledger().await).into_response()
+    // Hashing new objects runs on a task of its own, so a client that gives
+    // up on a slow first read (a 300 MiB file) does not throw the work away:
+    // the hash is kept for the next read.
+    let work = tokio::spawn(async move { emu.ledger().await });
+    match work.await {
+        Ok(ledger) => axum::Json(ledger).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("ledger: {e}")).into_response(),
+    }
 }
 
 pub(super) async fn stats(State(emu): State<Arc<Emulator>>) -> Response {
