@@ -241,18 +241,37 @@ impl Uploader {
         let source = Source::open(&job.path).map_err(io_err)?;
         let before = source.id.fingerprint();
         let began = std::time::Instant::now();
+        let hash = || async {
+            let reader = source.file.try_clone().map_err(io_err)?;
+            let sha = hash_open(reader).await.map_err(io_err)?;
+            source.check(job)?;
+            Ok::<_, UploadError>(sha)
+        };
         let (sha256, mut carried) = match resume {
-            Some(r) if r.fingerprint == before && r.file_id.is_none_or(|id| id == source.id) => {
+            Some(r) if r.fingerprint == before && r.file_id.is_some_and(|id| id == source.id) => {
                 (r.sha256, Some((r.session, r.done, r.phase)))
+            }
+            // Recorded without this machine's inode and ctime (another fleet
+            // node's session, or an older journal): size and mtime alone do
+            // not prove the same content (a re-render copied in with its
+            // mtime kept), and resuming a session with other bytes would
+            // store a file mixed from two versions. The content decides.
+            Some(r) if r.fingerprint == before && r.file_id.is_none() => {
+                let sha = hash().await?;
+                if sha == r.sha256 {
+                    (sha, Some((r.session, r.done, r.phase)))
+                } else {
+                    tracing::warn!(
+                        "{}: its content changed since the recorded upload began (same size and mtime); \
+                         that session is not resumed, and the file is sent anew",
+                        job.path.display()
+                    );
+                    (sha, None)
+                }
             }
             _ => match &job.known_sha256 {
                 Some((id, sha)) if *id == source.id => (sha.clone(), None),
-                _ => {
-                    let reader = source.file.try_clone().map_err(io_err)?;
-                    let sha = hash_open(reader).await.map_err(io_err)?;
-                    source.check(job)?;
-                    (sha, None)
-                }
+                _ => (hash().await?, None),
             },
         };
         observer.hashed(source.id, &sha256);

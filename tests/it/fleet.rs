@@ -452,3 +452,54 @@ fn postgres_down_for_30s_mid_run_loses_nothing_and_says_so_once_each_way() {
     );
     assert_eq!(ledger.len(), 51);
 }
+
+#[test]
+fn a_takeover_never_resumes_a_session_with_other_bytes_of_the_same_size_and_mtime() {
+    let Some(pg) = Postgres::start() else { return };
+    let emu = Emulator::start(&[]);
+    let share = Share::new(2);
+    let agent = "settle = \"300ms\"\nconcurrent_parts = 2\nbandwidth_limit = \"16MiB/s\"\n";
+    let nodes: Vec<Sandbox> = (0..2).map(|i| node(&emu, &pg, &share, i, agent, "4s")).collect();
+    let mut agents: Vec<Option<AgentProcess>> = nodes.iter().map(|sb| Some(sb.running_agent(&[]))).collect();
+    let path = share.path().join("comp.exr");
+    let size = 64 * 1024 * 1024;
+    write_file(&path, size, 21);
+    let mtime = std::fs::metadata(&path).expect("stat").modified().expect("mtime");
+    assert!(
+        wait_until(Duration::from_secs(60), || emu
+            .sessions_of("comp.exr")
+            .first()
+            .is_some_and(|s| s["parts_received"].as_u64().unwrap_or(0) >= 2)),
+        "the upload did not start:\n{}",
+        logs(agents.iter().flatten())
+    );
+    let (_, i) = holder_of(&nodes[0], "comp.exr");
+    agents[i].take().expect("running").crash();
+    // A re-render lands in place before the lease lapses: other bytes, the
+    // same size, and (copied with its times kept) the same mtime.
+    write_file(&path, size, 22);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(mtime))
+        .expect("keep the mtime");
+    let sha = sha256_file(&path);
+    let other = 1 - i;
+    assert!(
+        wait_until(Duration::from_secs(120), || emu.ledger().len() == 1),
+        "the other node did not send it:\n{}",
+        agents[other].as_ref().expect("running").log_text()
+    );
+    let stored = stored_once(&emu);
+    assert_eq!(
+        stored.get("comp.exr"),
+        Some(&sha),
+        "the stored file is not the file on disk (a session resumed with other bytes mixes two versions):\n{}",
+        agents[other].as_ref().expect("running").log_text()
+    );
+    let log = agents[other].as_ref().expect("running").log_text();
+    assert!(
+        log.contains("its content changed since the recorded upload began"),
+        "{log}"
+    );
+}
