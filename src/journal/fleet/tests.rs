@@ -41,6 +41,39 @@ async fn node(url: &str, name: &str, lease_ms: u64) -> Pg {
     pg
 }
 
+/// A recorded session of `parts` parts.
+fn session(id: &str, parts: usize) -> Session {
+    Session {
+        session_id: id.into(),
+        uuid: None,
+        part_size: 5,
+        parts: vec![url::Url::parse("http://127.0.0.1/p").expect("url"); parts],
+        expire_at: None,
+        began_at_ms: 1,
+    }
+}
+
+/// `b`'s claim on `f` once the holder's lease has lapsed: (id, token,
+/// session carried over, whose lease it took over).
+async fn take_over(
+    b: &Pg,
+    f: &[Candidate],
+) -> (i64, i64, Option<crate::journal::SavedSession>, Option<String>) {
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Claimed::Mine {
+            pg_id,
+            token,
+            saved,
+            took_over,
+        } = b.claim(f, 1).await.expect("claim").remove(0)
+        {
+            return (pg_id, token, saved, took_over);
+        }
+    }
+    panic!("the file was not taken over once the holder's lease lapsed");
+}
+
 fn mine(c: &Claimed) -> Option<(i64, i64)> {
     match c {
         Claimed::Mine { pg_id, token, .. } => Some((*pg_id, *token)),
@@ -113,35 +146,14 @@ async fn racing_nodes_each_get_a_file_once_and_a_lapsed_holder_is_fenced_out() {
     let b = node(&url, "b", 30_000).await;
     let f = [cand("shot/a.exr")];
     let (id, token_a) = mine(&a.claim(&f, 1).await.expect("claim")[0]).expect("a holds it");
-    let session = Session {
-        session_id: "s1".into(),
-        uuid: None,
-        part_size: 5,
-        parts: vec![url::Url::parse("http://127.0.0.1/p1").expect("url"); 2],
-        expire_at: None,
-        began_at_ms: 1,
-    };
+    let session = session("s1", 2);
     assert!(a.save_session(id, token_a, &session, "sha").await.expect("save"));
     a.part_done(id, token_a, 0).await.expect("part");
     assert!(matches!(
         b.claim(&f, 1).await.expect("claim")[0],
         Claimed::Busy { .. }
     ));
-    let mut took = None;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if let Claimed::Mine {
-            pg_id,
-            token,
-            saved,
-            took_over,
-        } = b.claim(&f, 1).await.expect("claim").remove(0)
-        {
-            took = Some((pg_id, token, saved, took_over));
-            break;
-        }
-    }
-    let (id_b, token_b, saved, took_over) = took.expect("b took the file over once a's lease lapsed");
+    let (id_b, token_b, saved, took_over) = take_over(&b, &f).await;
     assert_eq!(id_b, id);
     assert!(token_b > token_a);
     assert_eq!(took_over.as_deref(), Some("a"));
@@ -241,14 +253,7 @@ async fn a_takeover_of_a_completing_session_sends_no_part_again() {
     let b = node(&url, "b", 30_000).await;
     let f = [cand("shot/b.exr")];
     let (id, token_a) = mine(&a.claim(&f, 1).await.expect("claim")[0]).expect("a holds it");
-    let session = Session {
-        session_id: "s2".into(),
-        uuid: None,
-        part_size: 4,
-        parts: vec![url::Url::parse("http://127.0.0.1/p").expect("url"); 3],
-        expire_at: None,
-        began_at_ms: 1,
-    };
+    let session = session("s2", 3);
     assert!(a.save_session(id, token_a, &session, "sha").await.expect("save"));
     // Only the first part's mark reached the database before complete was
     // sent (marks are written without waiting); then a stalls for good.
@@ -258,14 +263,7 @@ async fn a_takeover_of_a_completing_session_sends_no_part_again() {
             .await
             .expect("completing")
     );
-    let mut saved = None;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if let Claimed::Mine { saved: s, .. } = b.claim(&f, 1).await.expect("claim").remove(0) {
-            saved = s;
-            break;
-        }
-    }
+    let (_, _, saved, _) = take_over(&b, &f).await;
     let saved = saved.expect("b took the completing session over");
     assert_eq!(saved.session.session_id, "s2", "the same session, not a new one");
     assert_eq!(
