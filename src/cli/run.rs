@@ -110,6 +110,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         }),
         _ => None,
     };
+    let fleet_journal = settings.fleet.is_some().then(|| journal.clone());
     let report = run_agent(settings, uploader, journal, opts, token, reload).await?;
     if args.dry_run {
         tracing::info!(
@@ -125,6 +126,11 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             report.skipped,
             report.adopted
         );
+        // A cron'd fleet node does not wait for files other nodes are sending.
+        let elsewhere = fleet_journal.map_or(0, |j| j.held_elsewhere());
+        if elsewhere > 0 {
+            tracing::info!("{elsewhere} file(s) left to the other fleet nodes that hold them");
+        }
     }
     if report.failed > 0 {
         return Ok(ExitCode::from(1));

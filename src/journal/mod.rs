@@ -370,6 +370,15 @@ impl Journal {
         }
     }
 
+    /// In a fleet: how many of this node's files another node held when
+    /// last asked (0 without a fleet).
+    pub fn held_elsewhere(&self) -> usize {
+        match &self.backend {
+            Backend::Sqlite(_) => 0,
+            Backend::Fleet(b) => b.held_elsewhere(),
+        }
+    }
+
     /// In a fleet: the roots' share names (after a reload).
     pub fn set_shares(&self, shares: std::collections::HashMap<String, String>) {
         if let Backend::Fleet(b) = &self.backend {

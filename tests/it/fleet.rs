@@ -503,3 +503,45 @@ fn a_takeover_never_resumes_a_session_with_other_bytes_of_the_same_size_and_mtim
         "{log}"
     );
 }
+
+#[test]
+fn run_once_on_a_fleet_node_leaves_what_another_node_is_sending_to_it() {
+    let Some(pg) = Postgres::start() else { return };
+    let emu = Emulator::start(&[]);
+    let share = Share::new(2);
+    // One slot, busy with the master: the proxy is the cron'd node's to send.
+    let slow = "settle = \"300ms\"\nconcurrent_files = 1\nbandwidth_limit = \"2MiB/s\"\n";
+    let busy = node(&emu, &pg, &share, 0, slow, "5s");
+    let cron = node(&emu, &pg, &share, 1, "settle = \"300ms\"\n", "5s");
+    let mut agent = busy.running_agent(&[]);
+    write_file(&share.path().join("master.mov"), 24 * 1024 * 1024, 3);
+    assert!(
+        wait_until(Duration::from_secs(60), || !emu
+            .sessions_of("master.mov")
+            .is_empty()),
+        "the upload did not start:\n{}",
+        agent.log_text()
+    );
+    write_file(&share.path().join("proxy.mp4"), 300_000, 4);
+    // The cron'd node sends what nobody holds and leaves the rest.
+    let out = cron.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("1 file(s) left to the other fleet nodes"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        wait_until(Duration::from_secs(90), || emu.ledger().len() == 2),
+        "{}",
+        agent.log_text()
+    );
+    let stored = stored_once(&emu);
+    assert!(stored.contains_key("master.mov") && stored.contains_key("proxy.mp4"));
+    assert_eq!(
+        emu.sessions_of("master.mov").len(),
+        1,
+        "sent once, by the node that held it"
+    );
+    assert_eq!(agent.stop().code, 0);
+}

@@ -63,6 +63,9 @@ struct Inner {
     /// Results recorded while the database was away, written when it is back.
     unreported: Mutex<Vec<(i64, i64, DoneRecord)>>,
     migrated: std::sync::atomic::AtomicBool,
+    /// Local ids last found held by another node (cleared when claimed or
+    /// done here): what `run --once` leaves to the others.
+    elsewhere: Mutex<std::collections::HashSet<i64>>,
     /// The last `fleet status` read (for `status` and the dashboard).
     view: Mutex<Option<(Instant, serde_json::Value)>>,
     started_at_ms: i64,
@@ -113,6 +116,7 @@ impl Fleet {
             unreported: Mutex::new(Vec::new()),
             migrated: false.into(),
             view: Mutex::new(None),
+            elsewhere: Mutex::new(std::collections::HashSet::new()),
             started_at_ms: now_ms(),
             stop: CancellationToken::new(),
         });
@@ -282,6 +286,14 @@ impl Fleet {
         let mut out = Vec::new();
         let mut later: HashMap<i64, Vec<i64>> = HashMap::new();
         for (row, claimed) in rows.into_iter().zip(claims) {
+            {
+                let mut elsewhere = self.inner.elsewhere.lock().expect("elsewhere lock");
+                match claimed {
+                    Claimed::Busy { .. } => elsewhere.insert(row.id),
+                    Claimed::NotNow => false,
+                    _ => elsewhere.remove(&row.id),
+                };
+            }
             match claimed {
                 Claimed::Mine {
                     pg_id,
@@ -331,6 +343,11 @@ impl Fleet {
             self.local.postpone(ids, now + wait).await?;
         }
         Ok(out)
+    }
+
+    /// How many of this node's files were last found held by another node.
+    pub fn held_elsewhere(&self) -> usize {
+        self.inner.elsewhere.lock().expect("elsewhere lock").len()
     }
 
     /// The session to resume: the database's record (it is the fleet's),
