@@ -74,6 +74,13 @@ async fn take_over(
     panic!("the file was not taken over once the holder's lease lapsed");
 }
 
+/// A throwaway cluster (None where PostgreSQL is missing, outside CI).
+async fn cluster() -> Option<postgres::Postgres> {
+    tokio::task::spawn_blocking(postgres::Postgres::start)
+        .await
+        .expect("start")
+}
+
 fn mine(c: &Claimed) -> Option<(i64, i64)> {
     match c {
         Claimed::Mine { pg_id, token, .. } => Some((*pg_id, *token)),
@@ -83,12 +90,7 @@ fn mine(c: &Claimed) -> Option<(i64, i64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_nodes_each_get_a_file_once_and_a_lapsed_holder_is_fenced_out() {
-    let Some(server) = tokio::task::spawn_blocking(postgres::Postgres::start)
-        .await
-        .expect("start")
-    else {
-        return;
-    };
+    let Some(server) = cluster().await else { return };
     let url = server.url();
     // Migrations are applied once even when nodes start together.
     let nodes = futures_util::future::join_all((0..6).map(|i| {
@@ -242,12 +244,7 @@ async fn tls_to_the_database_checks_the_servers_certificate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_takeover_of_a_completing_session_sends_no_part_again() {
-    let Some(server) = tokio::task::spawn_blocking(postgres::Postgres::start)
-        .await
-        .expect("start")
-    else {
-        return;
-    };
+    let Some(server) = cluster().await else { return };
     let url = server.url();
     let a = node(&url, "a", 600).await;
     let b = node(&url, "b", 30_000).await;
@@ -275,12 +272,7 @@ async fn a_takeover_of_a_completing_session_sends_no_part_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_under_one_node_name_are_told_apart_from_a_restart() {
-    let Some(server) = tokio::task::spawn_blocking(postgres::Postgres::start)
-        .await
-        .expect("start")
-    else {
-        return;
-    };
+    let Some(server) = cluster().await else { return };
     let url = server.url();
     // A restart: the old run's fresh heartbeat is seen once, on the first beat.
     let old = node(&url, "render-07", 30_000).await;
