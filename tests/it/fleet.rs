@@ -134,6 +134,14 @@ fn holder_of(sb: &Sandbox, file: &str) -> (String, usize) {
     (who, i)
 }
 
+/// How many parts of `file`'s first session the emulator has stored.
+fn parts_stored(emu: &Emulator, file: &str) -> u64 {
+    emu.sessions_of(file)
+        .first()
+        .and_then(|s| s["parts_received"].as_u64())
+        .unwrap_or(0)
+}
+
 /// Every ledger entry's name, each once (or panics), with its sha256.
 fn stored_once(emu: &Emulator) -> std::collections::HashMap<String, String> {
     let ledger = emu.ledger();
@@ -254,10 +262,8 @@ fn a_killed_nodes_300_mib_upload_is_finished_by_another_resending_only_parts_in_
     let sha = sha256_file(&path);
     // About half the parts stored: the uploading node dies.
     assert!(
-        wait_until(Duration::from_secs(120), || emu
-            .sessions_of("master.mov")
-            .first()
-            .is_some_and(|s| s["parts_received"].as_u64().unwrap_or(0) >= 15)),
+        wait_until(Duration::from_secs(120), || parts_stored(&emu, "master.mov")
+            >= 15),
         "the upload did not get halfway:\n{}",
         logs(agents.iter().flatten())
     );
@@ -302,10 +308,7 @@ fn a_node_paused_past_its_lease_does_not_complete_what_another_took_over() {
     write_file(&path, 60 * 1024 * 1024, 11);
     let sha = sha256_file(&path);
     assert!(
-        wait_until(Duration::from_secs(60), || emu
-            .sessions_of("plate.dpx")
-            .first()
-            .is_some_and(|s| s["parts_received"].as_u64().unwrap_or(0) >= 1)),
+        wait_until(Duration::from_secs(60), || parts_stored(&emu, "plate.dpx") >= 1),
         "the upload did not start"
     );
     let (_, i) = holder_of(&nodes[0], "plate.dpx");
@@ -466,10 +469,7 @@ fn a_takeover_never_resumes_a_session_with_other_bytes_of_the_same_size_and_mtim
     write_file(&path, size, 21);
     let mtime = std::fs::metadata(&path).expect("stat").modified().expect("mtime");
     assert!(
-        wait_until(Duration::from_secs(60), || emu
-            .sessions_of("comp.exr")
-            .first()
-            .is_some_and(|s| s["parts_received"].as_u64().unwrap_or(0) >= 2)),
+        wait_until(Duration::from_secs(60), || parts_stored(&emu, "comp.exr") >= 2),
         "the upload did not start:\n{}",
         logs(agents.iter().flatten())
     );
