@@ -407,6 +407,11 @@ fn postgres_down_for_30s_mid_run_loses_nothing_and_says_so_once_each_way() {
             "an agent stopped during the outage:\n{}",
             a.log_text()
         );
+        // A node in its backoff (up to 15 s) may not have asked again yet:
+        // the other node can have sent every file meanwhile.
+        wait_until(Duration::from_secs(40), || {
+            a.log_text().contains("the fleet database is reachable again")
+        });
         let log = a.log_text();
         assert_eq!(
             log.matches("the fleet database is unreachable (").count(),
