@@ -7,90 +7,76 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::AfterUpload;
-use crate::fileid::Fingerprint;
+use crate::fileid::{FileId, Fingerprint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AfterError {
     #[error("cannot delete {path}: {source}")]
-    Delete { path: PathBuf, source: std::io::Error },
+    Delete { path: String, source: std::io::Error },
     #[error("cannot move {from} to {to}: {source}")]
     Move {
-        from: PathBuf,
-        to: PathBuf,
+        from: String,
+        to: String,
         source: std::io::Error,
     },
 }
 
-/// Applies the action. `rel` is the root-relative path (for `move`).
-/// Returns where the file ended up (None when deleted or left alone because it changed).
+/// The version that was uploaded: the descriptor's identity when the upload
+/// read one (device, inode, size, mtime, ctime), else only its size and mtime.
+#[derive(Debug, Clone, Copy)]
+pub enum Uploaded {
+    Exactly(FileId),
+    Fingerprint(Fingerprint),
+}
+
+/// Applies the action to `path`, below the watched `root`. `rel` is the
+/// root-relative path (for `move`). Every step is anchored at the root
+/// (no symlink followed, [`crate::anchor`]) and acts on the name only while
+/// it is still the inode that was uploaded, unchanged since (ctime).
+/// Returns where the file ended up (None when deleted or left alone because
+/// it changed).
 pub fn apply(
     action: &AfterUpload,
+    root: &Path,
     path: &Path,
     rel: &str,
-    uploaded: Fingerprint,
+    uploaded: Uploaded,
 ) -> Result<Option<PathBuf>, AfterError> {
     if *action == AfterUpload::Keep {
         return Ok(Some(path.to_path_buf()));
     }
-    match Fingerprint::of(path) {
-        Ok(now) if now == uploaded => {}
-        _ => {
-            tracing::info!(
-                "{} changed since it was uploaded; leaving it in place",
-                path.display()
-            );
-            return Ok(None);
-        }
-    }
+    let now = crate::anchor::file_id(root, path);
+    let expect = match (uploaded, &now) {
+        (Uploaded::Exactly(id), Ok(now)) if *now == id => id,
+        (Uploaded::Fingerprint(fp), Ok(now)) if now.fingerprint() == fp => *now,
+        _ => return Ok(left_alone(path)),
+    };
+    let shown = crate::text::path(path);
     match action {
         AfterUpload::Keep => Ok(Some(path.to_path_buf())),
-        AfterUpload::Delete => {
-            std::fs::remove_file(path).map_err(|source| AfterError::Delete {
-                path: path.to_path_buf(),
+        AfterUpload::Delete => match crate::anchor::remove_if(root, path, &expect) {
+            Ok(true) => Ok(None),
+            Ok(false) => Ok(left_alone(path)),
+            Err(source) => Err(AfterError::Delete { path: shown, source }),
+        },
+        AfterUpload::Move(dest_root) => match crate::anchor::move_if(root, path, &expect, dest_root, rel) {
+            Ok(Some(to)) => Ok(Some(to)),
+            Ok(None) => Ok(left_alone(path)),
+            Err(source) => Err(AfterError::Move {
+                from: shown,
+                to: crate::text::path(&dest_root.join(rel)),
                 source,
-            })?;
-            Ok(None)
-        }
-        AfterUpload::Move(dest_root) => {
-            let target = free_name(&dest_root.join(rel));
-            let err = |source| AfterError::Move {
-                from: path.to_path_buf(),
-                to: target.clone(),
-                source,
-            };
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(err)?;
-            }
-            if std::fs::rename(path, &target).is_err() {
-                // Another filesystem: copy, flush, then remove the original.
-                std::fs::copy(path, &target).map_err(err)?;
-                std::fs::File::open(&target)
-                    .and_then(|f| f.sync_all())
-                    .map_err(err)?;
-                std::fs::remove_file(path).map_err(err)?;
-            }
-            Ok(Some(target))
-        }
+            }),
+        },
     }
 }
 
-/// `a.mp4`, else `a (1).mp4`, `a (2).mp4`, …: never overwrite.
-fn free_name(wanted: &Path) -> PathBuf {
-    if std::fs::symlink_metadata(wanted).is_err() {
-        return wanted.to_path_buf();
-    }
-    let stem = wanted
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ext = wanted
-        .extension()
-        .map(|e| format!(".{}", e.to_string_lossy()))
-        .unwrap_or_default();
-    (1..)
-        .map(|n| wanted.with_file_name(format!("{stem} ({n}){ext}")))
-        .find(|p| std::fs::symlink_metadata(p).is_err())
-        .expect("some suffix is free")
+fn left_alone(path: &Path) -> Option<PathBuf> {
+    tracing::info!(
+        "{} changed since it was uploaded (or is no longer the file that was); leaving it in place",
+        crate::text::path(path)
+    );
+    None
 }
 
 #[cfg(test)]
@@ -106,10 +92,16 @@ mod tests {
         std::fs::create_dir_all(dest.join("a")).unwrap();
         std::fs::write(dest.join("a/b.mp4"), b"old").unwrap();
         std::fs::write(&src, b"new").unwrap();
-        let fp = Fingerprint::of(&src).unwrap();
-        let to = apply(&AfterUpload::Move(dest.clone()), &src, "a/b.mp4", fp)
-            .unwrap()
-            .unwrap();
+        let fp = Uploaded::Exactly(FileId::of_path(&src).unwrap());
+        let to = apply(
+            &AfterUpload::Move(dest.clone()),
+            &d.path().join("in"),
+            &src,
+            "a/b.mp4",
+            fp,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(to, dest.join("a/b (1).mp4"));
         assert_eq!(std::fs::read(&to).unwrap(), b"new");
         assert_eq!(std::fs::read(dest.join("a/b.mp4")).unwrap(), b"old");
@@ -121,9 +113,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("a.mp4");
         std::fs::write(&src, b"v1").unwrap();
-        let fp = Fingerprint::of(&src).unwrap();
+        let fp = Uploaded::Exactly(FileId::of_path(&src).unwrap());
         std::fs::write(&src, b"v2 longer").unwrap();
-        assert_eq!(apply(&AfterUpload::Delete, &src, "a.mp4", fp).unwrap(), None);
+        assert_eq!(
+            apply(&AfterUpload::Delete, d.path(), &src, "a.mp4", fp).unwrap(),
+            None
+        );
         assert!(src.exists());
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod after;
 pub mod agent;
+pub mod anchor;
 pub mod api;
 pub mod autostart;
 pub mod cli;
@@ -18,11 +19,13 @@ pub mod journal;
 pub mod limiter;
 pub mod logfile;
 pub mod mapping;
+pub mod private;
 pub mod scan;
 pub mod schedule;
 pub mod secrets;
 pub mod sequence;
 pub mod settle;
+pub mod text;
 pub mod units;
 pub mod upload;
 pub mod watch;

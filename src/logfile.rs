@@ -67,8 +67,19 @@ impl RotatingFile {
     }
 }
 
+/// Logs name files and folders: readable by their owner only (0600), and
+/// a symlink planted at the log's name is not followed.
 fn append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    options.open(path)
 }
 
 impl Write for &RotatingFile {

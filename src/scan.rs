@@ -96,10 +96,12 @@ pub fn walk_folders(watch: &WatchSettings, dir: &Path, mut each: impl FnMut(Fold
     }
     let mut stack = vec![dir.to_path_buf()];
     while let Some(folder) = stack.pop() {
-        let entries = match std::fs::read_dir(&folder) {
+        // Listed through a handle opened beneath the root with no symlink
+        // on the way: a folder swapped for a symlink is not entered.
+        let entries = match crate::anchor::list(&watch.path, &folder) {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!("cannot read {}: {e}", folder.display());
+                tracing::warn!("cannot read {}: {e}", crate::text::path(&folder));
                 continue;
             }
         };
@@ -108,42 +110,28 @@ pub fn walk_folders(watch: &WatchSettings, dir: &Path, mut each: impl FnMut(Fold
             files: Vec::new(),
         };
         for entry in entries {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!("cannot read {}: {e}", folder.display());
+            let path = folder.join(&entry.name);
+            let id = match entry.kind {
+                crate::anchor::Kind::Dir => {
+                    let hidden = entry.name.to_str().is_some_and(is_builtin_excluded);
+                    if watch.recursive && !hidden {
+                        stack.push(path);
+                    }
                     continue;
                 }
+                crate::anchor::Kind::File(id) => id,
+                _ => continue,
             };
-            let Ok(kind) = entry.file_type() else { continue };
-            let path = entry.path();
-            if kind.is_dir() {
-                let hidden = entry.file_name().to_str().is_some_and(is_builtin_excluded);
-                if watch.recursive && !hidden {
-                    stack.push(path);
-                }
-                continue;
-            }
-            if !kind.is_file() {
-                continue;
-            }
             match relative(watch, &path) {
-                Ok(rel) => {
-                    // Gone or unreadable since it was listed: the watcher or
-                    // the next rescan will see it again.
-                    let Ok(m) = std::fs::symlink_metadata(&path) else {
-                        continue;
-                    };
-                    found.files.push(Found {
-                        path,
-                        rel,
-                        size: m.len(),
-                        mtime_ns: crate::fileid::mtime_ns(&m),
-                    });
-                }
+                Ok(rel) => found.files.push(Found {
+                    path,
+                    rel,
+                    size: id.size,
+                    mtime_ns: id.mtime_ns,
+                }),
                 Err(Rejected::NotUtf8(p)) => tracing::warn!(
                     "skipping {}: its name is not valid UTF-8; rename it to upload it",
-                    p.display()
+                    crate::text::path(&p)
                 ),
                 Err(_) => {}
             }

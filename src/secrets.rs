@@ -143,7 +143,7 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 fn read_key(path: &Path) -> Result<ApiKey, KeyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Unreadable {
+    let text = crate::private::read_text(path).map_err(|source| KeyError::Unreadable {
         path: path.to_path_buf(),
         source,
     })?;

@@ -115,14 +115,22 @@ impl Agent {
         let flight = self
             .flights
             .begin(row.id, row.local_path(), row.size.max(0) as u64, self.clock.now());
+        let settled = self.settled_nodes.remove(&row.local_path());
         self.tasks.spawn(async move {
             let path = row.local_path();
-            let fp = match Fingerprint::of(&path) {
-                Ok(fp) => fp,
-                Err(e) => {
+            let anchor = w.path.clone();
+            let stat_path = path.clone();
+            let now = tokio::task::spawn_blocking(move || crate::anchor::file_id(&anchor, &stat_path)).await;
+            let fp = match now {
+                Ok(Ok(id)) => id.fingerprint(),
+                Ok(Err(e)) => {
+                    if let Some(why) = crate::anchor::Refusal::of(&e) {
+                        tracing::warn!("skipping {}: {why}", crate::text::path(&path));
+                    }
                     let gone = e.kind() == std::io::ErrorKind::NotFound;
                     return TaskResult::NotReady { row, gone };
                 }
+                Err(_) => return TaskResult::NotReady { row, gone: false },
             };
             if fp != row.fingerprint() {
                 return TaskResult::NotReady { row, gone: false };
@@ -142,6 +150,8 @@ impl Agent {
                 }
             };
             let job = Job {
+                root: w.path.clone(),
+                settled,
                 path: path.clone(),
                 file_name: remote.name,
                 folder: remote.folder,
@@ -315,10 +325,16 @@ impl Agent {
                 }
                 if let Some(id) = self.root_of(&row) {
                     let action = self.settings.root(id).after_upload.clone();
+                    let anchor = self.settings.root(id).path.clone();
                     let rel = row.rel.clone();
-                    let outcome =
-                        tokio::task::spawn_blocking(move || crate::after::apply(&action, &path, &rel, fp))
-                            .await;
+                    let uploaded = match o.source {
+                        Some(id) => crate::after::Uploaded::Exactly(id),
+                        None => crate::after::Uploaded::Fingerprint(fp),
+                    };
+                    let outcome = tokio::task::spawn_blocking(move || {
+                        crate::after::apply(&action, &anchor, &path, &rel, uploaded)
+                    })
+                    .await;
                     if let Ok(Err(e)) = outcome {
                         tracing::warn!("{e}");
                     }

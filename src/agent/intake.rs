@@ -14,6 +14,8 @@ pub(super) struct Scan {
 /// 100,000 new files is taken in as the earlier ones settle, so memory holds
 /// a few thousand paths, not the whole root. Watcher events are not held back.
 pub(super) const SETTLING_CAP: usize = 5_000;
+/// How many settled (device, inode) pairs wait for their upload in memory.
+pub(super) const SETTLED_NODES_CAP: usize = 100_000;
 
 /// The next folder of the oldest scan under way, or None when a scan has
 /// just ended (so the loop looks again at whether `--once` is done); never
@@ -148,7 +150,12 @@ impl Agent {
     }
 
     pub(super) async fn poll_settle(&mut self) -> Result<(), AgentError> {
-        for d in self.settler.poll(self.clock.now(), &Fs) {
+        let fs = Fs {
+            roots: self.settings.watches.iter().map(|w| w.path.as_path()).collect(),
+        };
+        let decisions = self.settler.poll(self.clock.now(), &fs);
+        drop(fs);
+        for d in decisions {
             match d {
                 Decision::Gone { root, path } => {
                     if let Ok(rel) = scan::relative(self.settings.root(root), &path) {
@@ -160,7 +167,11 @@ impl Agent {
                     path,
                     size,
                     mtime_ns,
+                    node,
                 } => {
+                    if self.settled_nodes.len() < SETTLED_NODES_CAP {
+                        self.settled_nodes.insert(path.clone(), node);
+                    }
                     self.stable(root, path, Fingerprint { size, mtime_ns }).await?;
                 }
             }
@@ -175,6 +186,7 @@ impl Agent {
         path: PathBuf,
         fp: Fingerprint,
     ) -> Result<(), AgentError> {
+        let node = self.settled_nodes.remove(&path);
         let Ok(rel) = scan::relative(self.settings.root(id), &path) else {
             return Ok(());
         };
@@ -186,8 +198,12 @@ impl Agent {
             }
             Verdict::HashFirst(row) => {
                 // Same size, new mtime: hash before deciding (a `touch` is not a change).
+                let anchor = self.settings.root(id).path.clone();
                 self.tasks.spawn(async move {
-                    let same = hash_file(&path).await.ok() == row.done_sha256;
+                    let same = match crate::anchor::hash(&anchor, &path).await {
+                        Ok((before, sha, after)) => before == after && Some(sha) == row.done_sha256,
+                        Err(_) => false,
+                    };
                     TaskResult::Touched { row: *row, fp, same }
                 });
                 Ok(())
@@ -202,22 +218,31 @@ impl Agent {
                     }
                     Ok(self.journal.record_skipped(root, rel, fp).await?)
                 }
-                None => self.enqueue(id, root, rel, fp).await,
+                None => {
+                    if let Some(node) = node
+                        && self.settled_nodes.len() < SETTLED_NODES_CAP
+                    {
+                        self.settled_nodes.insert(path.clone(), node);
+                    }
+                    self.enqueue(id, root, rel, fp).await
+                }
             },
         }
     }
 
     /// Hashes a held file while its set waits (two at a time), so the
     /// upload need not read it twice once the set is ready.
-    fn prehash(&mut self, root: String, rel: String, path: PathBuf) {
+    fn prehash(&mut self, id: RootId, root: String, rel: String, path: PathBuf) {
         let permits = self.prehashing.clone();
+        let anchor = self.settings.root(id).path.clone();
         self.tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let before = crate::fileid::FileId::of_path(&path).ok();
-            let sha = hash_file(&path).await.ok();
-            let after = crate::fileid::FileId::of_path(&path).ok();
-            let hashed = match (before, sha, after) {
-                (Some(b), Some(sha), Some(a)) if a == b => Some((b, sha)),
+            // One descriptor, opened beneath the root: its identity before
+            // and after the read, and the path's after it, must agree.
+            let hashed = match crate::anchor::hash(&anchor, &path).await {
+                Ok((b, sha, a)) if a == b && crate::anchor::file_id(&anchor, &path).ok() == Some(b) => {
+                    Some((b, sha))
+                }
                 _ => None,
             };
             TaskResult::Prehashed { root, rel, hashed }
@@ -261,7 +286,7 @@ impl Agent {
                 t
             }
         };
-        let Ok(file) = crate::fileid::FileId::of_path(path) else {
+        let Ok(file) = crate::anchor::file_id(&w.path, path) else {
             return Ok(None);
         };
         if file.ctime_ns >= i128::from(since) * 1_000_000 {
@@ -334,7 +359,7 @@ impl Agent {
                     .sized(fp.size),
             );
             if held {
-                self.prehash(root, rel, path);
+                self.prehash(id, root, rel, path);
             }
         }
         self.queue_dirty = true;

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiError;
 use crate::clock::Clock;
 use crate::config::{RootId, Settings, WatchSettings};
-use crate::fileid::{Fingerprint, hash_file};
+use crate::fileid::Fingerprint;
 use crate::journal::{DoneRecord, FileRow, Journal, JournalError, State, Verdict};
 use crate::mapping;
 use crate::scan::{self, Rejected};
@@ -136,6 +136,11 @@ pub struct Agent {
     attempted: Arc<HashSet<i64>>,
     /// Queued files whose watch root is no longer configured.
     orphans: HashSet<i64>,
+    /// (device, inode) each queued path had when it settled: the descriptor
+    /// an upload opens must be that file, else it goes back to settling.
+    /// Bounded (`intake::SETTLED_NODES_CAP`); past it (or after a restart) the
+    /// size and mtime alone are compared, as before.
+    settled_nodes: HashMap<PathBuf, (u64, u64)>,
     report: Report,
     queue_dirty: bool,
     /// Uploads held back, why, and when to ask the service again.
@@ -203,6 +208,7 @@ impl Agent {
             serving,
             attempted: Arc::new(HashSet::new()),
             orphans: HashSet::new(),
+            settled_nodes: HashMap::new(),
             report: Report::default(),
             queue_dirty: true,
             pause: None,

@@ -234,7 +234,9 @@ impl Agent {
             .join(&set.set_rel);
         let local = dir.join(&name);
         let text = manifest(set, files);
-        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&local, &text)) {
+        if let Err(e) =
+            std::fs::create_dir_all(&dir).and_then(|()| crate::private::write(&local, text.as_bytes()))
+        {
             tracing::error!("cannot write the manifest {}: {e}", local.display());
             return;
         }
@@ -250,6 +252,8 @@ impl Agent {
             }
         };
         let job = Job {
+            root: self.settings.agent.state_dir.join("manifests"),
+            settled: None,
             path: local,
             file_name: remote.name,
             folder: remote.folder,

@@ -84,10 +84,12 @@ impl Transfer for Scripted {
             if let Some(e) = answer_error(answer) {
                 return Err(e);
             }
-            let sha256 = hash_file(&job.path).await.map_err(|e| UploadError::Io {
-                path: job.path.clone(),
-                message: e.to_string(),
-            })?;
+            let sha256 = crate::fileid::hash_file(&job.path)
+                .await
+                .map_err(|e| UploadError::Io {
+                    path: job.path.clone(),
+                    message: e.to_string(),
+                })?;
             let size = std::fs::metadata(&job.path).map(|m| m.len()).unwrap_or(0);
             Ok(Outcome {
                 file: RemoteFile {
@@ -110,6 +112,7 @@ impl Transfer for Scripted {
                 folder: job.folder.clone(),
                 name: job.file_name.clone(),
                 adopted: None,
+                source: None,
             })
         })
     }

@@ -321,10 +321,12 @@ fn text_field(
     field: &tracing::field::Field,
     value: &dyn std::fmt::Debug,
 ) -> std::fmt::Result {
+    // Names and service messages are other people's text: shown escaped,
+    // so none can drive the terminal or start a forged log line.
     match field.name() {
-        "message" => write!(w, "{value:?}"),
+        "message" => write!(w, "{}", crate::text::shown(&format!("{value:?}"))),
         name if SAID_IN_THE_MESSAGE.contains(&name) => Ok(()),
-        name => write!(w, "{name}={value:?} "),
+        name => write!(w, "{name}={} ", crate::text::shown(&format!("{value:?}"))),
     }
 }
 

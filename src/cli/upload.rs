@@ -398,19 +398,27 @@ fn dry_run(items: &[(PathBuf, PathBuf)], folder: &str, json: bool) -> CliResult 
 /// The job for `path`, sent to `folder` plus the folders of `rel` (its path
 /// below the folder named on the command line; just its name for a file).
 fn prepare(path: &Path, rel: &Path, folder: &str, tags: &[String]) -> Result<Job, String> {
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+    // Anchored at the folder named on the command line (a named file's own
+    // folder): nothing below it is reached through a symlink.
+    let root = path
+        .ancestors()
+        .nth(rel.components().count())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    use crate::anchor::Kind;
+    match crate::anchor::stat(&root, path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".to_string(),
         _ => e.to_string(),
-    })?;
-    if !meta.is_file() {
-        return Err(if meta.is_dir() {
-            "a folder that cannot be read".into()
-        } else {
-            "not a regular file".into()
-        });
+    })? {
+        Kind::File(_) => {}
+        Kind::Dir => return Err("a folder that cannot be read".into()),
+        Kind::Symlink => return Err(crate::anchor::Refusal::Symlink.to_string()),
+        Kind::Other => return Err(crate::anchor::Refusal::NotAFile.to_string()),
     }
     let remote = mapping::map(rel, folder, Subfolders::Preserve).map_err(|e| e.to_string())?;
     Ok(Job {
+        root,
+        settled: None,
         path: path.to_path_buf(),
         file_name: remote.name,
         folder: remote.folder,

@@ -273,8 +273,18 @@ impl Settings {
     /// explicitly yields the defaults (no watches), so `upload` and `check`
     /// work on a fresh machine.
     pub fn load(path: &Path, explicit: bool) -> Result<Settings, ConfigErrors> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Settings::parse(&text, &path.display().to_string(), Some(path)),
+        match crate::private::read_text(path) {
+            Ok(text) => {
+                if let Err(message) = crate::private::config_file(path) {
+                    return Err(ConfigErrors(vec![ConfigError {
+                        file: path.display().to_string(),
+                        line: None,
+                        key: String::new(),
+                        message,
+                    }]));
+                }
+                Settings::parse(&text, &path.display().to_string(), Some(path))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
                 Settings::parse("", "(defaults)", None)
             }

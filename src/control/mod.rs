@@ -195,10 +195,10 @@ impl Control {
         };
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let token = new_token()?;
-        crate::secrets::write_private(&state_dir.join(TOKEN_FILE), &token)
+        crate::private::write(&state_dir.join(TOKEN_FILE), format!("{token}\n").as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", state_dir.join(TOKEN_FILE).display()))?;
         let info = json!({ "address": addr.to_string(), "url": format!("http://{addr}"), "pid": std::process::id() });
-        std::fs::write(state_dir.join(INFO_FILE), format!("{info:#}\n"))
+        crate::private::write(&state_dir.join(INFO_FILE), format!("{info:#}\n").as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", state_dir.join(INFO_FILE).display()))?;
         let shared = Shared {
             token: Arc::new(token),

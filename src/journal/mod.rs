@@ -125,13 +125,15 @@ pub fn lock_agent(state_dir: &Path) -> Result<AgentLock, JournalError> {
         path: state_dir.to_path_buf(),
         message: e.to_string(),
     };
-    std::fs::create_dir_all(state_dir).map_err(open_err)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(state_dir.join(LOCK_NAME))
-        .map_err(open_err)?;
+    crate::private::state_dir(state_dir).map_err(|message| JournalError::Open {
+        path: state_dir.to_path_buf(),
+        message,
+    })?;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(state_dir.join(LOCK_NAME)).map_err(open_err)?;
     match file.try_lock() {
         Ok(()) => Ok(AgentLock { _file: file }),
         Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Locked {

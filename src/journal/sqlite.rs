@@ -33,6 +33,18 @@ fn create(state_dir: &Path, path: &Path) -> Result<(), JournalError> {
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", tmp.display()));
     }
+    // Private from its first byte: SQLite gives the -wal and -shm files the
+    // database file's mode, and the journal holds presigned part URLs.
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(&tmp).map_err(|e| JournalError::Open {
+            path: state_dir.to_path_buf(),
+            message: format!("cannot create {}: {e}", tmp.display()),
+        })?;
+    }
     {
         let mut conn = Connection::open(&tmp).map_err(|e| open_error(&tmp, e))?;
         migrate(&mut conn).map_err(|e| open_error(&tmp, e))?;
@@ -157,7 +169,7 @@ impl Sqlite {
             path: state_dir.to_path_buf(),
             message: m,
         };
-        std::fs::create_dir_all(state_dir).map_err(|e| open_err(e.to_string()))?;
+        crate::private::state_dir(state_dir).map_err(open_err)?;
         let path = db_path(state_dir);
         if !path.exists() {
             create(state_dir, &path)?;

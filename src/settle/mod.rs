@@ -21,31 +21,54 @@ use crate::config::RootId;
 /// What a stat saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seen {
-    File { size: u64, mtime_ns: i128 },
+    /// `node` is (device, inode): a file renamed over the path is another file.
+    File {
+        size: u64,
+        mtime_ns: i128,
+        node: (u64, u64),
+    },
     Missing,
     NotAFile,
 }
 
 /// The stat function, injected so tests control what the "disk" says.
 pub trait Stat {
-    fn stat(&self, path: &Path) -> Seen;
+    fn stat(&self, root: RootId, path: &Path) -> Seen;
 }
 
-/// The real thing: `lstat` (symlinks are not followed).
-pub struct Fs;
+/// The real thing: an `lstat` anchored at the path's watched root
+/// ([`crate::anchor`]): a symlink, at the path or on the way to it, is not
+/// a file to settle.
+pub struct Fs<'a> {
+    /// Each root's path, by [`RootId`].
+    pub roots: Vec<&'a Path>,
+}
 
-impl Stat for Fs {
-    fn stat(&self, path: &Path) -> Seen {
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_file() => Seen::File {
-                size: m.len(),
-                mtime_ns: crate::fileid::mtime_ns(&m),
+impl Stat for Fs<'_> {
+    fn stat(&self, root: RootId, path: &Path) -> Seen {
+        let Some(root) = self.roots.get(root.0) else {
+            return Seen::NotAFile;
+        };
+        match crate::anchor::stat(root, path) {
+            Ok(crate::anchor::Kind::File(id)) => Seen::File {
+                size: id.size,
+                mtime_ns: id.mtime_ns,
+                node: (id.dev, id.ino),
             },
             Ok(_) => Seen::NotAFile,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Seen::Missing,
-            // Permission problems and the like: treat as not-a-file for now;
-            // the next event or rescan will look again.
-            Err(_) => Seen::NotAFile,
+            Err(e) => {
+                if crate::anchor::Refusal::of(&e) == Some(crate::anchor::Refusal::Symlink) {
+                    tracing::warn!(
+                        "skipping {}: {}",
+                        crate::text::shown(&path.display().to_string()),
+                        crate::anchor::Refusal::Symlink
+                    );
+                }
+                // Permission problems and the like: treat as not-a-file for now;
+                // the next event or rescan will look again.
+                Seen::NotAFile
+            }
         }
     }
 }
@@ -58,6 +81,8 @@ pub enum Decision {
         path: PathBuf,
         size: u64,
         mtime_ns: i128,
+        /// (device, inode) of the version that settled.
+        node: (u64, u64),
     },
     /// Vanished before it settled.
     Gone { root: RootId, path: PathBuf },
@@ -158,9 +183,9 @@ impl Settler {
             .map(|(p, _)| p.clone())
             .collect();
         for path in due {
-            let seen = fs.stat(&path);
+            let root = self.entries[&path].root;
+            let seen = fs.stat(root, &path);
             let e = self.entries.get_mut(&path).expect("due entry exists");
-            let root = e.root;
             match seen {
                 Seen::Missing => {
                     self.entries.remove(&path);
@@ -169,7 +194,7 @@ impl Settler {
                 Seen::NotAFile => {
                     self.entries.remove(&path);
                 }
-                Seen::File { size, mtime_ns } => {
+                Seen::File { size, mtime_ns, node } => {
                     if e.last_seen.is_some_and(|last| last != seen) {
                         e.changed = true;
                     }
@@ -184,6 +209,7 @@ impl Settler {
                                 path,
                                 size,
                                 mtime_ns,
+                                node,
                             });
                         }
                         _ => e.first_stat = Some((seen, now)),

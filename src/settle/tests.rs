@@ -14,6 +14,7 @@ impl FakeFs {
             Seen::File {
                 size,
                 mtime_ns: mtime,
+                node: (0, 0),
             },
         );
     }
@@ -22,7 +23,7 @@ impl FakeFs {
     }
 }
 impl Stat for FakeFs {
-    fn stat(&self, path: &Path) -> Seen {
+    fn stat(&self, _root: RootId, path: &Path) -> Seen {
         self.0.borrow().get(path).copied().unwrap_or(Seen::Missing)
     }
 }
@@ -47,7 +48,8 @@ fn stable_after_quiet_time_and_two_agreeing_stats() {
             root: R,
             path: "/r/a".into(),
             size: 10,
-            mtime_ns: 1
+            mtime_ns: 1,
+            node: (0, 0),
         }]
     );
     assert!(st.is_empty());
@@ -218,7 +220,8 @@ fn offer_adds_a_new_path_and_forget_drops_one() {
             root: R,
             path: "/r/a".into(),
             size: 1,
-            mtime_ns: 1
+            mtime_ns: 1,
+            node: (0, 0),
         }]
     );
     assert!(st.is_empty());
@@ -230,16 +233,35 @@ fn the_real_stat_tells_files_from_everything_else() {
     let file = dir.path().join("f");
     std::fs::write(&file, b"12345").unwrap();
     let mtime_ns = crate::fileid::mtime_ns(&std::fs::metadata(&file).unwrap());
-    assert_eq!(Fs.stat(&file), Seen::File { size: 5, mtime_ns });
-    assert_eq!(Fs.stat(dir.path()), Seen::NotAFile);
-    assert_eq!(Fs.stat(&dir.path().join("absent")), Seen::Missing);
+    let fs = Fs {
+        roots: vec![dir.path()],
+    };
+    let id = crate::fileid::FileId::of_path(&file).unwrap();
+    assert_eq!(
+        fs.stat(R, &file),
+        Seen::File {
+            size: 5,
+            mtime_ns,
+            node: (id.dev, id.ino)
+        }
+    );
+    assert_eq!(fs.stat(R, dir.path()), Seen::NotAFile);
+    assert_eq!(fs.stat(R, &dir.path().join("absent")), Seen::Missing);
     #[cfg(unix)]
     {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&file, &link).unwrap();
-        assert_eq!(Fs.stat(&link), Seen::NotAFile, "symlinks are not followed");
+        assert_eq!(fs.stat(R, &link), Seen::NotAFile, "symlinks are not followed");
         // Under a file, a path is an error other than "not found".
-        assert_eq!(Fs.stat(&file.join("x")), Seen::NotAFile);
+        assert_eq!(fs.stat(R, &file.join("x")), Seen::NotAFile);
+        // A symlinked folder on the way is not followed either.
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("g"), b"1").unwrap();
+        std::os::unix::fs::symlink(&sub, dir.path().join("via")).unwrap();
+        assert_eq!(fs.stat(R, &dir.path().join("via/g")), Seen::NotAFile);
+        // Another root's path is not this root's.
+        assert_eq!(fs.stat(RootId(7), &file), Seen::NotAFile);
     }
 }
 

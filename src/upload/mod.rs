@@ -18,7 +18,7 @@
 //! - every step is reported to an [`Observer`] before the next one starts, so a
 //!   journal can checkpoint the session and resume it later.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -60,6 +60,12 @@ fn url_lifetime(url_ttl: Duration, rate: Option<f64>, size: u64) -> u64 {
 /// What to upload and where.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// The watched root (or the folder named to `upload`): every access to
+    /// `path` is anchored there and follows no symlink ([`crate::anchor`]).
+    pub root: PathBuf,
+    /// (device, inode) of the version that settled, when known: a
+    /// descriptor of any other file is not uploaded.
+    pub settled: Option<(u64, u64)>,
     pub path: PathBuf,
     pub file_name: String,
     /// Normalised remote folder ("" = workspace root).
@@ -88,6 +94,9 @@ pub struct Outcome {
     pub name: String,
     /// Recorded without uploading: how the workspace's copy was proven the same.
     pub adopted: Option<Proof>,
+    /// The identity of the descriptor the upload read (what `after_upload`
+    /// may act on); None where no local file was read.
+    pub source: Option<FileId>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -229,16 +238,29 @@ impl Uploader {
         resume: Option<Resume>,
         observer: &Arc<dyn Observer>,
     ) -> Result<Outcome, UploadError> {
-        let io_err = |e: std::io::Error| UploadError::Io {
-            path: job.path.clone(),
-            message: e.to_string(),
-        };
         // One descriptor for the whole upload: hash and every part read the
         // same inode, and any change to it or to the path shows in `check`.
         if job.hold.is_cancelled() {
             return Err(UploadError::Paused);
         }
-        let source = Source::open(&job.path).map_err(io_err)?;
+        let source = Source::open(job).await?;
+        let mut outcome = self.send_from(job, &source, resume, observer).await?;
+        outcome.source = Some(source.id);
+        Ok(outcome)
+    }
+
+    /// The upload from the one open descriptor.
+    async fn send_from(
+        &self,
+        job: &Job,
+        source: &Source,
+        resume: Option<Resume>,
+        observer: &Arc<dyn Observer>,
+    ) -> Result<Outcome, UploadError> {
+        let io_err = |e: std::io::Error| UploadError::Io {
+            path: job.path.clone(),
+            message: e.to_string(),
+        };
         let before = source.id.fingerprint();
         let began = std::time::Instant::now();
         let hash = || async {
@@ -420,9 +442,27 @@ pub(crate) struct Source {
 }
 
 impl Source {
-    fn open(path: &Path) -> std::io::Result<Source> {
-        let file = std::fs::File::open(path)?;
-        let id = FileId::of_file(&file)?;
+    /// Opens the job's file beneath its root (no symlink followed, never
+    /// blocking on a FIFO, off the runtime's worker threads): the version
+    /// that settled, else [`UploadError::Changed`].
+    async fn open(job: &Job) -> Result<Source, UploadError> {
+        let io_err = |e: std::io::Error| UploadError::Io {
+            path: job.path.clone(),
+            message: e.to_string(),
+        };
+        let (root, path) = (job.root.clone(), job.path.clone());
+        let file = tokio::task::spawn_blocking(move || crate::anchor::open_file(&root, &path))
+            .await
+            .map_err(|e| io_err(std::io::Error::other(e)))?
+            .map_err(io_err)?;
+        let id = FileId::of_file(&file).map_err(io_err)?;
+        if let Some(node) = job.settled
+            && node != (id.dev, id.ino)
+        {
+            return Err(UploadError::Changed(
+                "replaced by another file since it settled".into(),
+            ));
+        }
         Ok(Source {
             file: Arc::new(file),
             id,
@@ -437,7 +477,7 @@ impl Source {
             message: e.to_string(),
         };
         for now in [
-            FileId::of_path(&job.path).map_err(io_err)?,
+            crate::anchor::file_id(&job.root, &job.path).map_err(io_err)?,
             FileId::of_file(&self.file).map_err(io_err)?,
         ] {
             if now != self.id {
@@ -479,5 +519,6 @@ fn verify(job: &Job, file: RemoteFile, size: u64, sha256: String) -> Result<Outc
         size,
         sha256,
         adopted: None,
+        source: None,
     })
 }

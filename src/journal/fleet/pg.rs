@@ -148,7 +148,8 @@ fn tls(ca_file: Option<&std::path::Path>) -> Result<tokio_postgres_rustls::MakeR
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
         let fix = "point `fleet.ca_file` at the PEM file of the CA that signed the server's certificate";
-        let pem = std::fs::read(path)
+        let pem = crate::private::read_text(path)
+            .map(String::into_bytes)
             .map_err(|e| format!("cannot read `fleet.ca_file` {}: {e}; {fix}", path.display()))?;
         let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<_, _>>()
