@@ -36,6 +36,35 @@ impl fmt::Display for ApiKey {
     }
 }
 
+/// Keys in use by this process: text from outside (a service's error body,
+/// which may echo the request's headers back) is passed through [`redact`]
+/// before it is logged, shown or stored.
+static IN_USE: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Adds `key` to the keys [`redact`] hides (a client calls this once).
+pub fn hide(key: &ApiKey) {
+    // Keys shorter than 8 characters would blank out ordinary words.
+    if key.0.len() < 8 {
+        return;
+    }
+    let mut keys = IN_USE.write().unwrap_or_else(|e| e.into_inner());
+    if !keys.contains(&key.0) && keys.len() < 16 {
+        keys.push(key.0.clone());
+    }
+}
+
+/// `text` with every key in use replaced by `<redacted>`.
+pub fn redact(text: &str) -> String {
+    let keys = IN_USE.read().unwrap_or_else(|e| e.into_inner());
+    let mut out = text.to_string();
+    for k in keys.iter() {
+        if out.contains(k.as_str()) {
+            out = out.replace(k.as_str(), "<redacted>");
+        }
+    }
+    out
+}
+
 /// Where the key was found, for `check` to report (never the key itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
@@ -182,6 +211,15 @@ mod tests {
         let k = ApiKey::new("sk_live_secret");
         assert!(!format!("{k:?}").contains("secret"));
         assert!(!format!("{k}").contains("secret"));
+    }
+
+    #[test]
+    fn a_key_echoed_back_is_redacted() {
+        hide(&ApiKey::new("sk_echoed_0123456789"));
+        assert_eq!(
+            redact("bad header Authorization: Bearer sk_echoed_0123456789 (x-api-key sk_echoed_0123456789)"),
+            "bad header Authorization: Bearer <redacted> (x-api-key <redacted>)"
+        );
     }
 
     #[cfg(unix)]

@@ -79,7 +79,8 @@ pub(super) async fn read_limited(mut resp: reqwest::Response) -> Result<String, 
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    // A service or proxy may echo the request back, key and all.
+    Ok(crate::secrets::redact(&String::from_utf8_lossy(&buf)))
 }
 
 /// Reads a JSON answer and turns error statuses and `success: false` into [`ApiError`].

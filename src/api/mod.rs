@@ -116,6 +116,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     pub fn new(base: Url, key: ApiKey, timeout: Duration) -> Result<Client, ApiError> {
         check_transport(&base).map_err(ApiError::Protocol)?;
+        crate::secrets::hide(&key);
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
             ApiError::Protocol("the API key contains characters not allowed in an HTTP header".into())
         })?;

@@ -4,9 +4,12 @@
 
 /// `println!` for command output: a closed pipe (`| head`, `| true`) ends
 /// the program quietly (exit 0), as Unix tools do, instead of panicking.
+/// Text for people: control characters and bidi overrides in what it
+/// shows (file names, service messages) are escaped ([`crate::text`]);
+/// `--json` goes through `output::print_json`, which keeps exact names.
 macro_rules! outln {
     ($($arg:tt)*) => {
-        $crate::cli::print_stdout(&format!($($arg)*))
+        $crate::cli::print_text(&format!($($arg)*))
     };
 }
 
@@ -170,7 +173,7 @@ pub fn main() -> ExitCode {
     let logging_to_file = match init_logging(&cli) {
         Ok(to_file) => to_file,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", shown_error(&e.to_string()));
             return ExitCode::from(e.exit_code());
         }
     };
@@ -186,7 +189,7 @@ pub fn main() -> ExitCode {
             if logging_to_file {
                 tracing::error!("{e}");
             }
-            eprintln!("error: {e}");
+            eprintln!("error: {}", shown_error(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }
@@ -280,6 +283,21 @@ pub fn open_journal(settings: &Settings) -> Result<crate::journal::Journal, CliE
 
 /// Prints one line to stdout; a closed pipe (`| head`) ends the program
 /// quietly, as Unix tools do, instead of panicking.
+/// An error for people: each of its lines escaped (config errors list one
+/// problem a line).
+fn shown_error(text: &str) -> String {
+    text.split('\n')
+        .map(crate::text::shown)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A line (or lines) for people, each line's hazards escaped.
+pub fn print_text(text: &str) {
+    let shown: Vec<_> = text.split('\n').map(crate::text::shown).collect();
+    print_stdout(&shown.join("\n"));
+}
+
 pub fn print_stdout(line: &str) {
     let mut text = String::with_capacity(line.len() + 1);
     text.push_str(line);

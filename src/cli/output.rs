@@ -18,7 +18,7 @@ pub fn json_time(ms: Option<i64>) -> Value {
 
 /// Every `--json` output is printed this way: pretty, one document.
 pub fn print_json(v: &Value) {
-    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    super::print_stdout(&serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// One file's result as every `--json` names it (`history`, `status`'s

@@ -29,6 +29,7 @@ struct Agent {
     url: String,
     token: String,
     client: reqwest::Client,
+    state_dir: std::path::PathBuf,
 }
 
 fn find(cli: &Cli) -> Result<Agent, CliError> {
@@ -43,7 +44,7 @@ fn find(cli: &Cli) -> Result<Agent, CliError> {
     {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let info = match std::fs::read_to_string(dir.join(INFO_FILE)) {
+    let info = match crate::private::read_text(&dir.join(INFO_FILE)) {
         Ok(text) => text,
         Err(_) if crate::journal::agent_running(dir) => {
             return Err(CliError::Failed(format!(
@@ -71,7 +72,7 @@ fn find(cli: &Cli) -> Result<Agent, CliError> {
         .unwrap_or_default()
         .trim_end_matches('/')
         .to_string();
-    let token = std::fs::read_to_string(dir.join(TOKEN_FILE))
+    let token = crate::private::read_text(&dir.join(TOKEN_FILE))
         .map_err(|e| {
             CliError::Failed(format!(
                 "cannot read the control token {} ({e}); run this as the user the agent runs as",
@@ -85,7 +86,12 @@ fn find(cli: &Cli) -> Result<Agent, CliError> {
         .timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    Ok(Agent { url, token, client })
+    Ok(Agent {
+        url,
+        token,
+        client,
+        state_dir: dir.clone(),
+    })
 }
 
 impl Agent {
@@ -220,9 +226,33 @@ pub async fn dashboard(cli: &Cli, args: &DashboardArgs) -> CliResult {
     outln!("{url}");
     outln!("(a one-time login link, good for 2 minutes; run `autorender-sync dashboard` again for another)");
     if !args.no_open && desktop_session() {
-        open_browser(&url);
+        // The browser is handed a file that redirects to the link, never the
+        // link itself: any local user can read every process's command line
+        // (/proc/*/cmdline), and the code in it would log them in.
+        match login_redirect(&agent.state_dir, &url) {
+            Ok(file) => open_browser(&file),
+            Err(e) => {
+                outln!("(could not prepare the browser's login page: {e}; open the link above yourself)")
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A page, readable by this user only, that sends the browser on to `url`.
+fn login_redirect(state_dir: &std::path::Path, url: &str) -> std::io::Result<String> {
+    let path = state_dir.join("dashboard-login.html");
+    let escaped = url
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;");
+    let page = format!(
+        "<!doctype html><meta charset=utf-8><meta name=referrer content=no-referrer>\
+         <meta http-equiv=refresh content=\"0;url={escaped}\"><title>autorender-sync</title>\
+         <a href=\"{escaped}\">Open the dashboard</a>\n"
+    );
+    crate::private::write(&path, page.as_bytes())?;
+    Ok(format!("file://{}", path.display()))
 }
 
 /// Is there a desktop to open a browser on?

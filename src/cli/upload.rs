@@ -110,7 +110,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                     let bar = multi.add(ProgressBar::new(size));
                     bar.set_style(style.clone());
-                    bar.set_prefix(job.file_name.clone());
+                    bar.set_prefix(crate::text::shown(&job.file_name).into_owned());
                     Arc::new(Bar(bar))
                 } else {
                     Arc::new(crate::upload::Quiet)
@@ -213,7 +213,10 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                         .as_deref()
                         .map_or_else(|| "-".into(), super::output::display_url),
                 ),
-                Err(e) => eprintln!("error: {}: {e}", path.display()),
+                Err(e) => eprintln!(
+                    "error: {}",
+                    crate::text::shown(&format!("{}: {e}", path.display()))
+                ),
             }
         }
     }
@@ -380,9 +383,12 @@ fn dry_run(items: &[(PathBuf, PathBuf)], folder: &str, json: bool) -> CliResult 
                     crate::units::format_bytes(row["size"].as_u64().unwrap_or(0))
                 ),
                 _ => eprintln!(
-                    "error: {}: {}",
-                    path.display(),
-                    row["error"].as_str().unwrap_or("")
+                    "error: {}",
+                    crate::text::shown(&format!(
+                        "{}: {}",
+                        path.display(),
+                        row["error"].as_str().unwrap_or("")
+                    ))
                 ),
             }
         }

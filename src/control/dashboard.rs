@@ -1,6 +1,6 @@
 //! The dashboard: one page embedded in the binary (no outside assets), its
 //! login (a one-time code from `autorender-sync dashboard`, or the token,
-//! traded at `/?token=…` for an HttpOnly, SameSite=Strict session cookie)
+//! traded at `/?code=…` for an HttpOnly, SameSite=Strict session cookie)
 //! and the Server-Sent Events stream it updates itself from.
 
 use std::convert::Infallible;
@@ -47,6 +47,8 @@ pub(super) fn session_of(headers: &HeaderMap, s: &Shared) -> Option<String> {
 
 #[derive(serde::Deserialize)]
 pub(super) struct Login {
+    /// A one-time login code (`token` is the older name for the same).
+    code: Option<String>,
     token: Option<String>,
 }
 
@@ -74,11 +76,13 @@ fn login_page(status: StatusCode, why: &str) -> Response {
     (status, page_headers(), body).into_response()
 }
 
-/// `GET /`: with `?token=` (a one-time code or the token) logs in and
-/// redirects to `/` with a session cookie; with a session, the page.
+/// `GET /`: with `?code=` (a one-time code) logs in and redirects to `/`
+/// with a session cookie; with a session, the page. The long-lived control
+/// token is never taken from a URL: URLs end up in browser history, proxy
+/// logs and other processes' command lines.
 pub(super) async fn page(State(s): State<Shared>, headers: HeaderMap, q: Query<Login>) -> Response {
-    if let Some(given) = &q.token {
-        let valid = same(given, &s.token) || {
+    if let Some(given) = q.code.as_ref().or(q.token.as_ref()) {
+        let valid = {
             let mut codes = s.codes.lock().expect("codes lock");
             codes.retain(|_, lapse| *lapse > Instant::now());
             let hit = codes.keys().find(|c| same(given, c)).cloned();
@@ -118,7 +122,7 @@ pub(super) async fn page(State(s): State<Shared>, headers: HeaderMap, q: Query<L
     (StatusCode::OK, page_headers(), PAGE).into_response()
 }
 
-/// `POST /api/login`: a one-time code for `/?token=` (what `autorender-sync
+/// `POST /api/login`: a one-time code for `/?code=` (what `autorender-sync
 /// dashboard` prints), good for two minutes.
 pub(super) async fn login_code(State(s): State<Shared>) -> Response {
     let Ok(code) = new_token() else {
@@ -130,7 +134,7 @@ pub(super) async fn login_code(State(s): State<Shared>) -> Response {
     let mut codes = s.codes.lock().expect("codes lock");
     codes.retain(|_, lapse| *lapse > Instant::now());
     codes.insert(code.clone(), Instant::now() + CODE_LIFE);
-    let url = format!("http://{}/?token={code}", s.addr);
+    let url = format!("http://{}/?code={code}", s.addr);
     axum::Json(json!({ "code": code, "url": url, "expires_in_s": CODE_LIFE.as_secs() })).into_response()
 }
 

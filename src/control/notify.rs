@@ -37,7 +37,7 @@ pub fn body(format: NotifyFormat, event: &str) -> String {
         NotifyFormat::Json => event.to_string(),
         NotifyFormat::Slack => {
             let v: Value = serde_json::from_str(event).unwrap_or(Value::Null);
-            json!({ "text": super::events::text(&v) }).to_string()
+            json!({ "text": crate::text::slack(&super::events::text(&v)) }).to_string()
         }
     }
 }
@@ -263,5 +263,19 @@ mod tests {
             "{text}"
         );
         assert_eq!(body(NotifyFormat::Json, "{\"a\":1}"), "{\"a\":1}");
+        // A name or an error cannot mention, link or format in Slack.
+        let e = super::super::Event::new("failed", 0)
+            .path(std::path::Path::new("/d/<!channel> & <http://x|y>\u{1b}[2J.mov"));
+        let b: Value = serde_json::from_str(&body(
+            NotifyFormat::Slack,
+            &serde_json::to_value(&e).unwrap().to_string(),
+        ))
+        .unwrap();
+        let text = b["text"].as_str().unwrap();
+        assert!(
+            text.contains("&lt;!channel&gt; &amp; &lt;http://x|y&gt;\\u{1b}[2J.mov"),
+            "{text}"
+        );
+        assert!(!text.contains('<') && !text.contains('\u{1b}'), "{text}");
     }
 }

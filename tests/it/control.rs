@@ -742,7 +742,12 @@ fn the_dashboard_logs_in_once_per_code_and_the_event_stream_tells_each_step() {
     let out = cli(&sb, &["dashboard", "--no-open"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let link = out.stdout.lines().next().unwrap().to_string();
-    assert!(link.starts_with(&format!("{url}/?token=")), "{link}");
+    assert!(link.starts_with(&format!("{url}/?code=")), "{link}");
+    // The long-lived token is no login in a URL (it would land in history).
+    for param in ["token", "code"] {
+        let r = plain.get(format!("{url}/?{param}={token}")).send().unwrap();
+        assert_eq!(r.status().as_u16(), 401, "?{param}=<control token>");
+    }
     let r = plain.get(&link).send().unwrap();
     assert_eq!(r.status().as_u16(), 303);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
