@@ -65,13 +65,19 @@ pub struct Listed {
 /// The plain names from `root` to `path`; `..`, `.` and anything not below
 /// `root` are refused.
 fn names<'a>(root: &Path, path: &'a Path) -> io::Result<Vec<&'a OsStr>> {
-    let rel = path.strip_prefix(root).map_err(|_| Refusal::Outside.err())?;
-    rel.components()
-        .map(|c| match c {
-            Component::Normal(n) => Ok(n),
-            _ => Err(Refusal::Outside.err()),
-        })
-        .collect()
+    // `./a` is below `.`; a `.` anywhere else says nothing.
+    let mut root_parts = root.components().filter(|c| *c != Component::CurDir);
+    let mut rest = path.components().filter(|c| *c != Component::CurDir).peekable();
+    for want in root_parts.by_ref() {
+        if rest.next() != Some(want) {
+            return Err(Refusal::Outside.err());
+        }
+    }
+    rest.map(|c| match c {
+        Component::Normal(n) => Ok(n),
+        _ => Err(Refusal::Outside.err()),
+    })
+    .collect()
 }
 
 /// Opens `path` (below `root`) for reading: no symlink anywhere on the way,
@@ -711,6 +717,11 @@ mod tests {
         assert!(list(&root, &root.join("x")).is_err());
         let e = open_file(&root, &root.join("real/../x/id_rsa")).unwrap_err();
         assert_eq!(Refusal::of(&e), Some(Refusal::Outside));
+        assert!(open_file(&root, &d.path().join("secret/id_rsa")).is_err());
+        // Relative paths below the current folder.
+        assert_eq!(names(Path::new("."), Path::new("a/b")).unwrap().len(), 2);
+        assert_eq!(names(Path::new(""), Path::new("./a")).unwrap().len(), 1);
+        assert!(names(Path::new("x"), Path::new("a")).is_err());
         let id = FileId::of_path(&secret.join("id_rsa")).unwrap();
         assert!(remove_if(&root, &root.join("x/id_rsa"), &id).is_err());
         assert!(

@@ -118,12 +118,12 @@ fn tighten_files(dir: &Path, depth: usize) {
 
 /// Checks the folder of a config file and the file itself: not writable by
 /// other users (they could point the agent at any folder, or `move_to` at
-/// theirs). A file owned by another user other than root is refused too.
+/// theirs). Who owns it is not judged: root reads a config a service user
+/// owns, and a user reads one in `/etc`.
 pub fn config_file(path: &Path) -> Result<(), String> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let me = rustix::process::geteuid().as_raw();
+        use std::os::unix::fs::PermissionsExt;
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -138,15 +138,6 @@ pub fn config_file(path: &Path) -> Result<(), String> {
                     "the config {what} {} can be written by other users (mode {mode:o}): they could point the \
                      agent at any folder. Run `chmod go-w {}`, or keep the config in a folder of your own",
                     p.display(),
-                    p.display()
-                ));
-            }
-            if what == "file" && m.uid() != me && m.uid() != 0 {
-                return Err(format!(
-                    "the config file {} belongs to user {}, not to this user ({me}) or root. Copy it to a \
-                     file of your own, or `chown {me} {}`",
-                    p.display(),
-                    m.uid(),
                     p.display()
                 ));
             }

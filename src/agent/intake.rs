@@ -157,7 +157,8 @@ impl Agent {
         drop(fs);
         for d in decisions {
             match d {
-                Decision::Gone { root, path } => {
+                Decision::Gone { root, path } | Decision::NotAFile { root, path } => {
+                    self.settled_nodes.remove(&path);
                     if let Ok(rel) = scan::relative(self.settings.root(root), &path) {
                         self.journal.mark_gone(self.key(root), rel).await?;
                     }

@@ -56,6 +56,18 @@ A log filter (tracing EnvFilter syntax, e.g. \fIautorender_sync=debug\fR).
 When set and not empty, no colour in logs (as \fB\-\-color never\fR).
 "#;
 
+const SECURITY: &str = r#".SH SECURITY
+Watched folders are often shared. Symbolic links are never followed below a
+watched root, at any step of a path: files are opened relative to a handle on
+the root (\fBopenat2\fR with \fBRESOLVE_BENEATH\fR and
+\fBRESOLVE_NO_SYMLINKS\fR), non\-blocking, and only regular files are read.
+\fBafter_upload\fR deletes or moves a name only while it is still the file
+that was uploaded. The state dir is created mode 0700 and its files 0600; one
+that other users can write, or that another user owns, is refused. Names are
+shown with control characters and bidi overrides escaped (\fB\\u{1b}\fR);
+\fB\-\-json\fR keeps them exact.
+"#;
+
 const EXIT_STATUS: &str = r#".SH "EXIT STATUS"
 .TP
 \fB0\fR
@@ -118,6 +130,7 @@ fn page(cmd: &clap::Command, top: bool) -> std::io::Result<Vec<u8>> {
     if top {
         out.write_all(FILES.as_bytes())?;
         out.write_all(ENVIRONMENT.as_bytes())?;
+        out.write_all(SECURITY.as_bytes())?;
         out.write_all(EXIT_STATUS.as_bytes())?;
         out.write_all(configuration().as_bytes())?;
     } else {

@@ -50,7 +50,8 @@ pub const LOG_ENV: &str = "AUTORENDER_SYNC_LOG";
 changing, to an AutoRender workspace through the multipart upload API.\n\n\
 Start with `autorender-sync init`, set AUTORENDER_API_KEY, then `autorender-sync check`.\n\
 Try it without an account: `autorender-sync demo`.",
-    after_help = "Exit codes: 0 success, 1 some work failed, 2 usage or config error, 3 API key rejected, 130 `upload` stopped by Ctrl-C (run it again to resume)."
+    after_help = "Symbolic links below a watched root are never followed; the state dir is private (0700).\n\
+Exit codes: 0 success, 1 some work failed, 2 usage or config error, 3 API key rejected, 130 `upload` stopped by Ctrl-C (run it again to resume)."
 )]
 pub struct Cli {
     /// Config file [default: $AUTORENDER_SYNC_CONFIG, else ~/.config/autorender-sync/config.toml]

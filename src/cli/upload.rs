@@ -409,6 +409,7 @@ fn prepare(path: &Path, rel: &Path, folder: &str, tags: &[String]) -> Result<Job
     let root = path
         .ancestors()
         .nth(rel.components().count())
+        .filter(|r| !r.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
     use crate::anchor::Kind;

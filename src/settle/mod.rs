@@ -86,6 +86,10 @@ pub enum Decision {
     },
     /// Vanished before it settled.
     Gone { root: RootId, path: PathBuf },
+    /// No longer a regular file reached without a symlink (a FIFO, a
+    /// folder or a symlink took its place, or a folder on its way became a
+    /// symlink): never opened; a record waiting for it is ended.
+    NotAFile { root: RootId, path: PathBuf },
 }
 
 #[derive(Debug)]
@@ -193,6 +197,7 @@ impl Settler {
                 }
                 Seen::NotAFile => {
                     self.entries.remove(&path);
+                    out.push(Decision::NotAFile { root, path });
                 }
                 Seen::File { size, mtime_ns, node } => {
                     if e.last_seen.is_some_and(|last| last != seen) {

@@ -334,7 +334,7 @@ impl Uploader {
         }
 
         if carried.is_none() && self.is_direct(job, before.size) {
-            return self.direct(job, &source, sha256, observer).await;
+            return self.direct(job, source, sha256, observer).await;
         }
 
         let mut sessions = 0;
@@ -353,7 +353,7 @@ impl Uploader {
                 }
             };
             let session_began = std::time::Instant::now();
-            match self.send_parts(job, &session, &done, &source, observer).await {
+            match self.send_parts(job, &session, &done, source, observer).await {
                 Ok(()) => {}
                 Err(UploadError::Api(ApiError::SessionExpired { message, .. })) => {
                     let lived = session_began.elapsed().as_secs();

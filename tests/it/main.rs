@@ -21,4 +21,5 @@ mod properties;
 mod protocol;
 mod sets;
 mod shapes;
+mod trust;
 mod upload;
