@@ -479,7 +479,8 @@ fn a_config_or_key_file_that_is_no_regular_file_is_refused() {
     let emu = Emulator::start(&[]);
     let sb = Sandbox::new(&emu, "");
     let mut c = Command::new(bin());
-    c.args(["--config", "/dev/zero", "check"]).env("HOME", sb.dir.path());
+    c.args(["--config", "/dev/zero", "check"])
+        .env("HOME", sb.dir.path());
     let out = run(c);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
