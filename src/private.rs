@@ -98,21 +98,53 @@ fn tighten_files(dir: &Path, depth: usize) {
             }
             tighten_files(&p, depth + 1);
         } else if kind.is_file() {
-            let open = rustix::fs::open(
-                e.path(),
-                rustix::fs::OFlags::RDONLY
-                    | rustix::fs::OFlags::NOFOLLOW
-                    | rustix::fs::OFlags::NONBLOCK
-                    | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            );
-            if let Ok(fd) = open
-                && let Ok(st) = rustix::fs::fstat(&fd)
-                && st.st_mode & 0o077 != 0
-            {
-                let _ = rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(st.st_mode & 0o600));
-            }
+            tighten_file(&e.path());
         }
+    }
+}
+
+/// Makes one state file 0600 without reading or writing it. Only a file
+/// `lstat` finds open to others is touched (none, once the dir is ours),
+/// and through an `O_PATH` descriptor: closing a real descriptor of the
+/// journal or its `-shm` would drop the POSIX locks SQLite holds on them in
+/// this process, and the next reader would take the journal for unused and
+/// reset the shared memory under the agent (it died of SIGBUS).
+#[cfg(unix)]
+fn tighten_file(path: &Path) {
+    use rustix::fs::{Mode, OFlags};
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(m) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if !m.is_file() || m.permissions().mode() & 0o077 == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(fd) = rustix::fs::open(
+            path,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return;
+        };
+        let Ok(st) = rustix::fs::fstat(&fd) else { return };
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return;
+        }
+        // The descriptor's own file, whatever its name now points at.
+        let by_fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        let _ = rustix::fs::chmod(by_fd.as_str(), Mode::from_raw_mode(st.st_mode & 0o600));
+    }
+    // Elsewhere by name: the dir is this user's and closed to others, so
+    // only this user could swap the file between the lstat and here.
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (OFlags::empty(), Mode::empty());
+        let _ = std::fs::set_permissions(
+            path,
+            std::fs::Permissions::from_mode(m.permissions().mode() & 0o600),
+        );
     }
 }
 

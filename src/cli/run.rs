@@ -73,7 +73,12 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         Some(journal::lock_agent(&state_dir).map_err(journal_error)?)
     };
     let journal = match Journal::open(&state_dir) {
-        Ok(_) if settings.fleet.is_some() && !args.dry_run => open_fleet(&settings).await?,
+        // A fleet node's local journal is opened again by the fleet backend:
+        // the first handle (which only proved the file sound) is let go first.
+        Ok(local) if settings.fleet.is_some() && !args.dry_run => {
+            drop(local);
+            open_fleet(&settings).await?
+        }
         Err(JournalError::Damaged { path, reason }) if args.recover => {
             let aside = journal::move_aside(&state_dir).map_err(journal_error)?;
             tracing::warn!(
