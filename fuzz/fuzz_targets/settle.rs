@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 
 struct OneFile(Cell<Seen>);
 impl Stat for OneFile {
-    fn stat(&self, _: &Path) -> Seen {
+    fn stat(&self, _: RootId, _: &Path) -> Seen {
         self.0.get()
     }
 }
@@ -21,7 +21,11 @@ const ROOT: RootId = RootId(0);
 
 fuzz_target!(|ops: &[u8]| {
     let path = Path::new("/r/a");
-    let fs = OneFile(Cell::new(Seen::File { size: 0, mtime_ns: 0 }));
+    let fs = OneFile(Cell::new(Seen::File {
+        size: 0,
+        mtime_ns: 0,
+        node: (1, 1),
+    }));
     let mut st = Settler::new();
     let t0 = Instant::now();
     let mut now = t0;
@@ -37,6 +41,7 @@ fuzz_target!(|ops: &[u8]| {
                 fs.0.set(Seen::File {
                     size,
                     mtime_ns: size as i128,
+                    node: (1, 1),
                 });
                 last_change = now;
             }
@@ -46,6 +51,7 @@ fuzz_target!(|ops: &[u8]| {
                 fs.0.set(Seen::File {
                     size,
                     mtime_ns: size as i128,
+                    node: (1, 1),
                 });
                 last_change = now;
                 st.touch(ROOT, path, SETTLE, now);
