@@ -73,6 +73,8 @@ pub struct Found {
     pub rel: String,
     pub size: u64,
     pub mtime_ns: i128,
+    /// Everything `lstat` said of the version found (device, inode, ctime).
+    pub id: crate::fileid::FileId,
 }
 
 /// One folder's candidate files (not those of its subfolders).
@@ -128,6 +130,7 @@ pub fn walk_folders(watch: &WatchSettings, dir: &Path, mut each: impl FnMut(Fold
                     rel,
                     size: id.size,
                     mtime_ns: id.mtime_ns,
+                    id,
                 }),
                 Err(Rejected::NotUtf8(p)) => tracing::warn!(
                     "skipping {}: its name is not valid UTF-8; rename it to upload it",

@@ -16,7 +16,9 @@ pub(super) enum TaskResult {
     Touched {
         row: FileRow,
         fp: Fingerprint,
-        same: bool,
+        /// The identity of the version hashed, when its content is the
+        /// uploaded one.
+        same: Option<crate::fileid::FileId>,
     },
     /// A held file was hashed while its set waits (None: it changed meanwhile).
     Prehashed {
@@ -195,8 +197,8 @@ impl Agent {
     ) -> Result<(), AgentError> {
         match result {
             TaskResult::Touched { row, fp, same } => {
-                if same {
-                    self.journal.refresh_done_mtime(row.id, fp.mtime_ns).await?;
+                if let Some(now) = same {
+                    self.journal.refresh_done_identity(row.id, now).await?;
                     self.report.skipped += 1;
                 } else if let Some(id) = self.root_of(&row) {
                     self.enqueue(id, row.root, row.rel, fp).await?;
@@ -283,6 +285,7 @@ impl Agent {
                         row.id,
                         DoneRecord {
                             fingerprint: fp,
+                            identity: o.source,
                             sha256: o.sha256.clone(),
                             remote_folder: o.folder.clone(),
                             remote_name: o.name.clone(),

@@ -1,6 +1,7 @@
 //! What comes in: watcher hints, scans folder by folder, settle decisions,
 //! and the journal's verdict on each finished file.
 
+use crate::fileid::FileId;
 use super::*;
 
 /// A walk of root `root` (or a folder in it) on a blocking thread, handing
@@ -67,11 +68,7 @@ impl Agent {
         let done = self.journal.done_in(self.key(id), folder.prefix).await?;
         let now = self.clock.now();
         for f in folder.files {
-            let fp = Fingerprint {
-                size: f.size,
-                mtime_ns: f.mtime_ns,
-            };
-            if done.unchanged(&f.rel, fp) {
+            if done.unchanged(&f.rel, &f.id) {
                 self.report.skipped += 1;
                 continue;
             }
@@ -169,11 +166,19 @@ impl Agent {
                     size,
                     mtime_ns,
                     node,
+                    ctime_ns,
                 } => {
                     if self.settled_nodes.len() < SETTLED_NODES_CAP {
                         self.settled_nodes.insert(path.clone(), node);
                     }
-                    self.stable(root, path, Fingerprint { size, mtime_ns }).await?;
+                    let now = FileId {
+                        dev: node.0,
+                        ino: node.1,
+                        size,
+                        mtime_ns,
+                        ctime_ns,
+                    };
+                    self.stable(root, path, now).await?;
                 }
             }
         }
@@ -185,25 +190,28 @@ impl Agent {
         &mut self,
         id: RootId,
         path: PathBuf,
-        fp: Fingerprint,
+        now: FileId,
     ) -> Result<(), AgentError> {
+        let fp = now.fingerprint();
         let node = self.settled_nodes.remove(&path);
         let Ok(rel) = scan::relative(self.settings.root(id), &path) else {
             return Ok(());
         };
         let root = self.key(id);
-        match self.journal.verdict(root.clone(), rel.clone(), fp).await? {
+        match self.journal.verdict(root.clone(), rel.clone(), now).await? {
             Verdict::Unchanged => {
                 self.report.skipped += 1;
                 Ok(())
             }
             Verdict::HashFirst(row) => {
-                // Same size, new mtime: hash before deciding (a `touch` is not a change).
+                // Same size, but maybe another version (another mtime, inode
+                // or ctime): hash before deciding. A `touch`, `chmod` or an
+                // identical copy is not a change; other content is uploaded.
                 let anchor = self.settings.root(id).path.clone();
                 self.tasks.spawn(async move {
                     let same = match crate::anchor::hash(&anchor, &path).await {
-                        Ok((before, sha, after)) => before == after && Some(sha) == row.done_sha256,
-                        Err(_) => false,
+                        Ok((before, sha, after)) if before == after && row.done_sha256.as_deref() == Some(sha.as_str()) => Some(after),
+                        _ => None,
                     };
                     TaskResult::Touched { row: *row, fp, same }
                 });

@@ -246,6 +246,7 @@ async fn record(
         };
         let done = DoneRecord {
             fingerprint,
+            identity: o.source,
             sha256: o.sha256.clone(),
             remote_folder: o.folder.clone(),
             remote_name: o.name.clone(),

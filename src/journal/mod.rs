@@ -237,7 +237,7 @@ journal_interface! {
     /// A file's record, if it has one.
     async fn lookup(&self, root: String, rel: String) -> Option<FileRow>;
     /// Whether a finished file version needs uploading ([`Verdict`]).
-    async fn verdict(&self, root: String, rel: String, fp: Fingerprint) -> Verdict;
+    async fn verdict(&self, root: String, rel: String, now: FileId) -> Verdict;
     /// Queues a stable file (in an upload set, `(set, phase)`: held until
     /// the set is ready); with a remote key another live file holds, fails
     /// it instead and returns that file's local path.
@@ -249,8 +249,9 @@ journal_interface! {
         remote_key: Option<String>,
         set: Option<(String, i64)>
     ) -> Option<String>;
-    /// A touched but identical file: its new mtime, so it is not hashed again.
-    async fn refresh_done_mtime(&self, id: i64, mtime_ns: i128) -> ();
+    /// A touched, chmod-ed, restored or moved-in but identical file: its
+    /// mtime, inode and ctime now, so it is not hashed again.
+    async fn refresh_done_identity(&self, id: i64, now: FileId) -> ();
     /// Up to `limit` queued files due at `now` (unix ms), in the order
     /// `serving` says, leaving out `skip` and `tried`.
     async fn due(

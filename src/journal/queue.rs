@@ -3,6 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::records::DoneVersion;
 use super::schema::{DUE_FROM, FOLDER_OF_REL, QUEUED};
 use super::*;
 
@@ -37,9 +38,9 @@ impl Sqlite {
     }
 
     /// Whether a finished file version needs uploading (see [`Verdict`]).
-    pub async fn verdict(&self, root: String, rel: String, fp: Fingerprint) -> Result<Verdict, JournalError> {
+    pub async fn verdict(&self, root: String, rel: String, now: FileId) -> Result<Verdict, JournalError> {
         let row = self.lookup(root, rel).await?;
-        Ok(Verdict::of(row.as_ref(), fp))
+        Ok(Verdict::of(row.as_ref(), &now))
     }
 
     /// Queues a stable file for upload (new, changed, or back from settling).
@@ -121,11 +122,21 @@ impl Sqlite {
 
     /// A touched but identical file: remember the new mtime so the next look
     /// skips it without hashing.
-    pub async fn refresh_done_mtime(&self, id: i64, mtime_ns: i128) -> Result<(), JournalError> {
+    pub async fn refresh_done_identity(&self, id: i64, now: FileId) -> Result<(), JournalError> {
         self.call(move |c| {
             c.execute(
-                "UPDATE files SET done_mtime_ns = ?2, mtime_ns = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'done'",
-                params![id, mtime_ns as i64, now_ms()],
+                "UPDATE files SET done_mtime_ns = ?2, mtime_ns = ?2, done_dev = ?3, done_ino = ?4, done_ctime_ns = ?5,
+                   updated_at = ?6
+                 WHERE id = ?1 AND state = 'done' AND done_size = ?7",
+                params![
+                    id,
+                    now.mtime_ns as i64,
+                    now.dev as i64,
+                    now.ino as i64,
+                    now.ctime_ns as i64,
+                    now_ms(),
+                    now.size as i64
+                ],
             )
             .map(|_| ())
         })
@@ -195,12 +206,28 @@ impl Sqlite {
     pub async fn done_in(&self, root: String, folder: String) -> Result<FolderDone, JournalError> {
         self.call(move |c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT rel, done_size, done_mtime_ns FROM files
+                "SELECT rel, done_size, done_mtime_ns, done_dev, done_ino, done_ctime_ns, state FROM files
                  WHERE root = ?1 AND {FOLDER_OF_REL} = ?2 AND state IN ('done', 'skipped')"
             ))?;
             let rows = stmt
                 .query_map(params![root, folder], |r| {
-                    Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+                    let node = match (
+                        r.get::<_, Option<i64>>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                    ) {
+                        (Some(dev), Some(ino), Some(ctime)) => Some((dev as u64, ino as u64, ctime as i128)),
+                        _ => None,
+                    };
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        DoneVersion {
+                            size: r.get(1)?,
+                            mtime_ns: r.get(2)?,
+                            node,
+                            skipped: r.get::<_, String>(6)? == "skipped",
+                        },
+                    ))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(FolderDone(rows))
@@ -233,7 +260,7 @@ impl Sqlite {
             for id in ids {
                 n += c.execute(
                     "UPDATE files SET state = 'pending', attempts = 0, next_attempt_at = 0, last_error = NULL,
-                       done_size = NULL, done_mtime_ns = NULL, adopt = 0, updated_at = ?2
+                       done_size = NULL, done_mtime_ns = NULL, done_dev = NULL, done_ino = NULL, done_ctime_ns = NULL, adopt = 0, updated_at = ?2
                      WHERE id = ?1 AND state = 'done'",
                     params![id, now_ms()],
                 )?;
@@ -466,10 +493,15 @@ impl Sqlite {
 /// Marks file `id` done with its result, drops its session, adds history.
 fn write_done(c: &Connection, id: i64, d: &DoneRecord) -> rusqlite::Result<()> {
     let now = now_ms();
+    // The identity is kept only if it is of the very version recorded.
+    let node = d
+        .identity
+        .filter(|i| i.fingerprint() == d.fingerprint)
+        .map(|i| (i.dev as i64, i.ino as i64, i.ctime_ns as i64));
     c.execute(
         "UPDATE files SET state = 'done', size = ?2, mtime_ns = ?3, done_size = ?2, done_mtime_ns = ?3,
            done_sha256 = ?4, file_no = ?5, url = ?6, remote_path = ?7, last_error = NULL, updated_at = ?8, adopt = 0,
-           remote_name = ?9
+           remote_name = ?9, done_dev = ?10, done_ino = ?11, done_ctime_ns = ?12
          WHERE id = ?1",
         params![
             id,
@@ -480,7 +512,10 @@ fn write_done(c: &Connection, id: i64, d: &DoneRecord) -> rusqlite::Result<()> {
             d.url,
             d.remote_folder,
             now,
-            d.remote_name
+            d.remote_name,
+            node.map(|n| n.0),
+            node.map(|n| n.1),
+            node.map(|n| n.2)
         ],
     )?;
     c.execute("DELETE FROM sessions WHERE file_id = ?1", params![id])?;

@@ -70,6 +70,9 @@ pub struct FileRow {
     pub done_size: Option<i64>,
     pub done_mtime_ns: Option<i64>,
     pub done_sha256: Option<String>,
+    /// (device, inode, ctime) of the uploaded version; None in rows from
+    /// before v5 and for files recorded without reading them here.
+    pub done_node: Option<(u64, u64, i128)>,
     pub file_no: Option<String>,
     pub url: Option<String>,
     pub remote_path: Option<String>,
@@ -100,11 +103,14 @@ impl FileRow {
 /// scan checks a folder's records at once, an event asks for one file).
 #[derive(Debug, Clone)]
 pub enum Verdict {
-    /// This very version (size and mtime) is uploaded: nothing to do.
+    /// This very version (size, mtime, device, inode and ctime) is
+    /// uploaded, or left out by policy: nothing to do.
     Unchanged,
-    /// Uploaded with the same size but another mtime: hash it first; the
-    /// same content is only a `touch` (see [`Journal::refresh_done_mtime`]),
-    /// other content is queued.
+    /// Uploaded with the same size, but it may be another version: another
+    /// mtime (a `touch`), another inode (renamed over, restored, a new
+    /// volume) or ctime (a `chmod`, or rewritten with its mtime put back).
+    /// Hash it first: the same content only refreshes the record (see
+    /// [`Journal::refresh_done_identity`]), other content is queued.
     HashFirst(Box<FileRow>),
     /// This version is already queued, in flight or failed: nothing new.
     Queued,
@@ -113,13 +119,18 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The rule, given the file's record (if any).
-    pub fn of(row: Option<&FileRow>, fp: Fingerprint) -> Verdict {
+    /// The rule, given the file's record (if any) and the file now.
+    pub fn of(row: Option<&FileRow>, now: &FileId) -> Verdict {
         let Some(row) = row else {
             return Verdict::Upload;
         };
+        let fp = now.fingerprint();
         match row.state {
-            State::Done | State::Skipped if uploaded_version(row.done_size, row.done_mtime_ns, fp) => {
+            State::Done if uploaded_version(row.done_size, row.done_mtime_ns, row.done_node, now) => {
+                Verdict::Unchanged
+            }
+            // Left out by policy: its size and mtime are all that was recorded.
+            State::Skipped if row.done_size == Some(fp.size as i64) && row.done_mtime_ns == Some(fp.mtime_ns as i64) => {
                 Verdict::Unchanged
             }
             State::Done if row.done_size == Some(fp.size as i64) => Verdict::HashFirst(Box::new(row.clone())),
@@ -131,22 +142,46 @@ impl Verdict {
     }
 }
 
-/// Is `fp` the version recorded as uploaded (`done_size`, `done_mtime_ns`)?
-pub(super) fn uploaded_version(done_size: Option<i64>, done_mtime_ns: Option<i64>, fp: Fingerprint) -> bool {
-    done_size == Some(fp.size as i64) && done_mtime_ns == Some(fp.mtime_ns as i64)
+/// Is `now` the version recorded as uploaded? Size, mtime, device, inode
+/// and ctime all the same: a copied mtime fakes the first two only. A
+/// record without the identity (older journals, files another fleet node
+/// sent) is never taken as proof: the file is hashed once.
+pub(super) fn uploaded_version(
+    done_size: Option<i64>,
+    done_mtime_ns: Option<i64>,
+    done_node: Option<(u64, u64, i128)>,
+    now: &FileId,
+) -> bool {
+    done_size == Some(now.size as i64)
+        && done_mtime_ns == Some(now.mtime_ns as i64)
+        && done_node == Some((now.dev, now.ino, now.ctime_ns))
+}
+
+/// One file's uploaded version, as a scan checks it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DoneVersion {
+    pub size: i64,
+    pub mtime_ns: i64,
+    pub node: Option<(u64, u64, i128)>,
+    /// Left out by policy (size and mtime are the whole record).
+    pub skipped: bool,
 }
 
 /// The uploaded versions of the files in one folder, for a scan to skip
 /// unchanged files without asking about each one.
 #[derive(Debug, Default)]
-pub struct FolderDone(pub(super) std::collections::HashMap<String, (i64, i64)>);
+pub struct FolderDone(pub(super) std::collections::HashMap<String, DoneVersion>);
 
 impl FolderDone {
-    /// Is `fp` the uploaded version of `rel`? (The rule of [`Verdict::Unchanged`].)
-    pub fn unchanged(&self, rel: &str, fp: Fingerprint) -> bool {
-        self.0
-            .get(rel)
-            .is_some_and(|&(size, mtime)| uploaded_version(Some(size), Some(mtime), fp))
+    /// Is `now` the uploaded version of `rel`? (The rule of [`Verdict::Unchanged`].)
+    pub fn unchanged(&self, rel: &str, now: &FileId) -> bool {
+        self.0.get(rel).is_some_and(|d| {
+            if d.skipped {
+                d.size == now.size as i64 && d.mtime_ns == now.mtime_ns as i64
+            } else {
+                uploaded_version(Some(d.size), Some(d.mtime_ns), d.node, now)
+            }
+        })
     }
 }
 
@@ -160,7 +195,7 @@ pub struct Retried {
 
 pub(super) const FILE_COLS: &str = "id, root, rel, state, size, mtime_ns, attempts, last_error, next_attempt_at, \
     done_size, done_mtime_ns, done_sha256, file_no, url, remote_path, adopt, remote_name, \
-    pre_sha256, pre_dev, pre_ino, pre_ctime_ns";
+    pre_sha256, pre_dev, pre_ino, pre_ctime_ns, done_dev, done_ino, done_ctime_ns";
 
 pub(super) fn file_row(r: &rusqlite::Row) -> rusqlite::Result<FileRow> {
     Ok(FileRow {
@@ -199,6 +234,14 @@ pub(super) fn file_row(r: &rusqlite::Row) -> rusqlite::Result<FileRow> {
             )),
             _ => None,
         },
+        done_node: match (
+            r.get::<_, Option<i64>>(21)?,
+            r.get::<_, Option<i64>>(22)?,
+            r.get::<_, Option<i64>>(23)?,
+        ) {
+            (Some(dev), Some(ino), Some(ctime)) => Some((dev as u64, ino as u64, ctime as i128)),
+            _ => None,
+        },
     })
 }
 
@@ -220,6 +263,8 @@ pub struct SavedSession {
 #[derive(Debug, Clone)]
 pub struct DoneRecord {
     pub fingerprint: Fingerprint,
+    /// The descriptor the upload read (None where none was read here).
+    pub identity: Option<FileId>,
     pub sha256: String,
     pub remote_folder: String,
     pub remote_name: String,

@@ -26,6 +26,9 @@ pub enum Seen {
         size: u64,
         mtime_ns: i128,
         node: (u64, u64),
+        /// Status change time: a `chmod` or an in-place rewrite with the
+        /// mtime put back shows here.
+        ctime_ns: i128,
     },
     Missing,
     NotAFile,
@@ -54,6 +57,7 @@ impl Stat for Fs<'_> {
                 size: id.size,
                 mtime_ns: id.mtime_ns,
                 node: (id.dev, id.ino),
+                ctime_ns: id.ctime_ns,
             },
             Ok(_) => Seen::NotAFile,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Seen::Missing,
@@ -83,6 +87,7 @@ pub enum Decision {
         mtime_ns: i128,
         /// (device, inode) of the version that settled.
         node: (u64, u64),
+        ctime_ns: i128,
     },
     /// Vanished before it settled.
     Gone { root: RootId, path: PathBuf },
@@ -199,7 +204,12 @@ impl Settler {
                     self.entries.remove(&path);
                     out.push(Decision::NotAFile { root, path });
                 }
-                Seen::File { size, mtime_ns, node } => {
+                Seen::File {
+                    size,
+                    mtime_ns,
+                    node,
+                    ctime_ns,
+                } => {
                     if e.last_seen.is_some_and(|last| last != seen) {
                         e.changed = true;
                     }
@@ -215,6 +225,7 @@ impl Settler {
                                 size,
                                 mtime_ns,
                                 node,
+                                ctime_ns,
                             });
                         }
                         _ => e.first_stat = Some((seen, now)),

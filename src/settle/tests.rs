@@ -15,6 +15,7 @@ impl FakeFs {
                 size,
                 mtime_ns: mtime,
                 node: (0, 0),
+                ctime_ns: 0,
             },
         );
     }
@@ -50,6 +51,7 @@ fn stable_after_quiet_time_and_two_agreeing_stats() {
             size: 10,
             mtime_ns: 1,
             node: (0, 0),
+            ctime_ns: 0,
         }]
     );
     assert!(st.is_empty());
@@ -224,6 +226,7 @@ fn offer_adds_a_new_path_and_forget_drops_one() {
             size: 1,
             mtime_ns: 1,
             node: (0, 0),
+            ctime_ns: 0,
         }]
     );
     assert!(st.is_empty());
@@ -244,7 +247,8 @@ fn the_real_stat_tells_files_from_everything_else() {
         Seen::File {
             size: 5,
             mtime_ns,
-            node: (id.dev, id.ino)
+            node: (id.dev, id.ino),
+            ctime_ns: id.ctime_ns,
         }
     );
     assert_eq!(fs.stat(R, dir.path()), Seen::NotAFile);

@@ -80,6 +80,8 @@ impl Pg {
                     out.push(Claimed::Done {
                         record: DoneRecord {
                             fingerprint: cand.fp,
+                            // Another node read it: this one hashes it once.
+                            identity: None,
                             sha256: r.get::<_, Option<String>>(17).unwrap_or_default(),
                             remote_folder: r.get::<_, Option<String>>(13).unwrap_or_default(),
                             remote_name: r.get::<_, Option<String>>(14).unwrap_or_default(),
