@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::AfterUpload;
-use crate::fileid::{FileId, Fingerprint};
+use crate::fileid::FileId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AfterError {
@@ -19,14 +19,16 @@ pub enum AfterError {
         to: String,
         source: std::io::Error,
     },
+    #[error("after_upload did not finish: {0}")]
+    Join(String),
 }
 
-/// The version that was uploaded: the descriptor's identity when the upload
-/// read one (device, inode, size, mtime, ctime), else only its size and mtime.
+/// The version that was uploaded: the identity of the descriptor the
+/// upload read (device, inode, size, mtime, ctime). Size and mtime alone
+/// are never enough to delete or move a file: a copied mtime fakes them.
 #[derive(Debug, Clone, Copy)]
 pub enum Uploaded {
     Exactly(FileId),
-    Fingerprint(Fingerprint),
 }
 
 /// Applies the action to `path`, below the watched `root`. `rel` is the
@@ -48,7 +50,6 @@ pub fn apply(
     let now = crate::anchor::file_id(root, path);
     let expect = match (uploaded, &now) {
         (Uploaded::Exactly(id), Ok(now)) if *now == id => id,
-        (Uploaded::Fingerprint(fp), Ok(now)) if now.fingerprint() == fp => *now,
         _ => return Ok(left_alone(path)),
     };
     let shown = crate::text::path(path);

@@ -25,6 +25,7 @@ fuzz_target!(|ops: &[u8]| {
         size: 0,
         mtime_ns: 0,
         node: (1, 1),
+        ctime_ns: 0,
     }));
     let mut st = Settler::new();
     let t0 = Instant::now();
@@ -42,6 +43,7 @@ fuzz_target!(|ops: &[u8]| {
                     size,
                     mtime_ns: size as i128,
                     node: (1, 1),
+                    ctime_ns: 0,
                 });
                 last_change = now;
             }
@@ -52,6 +54,7 @@ fuzz_target!(|ops: &[u8]| {
                     size,
                     mtime_ns: size as i128,
                     node: (1, 1),
+                    ctime_ns: 0,
                 });
                 last_change = now;
                 st.touch(ROOT, path, SETTLE, now);

@@ -326,20 +326,35 @@ impl Agent {
                     self.live.ping.fetch_max(1, std::sync::atomic::Ordering::Relaxed);
                     self.live.outbox.notify_one();
                 }
-                if let Some(id) = self.root_of(&row) {
+                // Only the version this agent read is deleted or moved; an
+                // outcome without one (none in practice) leaves the file.
+                if let (Some(id), Some(source)) = (self.root_of(&row), o.source) {
                     let action = self.settings.root(id).after_upload.clone();
                     let anchor = self.settings.root(id).path.clone();
                     let rel = row.rel.clone();
-                    let uploaded = match o.source {
-                        Some(id) => crate::after::Uploaded::Exactly(id),
-                        None => crate::after::Uploaded::Fingerprint(fp),
+                    let uploaded = crate::after::Uploaded::Exactly(source);
+                    let (again, outcome) = {
+                        let path = path.clone();
+                        tokio::task::spawn_blocking(move || {
+                            // Written again while it was sent (its complete in
+                            // flight, the same size, the mtime put back): that
+                            // version settles and is judged anew, else it would
+                            // pass for the one just recorded.
+                            let again = crate::anchor::file_id(&anchor, &path).is_ok_and(|now| now != source);
+                            (
+                                again,
+                                crate::after::apply(&action, &anchor, &path, &rel, uploaded),
+                            )
+                        })
+                        .await
+                        .unwrap_or_else(|e| (false, Err(crate::after::AfterError::Join(e.to_string()))))
                     };
-                    let outcome = tokio::task::spawn_blocking(move || {
-                        crate::after::apply(&action, &anchor, &path, &rel, uploaded)
-                    })
-                    .await;
-                    if let Ok(Err(e)) = outcome {
+                    if let Err(e) = outcome {
                         tracing::warn!("{e}");
+                    }
+                    if again {
+                        let settle = self.settings.root(id).settle;
+                        self.settler.offer(id, &path, settle, self.clock.now());
                     }
                 }
             }

@@ -1,8 +1,8 @@
 //! What comes in: watcher hints, scans folder by folder, settle decisions,
 //! and the journal's verdict on each finished file.
 
-use crate::fileid::FileId;
 use super::*;
+use crate::fileid::FileId;
 
 /// A walk of root `root` (or a folder in it) on a blocking thread, handing
 /// over one folder's files at a time.
@@ -186,12 +186,7 @@ impl Agent {
     }
 
     /// A finished file: the journal's verdict says whether it needs uploading.
-    pub(super) async fn stable(
-        &mut self,
-        id: RootId,
-        path: PathBuf,
-        now: FileId,
-    ) -> Result<(), AgentError> {
+    pub(super) async fn stable(&mut self, id: RootId, path: PathBuf, now: FileId) -> Result<(), AgentError> {
         let fp = now.fingerprint();
         let node = self.settled_nodes.remove(&path);
         let Ok(rel) = scan::relative(self.settings.root(id), &path) else {
@@ -210,7 +205,11 @@ impl Agent {
                 let anchor = self.settings.root(id).path.clone();
                 self.tasks.spawn(async move {
                     let same = match crate::anchor::hash(&anchor, &path).await {
-                        Ok((before, sha, after)) if before == after && row.done_sha256.as_deref() == Some(sha.as_str()) => Some(after),
+                        Ok((before, sha, after))
+                            if before == after && row.done_sha256.as_deref() == Some(sha.as_str()) =>
+                        {
+                            Some(after)
+                        }
                         _ => None,
                     };
                     TaskResult::Touched { row: *row, fp, same }

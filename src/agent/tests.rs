@@ -84,6 +84,7 @@ impl Transfer for Scripted {
             if let Some(e) = answer_error(answer) {
                 return Err(e);
             }
+            let source = crate::fileid::FileId::of_path(&job.path).ok();
             let sha256 = crate::fileid::hash_file(&job.path)
                 .await
                 .map_err(|e| UploadError::Io {
@@ -112,7 +113,7 @@ impl Transfer for Scripted {
                 folder: job.folder.clone(),
                 name: job.file_name.clone(),
                 adopted: None,
-                source: None,
+                source,
             })
         })
     }

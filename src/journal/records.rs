@@ -130,7 +130,9 @@ impl Verdict {
                 Verdict::Unchanged
             }
             // Left out by policy: its size and mtime are all that was recorded.
-            State::Skipped if row.done_size == Some(fp.size as i64) && row.done_mtime_ns == Some(fp.mtime_ns as i64) => {
+            State::Skipped
+                if row.done_size == Some(fp.size as i64) && row.done_mtime_ns == Some(fp.mtime_ns as i64) =>
+            {
                 Verdict::Unchanged
             }
             State::Done if row.done_size == Some(fp.size as i64) => Verdict::HashFirst(Box::new(row.clone())),

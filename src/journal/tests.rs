@@ -7,10 +7,22 @@ fn fp(size: u64, m: i128) -> Fingerprint {
     Fingerprint { size, mtime_ns: m }
 }
 
+/// Version `fp` of the file at inode 2 (device 1), ctime 3.
+fn id(fp: Fingerprint) -> FileId {
+    FileId {
+        dev: 1,
+        ino: 2,
+        size: fp.size,
+        mtime_ns: fp.mtime_ns,
+        ctime_ns: 3,
+    }
+}
+
 /// The result of uploading version `fp` (sha256 "s", file_no "1").
 fn uploaded(fp: Fingerprint) -> DoneRecord {
     DoneRecord {
         fingerprint: fp,
+        identity: Some(id(fp)),
         sha256: "s".into(),
         remote_folder: "f".into(),
         remote_name: "n".into(),
@@ -63,6 +75,7 @@ async fn queue_session_and_done_round_trip() {
         id,
         DoneRecord {
             fingerprint: fp(10, 5),
+            identity: Some(file),
             sha256: "abc".into(),
             remote_folder: "x".into(),
             remote_name: "a.mp4".into(),
@@ -171,10 +184,26 @@ async fn done_in_a_folder_is_only_that_folder_and_uses_its_index() {
     assert_eq!(keys(done_in("a/b/y/").await.unwrap()), vec!["a/b/y/z.mov"]);
     assert!(j.done_in("/other".into(), "".into()).await.unwrap().0.is_empty());
     let top = done_in("").await.unwrap();
-    assert!(top.unchanged("top.mov", fp(1, 2)));
-    assert!(!top.unchanged("top.mov", fp(1, 3)), "another mtime");
-    assert!(!top.unchanged("top.mov", fp(2, 2)), "another size");
-    assert!(!top.unchanged("new.mov", fp(1, 2)), "no record");
+    assert!(top.unchanged("top.mov", &id(fp(1, 2))));
+    assert!(!top.unchanged("top.mov", &id(fp(1, 3))), "another mtime");
+    assert!(!top.unchanged("top.mov", &id(fp(2, 2))), "another size");
+    assert!(!top.unchanged("new.mov", &id(fp(1, 2))), "no record");
+    let renamed_over = FileId {
+        ino: 9,
+        ..id(fp(1, 2))
+    };
+    assert!(
+        !top.unchanged("top.mov", &renamed_over),
+        "another inode, same size and mtime"
+    );
+    let chmodded = FileId {
+        ctime_ns: 4,
+        ..id(fp(1, 2))
+    };
+    assert!(
+        !top.unchanged("top.mov", &chmodded),
+        "another ctime, same size and mtime"
+    );
     // The query reads the folder index, not the whole table.
     let plan: Vec<String> = j
         .sqlite()
@@ -201,36 +230,84 @@ fn second_agent_is_refused() {
 async fn the_verdict_follows_the_record() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path()).unwrap();
-    let verdict = |rel: &str, f: Fingerprint| j.verdict("/r".into(), rel.into(), f);
+    let verdict = |rel: &str, f: FileId| j.verdict("/r".into(), rel.into(), f);
     assert!(
-        matches!(verdict("a", fp(1, 2)).await.unwrap(), Verdict::Upload),
+        matches!(verdict("a", id(fp(1, 2))).await.unwrap(), Verdict::Upload),
         "no record"
     );
     j.enqueue("/r".into(), "a".into(), fp(1, 2), None, None)
         .await
         .unwrap();
     assert!(
-        matches!(verdict("a", fp(1, 2)).await.unwrap(), Verdict::Queued),
+        matches!(verdict("a", id(fp(1, 2))).await.unwrap(), Verdict::Queued),
         "queued, same version"
     );
     assert!(
-        matches!(verdict("a", fp(1, 3)).await.unwrap(), Verdict::Upload),
+        matches!(verdict("a", id(fp(1, 3))).await.unwrap(), Verdict::Upload),
         "queued, changed since"
     );
     let d = uploaded(fp(1, 2));
     j.record_upload("/r".into(), "a".into(), d).await.unwrap();
     assert!(matches!(
-        verdict("a", fp(1, 2)).await.unwrap(),
+        verdict("a", id(fp(1, 2))).await.unwrap(),
         Verdict::Unchanged
     ));
-    match verdict("a", fp(1, 9)).await.unwrap() {
+    match verdict("a", id(fp(1, 9))).await.unwrap() {
         Verdict::HashFirst(row) => assert_eq!(row.done_sha256.as_deref(), Some("s")),
         other => panic!("same size, new mtime must be hashed first: {other:?}"),
     }
+    // A look-alike: same size and mtime, another inode (renamed over) or
+    // ctime (rewritten in place, mtime put back): hashed, never trusted.
+    for (what, look_alike) in [
+        (
+            "another inode",
+            FileId {
+                ino: 7,
+                ..id(fp(1, 2))
+            },
+        ),
+        (
+            "another ctime",
+            FileId {
+                ctime_ns: 8,
+                ..id(fp(1, 2))
+            },
+        ),
+    ] {
+        assert!(
+            matches!(verdict("a", look_alike).await.unwrap(), Verdict::HashFirst(_)),
+            "{what}: hash first"
+        );
+    }
+    // Hashed and found the same: the record takes the new identity.
+    let row = j.lookup("/r".into(), "a".into()).await.unwrap().unwrap();
+    let restored = FileId {
+        ino: 7,
+        ctime_ns: 8,
+        ..id(fp(1, 2))
+    };
+    j.refresh_done_identity(row.id, restored).await.unwrap();
+    assert!(matches!(
+        verdict("a", restored).await.unwrap(),
+        Verdict::Unchanged
+    ));
+    assert!(matches!(
+        verdict("a", id(fp(1, 2))).await.unwrap(),
+        Verdict::HashFirst(_)
+    ));
     assert!(
-        matches!(verdict("a", fp(2, 2)).await.unwrap(), Verdict::Upload),
+        matches!(verdict("a", id(fp(2, 2))).await.unwrap(), Verdict::Upload),
         "another size"
     );
+    // Recorded without an identity (older journals, another fleet node):
+    // the same size and mtime are hashed once, not trusted.
+    let mut d = uploaded(fp(5, 5));
+    d.identity = None;
+    j.record_upload("/r".into(), "b".into(), d).await.unwrap();
+    assert!(matches!(
+        verdict("b", id(fp(5, 5))).await.unwrap(),
+        Verdict::HashFirst(_)
+    ));
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ mod fleet;
 mod harness;
 mod hostile;
 mod lifecycle;
+mod lookalike;
 mod newcomer;
 mod policies;
 mod promises;

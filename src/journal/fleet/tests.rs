@@ -26,6 +26,7 @@ fn cand(rel: &str) -> Candidate {
 fn done(file_no: &str) -> DoneRecord {
     DoneRecord {
         fingerprint: cand("x").fp,
+        identity: None,
         sha256: "ab".repeat(32),
         remote_folder: "renders".into(),
         remote_name: "a.exr".into(),

@@ -1,0 +1,185 @@
+//! Look-alikes (issue 24): a file with the uploaded version's size and
+//! mtime is not taken for it unless its inode and ctime are the same too;
+//! otherwise it is hashed. Other content is uploaded, the same content
+//! (a `touch`, a `chmod`, an identical copy) costs one read and no PUT.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use crate::harness::*;
+
+fn run_once(sb: &Sandbox) {
+    let mut once = sb.cmd();
+    once.args(["run", "--once"]);
+    let out = run(once);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+fn mtime(p: &Path) -> SystemTime {
+    std::fs::metadata(p).unwrap().modified().unwrap()
+}
+
+fn set_mtime(p: &Path, t: SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+/// The sha256 of the last object stored under `name`.
+fn last_stored(emu: &Emulator, name: &str) -> String {
+    emu.ledger()
+        .iter()
+        .rev()
+        .find(|e| {
+            e["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(name.trim_end_matches(".mov")))
+        })
+        .and_then(|e| e["sha256"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_same_size_copied_mtime_replacement_is_uploaded_and_a_touch_or_chmod_is_not() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let file = sb.drop_dir().join("a.mov");
+    write_file(&file, 5000, 1);
+    run_once(&sb);
+    assert_eq!(emu.stored(), 1);
+
+    // A touch (another mtime, same bytes) and a chmod (another ctime): hashed, not sent.
+    set_mtime(&file, mtime(&file) + Duration::from_secs(60));
+    run_once(&sb);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    run_once(&sb);
+    assert_eq!(emu.stored(), 1, "a touch or a chmod is not a new version");
+    // And once hashed, not hashed again: the record took the new identity.
+    run_once(&sb);
+    assert_eq!(emu.stored(), 1);
+
+    // Rewritten in place with the same size and the old mtime put back
+    // (`touch -r`, `cp -p` over it): other content, so uploaded.
+    let was = mtime(&file);
+    write_file(&file, 5000, 2);
+    set_mtime(&file, was);
+    let second = sha256_file(&file);
+    run_once(&sb);
+    assert_eq!(emu.stored(), 2, "the in-place look-alike was not uploaded");
+    assert_eq!(last_stored(&emu, "a.mov"), second);
+
+    // Written to a temp name with the same mtime and renamed over.
+    let tmp = sb.path("staging.tmp");
+    write_file(&tmp, 5000, 3);
+    set_mtime(&tmp, mtime(&file));
+    let third = sha256_file(&tmp);
+    std::fs::rename(&tmp, &file).unwrap();
+    run_once(&sb);
+    assert_eq!(emu.stored(), 3, "the renamed-over look-alike was not uploaded");
+    assert_eq!(last_stored(&emu, "a.mov"), third);
+
+    // An identical copy renamed over (a restore, a new volume): hashed, not sent.
+    let copy = sb.path("copy.tmp");
+    std::fs::copy(&file, &copy).unwrap();
+    set_mtime(&copy, mtime(&file));
+    std::fs::rename(&copy, &file).unwrap();
+    run_once(&sb);
+    assert_eq!(emu.stored(), 3, "an identical copy is not a new version");
+}
+
+/// A file rewritten while its complete is in flight (same size, its mtime
+/// put back), in place or renamed over: `after_upload` leaves it (it is no
+/// longer the inode and ctime that were read), the new version is
+/// uploaded, and only then deleted or moved. The version on disk is never
+/// lost unsent.
+fn rewrite_during_complete(after: &str, by_rename: bool) {
+    let emu = Emulator::start(&["--part-size", "64KiB", "--complete-delay", "1500"]);
+    let sb = Sandbox::new(&emu, "settle = \"200ms\"\ndirect_upload_max = \"16KiB\"\n");
+    let (root, done) = (sb.path("drop"), sb.path("done"));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&done).unwrap();
+    let action = match after {
+        "move" => format!("after_upload = \"move\"\nmove_to = \"{}\"\n", done.display()),
+        _ => "after_upload = \"delete\"\n".to_string(),
+    };
+    let text = std::fs::read_to_string(&sb.config).unwrap()
+        + &format!(
+            "[[watch]]\npath = \"{}\"\nremote_folder = \"d\"\n{action}",
+            root.display()
+        );
+    std::fs::write(&sb.config, text).unwrap();
+    let file = root.join("c.mov");
+    write_file(&file, 200 * 1024, 1);
+    let first = sha256_file(&file);
+    let mut agent = sb.running_agent(&[]);
+    let completing = || {
+        emu.get("/_emulator/sessions")
+            .as_array()
+            .is_some_and(|l| l.iter().any(|s| s["completing"] == true))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), completing),
+        "no complete was sent"
+    );
+    let was = mtime(&file);
+    if by_rename {
+        let tmp = root.join(".c.mov.partial");
+        write_file(&tmp, 200 * 1024, 2);
+        set_mtime(&tmp, was);
+        std::fs::rename(&tmp, &file).unwrap();
+    } else {
+        write_file(&file, 200 * 1024, 2);
+        set_mtime(&file, was);
+    }
+    let second = sha256_file(&file);
+    assert_ne!(first, second);
+    let gone = || !file.exists() && emu.stored() >= 2;
+    assert!(
+        wait_until(Duration::from_secs(60), gone),
+        "the rewritten version was not uploaded and then acted on: stored {}, on disk {}",
+        emu.stored(),
+        file.exists()
+    );
+    assert_eq!(emu.stored(), 2, "each version once");
+    let shas: Vec<String> = emu
+        .ledger()
+        .iter()
+        .filter_map(|e| e["sha256"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        shas.contains(&first) && shas.contains(&second),
+        "both versions stored: {shas:?}"
+    );
+    if after == "move" {
+        assert_eq!(
+            sha256_file(&done.join("c.mov")),
+            second,
+            "the moved file is the new version"
+        );
+    }
+    assert_eq!(agent.stop().code, 0);
+}
+
+#[test]
+fn a_file_rewritten_in_place_during_complete_is_uploaded_before_it_is_deleted() {
+    rewrite_during_complete("delete", false);
+}
+
+#[test]
+fn a_file_renamed_over_during_complete_is_uploaded_before_it_is_deleted() {
+    rewrite_during_complete("delete", true);
+}
+
+#[test]
+fn a_file_rewritten_in_place_during_complete_is_uploaded_before_it_is_moved() {
+    rewrite_during_complete("move", false);
+}
+
+#[test]
+fn a_file_renamed_over_during_complete_is_uploaded_before_it_is_moved() {
+    rewrite_during_complete("move", true);
+}
