@@ -128,9 +128,30 @@ pub fn format_bytes(bytes: u64) -> String {
     }
 }
 
+/// An exact byte count with thousands separated: `1,794 B`.
+pub fn bytes_exact(bytes: u64) -> String {
+    let digits = bytes.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out + " B"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exact_bytes_have_separated_thousands() {
+        assert_eq!(bytes_exact(0), "0 B");
+        assert_eq!(bytes_exact(999), "999 B");
+        assert_eq!(bytes_exact(1794), "1,794 B");
+        assert_eq!(bytes_exact(1_000_000), "1,000,000 B");
+    }
 
     #[test]
     fn durations() {

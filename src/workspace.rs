@@ -21,8 +21,12 @@ use crate::api::{ApiError, Client, RemoteFile};
 
 /// Items asked for per listing page (the service may give fewer).
 const PAGE_LIMIT: u64 = 100;
-/// A listing longer than this many pages is not followed further.
-const MAX_PAGES: u64 = 100_000;
+/// The most files one folder's listing is walked through: a listing that
+/// goes on past this (a service that never says "last page" and makes up
+/// new items) is an error, not a walk to the end of memory.
+const MAX_ITEMS: usize = 100_000;
+/// The most pages walked, whatever each holds.
+const MAX_PAGES: u64 = 10_000;
 
 type Listing = Arc<Vec<RemoteFile>>;
 
@@ -92,14 +96,28 @@ impl Workspace {
 
     /// Every file in `folder` whose name passes `name` (sent as the
     /// service's filter too), every page followed, filtered client-side to
-    /// the folder itself.
-    async fn list(&self, folder: &str, name: Option<&str>) -> Result<Vec<RemoteFile>, ApiError> {
+    /// the folder itself and to `keep` as each page comes (what is not kept
+    /// costs no memory).
+    ///
+    /// Bounded against a service that never ends a listing: a page with no
+    /// file not seen before (a repeated page or cursor) ends it, and more
+    /// than [`MAX_ITEMS`] files or [`MAX_PAGES`] pages is an error.
+    async fn list(
+        &self,
+        folder: &str,
+        name: Option<&str>,
+        keep: impl Fn(&RemoteFile) -> bool,
+    ) -> Result<Vec<RemoteFile>, ApiError> {
+        use std::hash::BuildHasher;
         let folder_no = match self.lookup(folder).await? {
             Lookup::Missing => return Ok(Vec::new()),
             Lookup::Root => None,
             Lookup::Found(no) => Some(no),
         };
         let mut out = Vec::new();
+        // 8 bytes per file seen, not the file: enough to tell a new item.
+        let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        let hasher = std::collections::hash_map::RandomState::new();
         let mut page = 1;
         loop {
             let got = self
@@ -107,13 +125,39 @@ impl Workspace {
                 .list_files(folder_no.as_deref(), name, page, PAGE_LIMIT)
                 .await?;
             let n = got.files.len() as u64;
-            out.extend(got.files.into_iter().filter(|f| f.in_folder(folder)));
+            let mut new = 0usize;
+            for f in got.files {
+                if !seen.insert(hasher.hash_one(&f.file_no)) {
+                    continue;
+                }
+                new += 1;
+                if f.in_folder(folder) && keep(&f) {
+                    out.push(f);
+                }
+            }
             let more = match got.has_next {
                 Some(more) => more,
                 None => n >= PAGE_LIMIT,
             };
-            if !more || n == 0 || page >= MAX_PAGES {
+            if !more || n == 0 {
                 break;
+            }
+            if new == 0 {
+                tracing::warn!(
+                    "the listing of folder \"{}\" repeated page {page} with nothing new; \
+                     taking what came before it as the whole folder",
+                    crate::text::shown(folder)
+                );
+                break;
+            }
+            if seen.len() > MAX_ITEMS || page >= MAX_PAGES {
+                return Err(ApiError::Protocol(format!(
+                    "the listing of folder \"{}\" went on past {} files in {page} pages without an end; \
+                     the service's paging is broken (or the folder is too large to search: \
+                     give this watch its own remote folder)",
+                    crate::text::shown(folder),
+                    seen.len()
+                )));
             }
             page += 1;
         }
@@ -129,7 +173,7 @@ impl Workspace {
             .entry(folder.to_string())
             .or_default()
             .clone();
-        cell.get_or_try_init(|| async { self.list(folder, None).await.map(Arc::new) })
+        cell.get_or_try_init(|| async { self.list(folder, None, |_| true).await.map(Arc::new) })
             .await
             .cloned()
     }
@@ -145,15 +189,11 @@ impl Workspace {
     ) -> Result<Vec<RemoteFile>, ApiError> {
         let want = nfc(name);
         let suffix = format!("_{want}");
-        Ok(self
-            .list(folder, Some(name))
-            .await?
-            .into_iter()
-            .filter(|f| {
-                let got = nfc(&f.name);
-                got == want || (random_prefix && got.ends_with(&suffix))
-            })
-            .collect())
+        self.list(folder, Some(name), |f| {
+            let got = nfc(&f.name);
+            got == want || (random_prefix && got.ends_with(&suffix))
+        })
+        .await
     }
 
     /// Files in the cached listing of `folder` named `name` with `size` bytes.

@@ -280,6 +280,7 @@ impl Agent {
         }
         match result {
             Ok(o) => {
+                self.failing_streak = 0;
                 self.journal
                     .record_done(
                         row.id,
@@ -381,10 +382,15 @@ impl Agent {
                 }
                 self.pause = Some((Pause::Auth, self.clock.now() + AUTH_RECHECK));
             }
-            // No answer about this file at all (network down, 5xx, 429 after
-            // every retry): the service is unreachable for every file, so the
-            // queue waits, and this file's attempts are not spent.
-            Err(UploadError::Api(a)) if a.is_transient() && !self.opts.once => {
+            // The service is unreachable for every file (no connection, or
+            // a transient failure and the cheap check fails too, or every
+            // recent upload failed): the queue waits, and this file's
+            // attempts are not spent. A 5xx or a lost answer for this file
+            // while the service answers otherwise is this file's failed
+            // attempt (below), so an unclear outcome cannot repeat for ever.
+            Err(UploadError::Api(a))
+                if a.is_transient() && !self.opts.once && self.service_down(&a).await =>
+            {
                 self.journal.set_state(row.id, State::Pending).await?;
                 if self.pause.is_none() {
                     tracing::warn!(
@@ -438,7 +444,7 @@ impl Agent {
                     UploadError::Refused { .. } => "refused",
                     UploadError::Api(_) => "service",
                     UploadError::Io { .. } | UploadError::Changed(_) => "io",
-                    UploadError::Verify(_) => "verify",
+                    UploadError::Verify(_) | UploadError::Altered(_) => "verify",
                     UploadError::Checkpoint(_) | UploadError::Paused => "journal",
                 });
                 if state == State::Failed {

@@ -145,6 +145,8 @@ pub struct Agent {
     queue_dirty: bool,
     /// Uploads held back, why, and when to ask the service again.
     pause: Option<(Pause, Instant)>,
+    /// Transient upload failures since the last success (see `service_down`).
+    failing_streak: u32,
     last_event_at: Option<i64>,
     watch_modes: Vec<WatchMode>,
     /// Per root: the identity of the folder being watched (None: missing).
@@ -212,6 +214,7 @@ impl Agent {
             report: Report::default(),
             queue_dirty: true,
             pause: None,
+            failing_streak: 0,
             last_event_at: None,
             watch_modes: Vec::new(),
             root_ids: Vec::new(),

@@ -76,6 +76,22 @@ impl Observer for JournalObserver {
     fn reconciling(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move { self.journal.reconciling(self.id).await.map_err(|e| e.to_string()) })
     }
+    fn stray_copies<'a>(&'a self, sha256: &'a str) -> BoxFuture<'a, Result<u32, String>> {
+        Box::pin(async move {
+            self.journal
+                .stray_copies(self.id, sha256.to_string())
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+    fn stray_copy<'a>(&'a self, sha256: &'a str, file_no: &'a str) -> BoxFuture<'a, Result<u32, String>> {
+        Box::pin(async move {
+            self.journal
+                .note_stray_copy(self.id, sha256.to_string(), file_no.to_string())
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// A saved session is resumed only for the very same file version.

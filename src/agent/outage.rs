@@ -63,3 +63,34 @@ impl Agent {
         }
     }
 }
+
+/// This many transient upload failures in a row, with no success between
+/// them, pause the queue as an outage even while the service's cheap check
+/// answers (its API up, its storage down).
+const FAILING_STREAK: u32 = 5;
+
+impl Agent {
+    /// Is a transient failure of one upload the service being down for
+    /// everyone? A failed connection is; otherwise the service is asked
+    /// with one cheap request, and a run of failures counts too.
+    pub(super) async fn service_down(&mut self, e: &ApiError) -> bool {
+        if matches!(e, ApiError::Unreachable(_)) {
+            return true;
+        }
+        self.failing_streak += 1;
+        if self.failing_streak >= FAILING_STREAK {
+            tracing::debug!(
+                "{} uploads in a row failed; taking the service as down",
+                self.failing_streak
+            );
+            return true;
+        }
+        match self.transfer.check_key().await {
+            Ok(()) => false,
+            Err(check) => {
+                tracing::debug!("after a failed upload ({e}), the service's check failed too: {check}");
+                check.is_transient()
+            }
+        }
+    }
+}

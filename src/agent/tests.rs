@@ -59,7 +59,9 @@ fn answer_error(a: Answer) -> Option<UploadError> {
     match a {
         Answer::Store => None,
         Answer::Unverified => Some(UploadError::Verify("the stored size differs".into())),
-        Answer::Unreachable => Some(UploadError::Api(ApiError::Network("connection refused".into()))),
+        Answer::Unreachable => Some(UploadError::Api(ApiError::Unreachable(
+            "connection refused".into(),
+        ))),
         Answer::BadKey => Some(UploadError::Api(ApiError::Auth {
             status: 401,
             message: "invalid key".into(),

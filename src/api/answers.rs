@@ -45,6 +45,23 @@ pub(super) fn validate_start(raw: RawStart, size: u64) -> Result<Session, ApiErr
         .parts
         .ok_or_else(|| ApiError::Protocol("start answer has no parts".into()))?;
     let needed = Session::parts_needed(size, part_size);
+    // S3-style storage refuses parts under 5 MiB (but the last) and more
+    // than 10,000 parts; a session that breaks either would only make a
+    // flood of requests that cannot be completed (`part_size = 1` is
+    // 50,000 PUTs for a 50 KB file).
+    if needed > MAX_PARTS {
+        return Err(ApiError::Protocol(format!(
+            "start answer splits {size} bytes into {needed} parts of {part_size} bytes; \
+             storage takes at most {MAX_PARTS} parts. The service's part_size is wrong"
+        )));
+    }
+    let min_part = min_part_size();
+    if needed > 1 && part_size < min_part {
+        return Err(ApiError::Protocol(format!(
+            "start answer offers parts of {part_size} bytes; storage needs at least {min_part} bytes \
+             in every part but the last. The service's part_size is wrong"
+        )));
+    }
     // A zero-byte file may get one (empty) part or none.
     let count_ok = urls.len() as u64 == needed || (size == 0 && urls.len() == 1);
     if !count_ok {
@@ -66,6 +83,22 @@ pub(super) fn validate_start(raw: RawStart, size: u64) -> Result<Session, ApiErr
         parts,
         expire_at: raw.expire_at,
         began_at_ms: crate::clock::system_ms(),
+    })
+}
+
+/// Most parts one multipart upload may have (S3's limit).
+pub const MAX_PARTS: u64 = 10_000;
+
+/// Smallest part (but the last) a session may ask for: 5 MiB, S3's limit.
+/// `AUTORENDER_TEST_MIN_PART_SIZE` lowers it, so tests can use a few KiB
+/// parts against the emulator; it is not meant for use with a real service.
+pub fn min_part_size() -> u64 {
+    static MIN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| {
+        std::env::var("AUTORENDER_TEST_MIN_PART_SIZE")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(5 * 1024 * 1024)
     })
 }
 
@@ -121,6 +154,9 @@ pub(super) fn classify(
             }
         })
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+    if !status.is_success() {
+        log_failed_answer(status.as_u16(), text);
+    }
     match status.as_u16() {
         200..=299 => {}
         401 | 403 => {
@@ -158,4 +194,19 @@ pub(super) fn s3_message(xml: &str) -> Option<String> {
         (Some(c), Some(m)) => Some(format!("{c}: {m}")),
         (c, m) => m.or(c),
     }
+}
+
+/// The body of an answer that was not a success, at `-v`: capped at 2 KiB,
+/// control characters escaped (the key was redacted when it was read).
+pub(super) fn log_failed_answer(status: u16, text: &str) {
+    const CAP: usize = 2048;
+    let mut end = text.len().min(CAP);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let more = if end < text.len() { " …(cut)" } else { "" };
+    tracing::debug!(
+        "the service answered {status}: {}{more}",
+        crate::text::shown(&text[..end])
+    );
 }

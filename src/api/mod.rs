@@ -222,6 +222,7 @@ impl Client {
         if status.is_success() {
             return Ok(());
         }
+        answers::log_failed_answer(status.as_u16(), &text);
         let message =
             s3_message(&text).unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
         Err(match status.as_u16() {
@@ -426,16 +427,28 @@ impl Client {
                 },
             });
         }
-        let mut hasher = sha2::Sha256::new();
-        let mut read = 0u64;
-        while let Some(chunk) = resp.chunk().await.map_err(network)? {
-            read += chunk.len() as u64;
-            if read > max {
-                return Ok(None);
+        // The read timeout is reset by every byte: the whole body must also
+        // come within request_timeout plus its size at 256 KiB/s.
+        let allowed = self.timeout + Duration::from_secs_f64(max as f64 / (256.0 * 1024.0));
+        let read_all = async {
+            let mut hasher = sha2::Sha256::new();
+            let mut read = 0u64;
+            while let Some(chunk) = resp.chunk().await.map_err(network)? {
+                read += chunk.len() as u64;
+                if read > max {
+                    return Ok(None);
+                }
+                hasher.update(&chunk);
             }
-            hasher.update(&chunk);
+            Ok(Some(hex::encode(hasher.finalize())))
+        };
+        match tokio::time::timeout(allowed, read_all).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::Network(format!(
+                "the file's url did not serve {max} bytes within {}s",
+                allowed.as_secs()
+            ))),
         }
-        Ok(Some(hex::encode(hasher.finalize())))
     }
 }
 

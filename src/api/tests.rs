@@ -13,11 +13,24 @@ fn raw(part_size: i64, n: usize, scheme_host: &str) -> RawStart {
     }
 }
 
+const MIB: i64 = 5 * 1024 * 1024;
+
 #[test]
 fn start_validation() {
-    assert!(validate_start(raw(10, 4, "https://s3.example"), 35).is_ok());
-    assert!(validate_start(raw(10, 3, "https://s3.example"), 35).is_err());
-    assert!(validate_start(raw(10, 5, "https://s3.example"), 35).is_err());
+    let m = MIB as u64;
+    assert!(validate_start(raw(MIB, 4, "https://s3.example"), 3 * m + 5).is_ok());
+    assert!(validate_start(raw(MIB, 3, "https://s3.example"), 3 * m + 5).is_err());
+    assert!(validate_start(raw(MIB, 5, "https://s3.example"), 3 * m + 5).is_err());
+    // Parts under 5 MiB (but a single one) and more than 10,000 parts are
+    // refused: they would only make a flood of requests.
+    let tiny = validate_start(raw(10, 4, "https://s3.example"), 35).unwrap_err();
+    assert!(tiny.to_string().contains("at least 5242880"), "{tiny}");
+    assert!(
+        validate_start(raw(10, 1, "https://s3.example"), 10).is_ok(),
+        "one small part"
+    );
+    let many = validate_start(raw(1, 10_001, "https://s3.example"), 10_001).unwrap_err();
+    assert!(many.to_string().contains("at most 10000 parts"), "{many}");
     assert!(validate_start(raw(0, 1, "https://s3.example"), 35).is_err());
     assert!(validate_start(raw(-5, 1, "https://s3.example"), 35).is_err());
     assert!(validate_start(raw(10, 1, "http://s3.example"), 5).is_err());
@@ -28,9 +41,10 @@ fn start_validation() {
 
 #[test]
 fn part_ranges() {
-    let s = validate_start(raw(10, 4, "https://x"), 35).unwrap();
-    assert_eq!(s.part_range(0, 35), (0, 10));
-    assert_eq!(s.part_range(3, 35), (30, 5));
+    let m = MIB as u64;
+    let s = validate_start(raw(MIB, 4, "https://x"), 3 * m + 5).unwrap();
+    assert_eq!(s.part_range(0, 3 * m + 5), (0, m));
+    assert_eq!(s.part_range(3, 3 * m + 5), (3 * m, 5));
 }
 
 #[test]

@@ -75,6 +75,17 @@ pub struct Args {
     /// go, so answers name another folder (clients should warn)
     #[arg(long, value_name = "FOLDER")]
     pub folder_root: Option<String>,
+    /// Fault: store a direct upload re-encoded (each chunk twice, so another
+    /// size) and answer 500, as a proxy rewriting bodies would
+    #[arg(long)]
+    pub reencode_direct: bool,
+    /// Fault: send every answer's body a byte at a time, MS apart
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub trickle: u64,
+    /// Fault: the file listing never ends (repeat: the last page again;
+    /// new: made-up files), always promising a next page
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub endless_pages: Option<emulator::EndlessPages>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -131,6 +142,9 @@ pub async fn run(args: &Args) -> CliResult {
     opts.ignore_list_filters = args.ignore_list_filters;
     opts.direct_max = args.direct_max;
     opts.folder_root = args.folder_root.clone();
+    opts.reencode_direct = args.reencode_direct;
+    opts.trickle = Duration::from_millis(args.trickle);
+    opts.endless_pages = args.endless_pages;
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on http://{addr}");
     let _ = out.flush();

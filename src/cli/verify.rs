@@ -4,11 +4,19 @@
 //! where the service exposes metadata, the same sha256. Lists what is missing
 //! or different and exits 1 if anything is; `--requeue` queues those again.
 //! Each folder is listed once, so the cost is pages, not a request per file.
+//!
+//! The sha256 in the remote metadata is the one this agent sent: it proves
+//! what was asked for, not what storage holds. `--content` downloads what
+//! each file's `url` serves and hashes it (streamed, a few at a time), and
+//! tells "different content" apart from "missing". Other objects with the
+//! same name in the folder (left by past duplicates) are listed as extra
+//! copies; they do not fail the check.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use futures_util::StreamExt;
 use serde::Serialize;
 use unicode_normalization::UnicodeNormalization;
 
@@ -26,9 +34,23 @@ pub struct Args {
     /// Put missing or different files back in the queue (the agent, or `run --once`, uploads them)
     #[arg(long)]
     pub requeue: bool,
+    /// Also download what each file's url serves and compare its sha256 with the file's (the
+    /// metadata only echoes what was sent)
+    #[arg(long)]
+    pub content: bool,
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
+}
+
+/// Files hashed through their url at once.
+const CONTENT_CONCURRENCY: usize = 4;
+
+#[derive(Debug, Serialize)]
+struct Extra {
+    remote: String,
+    file_no: String,
+    size: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,28 +76,64 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         .done_files(paths)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    let bar = (!args.json && !cli.quiet && std::io::stderr().is_terminal() && rows.len() > 50).then(|| {
-        let b = indicatif::ProgressBar::new(rows.len() as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("verifying {bar:30} {pos}/{len} files {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
-    let mut problems: Vec<(i64, Problem)> = Vec::new();
-    for row in &rows {
-        if let Some(b) = &bar {
-            b.inc(1);
+    let total_bytes: u64 = rows.iter().map(|r| r.done_size.unwrap_or(0).max(0) as u64).sum();
+    let bar =
+        (!args.json && !cli.quiet && std::io::stderr().is_terminal() && (rows.len() > 50 || args.content))
+            .then(|| {
+                let (len, template) = if args.content {
+                    (
+                        total_bytes,
+                        "verifying content {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                    )
+                } else {
+                    (rows.len() as u64, "verifying {bar:30} {pos}/{len} files {eta}")
+                };
+                let b = indicatif::ProgressBar::new(len);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(template)
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                b
+            });
+    let content = args.content;
+    let checks = futures_util::stream::iter(rows.iter().map(|row| {
+        let bar = bar.clone();
+        async move {
+            let r = check(workspace, row, content).await;
+            if let Some(b) = &bar {
+                b.inc(if content {
+                    row.done_size.unwrap_or(0).max(0) as u64
+                } else {
+                    1
+                });
+            }
+            (row.id, r)
         }
-        match check(workspace, row).await {
-            Ok(None) => {}
-            Ok(Some(p)) => problems.push((row.id, p)),
+    }))
+    .buffered(if content { CONTENT_CONCURRENCY } else { 1 });
+    let results: Vec<(i64, Result<Checked, ApiError>)> = checks.collect().await;
+    let mut problems: Vec<(i64, Problem)> = Vec::new();
+    let mut extras: Vec<Extra> = Vec::new();
+    for (id, r) in results {
+        match r {
+            Ok(c) => {
+                if let Some(p) = c.problem {
+                    problems.push((id, p));
+                }
+                extras.extend(c.extra);
+            }
             Err(e @ ApiError::Auth { .. }) => {
                 return Err(CliError::Auth(format!("{e}; check the key in {source}")));
             }
             Err(e) => return Err(CliError::Failed(format!("cannot ask the workspace: {e}"))),
         }
     }
+    // One object can be the extra copy beside several records' files.
+    extras.sort_by(|a, b| a.file_no.cmp(&b.file_no));
+    extras.dedup_by(|a, b| a.file_no == b.file_no);
+    let recorded: std::collections::HashSet<&str> =
+        rows.iter().filter_map(|r| r.file_no.as_deref()).collect();
+    extras.retain(|e| !recorded.contains(e.file_no.as_str()));
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -100,7 +158,8 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     };
     if args.json {
         let list: Vec<&Problem> = problems.iter().map(|(_, p)| p).collect();
-        let out = serde_json::json!({"checked": rows.len(), "problems": list, "requeued": requeued});
+        let out = serde_json::json!({"checked": rows.len(), "content": args.content, "problems": list,
+                                     "extra_copies": extras, "requeued": requeued});
         super::output::print_json(&out);
     } else {
         for (_, p) in &problems {
@@ -112,10 +171,29 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                 p.file_no.as_deref().unwrap_or("-")
             ));
         }
+        for e in &extras {
+            super::print_stdout(&format!(
+                "extra copy: {} (file_no {}, {})",
+                crate::text::shown(&e.remote),
+                e.file_no,
+                e.size
+                    .map(crate::units::bytes_exact)
+                    .unwrap_or_else(|| "size unknown".into())
+            ));
+        }
         super::print_stdout(&format!(
-            "{} file(s) checked, {} missing or different{}",
+            "{} file(s) checked{}, {} missing or different{}{}",
             rows.len(),
+            if args.content { " by content" } else { "" },
             problems.len(),
+            if extras.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} extra same-name copies (not this agent's record; delete them in the workspace if unwanted)",
+                    extras.len()
+                )
+            },
             if args.requeue {
                 format!(", {requeued} queued again")
             } else if problems.is_empty() {
@@ -132,8 +210,15 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     })
 }
 
-/// `Ok(None)`: the workspace holds this file as recorded.
-async fn check(workspace: &Workspace, row: &FileRow) -> Result<Option<Problem>, ApiError> {
+/// What one record's check found.
+struct Checked {
+    problem: Option<Problem>,
+    extra: Vec<Extra>,
+}
+
+/// `problem: None`: the workspace holds this file as recorded (by content
+/// too, with `content`).
+async fn check(workspace: &Workspace, row: &FileRow, content: bool) -> Result<Checked, ApiError> {
     let folder = row.remote_path.clone().unwrap_or_default();
     let name = row.remote_name.clone().unwrap_or_else(|| {
         Path::new(&row.rel)
@@ -147,17 +232,35 @@ async fn check(workspace: &Workspace, row: &FileRow) -> Result<Option<Problem>, 
         format!("{folder}/{name}")
     };
     let problem = |what: &str| Problem {
-        path: row.local_path().display().to_string(),
-        remote: remote.clone(),
+        path: crate::text::shown(&row.local_path().display().to_string()).into_owned(),
+        remote: crate::text::shown(&remote).into_owned(),
         file_no: row.file_no.clone(),
         problem: what.to_string(),
     };
     let listing = workspace.listing(&folder).await?;
     let want: String = name.nfc().collect();
-    let found = listing
+    let by_no = listing
         .iter()
-        .find(|f| row.file_no.as_deref() == Some(f.file_no.as_str()))
-        .or_else(|| listing.iter().find(|f| f.name.nfc().collect::<String>() == want));
+        .find(|f| row.file_no.as_deref() == Some(f.file_no.as_str()));
+    let same_name: Vec<_> = listing
+        .iter()
+        .filter(|f| f.name.nfc().collect::<String>() == want)
+        .collect();
+    let found = by_no.or_else(|| same_name.first().copied());
+    // Other objects under this name than the one recorded: the trace of
+    // past duplicates (told, not counted as a problem).
+    let extra = match found {
+        Some(f) => same_name
+            .iter()
+            .filter(|o| o.file_no != f.file_no)
+            .map(|o| Extra {
+                remote: remote.clone(),
+                file_no: o.file_no.clone(),
+                size: o.size,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let found = match found {
         Some(f) => Some(f.clone()),
         // A listing may lag or hide items; the file's own record is the last word.
@@ -166,20 +269,55 @@ async fn check(workspace: &Workspace, row: &FileRow) -> Result<Option<Problem>, 
             None => None,
         },
     };
-    let Some(f) = found else {
-        return Ok(Some(problem("missing")));
+    let done = |problem: Option<Problem>| {
+        Ok(Checked {
+            problem,
+            extra: Vec::new(),
+        })
     };
+    let Some(f) = found else {
+        return done(Some(problem("missing")));
+    };
+    let checked = |problem: Option<Problem>| Ok(Checked { problem, extra });
     if let (Some(remote_size), Some(local)) = (f.size, row.done_size)
         && remote_size != local as u64
     {
-        return Ok(Some(problem(&format!(
+        return checked(Some(problem(&format!(
             "different size ({remote_size} bytes, recorded {local})"
         ))));
     }
     if let (Some(remote_sha), Some(local)) = (&f.sha256, &row.done_sha256)
         && remote_sha != local
     {
-        return Ok(Some(problem("different content (sha256)")));
+        return checked(Some(problem("different content (sha256 in metadata)")));
     }
-    Ok(None)
+    if !content {
+        return checked(None);
+    }
+    let (Some(local_sha), Some(size)) = (&row.done_sha256, row.done_size) else {
+        return checked(Some(problem("no content hash recorded: cannot compare content")));
+    };
+    let url = match f.url.clone().or_else(|| row.url.clone()) {
+        Some(u) => Some(u),
+        None => workspace
+            .client()
+            .file_details(&f.file_no)
+            .await?
+            .and_then(|d| d.url),
+    };
+    let Some(url) = url else {
+        return checked(Some(problem(
+            "the service gives no url to read it by: content not checked",
+        )));
+    };
+    match workspace.client().url_sha256(&url, size.max(0) as u64).await {
+        Ok(Some(sha)) if &sha == local_sha => checked(None),
+        Ok(_) => checked(Some(problem(
+            "different content (the bytes served hash otherwise)",
+        ))),
+        Err(ApiError::Rejected {
+            status: 404 | 410, ..
+        }) => checked(Some(problem("missing (its url serves nothing)"))),
+        Err(e) => Err(e),
+    }
 }

@@ -51,3 +51,29 @@ pub(super) async fn sessions(State(emu): State<Arc<Emulator>>) -> Response {
         .collect();
     axum::Json(list).into_response()
 }
+
+/// `POST /_emulator/alter/{file_no}`: a fault for tests: the stored
+/// object's bytes change (its first byte flipped) while everything the
+/// service says about it (size, metadata) stays, as if storage corrupted
+/// it or a part was overwritten through its URL.
+pub(super) async fn alter(State(emu): State<Arc<Emulator>>, Path(file_no): Path<String>) -> Response {
+    if !emu.is_live(&file_no) {
+        return (StatusCode::NOT_FOUND, "no such file").into_response();
+    }
+    let path = emu.storage.object_path(&file_no);
+    let flipped = (|| {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
+        let mut b = [0u8; 1];
+        if f.read(&mut b)? == 0 {
+            f.write_all(b"!")?;
+            return Ok::<_, std::io::Error>(());
+        }
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(&[!b[0]])
+    })();
+    match flipped {
+        Ok(()) => (StatusCode::OK, "altered").into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}

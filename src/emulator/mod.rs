@@ -92,6 +92,23 @@ pub struct Options {
     /// go (as a workspace with a fixed upload root would), so answers name
     /// a folder other than the one sent.
     pub folder_root: Option<String>,
+    /// Fault: a direct upload is stored re-encoded (every chunk of the body
+    /// written twice, as a proxy rewriting it might) and answered 500.
+    pub reencode_direct: bool,
+    /// Fault: every answer's body (an empty one padded with spaces) is
+    /// sent a byte at a time, this long apart.
+    pub trickle: Duration,
+    /// Fault: the file listing never ends.
+    pub endless_pages: Option<EndlessPages>,
+}
+
+/// How the file listing never ends (`--endless-pages`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EndlessPages {
+    /// Past the last page, the last page again, always with a next one.
+    Repeat,
+    /// Past the last page, pages of made-up files, always with a next one.
+    New,
 }
 
 /// The two readings of the service's answers (SPEC §1).
@@ -124,6 +141,9 @@ impl Options {
             ignore_list_filters: false,
             direct_max: 100 * 1024 * 1024,
             folder_root: None,
+            reencode_direct: false,
+            trickle: Duration::ZERO,
+            endless_pages: None,
         }
     }
 }
@@ -166,6 +186,7 @@ pub struct Stats {
     pub details: AtomicU64,
     pub deletes: AtomicU64,
     pub url_gets: AtomicU64,
+    pub fault_reencoded: AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -350,6 +371,16 @@ impl Emulator {
         )
     }
 
+    /// `file_no` names a stored file not deleted.
+    fn is_live(&self, file_no: &str) -> bool {
+        self.inner
+            .lock()
+            .expect("state lock")
+            .ledger
+            .iter()
+            .any(|e| e.file_no == file_no && !e.deleted)
+    }
+
     /// The file was stored, but the client never hears it.
     fn lost_answer(&self) -> Response {
         self.stats.fault(&self.stats.fault_finish_lost);
@@ -443,6 +474,7 @@ fn now() -> i64 {
 /// The emulator's HTTP routes.
 pub fn router(emu: Arc<Emulator>) -> Router {
     let latency = emu.opts.latency;
+    let trickle = emu.opts.trickle;
     let api = Router::new()
         .route("/api/v1/multipart/start", post(start))
         .route("/api/v1/multipart/complete", post(complete))
@@ -470,15 +502,44 @@ pub fn router(emu: Arc<Emulator>) -> Router {
             if !latency.is_zero() {
                 tokio::time::sleep(latency - latency / 2).await;
             }
-            resp
+            if trickle.is_zero() {
+                resp
+            } else {
+                trickled(resp, trickle).await
+            }
         }));
     Router::new()
         .route("/_emulator/uploads", get(ledger))
         .route("/_emulator/stats", get(stats))
         .route("/_emulator/sessions", get(sessions))
         .route("/_emulator/sessions/{session}", get(session_info))
+        .route("/_emulator/alter/{file_no}", post(inspect::alter))
         .merge(api)
         .with_state(emu)
+}
+
+/// The answer's body a byte at a time, `every` apart (an empty body is
+/// padded with 256 spaces, so there is something to wait for).
+async fn trickled(resp: Response, every: Duration) -> Response {
+    let (parts, body) = resp.into_parts();
+    let mut bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map(|b| b.to_vec())
+        .unwrap_or_default();
+    if bytes.is_empty() {
+        bytes = vec![b' '; 256];
+    }
+    let stream = futures_util::stream::unfold(0usize, move |i| {
+        let byte = bytes.get(i).copied();
+        async move {
+            let b = byte?;
+            tokio::time::sleep(every).await;
+            Some((Ok::<_, std::io::Error>(Bytes::from(vec![b])), i + 1))
+        }
+    });
+    let mut parts = parts;
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from_stream(stream))
 }
 
 /// Serves on `listener` until `shutdown` resolves.

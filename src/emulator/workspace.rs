@@ -19,7 +19,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Answers, Emulator, FileMeta, FinishFault, LedgerEntry, NewFile, json_error, store_file, unauthorized,
+    Answers, Emulator, EndlessPages, FileMeta, FinishFault, LedgerEntry, NewFile, json_error, store_file,
+    unauthorized,
 };
 
 fn iso(ms: i64) -> String {
@@ -157,9 +158,37 @@ pub(super) async fn list_files(
         })
         .collect();
     let total = live.len();
+    let last_page = total.div_ceil(limit).max(1);
+    let (files, has_next) = match emu.opts.endless_pages {
+        None => (files, page * limit < total),
+        // Past the end: the last page once more, and a next one promised.
+        Some(EndlessPages::Repeat) if page > last_page => {
+            let again: Vec<Value> = live
+                .iter()
+                .skip((last_page - 1) * limit)
+                .take(limit)
+                .map(|e| {
+                    json!({"file_no": e.file_no, "name": e.name, "file_size": e.size, "size": e.size,
+                                "created_at": iso(e.created_at_ms), "path": e.folder})
+                })
+                .collect();
+            (again, true)
+        }
+        // Past the end: made-up files, never the same twice.
+        Some(EndlessPages::New) if page > last_page => {
+            let made: Vec<Value> = (0..limit)
+                .map(|i| {
+                    json!({"file_no": format!("ghost-{page}-{i}"), "name": format!("ghost-{page}-{i}.bin"),
+                                "file_size": 1, "size": 1, "created_at": iso(0), "path": ""})
+                })
+                .collect();
+            (made, true)
+        }
+        Some(_) => (files, true),
+    };
     axum::Json(json!({
         "files": files,
-        "meta": {"page": page, "limit": limit, "total": total, "hasNext": page * limit < total, "hasPrev": page > 1},
+        "meta": {"page": page, "limit": limit, "total": total, "hasNext": has_next, "hasPrev": page > 1},
     }))
     .into_response()
 }
@@ -287,14 +316,7 @@ pub(super) async fn serve_file(
     Path((file_no, _name)): Path<(String, String)>,
 ) -> Response {
     emu.stats.url_gets.fetch_add(1, Ordering::Relaxed);
-    let live = emu
-        .inner
-        .lock()
-        .expect("state lock")
-        .ledger
-        .iter()
-        .any(|e| e.file_no == file_no && !e.deleted);
-    if !live {
+    if !emu.is_live(&file_no) {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     }
     let file = match tokio::fs::File::open(emu.storage.object_path(&file_no)).await {
@@ -389,14 +411,19 @@ pub(super) async fn direct_upload(
             loop {
                 match field.chunk().await {
                     Ok(Some(chunk)) => {
-                        total += chunk.len() as u64;
-                        if let Err(e) = writer.write(&chunk).await {
-                            return json_error(
-                                &emu,
-                                StatusCode::INTERNAL_SERVER_ERROR,
-                                "Internal Server Error",
-                                format!("storage: {e}"),
-                            );
+                        // `--reencode-direct`: each chunk stored twice, as a
+                        // proxy rewriting the body would change its size.
+                        let copies = if emu.opts.reencode_direct { 2 } else { 1 };
+                        for _ in 0..copies {
+                            total += chunk.len() as u64;
+                            if let Err(e) = writer.write(&chunk).await {
+                                return json_error(
+                                    &emu,
+                                    StatusCode::INTERNAL_SERVER_ERROR,
+                                    "Internal Server Error",
+                                    format!("storage: {e}"),
+                                );
+                            }
                         }
                     }
                     Ok(None) => break,
@@ -481,6 +508,15 @@ pub(super) async fn direct_upload(
         store_file(&emu, &mut inner, new)
     };
     match stored {
+        Ok(_) if emu.opts.reencode_direct => {
+            emu.stats.fault(&emu.stats.fault_reencoded);
+            json_error(
+                &emu,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+                "upstream answered badly",
+            )
+        }
         Ok(entry) => {
             if fault == FinishFault::LoseAnswer {
                 return emu.lost_answer();

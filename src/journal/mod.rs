@@ -301,6 +301,11 @@ journal_interface! {
     async fn direct_sending(&self, id: i64, began_at_ms: i64, file: FileId, sha256: String) -> ();
     /// The outcome of a sent complete or direct upload is being looked up.
     async fn reconciling(&self, id: i64) -> ();
+    /// The service stored something other than this version's bytes for
+    /// it (`file_no`): counted per file and content; the count so far.
+    async fn note_stray_copy(&self, id: i64, sha256: String, file_no: String) -> u32;
+    /// How many such objects this version (by content) has so far.
+    async fn stray_copies(&self, id: i64, sha256: String) -> u32;
     /// Complete is about to be sent (every part mark before it is recorded).
     async fn completing(&self, id: i64) -> ();
     async fn drop_session(&self, id: i64) -> ();

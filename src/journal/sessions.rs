@@ -87,6 +87,41 @@ impl Sqlite {
         .await
     }
 
+    /// The service stored an object for this file version (by content hash)
+    /// that is not its bytes: counted; returns how many so far.
+    pub async fn note_stray_copy(
+        &self,
+        id: i64,
+        sha256: String,
+        file_no: String,
+    ) -> Result<u32, JournalError> {
+        self.call(move |c| {
+            c.query_row(
+                "INSERT INTO stray_copies (file_id, sha256, n, last_file_no) VALUES (?1, ?2, 1, ?3)
+                 ON CONFLICT (file_id, sha256) DO UPDATE SET n = n + 1, last_file_no = ?3
+                 RETURNING n",
+                params![id, sha256, file_no],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u32)
+        })
+        .await
+    }
+
+    /// How many such objects this file version has left so far.
+    pub async fn stray_copies(&self, id: i64, sha256: String) -> Result<u32, JournalError> {
+        self.call(move |c| {
+            c.query_row(
+                "SELECT n FROM stray_copies WHERE file_id = ?1 AND sha256 = ?2",
+                params![id, sha256],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|n| n.unwrap_or(0).max(0) as u32)
+        })
+        .await
+    }
+
     /// Marks part `index` stored (not awaited: a lost mark only re-sends a part).
     pub fn part_done(&self, id: i64, index: usize) {
         self.send(move |c| {

@@ -415,3 +415,16 @@ async fn a_held_files_hash_is_kept_for_its_version_only() {
         .unwrap();
     assert!(row.pre.is_none());
 }
+
+#[tokio::test]
+async fn stray_copies_are_counted_per_file_version_and_outlive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    assert_eq!(j.stray_copies(1, "aa".into()).await.unwrap(), 0);
+    assert_eq!(j.note_stray_copy(1, "aa".into(), "F1".into()).await.unwrap(), 1);
+    assert_eq!(j.note_stray_copy(1, "aa".into(), "F2".into()).await.unwrap(), 2);
+    assert_eq!(j.stray_copies(1, "bb".into()).await.unwrap(), 0, "another version");
+    drop(j);
+    let j = Journal::open(dir.path()).unwrap();
+    assert_eq!(j.stray_copies(1, "aa".into()).await.unwrap(), 2);
+}

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use super::{Job, Observer, Outcome, Source, UploadError, Uploader, reconcile, verify};
+use super::reconcile::Found;
+use super::{Job, Observer, Outcome, Source, UploadError, Uploader, reconcile};
 use crate::api::ApiError;
 
 impl Uploader {
@@ -33,7 +34,7 @@ impl Uploader {
             let sent = Arc::new(AtomicU64::new(0));
             let body = self.part_body(source, 0, size, sent.clone(), observer);
             let error = match self.client.direct_upload(&form, body).await {
-                Ok(file) => return verify(job, file, size, sha256),
+                Ok(file) => return self.accept(job, file, size, sha256, observer).await,
                 Err(e @ ApiError::Auth { .. }) => return Err(e.into()),
                 Err(e) => e,
             };
@@ -58,19 +59,17 @@ impl Uploader {
                 job.path.display()
             );
             observer.reconciling().await.map_err(UploadError::Checkpoint)?;
-            match self
+            // Sent and not found: this attempt is spent. It is never sent
+            // again inside one attempt, so `max_attempts` bounds the copies
+            // an unclear outcome can leave.
+            return match self
                 .reconcile(job, None, began_at_ms, size, &sha256, &window)
                 .await?
             {
-                Some(file) => return verify(job, file, size, sha256),
-                None if tries <= self.retry.max_retries && retryable(&error) => {
-                    let delay = error
-                        .retry_after()
-                        .unwrap_or(self.retry.min_delay * (1 << tries.min(6)));
-                    tokio::time::sleep(delay.min(self.retry.max_delay)).await;
-                }
-                None => return Err(super::refusal(error)),
-            }
+                Found::Ours(file) => self.accept(job, file, size, sha256, observer).await,
+                Found::Other(file) => Err(self.altered(job, &file, size, &sha256, observer).await),
+                Found::Nothing => Err(super::refusal(error)),
+            };
         }
     }
 }

@@ -32,6 +32,8 @@ pub use crate::fileid::Fingerprint;
 use crate::fileid::{FileId, hash_open, read_at};
 use crate::limiter::Limiter;
 use crate::workspace::{Proof, Workspace, same_content};
+use outcome::verify;
+use reconcile::Found;
 
 mod direct;
 mod factory;
@@ -42,6 +44,10 @@ mod parts;
 pub mod reconcile;
 #[cfg(test)]
 mod tests;
+
+/// Objects the service may store for one file version that are not its
+/// bytes before the file fails (SPEC §7: at most 2 copies per version).
+pub const MAX_STRAY_COPIES: u32 = 2;
 
 /// The upload rate assumed when sizing URL lifetimes without a bandwidth limit.
 const ASSUMED_RATE: f64 = 2.0 * 1024.0 * 1024.0;
@@ -114,6 +120,10 @@ pub enum UploadError {
     Io { path: PathBuf, message: String },
     #[error("upload could not be verified: {0}")]
     Verify(String),
+    /// The service stored other bytes than the file's, again: failed so
+    /// that no more copies are made.
+    #[error("{0}")]
+    Altered(String),
     #[error("cannot record progress in the journal: {0}")]
     Checkpoint(String),
     /// Uploads were paused before this one finished; its stored parts are
@@ -130,7 +140,7 @@ impl UploadError {
 
     /// Retrying cannot help: the file fails at once (`retry` still works).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, UploadError::Refused { .. })
+        matches!(self, UploadError::Refused { .. } | UploadError::Altered(_))
     }
 }
 
@@ -171,6 +181,17 @@ pub trait Observer: Send + Sync {
     /// workspace is being asked.
     fn reconciling(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async { Ok(()) })
+    }
+    /// How many objects the service stored for this version (by content)
+    /// that were not its bytes, in earlier attempts.
+    fn stray_copies<'a>(&'a self, _sha256: &'a str) -> BoxFuture<'a, Result<u32, String>> {
+        Box::pin(async { Ok(0) })
+    }
+    /// The service stored `file_no` for this version, and it is not its
+    /// bytes: counted (a journal keeps the count across attempts and
+    /// restarts); returns the count so far.
+    fn stray_copy<'a>(&'a self, _sha256: &'a str, _file_no: &'a str) -> BoxFuture<'a, Result<u32, String>> {
+        Box::pin(async { Ok(1) })
     }
 }
 
@@ -325,16 +346,30 @@ impl Uploader {
                 .ask_workspace(job, session, multipart, before.size, &sha256, observer)
                 .await?
             {
-                Some(file) => return verify(job, file, before.size, sha256),
-                None => {
+                Found::Ours(file) => return self.accept(job, file, before.size, sha256, observer).await,
+                Found::Other(file) => {
+                    return Err(self.altered(job, &file, before.size, &sha256, observer).await);
+                }
+                Found::Nothing => {
                     tracing::info!("{}: not in the workspace; uploading it again", job.path.display());
                     carried = None;
                 }
             }
         }
 
+        // A direct upload the service stored altered before goes in parts.
         if carried.is_none() && self.is_direct(job, before.size) {
-            return self.direct(job, source, sha256, observer).await;
+            let strays = observer
+                .stray_copies(&sha256)
+                .await
+                .map_err(UploadError::Checkpoint)?;
+            if strays == 0 {
+                return self.direct(job, source, sha256, observer).await;
+            }
+            tracing::info!(
+                "{}: sent in parts, not in one request: the service stored a one-request upload of it altered before",
+                job.path.display()
+            );
         }
 
         let mut sessions = 0;
@@ -377,7 +412,7 @@ impl Uploader {
             source.check(job)?;
             observer.completing().await.map_err(UploadError::Checkpoint)?;
             let error = match self.client.complete(&session, before.size).await {
-                Ok(file) => return verify(job, file, before.size, sha256),
+                Ok(file) => return self.accept(job, file, before.size, sha256, observer).await,
                 Err(e @ ApiError::Auth { .. }) => return Err(e.into()),
                 Err(e) => e,
             };
@@ -386,19 +421,16 @@ impl Uploader {
                 "{}: complete was not answered with success ({error}); asking the workspace",
                 job.path.display()
             );
-            match self
+            // Nothing of ours found: this attempt is spent (the session is
+            // kept, so the next one asks once more before sending again).
+            return match self
                 .ask_workspace(job, &session, true, before.size, &sha256, observer)
                 .await?
             {
-                Some(file) => return verify(job, file, before.size, sha256),
-                None if error.is_transient() && sessions <= self.retry.max_sessions => {
-                    tracing::info!(
-                        "{}: not in the workspace; starting a new session",
-                        job.path.display()
-                    );
-                }
-                None => return Err(error.into()),
-            }
+                Found::Ours(file) => self.accept(job, file, before.size, sha256, observer).await,
+                Found::Other(file) => Err(self.altered(job, &file, before.size, &sha256, observer).await),
+                Found::Nothing => Err(error.into()),
+            };
         }
     }
 
@@ -486,39 +518,4 @@ impl Source {
         }
         Ok(())
     }
-}
-
-fn verify(job: &Job, file: RemoteFile, size: u64, sha256: String) -> Result<Outcome, UploadError> {
-    if let Some(remote) = file.size
-        && remote != size
-    {
-        return Err(UploadError::Verify(format!(
-            "the service stored {remote} bytes but the file has {size}"
-        )));
-    }
-    if let Some(remote) = &file.sha256
-        && remote != &sha256
-    {
-        return Err(UploadError::Verify(format!(
-            "the service recorded sha256 {remote} but the file has {sha256}"
-        )));
-    }
-    if let Some(p) = &file.folder
-        && p != &job.folder
-    {
-        tracing::warn!(file = %job.path.display(), "asked for folder \"{}\" but the service placed it in \"{p}\"", job.folder);
-    }
-    Ok(Outcome {
-        folder: file.folder.clone().unwrap_or_else(|| job.folder.clone()),
-        name: if file.name.is_empty() {
-            job.file_name.clone()
-        } else {
-            file.name.clone()
-        },
-        file,
-        size,
-        sha256,
-        adopted: None,
-        source: None,
-    })
 }

@@ -172,8 +172,10 @@ impl std::fmt::Display for PartError {
     }
 }
 
-/// Resolves only if the body stops moving for `limit` before it is fully
-/// sent; once it is, the client's read timeout covers waiting for the answer.
+/// Resolves if the body stops moving for `limit` before it is fully sent,
+/// or if the whole answer has not arrived `limit` after it was: a read
+/// timeout alone is reset by every byte, so an answer trickled a byte a
+/// second would hold the part for ever.
 pub(super) async fn watch_progress(sent: &AtomicU64, len: u64, limit: Duration) -> ApiError {
     let tick = (limit / 4).max(Duration::from_millis(50));
     let mut last = sent.load(Ordering::Relaxed);
@@ -182,7 +184,11 @@ pub(super) async fn watch_progress(sent: &AtomicU64, len: u64, limit: Duration) 
         tokio::time::sleep(tick).await;
         let now = sent.load(Ordering::Relaxed);
         if now >= len {
-            return std::future::pending().await;
+            tokio::time::sleep(limit).await;
+            return ApiError::Network(format!(
+                "no whole answer within {}s after the part was sent",
+                limit.as_secs()
+            ));
         }
         if now != last {
             last = now;

@@ -59,15 +59,27 @@ impl Window {
     }
 }
 
-/// `Ok(Some(file))`: the service holds it. `Ok(None)`: it does not (after
-/// every look in the window). `Err`: the service could not be asked (a
-/// transient error persisted, or the key was rejected); the caller keeps the
-/// ambiguity recorded and asks again later.
+/// What reconciliation found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// The service holds this upload.
+    Ours(RemoteFile),
+    /// The service holds an object under this name, created since the
+    /// upload began, that is not these bytes (another size, or another
+    /// sha256 in its metadata): the upload was stored altered.
+    Other(RemoteFile),
+    /// Nothing of this upload (after every look in the window).
+    Nothing,
+}
+
+/// `Ok(found)`; `Err`: the service could not be asked (a transient error
+/// persisted, or the key was rejected); the caller keeps the ambiguity
+/// recorded and asks again later.
 pub async fn reconcile(
     workspace: &Workspace,
     what: &Ambiguous<'_>,
     window: &Window,
-) -> Result<Option<RemoteFile>, ApiError> {
+) -> Result<Found, ApiError> {
     let mut last_err: Option<ApiError> = None;
     for round in 0..=window.delays.len() {
         if round > 0 {
@@ -75,7 +87,7 @@ pub async fn reconcile(
         }
         if let Some(session) = what.session {
             match workspace.client().complete(session, what.size).await {
-                Ok(file) => return Ok(Some(file)),
+                Ok(file) => return Ok(judge(file, what)),
                 Err(e @ ApiError::Auth { .. }) => return Err(e),
                 Err(e) => tracing::debug!(name = what.name, "complete again: {e}"),
             }
@@ -83,8 +95,11 @@ pub async fn reconcile(
         match workspace.find(what.folder, what.name, what.random_prefix).await {
             Ok(found) => {
                 last_err = None;
-                if let Some(file) = pick(found, what) {
-                    return Ok(Some(file));
+                if let Some(file) = pick(&found, what) {
+                    return Ok(Found::Ours(file));
+                }
+                if let Some(file) = other(found, what) {
+                    return Ok(Found::Other(file));
                 }
             }
             Err(e @ ApiError::Auth { .. }) => return Err(e),
@@ -96,22 +111,50 @@ pub async fn reconcile(
     }
     match last_err {
         Some(e) => Err(e),
-        None => Ok(None),
+        None => Ok(Found::Nothing),
+    }
+}
+
+/// A file a complete answered with: ours, or (other size or sha256) an
+/// altered copy.
+fn judge(file: RemoteFile, what: &Ambiguous<'_>) -> Found {
+    let size_ok = file.size.is_none_or(|s| s == what.size);
+    let sha_ok = file.sha256.as_deref().is_none_or(|s| s == what.sha256);
+    if size_ok && sha_ok {
+        Found::Ours(file)
+    } else {
+        Found::Other(file)
     }
 }
 
 /// The newest candidate that is this upload: same size, created after the
 /// session began (when the service says when), same sha256 (when it
 /// exposes metadata).
-fn pick(found: Vec<RemoteFile>, what: &Ambiguous<'_>) -> Option<RemoteFile> {
-    let mut ok: Vec<RemoteFile> = found
-        .into_iter()
+fn pick(found: &[RemoteFile], what: &Ambiguous<'_>) -> Option<RemoteFile> {
+    let mut ok: Vec<&RemoteFile> = found
+        .iter()
         .filter(|f| f.size == Some(what.size))
         .filter(|f| f.created_at_ms.is_none_or(|t| t >= what.began_at_ms))
         .filter(|f| f.sha256.as_deref().is_none_or(|s| s == what.sha256))
         .collect();
     ok.sort_by_key(|f| std::cmp::Reverse(f.created_at_ms.unwrap_or(0)));
-    ok.into_iter().next()
+    ok.into_iter().next().cloned()
+}
+
+/// An object under exactly this name, known to be created since the upload
+/// began, that is not these bytes. Only a creation time proves it came from
+/// this upload, and only the exact name (a random prefix proves nothing).
+fn other(found: Vec<RemoteFile>, what: &Ambiguous<'_>) -> Option<RemoteFile> {
+    if what.random_prefix {
+        return None;
+    }
+    found
+        .into_iter()
+        .filter(|f| f.created_at_ms.is_some_and(|t| t >= what.began_at_ms))
+        .filter(|f| {
+            f.size.is_some_and(|s| s != what.size) || f.sha256.as_deref().is_some_and(|s| s != what.sha256)
+        })
+        .max_by_key(|f| f.created_at_ms.unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -151,23 +194,19 @@ mod tests {
     #[test]
     fn picks_only_a_file_that_is_this_upload() {
         let w = what();
+        assert_eq!(pick(&[file("1", 9, Some(2_000), None)], &w), None, "other size");
         assert_eq!(
-            pick(vec![file("1", 9, Some(2_000), None)], &w),
-            None,
-            "other size"
-        );
-        assert_eq!(
-            pick(vec![file("1", 10, Some(999), None)], &w),
+            pick(&[file("1", 10, Some(999), None)], &w),
             None,
             "older than the session"
         );
         assert_eq!(
-            pick(vec![file("1", 10, Some(2_000), Some("bad"))], &w),
+            pick(&[file("1", 10, Some(2_000), Some("bad"))], &w),
             None,
             "other content"
         );
         let got = pick(
-            vec![
+            &[
                 file("old", 10, Some(1_500), Some("good")),
                 file("new", 10, Some(3_000), Some("good")),
                 file("x", 10, Some(4_000), Some("bad")),
@@ -176,8 +215,40 @@ mod tests {
         );
         assert_eq!(got.map(|f| f.file_no), Some("new".into()));
         assert!(
-            pick(vec![file("1", 10, None, None)], &w).is_some(),
+            pick(&[file("1", 10, None, None)], &w).is_some(),
             "no time, no metadata: name and size"
         );
+    }
+
+    #[test]
+    fn an_object_stored_altered_is_told_apart_from_nothing() {
+        let w = what();
+        let got = other(vec![file("1", 17, Some(2_000), None)], &w);
+        assert_eq!(
+            got.map(|f| f.file_no),
+            Some("1".into()),
+            "other size, since the upload began"
+        );
+        assert_eq!(
+            other(vec![file("1", 17, Some(999), None)], &w),
+            None,
+            "older: not this upload's"
+        );
+        assert_eq!(
+            other(vec![file("1", 17, None, None)], &w),
+            None,
+            "no time: cannot tell"
+        );
+        assert!(
+            other(vec![file("1", 10, Some(2_000), Some("bad"))], &w).is_some(),
+            "other hash"
+        );
+        let prefixed = Ambiguous {
+            random_prefix: true,
+            ..what()
+        };
+        assert_eq!(other(vec![file("1", 17, Some(2_000), None)], &prefixed), None);
+        assert!(matches!(judge(file("1", 17, None, None), &w), Found::Other(_)));
+        assert!(matches!(judge(file("1", 10, None, None), &w), Found::Ours(_)));
     }
 }

@@ -106,7 +106,9 @@ fn a_garbage_or_newer_journal_is_refused_saying_what_is_wrong() {
          DROP TABLE agent_state; DROP TABLE outbox; DROP TABLE roots; DROP TABLE sets;
          DROP INDEX files_set; ALTER TABLE files DROP COLUMN set_rel; ALTER TABLE files DROP COLUMN phase;
          ALTER TABLE files DROP COLUMN pre_sha256; ALTER TABLE files DROP COLUMN pre_dev;
-         ALTER TABLE files DROP COLUMN pre_ino; ALTER TABLE files DROP COLUMN pre_ctime_ns;",
+         ALTER TABLE files DROP COLUMN pre_ino; ALTER TABLE files DROP COLUMN pre_ctime_ns;
+         ALTER TABLE files DROP COLUMN done_dev; ALTER TABLE files DROP COLUMN done_ino;
+         ALTER TABLE files DROP COLUMN done_ctime_ns; DROP TABLE stray_copies;",
     )
     .unwrap();
     drop(conn);

@@ -187,6 +187,8 @@ impl Sandbox {
             .env_remove("AUTORENDER_SYNC_LOG")
             .env_remove("CREDENTIALS_DIRECTORY")
             .env("NO_COLOR", "1")
+            // Tests use parts of a few KiB; a real service gives ≥ 5 MiB.
+            .env("AUTORENDER_TEST_MIN_PART_SIZE", "1")
             .env("HOME", self.dir.path());
         c
     }

@@ -16,6 +16,7 @@ mod hostile;
 mod lifecycle;
 mod lookalike;
 mod newcomer;
+mod outcomes;
 mod policies;
 mod promises;
 mod properties;
