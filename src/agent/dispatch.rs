@@ -164,6 +164,7 @@ impl Agent {
                 adopt: row.adopt,
                 hold,
                 known_sha256: row.pre.clone(),
+                in_parts: false,
             };
             if let Err(e) = journal.set_state(row.id, State::Uploading).await {
                 let err = UploadError::Checkpoint(e.to_string());

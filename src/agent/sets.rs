@@ -265,6 +265,7 @@ impl Agent {
             adopt: true,
             hold: self.hold.clone(),
             known_sha256: None,
+            in_parts: false,
         };
         self.manifests.insert(flight.clone());
         let transfer = self.transfer.clone();

@@ -102,7 +102,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             let journal = journal.as_ref();
             let settings = &settings;
             async move {
-                let job = match prepare(&path, &rel, folder, &args.tags) {
+                let mut job = match prepare(&path, &rel, folder, &args.tags) {
                     Ok(job) => job,
                     Err(e) => return (path, Err(e), false),
                 };
@@ -119,11 +119,11 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                 // request is simply sent again, so it costs no journal write
                 // before it goes (thousands of small files stay fast).
                 let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                let (observer, resume) = match journal {
+                let (mut observer, resume) = match journal {
                     Some(j) if !uploader.is_direct(&job, size) => {
-                        recorded(j, settings, &path, progress).await
+                        recorded(j, settings, &path, progress.clone()).await
                     }
-                    _ => (progress, None),
+                    _ => (progress.clone(), None),
                 };
                 if let Some(r) = &resume {
                     tracing::info!(
@@ -134,7 +134,33 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                     );
                 }
                 tracing::debug!(file = %path.display(), "uploading to \"{}\"", job.folder);
-                let result = uploader.upload_resuming(&job, resume, &observer).await;
+                let mut result = uploader.upload_resuming(&job, resume, &observer).await;
+                // An unclear outcome or a 5xx spends an attempt (the upload
+                // never sends twice inside one); up to `max_attempts` here,
+                // asking the journal again for what the last one left.
+                let mut attempt = 1;
+                while let Err(e) = &result
+                    && again(e)
+                    && attempt < settings.agent.max_attempts
+                {
+                    attempt += 1;
+                    let wait = uploader.retry.min_delay * (1u32 << attempt.min(6));
+                    tracing::info!(
+                        "{}: {e}; attempt {attempt} of {} in {wait:?}",
+                        path.display(),
+                        settings.agent.max_attempts
+                    );
+                    job.in_parts |= matches!(e, UploadError::Verify(_));
+                    tokio::time::sleep(wait).await;
+                    let resume;
+                    (observer, resume) = match journal {
+                        Some(j) if job.in_parts || !uploader.is_direct(&job, size) => {
+                            recorded(j, settings, &path, progress.clone()).await
+                        }
+                        _ => (progress.clone(), None),
+                    };
+                    result = uploader.upload_resuming(&job, resume, &observer).await;
+                }
                 let auth = matches!(&result, Err(e) if e.is_auth());
                 (path, result.map_err(|e: UploadError| e.to_string()), auth)
             }
@@ -437,5 +463,17 @@ fn prepare(path: &Path, rel: &Path, folder: &str, tags: &[String]) -> Result<Job
         adopt: false,
         hold: Default::default(),
         known_sha256: None,
+        in_parts: false,
     })
+}
+
+/// Whether `upload` tries a file again: a transient answer (not a failed
+/// connection: that was retried already, and a wrong endpoint should fail
+/// in seconds) or an upload the service stored altered.
+fn again(e: &UploadError) -> bool {
+    match e {
+        UploadError::Api(a) => a.is_transient() && !a.never_sent(),
+        UploadError::Verify(_) => true,
+        _ => false,
+    }
 }

@@ -423,7 +423,11 @@ async fn stray_copies_are_counted_per_file_version_and_outlive_a_reopen() {
     assert_eq!(j.stray_copies(1, "aa".into()).await.unwrap(), 0);
     assert_eq!(j.note_stray_copy(1, "aa".into(), "F1".into()).await.unwrap(), 1);
     assert_eq!(j.note_stray_copy(1, "aa".into(), "F2".into()).await.unwrap(), 2);
-    assert_eq!(j.stray_copies(1, "bb".into()).await.unwrap(), 0, "another version");
+    assert_eq!(
+        j.stray_copies(1, "bb".into()).await.unwrap(),
+        0,
+        "another version"
+    );
     drop(j);
     let j = Journal::open(dir.path()).unwrap();
     assert_eq!(j.stray_copies(1, "aa".into()).await.unwrap(), 2);

@@ -89,6 +89,9 @@ pub struct Job {
     /// The content hash taken earlier of this very version (inode, size,
     /// mtime, ctime): used instead of reading the file once more.
     pub known_sha256: Option<(FileId, String)>,
+    /// Send it in parts even if it is small (a one-request upload of it was
+    /// stored altered before; the agent learns this from its journal).
+    pub in_parts: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -358,7 +361,7 @@ impl Uploader {
         }
 
         // A direct upload the service stored altered before goes in parts.
-        if carried.is_none() && self.is_direct(job, before.size) {
+        if carried.is_none() && self.is_direct(job, before.size) && !job.in_parts {
             let strays = observer
                 .stray_copies(&sha256)
                 .await

@@ -96,7 +96,7 @@ fn a_same_size_copied_mtime_replacement_is_uploaded_and_a_touch_or_chmod_is_not(
 /// longer the inode and ctime that were read), the new version is
 /// uploaded, and only then deleted or moved. The version on disk is never
 /// lost unsent.
-fn rewrite_during_complete(after: &str, by_rename: bool) {
+fn rewrite_during_complete(after: &str, how: &str) {
     let emu = Emulator::start(&["--part-size", "64KiB", "--complete-delay", "1500"]);
     let sb = Sandbox::new(&emu, "settle = \"200ms\"\ndirect_upload_max = \"16KiB\"\n");
     let (root, done) = (sb.path("drop"), sb.path("done"));
@@ -126,14 +126,21 @@ fn rewrite_during_complete(after: &str, by_rename: bool) {
         "no complete was sent"
     );
     let was = mtime(&file);
-    if by_rename {
-        let tmp = root.join(".c.mov.partial");
-        write_file(&tmp, 200 * 1024, 2);
-        set_mtime(&tmp, was);
-        std::fs::rename(&tmp, &file).unwrap();
-    } else {
-        write_file(&file, 200 * 1024, 2);
-        set_mtime(&file, was);
+    match how {
+        // Written to a temp name, `touch -r`'d, renamed over.
+        "rename" => {
+            let tmp = root.join(".c.mov.partial");
+            write_file(&tmp, 200 * 1024, 2);
+            set_mtime(&tmp, was);
+            std::fs::rename(&tmp, &file).unwrap();
+        }
+        // Rewritten in place with another size (mtime left as it falls).
+        "size" => write_file(&file, 300 * 1024, 2),
+        // Rewritten in place, then `touch -r` of the old mtime.
+        _ => {
+            write_file(&file, 200 * 1024, 2);
+            set_mtime(&file, was);
+        }
     }
     let second = sha256_file(&file);
     assert_ne!(first, second);
@@ -166,20 +173,30 @@ fn rewrite_during_complete(after: &str, by_rename: bool) {
 
 #[test]
 fn a_file_rewritten_in_place_during_complete_is_uploaded_before_it_is_deleted() {
-    rewrite_during_complete("delete", false);
+    rewrite_during_complete("delete", "in place");
 }
 
 #[test]
 fn a_file_renamed_over_during_complete_is_uploaded_before_it_is_deleted() {
-    rewrite_during_complete("delete", true);
+    rewrite_during_complete("delete", "rename");
 }
 
 #[test]
 fn a_file_rewritten_in_place_during_complete_is_uploaded_before_it_is_moved() {
-    rewrite_during_complete("move", false);
+    rewrite_during_complete("move", "in place");
 }
 
 #[test]
 fn a_file_renamed_over_during_complete_is_uploaded_before_it_is_moved() {
-    rewrite_during_complete("move", true);
+    rewrite_during_complete("move", "rename");
+}
+
+#[test]
+fn a_file_rewritten_with_another_size_during_complete_is_uploaded_before_it_is_deleted() {
+    rewrite_during_complete("delete", "size");
+}
+
+#[test]
+fn a_file_rewritten_with_another_size_during_complete_is_uploaded_before_it_is_moved() {
+    rewrite_during_complete("move", "size");
 }

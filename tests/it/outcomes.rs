@@ -84,8 +84,12 @@ fn an_answer_trickled_a_byte_at_a_time_times_out() {
     let began = Instant::now();
     let out = sb.run_once();
     let took = began.elapsed();
+    eprintln!("a trickled run --once ended after {took:?}");
     assert_ne!(out.code, 0, "{}", out.stderr);
-    assert!(took < Duration::from_secs(90), "took {took:?}:\n{}", out.stderr);
+    // The key check, the direct upload (request_timeout + its size's
+    // share), three looks of reconciliation: each bounded by 2 s; a margin
+    // for a loaded machine.
+    assert!(took < Duration::from_secs(60), "took {took:?}:\n{}", out.stderr);
     assert_eq!(root_counts(&sb)["done"], 0);
 }
 
