@@ -86,6 +86,7 @@ impl<'s> Walker<'s> {
             }
         }
         self.check_overlaps(&roots);
+        self.check_move_targets(&roots, &watches);
         let mut agent = agent;
         if let Some(fleet) = &fleet {
             self.check_shares(fleet, &watches, top.get("fleet").map(|i| i.span()));

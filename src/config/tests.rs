@@ -309,3 +309,25 @@ fn fleet_settings_and_their_problems() {
         "{e}"
     );
 }
+
+#[test]
+fn move_to_inside_another_watched_root_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(b.join("archive")).unwrap();
+    std::fs::create_dir(&a).unwrap();
+    let text = format!(
+        "[[watch]]\npath = \"{0}\"\nremote_folder = \"a\"\nafter_upload = \"move\"\nmove_to = \"{1}\"\n[[watch]]\npath = \"{2}\"\nremote_folder = \"b\"\n",
+        a.display(),
+        b.join("archive").display(),
+        b.display()
+    );
+    let errs = parse(&text).unwrap_err().0;
+    let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert!(
+        msgs.iter().any(|m| m.contains("watch[0].move_to")
+            && m.contains("watch[1]'s folder")
+            && m.contains("uploaded again")),
+        "{msgs:?}"
+    );
+}

@@ -312,6 +312,33 @@ impl<'s> Walker<'s> {
         out
     }
 
+    /// A `move_to` inside another watched root would have every moved file
+    /// seen there and uploaded a second time.
+    pub(super) fn check_move_targets(&mut self, roots: &[(usize, PathBuf, Span)], watches: &[WatchSettings]) {
+        for w in watches {
+            let AfterUpload::Move(dest) = &w.after_upload else {
+                continue;
+            };
+            let dest_abs = dest.canonicalize().unwrap_or_else(|_| dest.clone());
+            let Some((i, _, span)) = roots.iter().find(|(_, r, _)| *r == w.path) else {
+                continue;
+            };
+            for (j, other, _) in roots {
+                if *other != w.path && dest_abs.starts_with(other) {
+                    self.err(
+                        &format!("watch[{i}].move_to"),
+                        Some(span.clone()),
+                        format!(
+                            "is inside watch[{j}]'s folder {}, so every moved file would be uploaded again from there; \
+                             choose a folder no watch covers",
+                            other.display()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     /// Roots are compared even for entries with other mistakes, so every
     /// problem shows up in one `check`.
     pub(super) fn check_overlaps(&mut self, roots: &[(usize, PathBuf, Span)]) {
