@@ -332,6 +332,7 @@ pub(super) fn journal_error(e: JournalError) -> CliError {
         | JournalError::Open { .. }
         | JournalError::Damaged { .. }
         | JournalError::Newer { .. }
+        | JournalError::Busy { .. }
         | JournalError::Vanished(_) => CliError::Usage(e.to_string()),
         other => CliError::Failed(other.to_string()),
     }

@@ -69,6 +69,14 @@ pub enum JournalError {
         "journal write failed: {0}; check that the disk holding `agent.state_dir` has free space and is writable"
     )]
     Db(String),
+    /// Another process holds the journal's write lock (an `sqlite3` shell,
+    /// a backup tool) past the busy timeout.
+    #[error(
+        "the journal {} is locked by another process{holders} and stayed locked for 10 s; close what \
+         holds it open (an `sqlite3` shell, a backup or sync tool), then start again",
+        path.display()
+    )]
+    Busy { path: PathBuf, holders: String },
     #[error("the journal thread has stopped")]
     Closed,
     /// The fleet's database: unreachable, refusing, or this node's claim is gone.

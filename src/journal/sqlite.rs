@@ -101,6 +101,10 @@ pub(super) fn open_error(path: &Path, e: rusqlite::Error) -> JournalError {
             path: path.to_path_buf(),
             reason: format!("SQLite finds it malformed ({e})"),
         },
+        _ if is_busy(&e) => JournalError::Busy {
+            path: path.to_path_buf(),
+            holders: holders_of(path),
+        },
         _ => match path.parent() {
             Some(dir) => JournalError::Open {
                 path: dir.to_path_buf(),
@@ -152,6 +156,10 @@ fn run_batch(conn: &mut Connection, first: Call, rx: &mpsc::Receiver<Call>, iden
         Ok(()) => conn
             .execute_batch("COMMIT")
             .map_err(|e| JournalError::Db(e.to_string())),
+        Err(e) if is_busy(&e) => Err(JournalError::Busy {
+            path: identity.path.clone(),
+            holders: holders_of(&identity.path),
+        }),
         Err(e) => Err(JournalError::Db(e.to_string())),
     };
     if committed.is_err() {
@@ -290,5 +298,49 @@ impl Sqlite {
         })
         .await
         .map_err(|e| JournalError::Db(e.to_string()))?
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// " (open in pid 123 sqlite3, …)": the other processes this user can see
+/// holding the journal (or its WAL) open, read from /proc; "" elsewhere or
+/// when none can be seen.
+fn holders_of(journal: &Path) -> String {
+    let me = std::process::id().to_string();
+    let wal = journal.with_extension("sqlite3-wal");
+    let mut found = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return String::new();
+    };
+    for p in procs.flatten() {
+        let pid = p.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .any(|t| t == journal || t == wal);
+        if holds {
+            let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+            found.push(format!("pid {pid} {}", crate::text::shown(comm.trim())));
+        }
+        if found.len() >= 5 {
+            break;
+        }
+    }
+    if found.is_empty() {
+        String::new()
+    } else {
+        format!(" (open in {})", found.join(", "))
     }
 }

@@ -149,3 +149,27 @@ fn a_state_dir_deleted_under_a_running_agent_stops_it_and_nothing_is_sent_twice(
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(emu.stored(), 25, "adopted, not sent twice");
 }
+
+/// Another process holding the journal's write lock (an `sqlite3` shell
+/// left in a transaction): the agent says so and who, not "free space".
+#[test]
+fn a_journal_locked_by_another_process_is_named_with_its_holder() {
+    let emu = Emulator::start(&[]);
+    let sb = uploaded_sandbox(&emu, 1);
+    let db = sb.state_dir().join("journal.sqlite3");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    write_file(&sb.drop_dir().join("later.bin"), 100, 3);
+    let out = sb.run_once();
+    drop(conn);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("locked by another process"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("pid {}", std::process::id())),
+        "names the holder: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("free space"), "{}", out.stderr);
+    assert_eq!(sb.run_once().code, 0, "fine once the lock is gone");
+    assert_eq!(emu.stored(), 2);
+}
