@@ -98,6 +98,13 @@ impl FileId {
     }
 
     /// What differs between `self` (before) and `now`, for the log.
+    /// The same inode, size and mtime, only the ctime moved: a `chmod`, a
+    /// new hard link, `touch -a` … or a rewrite with the mtime put back.
+    /// A question for the content, not a verdict.
+    pub fn same_but_ctime(&self, now: &FileId) -> bool {
+        (self.dev, self.ino, self.size, self.mtime_ns) == (now.dev, now.ino, now.size, now.mtime_ns)
+    }
+
     pub fn describe_change(&self, now: &FileId) -> String {
         if (self.dev, self.ino) != (now.dev, now.ino) {
             "replaced by another file (a new inode at the same path)".into()

@@ -26,6 +26,7 @@ impl Uploader {
         loop {
             tries += 1;
             source.check(job)?;
+            source.confirm(job, &sha256).await?;
             let began_at_ms = self.client.service_now_ms().await;
             observer
                 .direct_sending(began_at_ms)

@@ -269,7 +269,7 @@ impl Uploader {
         }
         let source = Source::open(job).await?;
         let mut outcome = self.send_from(job, &source, resume, observer).await?;
-        outcome.source = Some(source.id);
+        outcome.source = Some(source.confirmed());
         Ok(outcome)
     }
 
@@ -302,7 +302,11 @@ impl Uploader {
             // not prove the same content (a re-render copied in with its
             // mtime kept), and resuming a session with other bytes would
             // store a file mixed from two versions. The content decides.
-            Some(r) if r.fingerprint == before && r.file_id.is_none() => {
+            // Also when only the ctime moved since (a chmod, a new hard link):
+            // the same content resumes the session.
+            Some(r)
+                if r.fingerprint == before && r.file_id.is_none_or(|id| id.same_but_ctime(&source.id)) =>
+            {
                 let sha = hash().await?;
                 if sha == r.sha256 {
                     (sha, Some((r.session, r.done, r.phase)))
@@ -413,6 +417,7 @@ impl Uploader {
             }
             tracing::debug!(file = %job.path.display(), "all {} parts stored after {:?}", session.parts.len(), began.elapsed());
             source.check(job)?;
+            source.confirm(job, &sha256).await?;
             observer.completing().await.map_err(UploadError::Checkpoint)?;
             let error = match self.client.complete(&session, before.size).await {
                 Ok(file) => return self.accept(job, file, before.size, sha256, observer).await,
@@ -474,6 +479,11 @@ impl Uploader {
 pub(crate) struct Source {
     file: Arc<std::fs::File>,
     pub id: FileId,
+    /// Seen with the same inode, size and mtime but another ctime: the
+    /// content is hashed again before complete ([`Source::confirm`]).
+    ctime_moved: std::sync::atomic::AtomicBool,
+    /// The identity whose content was hashed again and found the same.
+    confirmed: std::sync::Mutex<Option<FileId>>,
 }
 
 impl Source {
@@ -501,7 +511,44 @@ impl Source {
         Ok(Source {
             file: Arc::new(file),
             id,
+            ctime_moved: std::sync::atomic::AtomicBool::new(false),
+            confirmed: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The identity this upload's bytes are known to be: as opened, or as
+    /// re-hashed after a metadata-only change.
+    pub fn confirmed(&self) -> FileId {
+        self.confirmed.lock().expect("confirmed lock").unwrap_or(self.id)
+    }
+
+    /// Before complete: if only the ctime moved while the parts went (a
+    /// `chmod`, a new hard link), the descriptor's content is hashed again;
+    /// the same sha256 lets the upload complete, another one is a change.
+    pub(super) async fn confirm(&self, job: &Job, sha256: &str) -> Result<(), UploadError> {
+        if !self.ctime_moved.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let io_err = |e: std::io::Error| UploadError::Io {
+            path: job.path.clone(),
+            message: e.to_string(),
+        };
+        let now = FileId::of_file(&self.file).map_err(io_err)?;
+        let mut reader = self.file.try_clone().map_err(io_err)?;
+        std::io::Seek::rewind(&mut reader).map_err(io_err)?;
+        let again = hash_open(reader).await.map_err(io_err)?;
+        self.check(job)?;
+        if again != sha256 || FileId::of_file(&self.file).map_err(io_err)? != now {
+            return Err(UploadError::Changed(
+                "rewritten with its size and modification time kept (its content differs)".into(),
+            ));
+        }
+        tracing::debug!(
+            "{}: only its metadata changed while it was sent (ctime); the content is the same",
+            job.path.display()
+        );
+        *self.confirmed.lock().expect("confirmed lock") = Some(now);
+        Ok(())
     }
 
     /// Still the same version, both behind the path and behind the
@@ -515,9 +562,15 @@ impl Source {
             crate::anchor::file_id(&job.root, &job.path).map_err(io_err)?,
             FileId::of_file(&self.file).map_err(io_err)?,
         ] {
-            if now != self.id {
-                return Err(UploadError::Changed(self.id.describe_change(&now)));
+            if now == self.id {
+                continue;
             }
+            // Only the ctime: a question for the content, asked before complete.
+            if self.id.same_but_ctime(&now) {
+                self.ctime_moved.store(true, Ordering::Relaxed);
+                continue;
+            }
+            return Err(UploadError::Changed(self.id.describe_change(&now)));
         }
         Ok(())
     }

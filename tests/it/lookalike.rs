@@ -200,3 +200,81 @@ fn a_file_rewritten_with_another_size_during_complete_is_uploaded_before_it_is_d
 fn a_file_rewritten_with_another_size_during_complete_is_uploaded_before_it_is_moved() {
     rewrite_during_complete("move", "size");
 }
+
+/// While a file's parts go out slowly, `chmod`s every 200 ms (only the
+/// ctime moves) neither restart nor abort it: the content is hashed again
+/// before complete and the one session completes. A rewrite with the
+/// mtime put back (also only the ctime, to stat) is caught by that hash:
+/// no object is ever stored that mixes the two versions.
+fn metadata_churn_during_upload(rewrite: bool) {
+    let emu = Emulator::start(&["--part-size", "64KiB"]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\nbandwidth_limit = \"512KiB/s\"\nconcurrent_parts = 2\ndirect_upload_max = \"0\"\n",
+        "",
+    );
+    let file = sb.drop_dir().join("slow.mov");
+    write_file(&file, 2 * 1024 * 1024, 21);
+    let first = sha256_file(&file);
+    let mut agent = sb.running_agent(&[]);
+    let sending = || emu.stat("part_ok") >= 2;
+    assert!(wait_until(Duration::from_secs(30), sending), "no part went");
+    let was = mtime(&file);
+    if rewrite {
+        write_file(&file, 2 * 1024 * 1024, 22);
+        set_mtime(&file, was);
+    } else {
+        for i in 0..10 {
+            let mode = if i % 2 == 0 { 0o640 } else { 0o644 };
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let last = sha256_file(&file);
+    let done = || {
+        emu.ledger()
+            .iter()
+            .any(|e| e["sha256"].as_str() == Some(last.as_str()))
+    };
+    assert!(wait_until(Duration::from_secs(60), done), "{:?}", emu.ledger());
+    let out = agent.stop();
+    let shas: Vec<String> = emu
+        .ledger()
+        .iter()
+        .filter_map(|e| e["sha256"].as_str().map(str::to_string))
+        .collect();
+    if rewrite {
+        assert_eq!(
+            shas,
+            vec![last.clone()],
+            "only the new version, never a mix: {}",
+            out.stderr
+        );
+        for e in emu.ledger() {
+            let stored = emu
+                .store
+                .path()
+                .join(e["folder"].as_str().unwrap())
+                .join(e["name"].as_str().unwrap());
+            assert_eq!(
+                sha256_file(&stored),
+                last,
+                "the stored bytes are the new version's"
+            );
+        }
+    } else {
+        assert_eq!(shas, vec![first], "the one version, once");
+        assert_eq!(emu.stat("start"), 1, "one session, not restarted: {}", out.stderr);
+        assert!(!out.stderr.contains("changed during upload"), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn chmod_while_parts_go_neither_restarts_nor_aborts_the_upload() {
+    metadata_churn_during_upload(false);
+}
+
+#[test]
+fn a_rewrite_with_the_mtime_put_back_while_parts_go_is_never_completed_mixed() {
+    metadata_churn_during_upload(true);
+}
