@@ -540,7 +540,8 @@ impl Source {
         self.check(job)?;
         if again != sha256 || FileId::of_file(&self.file).map_err(io_err)? != now {
             return Err(UploadError::Changed(
-                "rewritten with its size and modification time kept (its content differs)".into(),
+                "rewritten in place with its modification time put back (ctime changed, and the content differs)"
+                    .into(),
             ));
         }
         tracing::debug!(
