@@ -40,6 +40,7 @@ MIB=$(python3 -c "print($N*$SIZE/1048576)")
 t0=$(date +%s.%N)
 find "$W/drop" -type f -print0 | xargs -0 -n 1000 sha256sum > /dev/null
 t1=$(date +%s.%N)
+"$B" --config "$W/c.toml" verify -q > /dev/null; t15=$(date +%s.%N); echo "plain verify: $(python3 -c "print(round($t15-$t1,2))") s" >&2; t1=$t15
 "$B" --config "$W/c.toml" verify --content -q > "$W/verify.out"
 t2=$(date +%s.%N)
 tail -1 "$W/verify.out"

@@ -550,6 +550,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let emu = Emulator::new(opts, addr)?;
+    // No Nagle delay on streamed answers (a file's `url`), as a real
+    // server would not add one.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(emu))
         .with_graceful_shutdown(shutdown)
         .await
