@@ -36,6 +36,8 @@ impl Agent {
         };
         match self.transfer.check_key().await {
             Ok(()) => {
+                // A new run of failures starts from here.
+                self.failing_streak = 0;
                 match reason {
                     Pause::Auth => tracing::info!("the API key is accepted again; resuming uploads"),
                     Pause::Unreachable { since_ms } => tracing::info!(
