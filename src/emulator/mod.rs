@@ -181,6 +181,8 @@ pub struct Stats {
     pub fault_finish_lost: AtomicU64,
     pub direct: AtomicU64,
     pub direct_ok: AtomicU64,
+    /// Bytes of direct-upload bodies received so far (in flight included).
+    pub direct_bytes: AtomicU64,
     pub list_files: AtomicU64,
     pub list_folders: AtomicU64,
     pub details: AtomicU64,

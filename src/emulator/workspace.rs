@@ -411,6 +411,9 @@ pub(super) async fn direct_upload(
             loop {
                 match field.chunk().await {
                     Ok(Some(chunk)) => {
+                        emu.stats
+                            .direct_bytes
+                            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                         // `--reencode-direct`: each chunk stored twice, as a
                         // proxy rewriting the body would change its size.
                         let copies = if emu.opts.reencode_direct { 2 } else { 1 };

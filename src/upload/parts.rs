@@ -64,7 +64,7 @@ impl Uploader {
                 other => PartError::Io(other.to_string()),
             })?;
             let sent = Arc::new(AtomicU64::new(0));
-            let body = self.part_body(source, offset, len, sent.clone(), observer);
+            let body = self.part_body(source, offset, len, sent.clone(), None, observer);
             let result = tokio::select! {
                 r = self.client.put_part(url, body, len) => r,
                 stalled = watch_progress(&sent, len, self.stall_timeout) => Err(stalled),
@@ -108,14 +108,15 @@ impl Uploader {
         offset: u64,
         len: u64,
         sent: Arc<AtomicU64>,
+        digest: Option<Arc<std::sync::Mutex<sha2::Sha256>>>,
         observer: &Arc<dyn Observer>,
     ) -> reqwest::Body {
         let limiter = self.limiter.clone();
         let progress = observer.clone();
-        let state = (source.file.clone(), 0u64, limiter, sent, progress);
+        let state = (source.file.clone(), 0u64, limiter, sent, progress, digest);
         let stream = futures_util::stream::try_unfold(
             state,
-            move |(file, mut read, limiter, sent, progress)| async move {
+            move |(file, mut read, limiter, sent, progress, digest)| async move {
                 let want = CHUNK.min((len - read) as usize);
                 let (mut buf, n) = if want == 0 {
                     (Vec::new(), 0)
@@ -142,12 +143,17 @@ impl Uploader {
                 if let Some(l) = &limiter {
                     l.acquire(n).await;
                 }
+                // The bytes as they leave: what the service stores, whatever
+                // the file holds by the time it answers.
+                if let Some(d) = &digest {
+                    sha2::Digest::update(&mut *d.lock().expect("body digest lock"), &buf);
+                }
                 read += n as u64;
                 sent.fetch_add(n as u64, Ordering::Relaxed);
                 progress.bytes(n as i64);
                 Ok(Some((
                     bytes::Bytes::from(buf),
-                    (file, read, limiter, sent, progress),
+                    (file, read, limiter, sent, progress, digest),
                 )))
             },
         );

@@ -21,6 +21,7 @@ mod policies;
 mod promises;
 mod properties;
 mod protocol;
+mod round3;
 mod sets;
 mod shapes;
 mod trust;
