@@ -61,8 +61,9 @@ pub struct Args {
     /// Forget a session once it is finished: a repeated complete gets 404
     #[arg(long)]
     pub forget_sessions: bool,
-    /// Complete takes this long (ms) after the parts are assembled; a second
-    /// complete meanwhile gets 400 "parts incomplete"
+    /// Complete takes this long (ms) after the parts are assembled (a second
+    /// complete meanwhile gets 400 "parts incomplete"), and a direct upload
+    /// as long after its body arrived
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub complete_delay: u64,
     /// The file listing ignores its name and path filters

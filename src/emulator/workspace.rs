@@ -454,6 +454,10 @@ pub(super) async fn direct_upload(
             format!("size {size} exceeds the limit of {} bytes", emu.opts.max_size),
         );
     }
+    // `--complete-delay`: storing a direct upload takes as long as a complete.
+    if !emu.opts.complete_delay.is_zero() {
+        tokio::time::sleep(emu.opts.complete_delay).await;
+    }
     let file_name = match fields.get("file_name").map(|s| s.trim()) {
         Some(n) if !n.is_empty() && n.len() <= 255 && !n.contains(['/', '\0']) && n != "." && n != ".." => {
             n.to_string()

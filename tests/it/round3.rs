@@ -33,11 +33,12 @@ fn live(emu: &Emulator) -> Vec<Value> {
 /// Every object still stored holds the bytes its metadata sha256 names.
 fn assert_no_mixed_object(emu: &Emulator, log: &str) {
     for e in live(emu) {
+        // Each object by its file_no (two versions may share a name).
         let stored = emu
             .store
             .path()
-            .join(e["folder"].as_str().unwrap())
-            .join(e["name"].as_str().unwrap());
+            .join(".emulator/objects")
+            .join(e["file_no"].as_str().unwrap());
         assert_eq!(
             Some(sha256_file(&stored).as_str()),
             e["sha256"].as_str(),
@@ -83,4 +84,64 @@ fn a_direct_upload_overwritten_in_place_while_it_streams_is_never_stored_mixed()
         .filter_map(|e| e["sha256"].as_str().map(str::to_string))
         .collect();
     assert_eq!(shas, vec![last], "the new version, once: {}", out.stderr);
+}
+
+/// Item 2: a file replaced by another version (another size) while its
+/// complete or its one request is answered is not recorded done for the
+/// new version: the new version settles and goes as soon as the upload
+/// ends, not at the next full rescan.
+fn replaced_while_answered(direct: bool) {
+    let emu = Emulator::start(&["--part-size", "64KiB", "--complete-delay", "2000"]);
+    let agent_extra = if direct {
+        "settle = \"200ms\"\n"
+    } else {
+        "settle = \"200ms\"\ndirect_upload_max = \"0\"\n"
+    };
+    let sb = Sandbox::watching(&emu, agent_extra, "");
+    let file = sb.drop_dir().join("take.mov");
+    let size = 300 * 1024;
+    write_file(&file, size, 41);
+    let first = sha256_file(&file);
+    let mut agent = sb.running_agent(&[]);
+    let answering = || {
+        if direct {
+            emu.stat("direct_bytes") >= size as u64
+        } else {
+            emu.get("/_emulator/sessions")
+                .as_array()
+                .is_some_and(|l| l.iter().any(|s| s["completing"] == true))
+        }
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), answering),
+        "no answer awaited"
+    );
+    // Saved by a program that writes a temp file and renames it over.
+    let tmp = sb.drop_dir().join(".take.mov.tmp");
+    write_file(&tmp, size + 4096, 42);
+    std::fs::rename(&tmp, &file).unwrap();
+    let second = sha256_file(&file);
+    let both = || {
+        let shas: Vec<Value> = live(&emu).iter().map(|e| e["sha256"].clone()).collect();
+        shas.contains(&Value::from(first.as_str())) && shas.contains(&Value::from(second.as_str()))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), both),
+        "the new version was not sent after the old one's answer (it would wait for the rescan): {:?}\n{}",
+        emu.ledger(),
+        agent.log_text()
+    );
+    let out = agent.stop();
+    assert_eq!(live(&emu).len(), 2, "each version once: {}", out.stderr);
+    assert_no_mixed_object(&emu, &out.stderr);
+}
+
+#[test]
+fn a_file_replaced_while_its_complete_is_answered_goes_again_at_once() {
+    replaced_while_answered(false);
+}
+
+#[test]
+fn a_file_replaced_while_its_direct_upload_is_answered_goes_again_at_once() {
+    replaced_while_answered(true);
 }
