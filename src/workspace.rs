@@ -246,9 +246,16 @@ impl Proof {
             Proof::Metadata => "the same sha256 in its metadata",
             Proof::UrlBytes => "the same sha256 of the bytes its url serves",
             Proof::CreatedAfterMtime => {
-                "the same name and size, created after the local file was last modified (no hash to compare)"
+                "without content proof: the same name and size, created after the local file was last \
+                 modified (no hash to compare)"
             }
         }
+    }
+
+    /// Did the content itself match? Only then may the local file be
+    /// deleted or moved on the strength of an adoption.
+    pub fn compared_content(self) -> bool {
+        !matches!(self, Proof::CreatedAfterMtime)
     }
 }
 

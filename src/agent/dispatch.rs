@@ -331,7 +331,22 @@ impl Agent {
                 // Only the version this agent read is deleted or moved; an
                 // outcome without one (none in practice) leaves the file.
                 if let (Some(id), Some(source)) = (self.root_of(&row), o.source) {
-                    let action = self.settings.root(id).after_upload.clone();
+                    let mut action = self.settings.root(id).after_upload.clone();
+                    // An adoption that could not compare content (a take with
+                    // the same name and size may differ) keeps the file.
+                    if let Some(proof) = o.adopted
+                        && !proof.compared_content()
+                        && action != crate::config::AfterUpload::Keep
+                    {
+                        tracing::warn!(
+                            "{}: adopted {}; after_upload is not applied to it. Compare it with file_no {} and \
+                             remove it yourself if they are the same",
+                            path.display(),
+                            proof.describe(),
+                            o.file.file_no
+                        );
+                        action = crate::config::AfterUpload::Keep;
+                    }
                     let anchor = self.settings.root(id).path.clone();
                     let rel = row.rel.clone();
                     let uploaded = crate::after::Uploaded::Exactly(source);

@@ -87,6 +87,10 @@ pub struct Args {
     /// new: made-up files), always promising a next page
     #[arg(long, value_enum, value_name = "HOW")]
     pub endless_pages: Option<emulator::EndlessPages>,
+    /// Fault: a file's `url` answers 403 (a CDN that refuses the agent), so
+    /// content cannot be compared through it
+    #[arg(long)]
+    pub url_unreadable: bool,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -146,6 +150,7 @@ pub async fn run(args: &Args) -> CliResult {
     opts.reencode_direct = args.reencode_direct;
     opts.trickle = Duration::from_millis(args.trickle);
     opts.endless_pages = args.endless_pages;
+    opts.url_unreadable = args.url_unreadable;
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on http://{addr}");
     let _ = out.flush();

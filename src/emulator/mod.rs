@@ -100,6 +100,8 @@ pub struct Options {
     pub trickle: Duration,
     /// Fault: the file listing never ends.
     pub endless_pages: Option<EndlessPages>,
+    /// Fault: files' `url`s answer 403.
+    pub url_unreadable: bool,
 }
 
 /// How the file listing never ends (`--endless-pages`).
@@ -144,6 +146,7 @@ impl Options {
             reencode_direct: false,
             trickle: Duration::ZERO,
             endless_pages: None,
+            url_unreadable: false,
         }
     }
 }
@@ -189,6 +192,7 @@ pub struct Stats {
     pub deletes: AtomicU64,
     pub url_gets: AtomicU64,
     pub fault_reencoded: AtomicU64,
+    pub fault_url_refused: AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -316,6 +316,10 @@ pub(super) async fn serve_file(
     Path((file_no, _name)): Path<(String, String)>,
 ) -> Response {
     emu.stats.url_gets.fetch_add(1, Ordering::Relaxed);
+    if emu.opts.url_unreadable {
+        emu.stats.fault(&emu.stats.fault_url_refused);
+        return (StatusCode::FORBIDDEN, "forbidden").into_response();
+    }
     if !emu.is_live(&file_no) {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     }

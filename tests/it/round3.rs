@@ -145,3 +145,64 @@ fn a_file_replaced_while_its_complete_is_answered_goes_again_at_once() {
 fn a_file_replaced_while_its_direct_upload_is_answered_goes_again_at_once() {
     replaced_while_answered(true);
 }
+
+fn set_mtime(p: &Path, t: std::time::SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+/// Item 4: with the state lost, a *different* take with the same name and
+/// size and an older mtime (camera files keep theirs) meets a workspace
+/// copy whose content cannot be compared (no metadata in the docs'
+/// listing, the file's url refused). It may be adopted, so it is not sent
+/// twice, but it is never deleted on that ground: its content is either
+/// in the workspace or still on disk, and history says how it was taken.
+fn adoption_without_proof(shape: &str) {
+    let emu = Emulator::start(&["--answers", shape, "--url-unreadable"]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "after_upload = \"delete\"\n");
+    let file = sb.drop_dir().join("A001C003.mov");
+    write_file(&file, 100 * 1024, 51);
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!file.exists(), "the first take was uploaded and deleted");
+    std::fs::remove_dir_all(sb.state_dir()).unwrap();
+
+    // Another take, same name and size, its mtime an hour old.
+    write_file(&file, 100 * 1024, 52);
+    let take = sha256_file(&file);
+    set_mtime(&file, std::time::SystemTime::now() - Duration::from_secs(3600));
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let stored = live(&emu)
+        .iter()
+        .any(|e| e["sha256"].as_str() == Some(take.as_str()));
+    assert!(
+        file.exists() || stored,
+        "{shape}: the second take was deleted without being uploaded: {}",
+        out.stderr
+    );
+    if !stored {
+        let mut history = sb.cmd();
+        history.args(["history", "--json"]);
+        let h = run(history);
+        assert!(
+            h.stdout.contains("without content proof"),
+            "{shape}: history says the adoption had no content proof: {}",
+            h.stdout
+        );
+    }
+}
+
+#[test]
+fn an_adoption_without_content_proof_never_deletes_the_file_docs() {
+    adoption_without_proof("docs");
+}
+
+#[test]
+fn an_adoption_without_content_proof_never_deletes_the_file_sdk() {
+    adoption_without_proof("sdk");
+}
