@@ -389,11 +389,64 @@ mod imp {
 
     pub fn remove_if(root: &Path, parts: &[&OsStr], expect: &FileId) -> io::Result<bool> {
         let (dir, last) = parent(root, parts)?;
-        if !same(dir.as_fd(), last, expect)? {
+        unlink_checked(&dir, last, expect)
+    }
+
+    /// Unlinks `name` only if it is `expect`. A check then an unlink by
+    /// name would delete whatever was renamed over the name in between, so
+    /// the name is first renamed aside (atomic), the inode that moved is
+    /// checked, and only then unlinked; another file that moved is put back.
+    fn unlink_checked(dir: &OwnedFd, name: &OsStr, expect: &FileId) -> io::Result<bool> {
+        use rustix::fs::RenameFlags;
+        if !same(dir.as_fd(), name, expect)? {
             return Ok(false);
         }
-        rustix::fs::unlinkat(&dir, last, AtFlags::empty())?;
-        Ok(true)
+        let aside = OsString::from(format!(
+            ".autorender-sync.{}.{}.removing",
+            std::process::id(),
+            expect.ino
+        ));
+        match rustix::fs::renameat_with(dir, name, dir, aside.as_os_str(), RenameFlags::NOREPLACE) {
+            Ok(()) => {}
+            // No renameat2 here: the check just made is all there is.
+            Err(Errno::INVAL | Errno::NOSYS) => {
+                rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
+                return Ok(true);
+            }
+            Err(Errno::NOENT) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        if same_moved(dir.as_fd(), &aside, expect)? {
+            rustix::fs::unlinkat(dir, aside.as_os_str(), AtFlags::empty())?;
+            return Ok(true);
+        }
+        // Someone else's file, put there between the check and the rename.
+        for n in 0..10_000u32 {
+            let back = candidate(name, n);
+            match rustix::fs::renameat_with(
+                dir,
+                aside.as_os_str(),
+                dir,
+                back.as_os_str(),
+                RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => {
+                    if n > 0 {
+                        tracing::warn!(
+                            "a file that replaced {} while it was being removed was put back as {}",
+                            Path::new(name).display(),
+                            Path::new(&back).display()
+                        );
+                    }
+                    return Ok(false);
+                }
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(io::Error::other(
+            "no free name to put a file back among 10,000 tries",
+        ))
     }
 
     /// Opens (creating as needed, mode 0777 less the umask) the folders
@@ -572,9 +625,7 @@ mod imp {
             match placed {
                 Ok(()) => {
                     let _ = rustix::fs::fsync(dest_dir);
-                    if same(src_dir.as_fd(), name, expect)? {
-                        rustix::fs::unlinkat(src_dir, name, AtFlags::empty())?;
-                    }
+                    unlink_checked(src_dir, name, expect)?;
                     return Ok(Some(target));
                 }
                 Err(Errno::EXIST) => continue,

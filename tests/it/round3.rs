@@ -206,3 +206,167 @@ fn an_adoption_without_content_proof_never_deletes_the_file_docs() {
 fn an_adoption_without_content_proof_never_deletes_the_file_sdk() {
     adoption_without_proof("sdk");
 }
+
+/// A `move_to` folder on another file system than the watched root
+/// (`/dev/shm` is tmpfs; the temp dir is not), or `None` where the machine
+/// has no second file system (loud; a failure under CI).
+fn other_file_system(root: &Path) -> Option<tempfile::TempDir> {
+    use std::os::unix::fs::MetadataExt;
+    let shm = Path::new("/dev/shm");
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    if shm.is_dir() && dev(shm).is_some() && dev(shm) != dev(root) {
+        return Some(tempfile::tempdir_in(shm).expect("temp dir in /dev/shm"));
+    }
+    skip_or_fail("no second file system (/dev/shm on tmpfs) to move files across");
+    None
+}
+
+/// Waits until a copy's temporary name shows in `dir` (a tight loop: the
+/// copy to tmpfs is quick). False if the file arrived or nothing began.
+fn copy_under_way(dir: &Path, deadline: Duration) -> bool {
+    let end = std::time::Instant::now() + deadline;
+    while std::time::Instant::now() < end {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.ends_with(".partial") {
+                    return true;
+                }
+                if !n.starts_with('.') {
+                    return false;
+                }
+            }
+        }
+        std::hint::spin_loop();
+    }
+    false
+}
+
+/// Item 3: `move_to` on another file system copies to a temporary name,
+/// flushes, renames into place and removes the original only while it is
+/// the inode copied. A new version renamed over the path during the copy
+/// is never deleted (raced several rounds), and the file under the final
+/// name is always whole.
+#[test]
+fn move_to_another_file_system_never_deletes_a_newer_file_nor_leaves_a_torn_one() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::new(&emu, "settle = \"100ms\"\n");
+    let root = sb.path("drop");
+    std::fs::create_dir_all(&root).unwrap();
+    let Some(done) = other_file_system(&root) else {
+        return;
+    };
+    let text = std::fs::read_to_string(&sb.config).unwrap()
+        + &format!(
+            "[[watch]]\npath = \"{}\"\nremote_folder = \"d\"\nafter_upload = \"move\"\nmove_to = \"{}\"\n",
+            root.display(),
+            done.path().display()
+        );
+    std::fs::write(&sb.config, text).unwrap();
+    let size = 48 * 1024 * 1024;
+    let mut agent = sb.running_agent(&[]);
+    let mut raced = 0;
+    for round in 0..4u64 {
+        let name = format!("r{round}.mov");
+        let file = root.join(&name);
+        write_file(&file, size, 100 + round);
+        let old = sha256_file(&file);
+        let newer = root.join(format!(".r{round}.new"));
+        write_file(&newer, 1024, 200 + round);
+        let new = sha256_file(&newer);
+        let swapped = copy_under_way(done.path(), Duration::from_secs(60));
+        if swapped {
+            raced += 1;
+            std::fs::rename(&newer, &file).unwrap();
+        } else {
+            std::fs::remove_file(&newer).unwrap();
+        }
+        // Everything of this round handled: nothing left in the root.
+        assert!(
+            wait_until(Duration::from_secs(60), || !file.exists()),
+            "round {round}: not moved\n{}",
+            agent.log_text()
+        );
+        let stored: Vec<String> = live(&emu)
+            .iter()
+            .filter_map(|e| e["sha256"].as_str().map(str::to_string))
+            .collect();
+        assert!(
+            stored.contains(&old),
+            "round {round}: the first version was uploaded"
+        );
+        // Whatever is in move_to under a final name is whole, and the newer
+        // version (if it was renamed over the path) is there, never deleted.
+        let mut moved = Vec::new();
+        for e in std::fs::read_dir(done.path()).unwrap().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(&format!("r{round}")) {
+                moved.push(sha256_file(&e.path()));
+            }
+        }
+        for sha in &moved {
+            assert!(
+                *sha == old || *sha == new,
+                "round {round}: a torn file in move_to\n{}",
+                agent.log_text()
+            );
+        }
+        if swapped {
+            assert!(
+                moved.contains(&new),
+                "round {round}: the file renamed over the path during the copy was lost (root {:?}, move_to {:?})\n{}",
+                std::fs::read_dir(&root)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.file_name())
+                    .collect::<Vec<_>>(),
+                std::fs::read_dir(done.path())
+                    .unwrap()
+                    .flatten()
+                    .map(|e| (e.file_name(), sha256_file(&e.path()) == old))
+                    .collect::<Vec<_>>(),
+                agent.log_text()
+            );
+        }
+    }
+    eprintln!("move_to across file systems: raced the copy in {raced} of 4 rounds");
+    assert_eq!(agent.stop().code, 0);
+}
+
+/// Item 3: SIGKILL while a file is copied to another file system leaves
+/// no torn file under its final name (only a `.partial` temporary), and the
+/// original stays where it was.
+#[test]
+fn sigkill_during_a_copy_to_another_file_system_leaves_no_torn_file() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::new(&emu, "settle = \"100ms\"\n");
+    let root = sb.path("drop");
+    std::fs::create_dir_all(&root).unwrap();
+    let Some(done) = other_file_system(&root) else {
+        return;
+    };
+    let text = std::fs::read_to_string(&sb.config).unwrap()
+        + &format!(
+            "[[watch]]\npath = \"{}\"\nremote_folder = \"d\"\nafter_upload = \"move\"\nmove_to = \"{}\"\n",
+            root.display(),
+            done.path().display()
+        );
+    std::fs::write(&sb.config, text).unwrap();
+    let file = root.join("big.mov");
+    write_file(&file, 64 * 1024 * 1024, 300);
+    let sha = sha256_file(&file);
+    let mut agent = sb.running_agent(&[]);
+    let caught = copy_under_way(done.path(), Duration::from_secs(60));
+    agent.crash();
+    let moved = done.path().join("big.mov");
+    if moved.exists() {
+        assert_eq!(sha256_file(&moved), sha, "a file under its final name is whole");
+    } else {
+        assert!(caught, "the copy never began");
+        assert_eq!(sha256_file(&file), sha, "the original is still in place");
+    }
+    eprintln!(
+        "killed {} the copy",
+        if moved.exists() { "after" } else { "during" }
+    );
+}
