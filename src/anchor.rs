@@ -198,12 +198,27 @@ mod imp {
         }
     }
 
+    /// The root itself is never reached through a symlink either: a root
+    /// replaced by one (pointing at someone else's files) is refused like a
+    /// missing root. The configured path was canonicalised when the config
+    /// was read, so a root named through a link is its target.
     fn open_root(root: &Path) -> io::Result<OwnedFd> {
-        Ok(rustix::fs::open(
+        match rustix::fs::open(
             root,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
-        )?)
+        ) {
+            Ok(fd) => Ok(fd),
+            Err(Errno::LOOP | Errno::NOTDIR)
+                if std::fs::symlink_metadata(root).is_ok_and(|m| m.file_type().is_symlink()) =>
+            {
+                Err(io::Error::other(format!(
+                    "the watched folder {} has been replaced by a symbolic link; it is not followed",
+                    crate::text::path(root)
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn join(parts: &[&OsStr]) -> PathBuf {

@@ -23,10 +23,19 @@ impl Agent {
             }
             match now {
                 None => {
-                    tracing::warn!(
-                        "watched folder {} disappeared; waiting for it to come back",
-                        w.path.display()
-                    );
+                    if std::fs::symlink_metadata(&w.path).is_ok_and(|m| m.file_type().is_symlink()) {
+                        tracing::warn!(
+                            "watched folder {} has been replaced by a symbolic link; it is not followed, and \
+                             nothing is uploaded from it until a folder stands there again (to watch where the \
+                             link points, name that folder in the config)",
+                            w.path.display()
+                        );
+                    } else {
+                        tracing::warn!(
+                            "watched folder {} disappeared; waiting for it to come back",
+                            w.path.display()
+                        );
+                    }
                     watchers.stop(id);
                     self.root_ids[i] = None;
                 }
@@ -54,7 +63,7 @@ impl Agent {
         for (i, w) in self.settings.watches.iter().enumerate() {
             if self.root_ids.get(i).is_some_and(Option::is_none) {
                 problems.push(format!(
-                    "watched folder {} is missing or unmounted",
+                    "watched folder {} is missing, unmounted or replaced by a symbolic link",
                     w.path.display()
                 ));
             }

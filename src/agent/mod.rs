@@ -470,9 +470,16 @@ impl Agent {
     }
 }
 
-/// (device, inode) of a folder, to notice it was replaced; None if missing.
+/// A root's identity after an event on the root itself: not a folder's, so
+/// the next heartbeat judges it anew (missing, a link, or a folder to watch
+/// again) and says so.
+pub(super) const ROOT_TO_RECHECK: (u64, u64) = (u64::MAX, u64::MAX);
+
+/// (device, inode) of a folder, to notice it was replaced; None if missing
+/// or replaced by a symbolic link (never followed: it could point at any
+/// folder of the agent's user).
 fn folder_identity(path: &Path) -> Option<(u64, u64)> {
-    let m = std::fs::metadata(path).ok().filter(|m| m.is_dir())?;
+    let m = std::fs::symlink_metadata(path).ok().filter(|m| m.is_dir())?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;

@@ -370,3 +370,64 @@ fn sigkill_during_a_copy_to_another_file_system_leaves_no_torn_file() {
         if moved.exists() { "after" } else { "during" }
     );
 }
+
+/// Item 16: a watched folder replaced by a symbolic link (to someone
+/// else's files) is a vanished root: nothing behind the link is uploaded,
+/// `/healthz` says why; once a folder stands there again it is watched.
+#[test]
+fn a_root_replaced_by_a_symlink_is_not_followed() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\n[control]\nlisten = \"127.0.0.1:0\"\n",
+        "",
+    );
+    let mut agent = sb.running_agent(&[]);
+    write_file(&sb.drop_dir().join("a.mov"), 1000, 61);
+    assert!(wait_until(Duration::from_secs(30), || emu.stored() == 1));
+    let info = sb.state_dir().join("control.json");
+    assert!(wait_until(Duration::from_secs(20), || info.exists()));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
+    let url = v["url"].as_str().unwrap().to_string();
+    let health = || reqwest::blocking::get(format!("{url}/healthz")).unwrap();
+
+    let victim = sb.path("victim");
+    std::fs::create_dir(&victim).unwrap();
+    write_file(&victim.join("secret.mov"), 2000, 62);
+    std::fs::rename(sb.drop_dir(), sb.path("drop.gone")).unwrap();
+    std::os::unix::fs::symlink(&victim, sb.drop_dir()).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || health().status().as_u16() == 503),
+        "healthz stays 200 with its folder replaced by a link\n{}",
+        agent.log_text()
+    );
+    let why = health().text().unwrap();
+    assert!(why.contains("symbolic link"), "{why}");
+    write_file(&victim.join("secret2.mov"), 3000, 63);
+    assert!(
+        wait_until(Duration::from_secs(20), || agent
+            .log_text()
+            .contains("replaced by a symbolic link")),
+        "{}",
+        agent.log_text()
+    );
+
+    // A folder again: watched and scanned; what stood behind the link never went.
+    std::fs::remove_file(sb.drop_dir()).unwrap();
+    std::fs::create_dir(sb.drop_dir()).unwrap();
+    write_file(&sb.drop_dir().join("b.mov"), 1500, 64);
+    let b_sent = || emu.ledger().iter().any(|e| e["name"] == "b.mov");
+    assert!(
+        wait_until(Duration::from_secs(30), b_sent),
+        "{}",
+        agent.log_text()
+    );
+    let names: Vec<Value> = emu.ledger().iter().map(|e| e["name"].clone()).collect();
+    assert_eq!(
+        names,
+        vec![Value::from("a.mov"), Value::from("b.mov")],
+        "{}",
+        agent.log_text()
+    );
+    assert_eq!(agent.stop().code, 0);
+}
