@@ -82,6 +82,14 @@ impl Agent {
         {
             problems.push(why);
         }
+        if let Some(until) = self.transfer.rate_limited_until_ms() {
+            problems.push(format!(
+                "the service is rate-limiting uploads (429); they wait until {}",
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_millis(until.max(0) as u64)
+                )
+            ));
+        }
         match &self.pause {
             Some((Pause::Auth, _)) => problems.push("the API key was rejected".into()),
             Some((Pause::Unreachable { .. }, _)) => problems.push("the service is unreachable".into()),
@@ -147,6 +155,7 @@ impl Agent {
             "pause_reason": reason,
             "unreachable_since": since.filter(|_| matches!(self.pause, Some((Pause::Unreachable { .. }, _)))),
             "user_pause": self.user_pause,
+            "rate_limited_until": self.transfer.rate_limited_until_ms(),
             "schedule": self.schedule_view(),
             "problems": self.live.problems.lock().expect("problems lock").clone(),
             "fleet": self.journal.fleet_view(),

@@ -124,7 +124,7 @@ pub(super) async fn read_json(resp: reqwest::Response) -> Result<serde_json::Val
         .get(header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|s| Duration::from_secs(s.min(600)));
+        .map(|s| Duration::from_secs(s.min(86_400)));
     let text = read_limited(resp).await?;
     classify(status.as_u16(), retry_after, &text)
 }

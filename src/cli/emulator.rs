@@ -36,6 +36,12 @@ pub struct Args {
     /// Fraction of starts answered 429 with Retry-After
     #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub throttle_start: f64,
+    /// Fault: the first N starts are answered 429 (deterministic)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub throttle_first: u64,
+    /// The Retry-After (seconds) sent with a throttled start
+    #[arg(long, value_name = "SECS", default_value_t = 1)]
+    pub retry_after: u64,
     /// Fraction of completes that fail (half before finishing, half with the answer lost)
     #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub fail_complete: f64,
@@ -135,6 +141,8 @@ pub async fn run(args: &Args) -> CliResult {
     opts.part_size = args.part_size;
     opts.fail_parts = args.fail_parts;
     opts.throttle_start = args.throttle_start;
+    opts.throttle_first = args.throttle_first;
+    opts.retry_after = args.retry_after;
     opts.fail_complete = args.fail_complete;
     opts.url_ttl = args.url_ttl;
     opts.latency = Duration::from_millis(args.latency);

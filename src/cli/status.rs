@@ -140,6 +140,7 @@ pub(crate) fn document(g: &Gathered) -> serde_json::Value {
             "problems": if running { snapshot["problems"].clone() } else { json!([]) },
             "unreachable_since": json_time(if running { snapshot["unreachable_since"].as_i64() } else { None }),
             "unreachable_since_ms": if running { snapshot["unreachable_since"].clone() } else { serde_json::Value::Null },
+            "rate_limited_until": json_time(if running { snapshot["rate_limited_until"].as_i64() } else { None }),
         },
         "state_dir": state_dir,
         "roots": counts,
@@ -203,6 +204,13 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
                         .unwrap_or_else(|| "until `autorender-sync resume`".into())
                 ),
                 Some("paused_by_schedule") => "; UPLOADS PAUSED by the schedule".into(),
+                _ if snapshot["rate_limited_until"].is_i64() => format!(
+                    "; UPLOADS WAITING: rate-limited by the service (429) until {}",
+                    snapshot["rate_limited_until"]
+                        .as_i64()
+                        .map(format_time)
+                        .unwrap_or_default()
+                ),
                 _ if snapshot["paused"].as_bool() == Some(true) =>
                     "; UPLOADS PAUSED (API key rejected)".into(),
                 _ => String::new(),

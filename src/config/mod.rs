@@ -118,6 +118,9 @@ pub struct ApiSettings {
     pub api_key_file: Option<PathBuf>,
     pub request_timeout: Duration,
     pub url_ttl: Duration,
+    /// The longest wait a `Retry-After` is obeyed for before the service is
+    /// asked again (a 429 asking for an hour would stall every upload).
+    pub retry_after_max: Duration,
     /// Remote names that differ only by case are the same file.
     pub case_insensitive_remote: bool,
 }

@@ -10,6 +10,7 @@ const API_KEYS: &[&str] = &[
     "api_key_file",
     "request_timeout",
     "url_ttl",
+    "retry_after_max",
     "case_insensitive_remote",
 ];
 /// `agent.direct_upload_max` default and ceiling.
@@ -155,12 +156,23 @@ impl<'s> Walker<'s> {
                 "must be at least 60s; presigned URLs that expire sooner restart large uploads needlessly",
             );
         }
+        let retry_after_max = self
+            .duration(&f, "retry_after_max", "api.retry_after_max")
+            .unwrap_or(Duration::from_secs(300));
+        if retry_after_max.is_zero() || retry_after_max > Duration::from_secs(24 * 3600) {
+            self.err(
+                "api.retry_after_max",
+                f.get("retry_after_max").map(|i| i.span()),
+                "must be between 1s and 24h",
+            );
+        }
         ApiSettings {
             endpoint,
             api_key_env,
             api_key_file,
             request_timeout,
             url_ttl,
+            retry_after_max,
             case_insensitive_remote: self
                 .boolean(&f, "case_insensitive_remote", "api.case_insensitive_remote")
                 .unwrap_or(false),

@@ -67,6 +67,10 @@ pub struct Options {
     pub part_size: u64,
     pub fail_parts: f64,
     pub throttle_start: f64,
+    /// Fault: the first this many starts are throttled.
+    pub throttle_first: u64,
+    /// Retry-After (seconds) of a throttled start.
+    pub retry_after: u64,
     pub fail_complete: f64,
     /// Upper bound on the presigned URL lifetime, whatever the client asks.
     pub url_ttl: Option<u64>,
@@ -131,6 +135,8 @@ impl Options {
             part_size: 10 * 1024 * 1024,
             fail_parts: 0.0,
             throttle_start: 0.0,
+            throttle_first: 0,
+            retry_after: 1,
             fail_complete: 0.0,
             url_ttl: None,
             latency: Duration::ZERO,

@@ -23,7 +23,8 @@ pub(super) async fn start(State(emu): State<Arc<Emulator>>, headers: HeaderMap, 
         Ok(p) => p,
         Err((status, msg)) => return json_error(&emu, status, "Bad Request", msg),
     };
-    if emu.chance(emu.opts.throttle_start) {
+    let early = emu.stats.start.load(Ordering::Relaxed) <= emu.opts.throttle_first;
+    if early || emu.chance(emu.opts.throttle_start) {
         emu.stats.fault(&emu.stats.fault_throttled);
         let mut r = json_error(
             &emu,
@@ -31,8 +32,10 @@ pub(super) async fn start(State(emu): State<Arc<Emulator>>, headers: HeaderMap, 
             "Too Many Requests",
             "rate limit exceeded; retry later",
         );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, "1".parse().expect("static header"));
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(emu.opts.retry_after),
+        );
         return r;
     }
     let size = parsed.meta.size;

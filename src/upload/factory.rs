@@ -25,6 +25,7 @@ impl Uploader {
             url_ttl: settings.api.url_ttl,
             retry: retry_policy(),
             stall_timeout: settings.api.request_timeout,
+            throttle: Arc::new(super::throttle::Throttle::new(settings.api.retry_after_max)),
         })
     }
 }

@@ -44,6 +44,7 @@ mod parts;
 pub mod reconcile;
 #[cfg(test)]
 mod tests;
+pub mod throttle;
 
 /// Objects the service may store for one file version that are not its
 /// bytes before the file fails (SPEC §7: at most 2 copies per version).
@@ -218,6 +219,8 @@ pub struct Uploader {
     /// A part whose body makes no progress for this long is abandoned and
     /// retried (a stalled connection never errors by itself).
     pub stall_timeout: Duration,
+    /// The service's rate limit, one gate for all uploads.
+    pub throttle: Arc<throttle::Throttle>,
 }
 
 /// A session carried over from an earlier run, with the parts already stored.
@@ -462,15 +465,25 @@ impl Uploader {
 
     async fn start(&self, job: &Job, size: u64, sha256: &str) -> Result<Session, UploadError> {
         let req = self.request(job, size, sha256);
-        let s = (|| self.client.start(&req))
-            .retry(self.retry.backoff())
-            .when(self.retry.retryable())
-            .adjust(|e, d| d.map(|d| e.retry_after().unwrap_or(d)))
-            .notify(
-                |e, d| tracing::debug!(file = %job.path.display(), "start failed ({e}); retrying in {d:?}"),
-            )
-            .await
-            .map_err(refusal)?;
+        let s = (|| async {
+            self.throttle.wait().await;
+            let s = self.client.start(&req).await;
+            if s.is_ok() {
+                self.throttle.passed();
+            }
+            s
+        })
+        .retry(self.retry.backoff())
+        .when(self.retry.retryable())
+        .adjust(|e, d| {
+            d.map(|d| match e {
+                ApiError::Throttled { retry_after } => self.throttle.throttled(*retry_after, d),
+                _ => d,
+            })
+        })
+        .notify(|e, d| tracing::debug!(file = %job.path.display(), "start failed ({e}); retrying in {d:?}"))
+        .await
+        .map_err(refusal)?;
         Ok(s)
     }
 }

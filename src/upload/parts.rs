@@ -85,7 +85,7 @@ impl Uploader {
             .retry(self.retry.backoff())
             .when(move |e: &PartError| matches!(e, PartError::Api(a) if retryable(a)))
             .adjust(|e, d| match e {
-                PartError::Api(a) => d.map(|d| a.retry_after().unwrap_or(d)),
+                PartError::Api(a) => d.map(|d| a.retry_after().map_or(d, |r| r.min(self.throttle.cap()))),
                 _ => d,
             })
             .notify(|e, d| tracing::debug!(file = %job.path.display(), part = index, "part failed ({e}); retrying in {d:?}"))

@@ -26,6 +26,10 @@ pub trait Transfer: Send + Sync {
     fn limiter(&self) -> Option<Arc<crate::limiter::Limiter>> {
         None
     }
+    /// Until when (unix ms) the service asked not to be asked (429).
+    fn rate_limited_until_ms(&self) -> Option<i64> {
+        None
+    }
 }
 
 impl Transfer for Uploader {
@@ -42,6 +46,9 @@ impl Transfer for Uploader {
     }
     fn limiter(&self) -> Option<Arc<crate::limiter::Limiter>> {
         self.limiter.clone()
+    }
+    fn rate_limited_until_ms(&self) -> Option<i64> {
+        self.throttle.until_ms()
     }
 }
 

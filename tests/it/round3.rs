@@ -431,3 +431,46 @@ fn a_root_replaced_by_a_symlink_is_not_followed() {
     );
     assert_eq!(agent.stop().code, 0);
 }
+
+/// Item 8: a 429 on start asking to wait an hour (`Retry-After: 3600`) is
+/// obeyed only up to `api.retry_after_max`, logged once, and shown in
+/// `status` as "rate-limited until …" (and as a health problem); the
+/// service is asked again after the cap and the file goes.
+#[test]
+fn a_retry_after_of_an_hour_is_cut_to_the_cap_logged_once_and_shown() {
+    let emu = Emulator::start(&["--throttle-first", "3", "--retry-after", "3600"]);
+    let sb = Sandbox::watching(&emu, "settle = \"100ms\"\ndirect_upload_max = \"0\"\n", "");
+    let text = std::fs::read_to_string(&sb.config).unwrap();
+    std::fs::write(
+        &sb.config,
+        text.replacen("[api]\n", "[api]\nretry_after_max = \"2s\"\n", 1),
+    )
+    .unwrap();
+    write_file(&sb.drop_dir().join("a.mov"), 100 * 1024, 71);
+    let mut agent = sb.running_agent(&[]);
+    let shown = || {
+        let s = sb.status();
+        s["agent"]["rate_limited_until"].is_string()
+            && s["agent"]["problems"].to_string().contains("rate-limiting")
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), shown),
+        "status does not show the rate limit: {}\n{}",
+        sb.status(),
+        agent.log_text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || emu.stored() == 1),
+        "not sent after the throttling stopped (waited out the hour?)\n{}",
+        agent.log_text()
+    );
+    let out = agent.stop();
+    assert_eq!(emu.stat("fault_throttled"), 3);
+    assert_eq!(
+        out.stderr.matches("rate-limiting uploads").count(),
+        1,
+        "logged once per episode: {}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("asks to wait 1h"), "{}", out.stderr);
+}
