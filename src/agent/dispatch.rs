@@ -518,6 +518,34 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Backoff deadlines set while the wall clock stood ahead (it was
+    /// stepped back since) count from now, so a clock set back an hour does
+    /// not add an hour to every wait.
+    pub(super) async fn rebase_backoff(&mut self) -> Result<(), AgentError> {
+        let n = self.journal.rebase_backoff(self.clock.wall_ms()).await?;
+        if n > 0 {
+            tracing::info!(
+                "the clock has been set back since {n} file(s) were put in backoff; their waits count from now"
+            );
+            self.queue_dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Whether the wall clock fell more than a minute behind the monotonic
+    /// clock since the last heartbeat (someone or NTP stepped it back).
+    pub(super) fn clock_stepped_back(&mut self) -> bool {
+        let now = (self.clock.now(), self.clock.wall_ms());
+        let back = self.wall_seen.is_some_and(|(at, wall)| {
+            let expected = wall + now.0.duration_since(at).as_millis() as i64;
+            now.1 < expected - 60_000
+        });
+        self.wall_seen = Some(now);
+        back
+    }
+}
+
 /// Per-file backoff between attempts: 5 s doubling to 15 min, with jitter
 /// drawn from the milliseconds of `now_ms`.
 pub(super) fn retry_delay(attempts: u32, now_ms: i64) -> Duration {

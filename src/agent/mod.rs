@@ -151,6 +151,9 @@ pub struct Agent {
     watch_modes: Vec<WatchMode>,
     /// Per root: the identity of the folder being watched (None: missing).
     root_ids: Vec<Option<(u64, u64)>>,
+    /// The last heartbeat's (instant, wall ms): a wall clock that fell
+    /// behind the instant's advance was stepped back.
+    wall_seen: Option<(Instant, i64)>,
     /// New folders to scan once more, and when.
     rescan_soon: Vec<(RootId, PathBuf, Instant)>,
     /// Uploads in flight and their progress.
@@ -218,6 +221,7 @@ impl Agent {
             last_event_at: None,
             watch_modes: Vec::new(),
             root_ids: Vec::new(),
+            wall_seen: None,
             rescan_soon: Vec::new(),
             flights: Flights::default(),
             live: Arc::default(),
@@ -298,6 +302,7 @@ impl Agent {
             self.check_key_at_start().await?;
         }
         self.restore_pause().await?;
+        self.rebase_backoff().await?;
         self.note_first_watch().await?;
         self.apply_schedule().await?;
         for id in self.settings.root_ids() {
@@ -403,6 +408,9 @@ impl Agent {
                 _ = heartbeat.tick() => {
                     // `retry` from another process may have queued files.
                     self.queue_dirty = true;
+                    if self.clock_stepped_back() {
+                        self.rebase_backoff().await?;
+                    }
                     beats += 1;
                     if beats.is_multiple_of(PROGRESS_EVERY) && show_progress {
                         for v in self.flights.views(self.clock.now()) {

@@ -274,6 +274,9 @@ journal_interface! {
     async fn next_due(&self) -> Option<i64>;
     /// Queued files wait until `at` (unix ms), no attempt spent.
     async fn postpone(&self, ids: Vec<i64>, at: i64) -> ();
+    /// Backoff set under a wall clock that has since been stepped back is
+    /// counted from `now` instead (how many files moved).
+    async fn rebase_backoff(&self, now: i64) -> usize;
     async fn set_state(&self, id: i64, state: State) -> ();
     /// The uploaded versions of the files directly in one folder of a root.
     async fn done_in(&self, root: String, folder: String) -> FolderDone;

@@ -7,6 +7,9 @@ use super::records::DoneVersion;
 use super::schema::{DUE_FROM, FOLDER_OF_REL, QUEUED};
 use super::*;
 
+/// The longest per-file backoff the agent sets (15 min and its jitter).
+pub(crate) const MAX_BACKOFF_MS: i64 = (900 + 225) * 1000;
+
 /// The first `limit` rows that `keep` accepts.
 fn first_kept(
     mut rows: rusqlite::Rows<'_>,
@@ -183,6 +186,26 @@ impl Sqlite {
                 &format!("SELECT MIN(next_attempt_at) FROM files WHERE {QUEUED}"),
                 [],
                 |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    /// Backoff deadlines recorded while the wall clock stood ahead of `now`
+    /// (it has been stepped back since, across a restart or while running):
+    /// each keeps its delay, counted from `now`, instead of waiting out the
+    /// step too. Only rows whose failure is recorded more than a minute in
+    /// the future, with a plausible backoff (at most [`MAX_BACKOFF_MS`]).
+    /// Returns how many were moved.
+    pub async fn rebase_backoff(&self, now: i64) -> Result<usize, JournalError> {
+        self.call(move |c| {
+            c.execute(
+                &format!(
+                    "UPDATE files SET next_attempt_at = ?1 + (next_attempt_at - updated_at), updated_at = ?1
+                     WHERE {QUEUED} AND updated_at > ?1 + 60000
+                       AND next_attempt_at >= updated_at AND next_attempt_at - updated_at <= ?2"
+                ),
+                params![now, MAX_BACKOFF_MS],
             )
         })
         .await

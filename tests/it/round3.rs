@@ -474,3 +474,67 @@ fn a_retry_after_of_an_hour_is_cut_to_the_cap_logged_once_and_shown() {
     );
     assert!(out.stderr.contains("asks to wait 1h"), "{}", out.stderr);
 }
+
+/// Item 9: a file put in backoff while the clock stood an hour ahead
+/// (libfaketime) is tried again seconds after a restart with the clock set
+/// right, not an hour later: the wait keeps its length, counted from now.
+#[test]
+fn backoff_set_under_a_clock_an_hour_ahead_does_not_wait_the_hour() {
+    // libfaketime preloaded into the agent itself (the `faketime` wrapper
+    // forks, and its child would outlive a stop); monotonic time stays real.
+    let Some(lib) = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(|d| Path::new(d).join("faketime/libfaketime.so.1"))
+    .find(|p| p.exists()) else {
+        skip_or_fail("libfaketime (Debian: faketime) is not installed");
+        return;
+    };
+    let lib = lib.to_string_lossy().into_owned();
+    // Every start refused (429): the first attempt fails and the file backs off.
+    let refusing = Emulator::start(&["--throttle-first", "1000000", "--retry-after", "1"]);
+    let sb = Sandbox::watching(&refusing, "settle = \"100ms\"\ndirect_upload_max = \"0\"\n", "");
+    write_file(&sb.drop_dir().join("a.mov"), 10 * 1024, 81);
+    let mut ahead = sb.running_agent_env(
+        &[],
+        &[
+            ("LD_PRELOAD", lib.as_str()),
+            ("FAKETIME", "+1h"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || ahead
+            .log_text()
+            .contains("retrying in")),
+        "the first attempt did not fail\n{}",
+        ahead.log_text()
+    );
+    let stopped = ahead.stop();
+    let stamp = stopped.stderr.split_whitespace().next().unwrap_or_default();
+    let logged = humantime::parse_rfc3339_weak(stamp).expect("a timestamp");
+    assert!(
+        logged
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+            > Duration::from_secs(3000),
+        "the clock was not shifted: {stamp}"
+    );
+
+    // The clock is right again (an hour behind what the journal saw), and
+    // the service answers.
+    let emu = Emulator::start(&[]);
+    let text = std::fs::read_to_string(&sb.config).unwrap();
+    std::fs::write(&sb.config, text.replace(&refusing.url, &emu.url)).unwrap();
+    let mut agent = sb.running_agent(&[]);
+    assert!(
+        wait_until(Duration::from_secs(30), || emu.stored() == 1),
+        "the file waits out the clock step\n{}",
+        agent.log_text()
+    );
+    let out = agent.stop();
+    assert!(out.stderr.contains("clock has been set back"), "{}", out.stderr);
+}
