@@ -522,7 +522,12 @@ impl Agent {
     /// Backoff deadlines set while the wall clock stood ahead (it was
     /// stepped back since) count from now, so a clock set back an hour does
     /// not add an hour to every wait.
-    pub(super) async fn rebase_backoff(&mut self) -> Result<(), AgentError> {
+    ///
+    /// Likewise a first-watch time (`existing = "skip"`) later than `since`
+    /// (the earliest the step can have happened, on the clock as it is now)
+    /// becomes `since`, so files made after the step are not taken for
+    /// files that were there before.
+    pub(super) async fn rebase_backoff(&mut self, since: i64) -> Result<(), AgentError> {
         let n = self.journal.rebase_backoff(self.clock.wall_ms()).await?;
         if n > 0 {
             tracing::info!(
@@ -530,16 +535,26 @@ impl Agent {
             );
             self.queue_dirty = true;
         }
+        let roots = self.journal.clamp_first_watched(since).await?;
+        if roots > 0 {
+            tracing::info!(
+                "the clock has been set back since {roots} folder(s) were first watched with existing = \"skip\"; \
+                 files made from now on are new to them"
+            );
+            self.first_watched.clear();
+        }
         Ok(())
     }
 
-    /// Whether the wall clock fell more than a minute behind the monotonic
-    /// clock since the last heartbeat (someone or NTP stepped it back).
-    pub(super) fn clock_stepped_back(&mut self) -> bool {
+    /// If the wall clock fell more than a minute behind the monotonic clock
+    /// since the last heartbeat (someone or NTP stepped it back): the wall
+    /// time of that heartbeat on the clock as it is now (the earliest the
+    /// step can have happened).
+    pub(super) fn clock_stepped_back(&mut self) -> Option<i64> {
         let now = (self.clock.now(), self.clock.wall_ms());
-        let back = self.wall_seen.is_some_and(|(at, wall)| {
-            let expected = wall + now.0.duration_since(at).as_millis() as i64;
-            now.1 < expected - 60_000
+        let back = self.wall_seen.and_then(|(at, wall)| {
+            let elapsed = now.0.duration_since(at).as_millis() as i64;
+            (now.1 < wall + elapsed - 60_000).then_some(now.1 - elapsed)
         });
         self.wall_seen = Some(now);
         back

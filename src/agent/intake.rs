@@ -220,6 +220,17 @@ impl Agent {
             Verdict::Upload => match self.left_out(id, &path, &root, &rel, fp).await? {
                 Some(why) => {
                     tracing::debug!("{} is skipped: {why}", path.display());
+                    // Once per folder and reason, where people look.
+                    let folder = Path::new(&rel)
+                        .parent()
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    if self.skip_noted.len() < 10_000 && self.skip_noted.insert((id, folder, why.clone())) {
+                        tracing::info!(
+                            "files in {} are left out: {why}; each is uploaded once it changes (this is said once per folder)",
+                            path.parent().unwrap_or(&path).display()
+                        );
+                    }
                     self.report.skipped += 1;
                     if self.opts.dry_run {
                         return Ok(());
@@ -310,9 +321,10 @@ impl Agent {
         {
             return Ok(None);
         }
-        Ok(Some(
-            "it was there before the folder was first watched (existing = \"skip\")".into(),
-        ))
+        Ok(Some(format!(
+            "there before the folder was first watched, {} (existing = \"skip\")",
+            crate::clock::rfc3339_ms(since)
+        )))
     }
 
     pub(super) async fn enqueue(

@@ -118,6 +118,8 @@ pub struct Agent {
     inflight: HashSet<i64>,
     /// Per root with `existing = "skip"`: when it was first watched (unix ms).
     first_watched: HashMap<RootId, i64>,
+    /// (root, folder, reason) of the skip decisions already logged.
+    skip_noted: HashSet<(RootId, String, String)>,
     /// Held files hashed at once (the rest wait their turn).
     prehashing: Arc<tokio::sync::Semaphore>,
     /// Waiting sets last judged: (root key, set) → (their last change then,
@@ -210,6 +212,7 @@ impl Agent {
             sets_seen: HashMap::new(),
             prehashing: Arc::new(tokio::sync::Semaphore::new(2)),
             first_watched: HashMap::new(),
+            skip_noted: HashSet::new(),
             serving,
             attempted: Arc::new(HashSet::new()),
             orphans: HashSet::new(),
@@ -302,7 +305,7 @@ impl Agent {
             self.check_key_at_start().await?;
         }
         self.restore_pause().await?;
-        self.rebase_backoff().await?;
+        self.rebase_backoff(self.clock.wall_ms()).await?;
         self.note_first_watch().await?;
         self.apply_schedule().await?;
         for id in self.settings.root_ids() {
@@ -408,8 +411,8 @@ impl Agent {
                 _ = heartbeat.tick() => {
                     // `retry` from another process may have queued files.
                     self.queue_dirty = true;
-                    if self.clock_stepped_back() {
-                        self.rebase_backoff().await?;
+                    if let Some(since) = self.clock_stepped_back() {
+                        self.rebase_backoff(since).await?;
                     }
                     beats += 1;
                     if beats.is_multiple_of(PROGRESS_EVERY) && show_progress {

@@ -300,6 +300,9 @@ journal_interface! {
     async fn record_skipped(&self, root: String, rel: String, fp: Fingerprint) -> ();
     /// When `root` was first watched with `existing = "skip"` (now, if never).
     async fn first_watched(&self, root: String, now: i64) -> i64;
+    /// First-watch times later than `at` (set under a clock that stood
+    /// ahead) become `at` (how many roots moved).
+    async fn clamp_first_watched(&self, at: i64) -> usize;
     /// The file vanished.
     async fn mark_gone(&self, root: String, rel: String) -> ();
     /// `retry`: failed files (all, or under `paths`) go back to the queue.

@@ -459,6 +459,20 @@ impl Sqlite {
         .await
     }
 
+    /// First-watch times recorded while the wall clock stood ahead of `at`
+    /// (it was stepped back since) become `at`: otherwise every file made
+    /// until the clock catches up would look older than the first watch and
+    /// be skipped. Returns how many roots moved.
+    pub async fn clamp_first_watched(&self, at: i64) -> Result<usize, JournalError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE roots SET first_watched_at = ?1 WHERE first_watched_at > ?1",
+                params![at],
+            )
+        })
+        .await
+    }
+
     /// The file vanished: forget its session; a `done` record stays done.
     pub async fn mark_gone(&self, root: String, rel: String) -> Result<(), JournalError> {
         self.call(move |c| {

@@ -475,37 +475,47 @@ fn a_retry_after_of_an_hour_is_cut_to_the_cap_logged_once_and_shown() {
     assert!(out.stderr.contains("asks to wait 1h"), "{}", out.stderr);
 }
 
-/// Item 9: a file put in backoff while the clock stood an hour ahead
-/// (libfaketime) is tried again seconds after a restart with the clock set
-/// right, not an hour later: the wait keeps its length, counted from now.
-#[test]
-fn backoff_set_under_a_clock_an_hour_ahead_does_not_wait_the_hour() {
-    // libfaketime preloaded into the agent itself (the `faketime` wrapper
-    // forks, and its child would outlive a stop); monotonic time stays real.
-    let Some(lib) = [
+/// libfaketime, to preload into the agent itself (the `faketime` wrapper
+/// forks, and its child would outlive a stop); `None` (loud; a failure
+/// under CI) where it is not installed.
+fn libfaketime() -> Option<String> {
+    let lib = [
         "/usr/lib/x86_64-linux-gnu",
         "/usr/lib/aarch64-linux-gnu",
         "/usr/lib",
     ]
     .iter()
     .map(|d| Path::new(d).join("faketime/libfaketime.so.1"))
-    .find(|p| p.exists()) else {
+    .find(|p| p.exists());
+    if lib.is_none() {
         skip_or_fail("libfaketime (Debian: faketime) is not installed");
+    }
+    lib.map(|l| l.to_string_lossy().into_owned())
+}
+
+/// The environment that runs the agent with its wall clock `offset` ahead
+/// (monotonic time stays real).
+fn clock_ahead<'a>(lib: &'a str, offset: &'a str) -> [(&'a str, &'a str); 3] {
+    [
+        ("LD_PRELOAD", lib),
+        ("FAKETIME", offset),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ]
+}
+
+/// Item 9: a file put in backoff while the clock stood an hour ahead
+/// (libfaketime) is tried again seconds after a restart with the clock set
+/// right, not an hour later: the wait keeps its length, counted from now.
+#[test]
+fn backoff_set_under_a_clock_an_hour_ahead_does_not_wait_the_hour() {
+    let Some(lib) = libfaketime() else {
         return;
     };
-    let lib = lib.to_string_lossy().into_owned();
     // Every start refused (429): the first attempt fails and the file backs off.
     let refusing = Emulator::start(&["--throttle-first", "1000000", "--retry-after", "1"]);
     let sb = Sandbox::watching(&refusing, "settle = \"100ms\"\ndirect_upload_max = \"0\"\n", "");
     write_file(&sb.drop_dir().join("a.mov"), 10 * 1024, 81);
-    let mut ahead = sb.running_agent_env(
-        &[],
-        &[
-            ("LD_PRELOAD", lib.as_str()),
-            ("FAKETIME", "+1h"),
-            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-        ],
-    );
+    let mut ahead = sb.running_agent_env(&[], &clock_ahead(&lib, "+1h"));
     assert!(
         wait_until(Duration::from_secs(60), || ahead
             .log_text()
@@ -537,4 +547,59 @@ fn backoff_set_under_a_clock_an_hour_ahead_does_not_wait_the_hour() {
     );
     let out = agent.stop();
     assert!(out.stderr.contains("clock has been set back"), "{}", out.stderr);
+}
+
+/// Item 5: a folder first watched with `existing = "skip"` while the clock
+/// stood an hour ahead: once the clock is right, new files are uploaded
+/// (not taken for files that were there before), what was there stays
+/// skipped, and the skip is said once per folder.
+#[test]
+fn existing_skip_first_watched_under_a_clock_ahead_still_uploads_new_files() {
+    let Some(lib) = libfaketime() else {
+        return;
+    };
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"100ms\"\n", "existing = \"skip\"\n");
+    std::fs::create_dir(sb.drop_dir().join("old")).unwrap();
+    for i in 0..3 {
+        write_file(&sb.drop_dir().join(format!("old/o{i}.mov")), 1000, 90 + i);
+    }
+    let mut ahead = sb.running_agent_env(&[], &clock_ahead(&lib, "+1h"));
+    let said = || ahead.log_text().contains("are left out");
+    assert!(wait_until(Duration::from_secs(30), said), "{}", ahead.log_text());
+    let out = ahead.stop();
+    assert_eq!(emu.stored(), 0, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("are left out").count(),
+        1,
+        "once per folder: {}",
+        out.stderr
+    );
+
+    let mut agent = sb.running_agent(&[]);
+    write_file(&sb.drop_dir().join("new.mov"), 2000, 99);
+    assert!(
+        wait_until(Duration::from_secs(30), || emu.stored() == 1),
+        "a new file is taken for one that was there before\n{}",
+        agent.log_text()
+    );
+    // Changed: an old file goes too; the untouched ones stay skipped.
+    write_file(&sb.drop_dir().join("old/o0.mov"), 1200, 98);
+    assert!(
+        wait_until(Duration::from_secs(30), || emu.stored() == 2),
+        "{}",
+        agent.log_text()
+    );
+    let out = agent.stop();
+    let names: std::collections::BTreeSet<String> = emu
+        .ledger()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["new.mov", "o0.mov"].map(String::from).into(),
+        "{}",
+        out.stderr
+    );
 }
