@@ -97,6 +97,14 @@ pub struct Args {
     /// content cannot be compared through it
     #[arg(long)]
     pub url_unreadable: bool,
+    /// Fault: a stored file shows in listings and details only MS after it
+    /// was stored (an index that lags)
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub list_lag: u64,
+    /// Fault: the first N completes or direct uploads are stored but their
+    /// answer is lost (502)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub lose_first: u64,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -159,6 +167,8 @@ pub async fn run(args: &Args) -> CliResult {
     opts.trickle = Duration::from_millis(args.trickle);
     opts.endless_pages = args.endless_pages;
     opts.url_unreadable = args.url_unreadable;
+    opts.list_lag = Duration::from_millis(args.list_lag);
+    opts.lose_first = args.lose_first;
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on http://{addr}");
     let _ = out.flush();

@@ -106,6 +106,11 @@ pub struct Options {
     pub endless_pages: Option<EndlessPages>,
     /// Fault: files' `url`s answer 403.
     pub url_unreadable: bool,
+    /// Fault: a stored file is listed (and has details) only this long after.
+    pub list_lag: Duration,
+    /// Fault: the first this many finishing requests are stored but their
+    /// answer is lost.
+    pub lose_first: u64,
 }
 
 /// How the file listing never ends (`--endless-pages`).
@@ -153,6 +158,8 @@ impl Options {
             trickle: Duration::ZERO,
             endless_pages: None,
             url_unreadable: false,
+            list_lag: Duration::ZERO,
+            lose_first: 0,
         }
     }
 }
@@ -199,6 +206,8 @@ pub struct Stats {
     pub url_gets: AtomicU64,
     pub fault_reencoded: AtomicU64,
     pub fault_url_refused: AtomicU64,
+    /// Requests that finish a file (complete, direct upload), as drawn for faults.
+    pub finishes: AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -360,6 +369,12 @@ impl Emulator {
         x < rate
     }
 
+    /// `--list-lag`: a file shows in listings and details only this long
+    /// after it was stored (an eventually consistent index).
+    fn listed_yet(&self, e: &LedgerEntry) -> bool {
+        self.opts.list_lag.is_zero() || e.created_at_ms + self.opts.list_lag.as_millis() as i64 <= now_ms()
+    }
+
     /// `--fail-complete`, drawn for a request that finishes a file
     /// (complete, a direct upload).
     fn finish_fault(&self) -> FinishFault {
@@ -370,6 +385,12 @@ impl Emulator {
         } else {
             FinishFault::FailBefore
         }
+    }
+
+    /// `--lose-first N`: whether this file just stored is one of the first
+    /// N, whose answer is lost.
+    fn lose_first_due(&self) -> bool {
+        self.stats.finishes.fetch_add(1, Ordering::Relaxed) < self.opts.lose_first
     }
 
     /// A 500 before anything was stored.

@@ -206,6 +206,7 @@ pub(super) async fn complete(State(emu): State<Arc<Emulator>>, headers: HeaderMa
         let mut inner = emu.inner.lock().expect("state lock");
         check_complete(&mut inner, &session, uuid.as_deref())
     };
+    let fresh = matches!(checked, Ok(None));
     let entry = match checked {
         Err((status, msg)) => return json_error(&emu, status, "Bad Request", msg),
         Ok(Some(done)) => done,
@@ -237,7 +238,7 @@ pub(super) async fn complete(State(emu): State<Arc<Emulator>>, headers: HeaderMa
             }
         }
     };
-    if fault == FinishFault::LoseAnswer {
+    if fault == FinishFault::LoseAnswer || (fresh && emu.lose_first_due()) {
         return emu.lost_answer();
     }
     emu.stats.complete_ok.fetch_add(1, Ordering::Relaxed);

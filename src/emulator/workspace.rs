@@ -131,6 +131,7 @@ pub(super) async fn list_files(
         .iter()
         .rev()
         .filter(|e| !e.deleted)
+        .filter(|e| emu.listed_yet(e))
         .filter(|e| q.folder_no.is_none() || e.folder_no == q.folder_no)
         .filter(|e| name.as_ref().is_none_or(|n| e.name.to_lowercase().contains(n)))
         .filter(|e| {
@@ -256,7 +257,11 @@ pub(super) async fn details(
         return unauthorized(&emu);
     }
     let inner = emu.inner.lock().expect("state lock");
-    let Some(e) = inner.ledger.iter().find(|e| e.file_no == file_no && !e.deleted) else {
+    let Some(e) = inner
+        .ledger
+        .iter()
+        .find(|e| e.file_no == file_no && !e.deleted && emu.listed_yet(e))
+    else {
         return json_error(
             &emu,
             StatusCode::NOT_FOUND,
@@ -529,7 +534,7 @@ pub(super) async fn direct_upload(
             )
         }
         Ok(entry) => {
-            if fault == FinishFault::LoseAnswer {
+            if fault == FinishFault::LoseAnswer || emu.lose_first_due() {
                 return emu.lost_answer();
             }
             emu.stats.direct_ok.fetch_add(1, Ordering::Relaxed);

@@ -95,7 +95,7 @@ impl Uploader {
             // A refusal before the body went anywhere is plain; anything else
             // may have stored the file.
             let window = if error.is_transient() {
-                reconcile::Window::short()
+                self.reconcile.clone()
             } else {
                 reconcile::Window::once()
             };

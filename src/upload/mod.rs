@@ -361,7 +361,11 @@ impl Uploader {
                     return Err(self.altered(job, &file, before.size, &sha256, observer).await);
                 }
                 Found::Nothing => {
-                    tracing::info!("{}: not in the workspace; uploading it again", job.path.display());
+                    tracing::info!(
+                        "{}: not in the workspace after looking for {}s; uploading it again",
+                        job.path.display(),
+                        self.reconcile.bound().as_secs()
+                    );
                     carried = None;
                 }
             }

@@ -35,9 +35,12 @@ pub struct Window {
 }
 
 impl Default for Window {
+    /// Looks with backoff for about two minutes (RELIABILITY.md): a
+    /// service's listing may show a stored file only after tens of seconds,
+    /// and concluding "not there" sooner sends the file twice.
     fn default() -> Self {
         Window {
-            delays: [500, 1000, 2000, 4000, 8000]
+            delays: [500, 1000, 2000, 4000, 8000, 15_000, 30_000, 30_000, 30_000]
                 .into_iter()
                 .map(Duration::from_millis)
                 .collect(),
@@ -50,12 +53,10 @@ impl Window {
     pub fn once() -> Window {
         Window { delays: Vec::new() }
     }
-    /// A few quick looks: a direct upload is stored before it is answered,
-    /// so there is no assembly to wait for, only a listing to catch up.
-    pub fn short() -> Window {
-        Window {
-            delays: vec![Duration::from_millis(300), Duration::from_secs(1)],
-        }
+
+    /// How long all the looks take.
+    pub fn bound(&self) -> Duration {
+        self.delays.iter().sum()
     }
 }
 
@@ -84,6 +85,14 @@ pub async fn reconcile(
     for round in 0..=window.delays.len() {
         if round > 0 {
             tokio::time::sleep(window.delays[round - 1]).await;
+        }
+        if round == 5 {
+            tracing::info!(
+                "{}: not found in the workspace yet (its listing may lag); still looking, for up to {}s \
+                 in all, before it is sent again",
+                what.name,
+                window.bound().as_secs()
+            );
         }
         if let Some(session) = what.session {
             match workspace.client().complete(session, what.size).await {

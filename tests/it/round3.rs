@@ -603,3 +603,41 @@ fn existing_skip_first_watched_under_a_clock_ahead_still_uploads_new_files() {
         out.stderr
     );
 }
+
+/// Item 15: completes and direct uploads whose answers are lost, while the
+/// listing shows a stored file only 25 s later (and repeated completes are
+/// not remembered): reconciliation keeps looking, with backoff, up to its
+/// bound (2 min) instead of sending again after ~15 s. Each file once.
+#[test]
+fn a_listing_that_lags_after_lost_answers_doubles_nothing() {
+    let emu = Emulator::start(&[
+        "--part-size",
+        "64KiB",
+        "--lose-first",
+        "3",
+        "--list-lag",
+        "25000",
+        "--forget-sessions",
+    ]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"100ms\"\ndirect_upload_max = \"100KiB\"\nconcurrent_files = 4\n",
+        "",
+    );
+    write_file(&sb.drop_dir().join("big1.mov"), 300 * 1024, 111);
+    write_file(&sb.drop_dir().join("big2.mov"), 200 * 1024, 112);
+    write_file(&sb.drop_dir().join("small.mov"), 50 * 1024, 113);
+    let mut agent = sb.running_agent(&[]);
+    let done = || sb.status()["roots"][0]["done"] == 3;
+    assert!(
+        wait_until(Duration::from_secs(180), done),
+        "{}\n{}",
+        sb.status(),
+        agent.log_text()
+    );
+    let out = agent.stop();
+    assert_eq!(emu.stat("fault_finish_lost"), 3, "{}", out.stderr);
+    let ledger = emu.ledger();
+    assert_eq!(ledger.len(), 3, "each file once: {ledger:?}\n{}", out.stderr);
+    assert_eq!(unique_names(&ledger).len(), 3);
+}
