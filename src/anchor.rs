@@ -120,6 +120,14 @@ pub async fn hash(root: &Path, path: &Path) -> io::Result<(FileId, String, FileI
     Ok((before, sha, after))
 }
 
+/// Replaces the small file `name` directly in `root` with `bytes`: written
+/// to an exclusive temporary name (no symlink followed), then renamed over,
+/// so a reader sees the old content or the new, and a link planted at the
+/// name is replaced, never written through. Readable by all (0644).
+pub fn put_file(root: &Path, name: &OsStr, bytes: &[u8]) -> io::Result<()> {
+    imp::put_file(root, name, bytes)
+}
+
 /// Deletes `path` below `root`, only while it is still `expect` (device,
 /// inode, size, mtime, ctime). Returns false, touching nothing, otherwise.
 pub fn remove_if(root: &Path, path: &Path, expect: &FileId) -> io::Result<bool> {
@@ -400,6 +408,29 @@ mod imp {
             Err(Errno::NOENT) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    pub fn put_file(root: &Path, name: &OsStr, bytes: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let dir = open_root(root)?;
+        let tmp = OsString::from(format!(".autorender-sync.{}.put.tmp", std::process::id()));
+        let _ = rustix::fs::unlinkat(&dir, tmp.as_os_str(), AtFlags::empty());
+        let fd = rustix::fs::openat(
+            &dir,
+            tmp.as_os_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )?;
+        // Whatever the umask: others' agents read it.
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o644))?;
+        let mut f = File::from(fd);
+        let written = f.write_all(bytes);
+        drop(f);
+        if let Err(e) = written.and_then(|()| Ok(rustix::fs::renameat(&dir, tmp.as_os_str(), &dir, name)?)) {
+            let _ = rustix::fs::unlinkat(&dir, tmp.as_os_str(), AtFlags::empty());
+            return Err(e);
+        }
+        Ok(())
     }
 
     pub fn remove_if(root: &Path, parts: &[&OsStr], expect: &FileId) -> io::Result<bool> {
@@ -718,6 +749,12 @@ mod imp {
             });
         }
         Ok(out)
+    }
+
+    pub fn put_file(root: &Path, name: &OsStr, bytes: &[u8]) -> io::Result<()> {
+        let tmp = root.join(format!(".autorender-sync.{}.put.tmp", std::process::id()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, root.join(name))
     }
 
     pub fn remove_if(root: &Path, parts: &[&OsStr], expect: &FileId) -> io::Result<bool> {

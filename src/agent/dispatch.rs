@@ -421,6 +421,15 @@ impl Agent {
                     ));
                 }
             }
+            // Sent, answer lost, not listed yet: it waits (its session
+            // kept, no attempt spent, no slot held) and is asked about
+            // again; nothing is sent twice while a listing may lag.
+            Err(UploadError::Unresolved { retry_in }) => {
+                self.journal.set_state(row.id, State::Pending).await?;
+                self.journal
+                    .postpone(vec![row.id], self.clock.wall_ms() + retry_in.as_millis() as i64)
+                    .await?;
+            }
             Err(UploadError::Changed(why)) => {
                 tracing::info!(
                     path = %path.display(),
@@ -462,6 +471,7 @@ impl Agent {
                     UploadError::Io { .. } | UploadError::Changed(_) => "io",
                     UploadError::Verify(_) | UploadError::Altered(_) => "verify",
                     UploadError::Checkpoint(_) | UploadError::Paused => "journal",
+                    UploadError::Unresolved { .. } => "service",
                 });
                 if state == State::Failed {
                     self.live

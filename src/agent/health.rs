@@ -132,6 +132,8 @@ impl Agent {
             .enumerate()
             .map(|(i, w)| {
                 let (settling, growing) = self.settler.counts_under(RootId(i), now);
+                let put_off = self.deferred.values().filter(|(id, _)| id.0 == i).count();
+                let growing = growing + put_off;
                 serde_json::json!({
                     "root": w.path,
                     "remote_folder": w.remote_folder,

@@ -238,6 +238,9 @@ impl Agent {
                     Ok(self.journal.record_skipped(root, rel, fp).await?)
                 }
                 None => {
+                    if self.keeps_changing(id, &path, &root, &rel).await? {
+                        return Ok(());
+                    }
                     if let Some(node) = node
                         && self.settled_nodes.len() < SETTLED_NODES_CAP
                     {
@@ -246,6 +249,77 @@ impl Agent {
                     self.enqueue(id, root, rel, fp).await
                 }
             },
+        }
+    }
+
+    /// `min_interval`: a file uploaded twice within it keeps changing (a
+    /// log, a file appended to): its next version waits until that long
+    /// after the last upload (shown `growing` meanwhile) instead of going
+    /// at every settle. True when it was put off.
+    async fn keeps_changing(
+        &mut self,
+        id: RootId,
+        path: &Path,
+        root: &str,
+        rel: &str,
+    ) -> Result<bool, AgentError> {
+        let Some(gap) = self.settings.root(id).min_interval else {
+            return Ok(false);
+        };
+        if self.deferred.len() >= SETTLED_NODES_CAP && !self.deferred.contains_key(path) {
+            return Ok(false);
+        }
+        let gap_ms = gap.as_millis() as i64;
+        let recent = self
+            .journal
+            .recent_uploads(root.to_string(), rel.to_string(), 2)
+            .await?;
+        let now = self.clock.wall_ms();
+        let (Some(&last), Some(&before)) = (recent.first(), recent.get(1)) else {
+            return Ok(false);
+        };
+        if now - last >= gap_ms || last - before >= 2 * gap_ms {
+            return Ok(false);
+        }
+        let due_ms = last + gap_ms;
+        let due = self.clock.now() + Duration::from_millis((due_ms - now).max(0) as u64);
+        let shown = crate::clock::rfc3339_ms(due_ms);
+        if self.deferred.insert(path.to_path_buf(), (id, due)).is_none() {
+            if self.opts.once {
+                tracing::info!(
+                    "{} keeps changing (uploaded at {} and {}); left for a run after {shown} (min_interval = {})",
+                    path.display(),
+                    crate::clock::rfc3339_ms(before),
+                    crate::clock::rfc3339_ms(last),
+                    humantime::format_duration(gap)
+                );
+            } else {
+                tracing::info!(
+                    "{} keeps changing (uploaded at {} and {}); its next version goes at {shown} (min_interval = {})",
+                    path.display(),
+                    crate::clock::rfc3339_ms(before),
+                    crate::clock::rfc3339_ms(last),
+                    humantime::format_duration(gap)
+                );
+            }
+        }
+        Ok(true)
+    }
+
+    /// Files put off by `min_interval` whose time has come settle again.
+    pub(super) fn offer_deferred(&mut self) {
+        let now = self.clock.now();
+        let due: Vec<PathBuf> = self
+            .deferred
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in due {
+            if let Some((id, _)) = self.deferred.remove(&p) {
+                let settle = self.settings.root(id).settle;
+                self.settler.offer(id, &p, settle, now);
+            }
         }
     }
 

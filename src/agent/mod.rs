@@ -45,7 +45,7 @@ pub struct RunOptions {
     pub dry_run: bool,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Report {
     pub uploaded: usize,
     /// Found in the workspace already (no journal record) and recorded, not sent.
@@ -53,6 +53,9 @@ pub struct Report {
     pub failed: usize,
     pub skipped: usize,
     pub would_upload: usize,
+    /// Upload sets not complete when a `--once` run ends: each one's folder
+    /// (root-relative) and why it waits.
+    pub sets_waiting: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,9 @@ pub enum AgentError {
     Watch(#[from] WatchError),
     #[error("the API key was rejected: {0}")]
     Auth(String),
+    /// Another agent watches a folder of this one's.
+    #[error("{0}")]
+    Shared(String),
 }
 
 /// Why uploads are held back.
@@ -90,6 +96,7 @@ mod dispatch;
 mod flights;
 mod health;
 mod intake;
+mod marker;
 mod observer;
 mod outage;
 mod sets;
@@ -118,6 +125,9 @@ pub struct Agent {
     inflight: HashSet<i64>,
     /// Per root with `existing = "skip"`: when it was first watched (unix ms).
     first_watched: HashMap<RootId, i64>,
+    /// Files put off by `min_interval` (they keep changing), and when they
+    /// settle again. Shown as growing.
+    deferred: HashMap<PathBuf, (RootId, Instant)>,
     /// (root, folder, reason) of the skip decisions already logged.
     skip_noted: HashSet<(RootId, String, String)>,
     /// Held files hashed at once (the rest wait their turn).
@@ -213,6 +223,7 @@ impl Agent {
             prehashing: Arc::new(tokio::sync::Semaphore::new(2)),
             first_watched: HashMap::new(),
             skip_noted: HashSet::new(),
+            deferred: HashMap::new(),
             serving,
             attempted: Arc::new(HashSet::new()),
             orphans: HashSet::new(),
@@ -279,6 +290,7 @@ impl Agent {
         let (mut tx, mut rx) = mpsc::channel::<Hint>(64 * 1024);
         let mut commands = self.commands.take();
         self.root_ids = self.root_identities();
+        let mut mark = self.claim_roots()?;
         let mut watchers = if self.opts.once {
             None
         } else {
@@ -332,7 +344,10 @@ impl Agent {
                     && !self.queue_dirty
                     && self.scans.is_empty()
                 {
-                    // Sets that became ready (or moved a phase on) go in this run too.
+                    // Sets that became ready (or moved a phase on) go in
+                    // this run too: judged afresh, not by a heartbeat's
+                    // decision taken while their files were still settling.
+                    self.sets_seen.clear();
                     self.advance_sets().await?;
                 }
                 for p in self.settler.changing_longer_than(self.clock.now(), give_up_after) {
@@ -414,6 +429,10 @@ impl Agent {
                     if let Some(since) = self.clock_stepped_back() {
                         self.rebase_backoff(since).await?;
                     }
+                    self.offer_deferred();
+                    if beats.is_multiple_of(marker::REFRESH_BEATS) {
+                        self.refresh_marks(&mut mark);
+                    }
                     beats += 1;
                     if beats.is_multiple_of(PROGRESS_EVERY) && show_progress {
                         for v in self.flights.views(self.clock.now()) {
@@ -448,6 +467,14 @@ impl Agent {
             }
         }
         drop(watchers);
+        if self.opts.once && !self.opts.dry_run {
+            self.report.sets_waiting = self.sets_left_open().await?;
+        }
+        if let Some(me) = &mark {
+            for w in &self.settings.watches {
+                marker::remove(&w.path, me);
+            }
+        }
         // In-flight transfers stop here; their sessions are in the journal.
         self.tasks.shutdown().await;
         self.journal.checkpoint().await?;
@@ -471,6 +498,50 @@ fn serving_of(settings: &Settings) -> crate::journal::Serving {
 }
 
 impl Agent {
+    /// Refuses to watch a folder another live agent watches (each would
+    /// upload every file), then marks each folder as this agent's. Not in
+    /// a fleet (its nodes share folders by design) nor in a dry run.
+    fn claim_roots(&self) -> Result<Option<marker::Mark>, AgentError> {
+        if self.settings.fleet.is_some() || self.opts.dry_run {
+            return Ok(None);
+        }
+        let now = self.clock.wall_ms();
+        let me = marker::Mark::me(&self.settings.agent.state_dir, now);
+        for w in &self.settings.watches {
+            if let Some(other) = marker::other_agent(&w.path, &me, now) {
+                return Err(AgentError::Shared(format!(
+                    "{} is already watched by {}; two agents on one folder upload every file twice. Stop that \
+                     agent, give each agent its own folders, or share the work with [fleet]",
+                    w.path.display(),
+                    other.describe()
+                )));
+            }
+        }
+        for w in &self.settings.watches {
+            marker::write(&w.path, &me);
+        }
+        Ok(Some(me))
+    }
+
+    /// Keeps this agent's markers fresh (and marks roots added by a
+    /// reload); another live agent's marker found meanwhile is said loudly.
+    fn refresh_marks(&mut self, mark: &mut Option<marker::Mark>) {
+        let Some(me) = mark else {
+            return;
+        };
+        me.at_ms = self.clock.wall_ms();
+        for w in &self.settings.watches {
+            match marker::other_agent(&w.path, me, me.at_ms) {
+                Some(other) => tracing::warn!(
+                    "{} is also watched by {}; two agents on one folder upload every file twice: stop one",
+                    w.path.display(),
+                    other.describe()
+                ),
+                None => marker::write(&w.path, me),
+            }
+        }
+    }
+
     /// Each root's folder identity now (None: missing).
     fn root_identities(&self) -> Vec<Option<(u64, u64)>> {
         self.settings

@@ -76,6 +76,14 @@ impl Observer for JournalObserver {
     fn reconciling(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move { self.journal.reconciling(self.id).await.map_err(|e| e.to_string()) })
     }
+    fn not_found(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.journal
+                .drop_session(self.id)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
     fn stray_copies<'a>(&'a self, sha256: &'a str) -> BoxFuture<'a, Result<u32, String>> {
         Box::pin(async move {
             self.journal

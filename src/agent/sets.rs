@@ -205,12 +205,37 @@ impl Agent {
                     }
                     SetStep::Manifest => {}
                 }
+                let manifest_now = matches!(step, SetStep::Manifest);
                 self.journal
                     .step_set(key.clone(), set.set_rel.clone(), step, now)
                     .await?;
+                // Sent at once (a `--once` run must not end between the
+                // decision and the upload).
+                if manifest_now {
+                    self.send_manifest(id, &set, &files);
+                }
             }
         }
         Ok(())
+    }
+
+    /// The sets still open (waiting or in progress), with why, for the
+    /// summary of a `--once` run.
+    pub(super) async fn sets_left_open(&mut self) -> Result<Vec<(String, String)>, AgentError> {
+        let mut open = Vec::new();
+        for id in self.settings.root_ids() {
+            if self.settings.root(id).sets.is_none() {
+                continue;
+            }
+            for set in self.journal.open_sets(self.key(id)).await? {
+                let why = match set.reason.as_deref() {
+                    Some(r) if !r.is_empty() => r.to_string(),
+                    _ => set.state.clone(),
+                };
+                open.push((set.set_rel.clone(), why));
+            }
+        }
+        Ok(open)
     }
 
     /// Writes the set's manifest into the state dir and uploads it into

@@ -45,6 +45,21 @@ impl ApiError {
         )
     }
 
+    /// The answer was lost on the way (a connection cut or timed out after
+    /// the request went, or a gateway's 502/504): the service may well have
+    /// done the work and simply not been heard. A 500 the service gave
+    /// itself says it failed.
+    pub fn answer_lost(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Network(_)
+                | ApiError::Server {
+                    status: 502 | 504,
+                    ..
+                }
+        )
+    }
+
     /// The request never left this machine (no connection was made).
     pub fn never_sent(&self) -> bool {
         matches!(self, ApiError::Unreachable(_))

@@ -131,6 +131,24 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             report.skipped,
             report.adopted
         );
+        if !report.sets_waiting.is_empty() {
+            let shown: Vec<String> = report
+                .sets_waiting
+                .iter()
+                .take(10)
+                .map(|(set, why)| format!("{} ({})", crate::text::shown(set), crate::text::shown(why)))
+                .collect();
+            tracing::info!(
+                "{} upload set(s) not complete yet, they go on at the next run: {}{}",
+                report.sets_waiting.len(),
+                shown.join("; "),
+                if report.sets_waiting.len() > 10 {
+                    "; …"
+                } else {
+                    ""
+                }
+            );
+        }
         // A cron'd fleet node does not wait for files other nodes are sending.
         let elsewhere = fleet_journal.map_or(0, |j| j.held_elsewhere());
         if elsewhere > 0 {
@@ -322,6 +340,7 @@ pub(super) async fn run_agent(
     result.map_err(|e| match e {
         AgentError::Auth(m) => CliError::Auth(m),
         AgentError::Watch(e) => CliError::Usage(e.to_string()),
+        AgentError::Shared(m) => CliError::Usage(m),
         AgentError::Journal(j) => journal_error(j),
     })
 }

@@ -86,6 +86,24 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             None
         }
     };
+    // Files inside a watched root: one already uploaded as this very
+    // version is not sent again, and while the agent runs it owns them
+    // (both sending one file stores it twice).
+    // A `--folder` named is a deliberate copy elsewhere: sent.
+    let agent_runs = crate::journal::agent_running(&settings.agent.state_dir);
+    let mut left = Vec::new();
+    let mut items_to_send = Vec::new();
+    for (path, rel) in items {
+        let why = match args.folder {
+            Some(_) => None,
+            None => left_alone(&settings, journal.as_ref(), agent_runs, &path).await,
+        };
+        match why {
+            Some(why) => left.push((path, why)),
+            None => items_to_send.push((path, rel)),
+        }
+    }
+    let items = items_to_send;
     let show_bars = !args.json && !cli.quiet && std::io::stderr().is_terminal();
     let multi = MultiProgress::new();
     let style = ProgressStyle::with_template(
@@ -144,7 +162,10 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                     && attempt < settings.agent.max_attempts
                 {
                     attempt += 1;
-                    let wait = uploader.retry.min_delay * (1u32 << attempt.min(6));
+                    let wait = match e {
+                        UploadError::Unresolved { retry_in } => *retry_in,
+                        _ => uploader.retry.min_delay * (1u32 << attempt.min(6)),
+                    };
                     tracing::info!(
                         "{}: {e}; attempt {attempt} of {} in {wait:?}",
                         path.display(),
@@ -190,43 +211,44 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     }
     let failed = results.iter().filter(|r| r.1.is_err()).count();
     if args.json {
-        let out: Vec<_> = results
-            .iter()
-            .map(|(path, r, _)| {
-                // The keys `history --json` uses for the same things; `file`,
-                // `path` and `name` are the older names, kept as aliases.
-                let at = crate::clock::system_ms();
-                match r {
-                    Ok(o) => json!({
-                        "local_path": path,
-                        "ok": true,
-                        "remote_folder": o.folder,
-                        "remote_name": o.name,
-                        "remote_path": mapping::remote_path(&o.folder, &o.name),
-                        "file_no": o.file.file_no.clone(),
-                        "url": o.file.url,
-                        "size": o.size,
-                        "sha256": o.sha256,
-                        "error": null,
-                        "at": super::output::json_time(Some(at)),
-                        "at_ms": at,
-                        "file": path,
-                        "path": o.folder,
-                        "name": o.name,
-                    }),
-                    Err(e) => json!({
-                        "local_path": path,
-                        "ok": false,
-                        "error": e,
-                        "at": super::output::json_time(Some(at)),
-                        "at_ms": at,
-                        "file": path,
-                    }),
-                }
-            })
-            .collect();
+        let mut out: Vec<_> = left.iter().map(|(path, why)| why.json(path)).collect();
+        out.extend(results.iter().map(|(path, r, _)| {
+            // The keys `history --json` uses for the same things; `file`,
+            // `path` and `name` are the older names, kept as aliases.
+            let at = crate::clock::system_ms();
+            match r {
+                Ok(o) => json!({
+                    "local_path": path,
+                    "ok": true,
+                    "remote_folder": o.folder,
+                    "remote_name": o.name,
+                    "remote_path": mapping::remote_path(&o.folder, &o.name),
+                    "file_no": o.file.file_no.clone(),
+                    "url": o.file.url,
+                    "size": o.size,
+                    "sha256": o.sha256,
+                    "error": null,
+                    "at": super::output::json_time(Some(at)),
+                    "at_ms": at,
+                    "file": path,
+                    "path": o.folder,
+                    "name": o.name,
+                }),
+                Err(e) => json!({
+                    "local_path": path,
+                    "ok": false,
+                    "error": e,
+                    "at": super::output::json_time(Some(at)),
+                    "at_ms": at,
+                    "file": path,
+                }),
+            }
+        }));
         super::output::print_json(&serde_json::Value::Array(out));
     } else {
+        for (path, why) in &left {
+            outln!("{}", crate::text::shown(&why.describe(path)));
+        }
         for (path, r, _) in &results {
             match r {
                 Ok(o) => outln!(
@@ -253,6 +275,71 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why `upload` leaves a file inside a watched root to the agent.
+enum Left {
+    /// Already uploaded as this very version.
+    Uploaded { remote: String, file_no: String },
+    /// The agent that watches its folder is running: it sends it.
+    ToAgent { root: PathBuf },
+}
+
+impl Left {
+    fn describe(&self, path: &Path) -> String {
+        match self {
+            Left::Uploaded { remote, file_no } => format!(
+                "{}: already uploaded as this very version → {remote}  file_no={file_no}; not sent again",
+                path.display()
+            ),
+            Left::ToAgent { root } => format!(
+                "{}: left to the running agent, which watches {} (sending it here too would store it twice; \
+                 `autorender-sync status` shows its progress)",
+                path.display(),
+                root.display()
+            ),
+        }
+    }
+
+    fn json(&self, path: &Path) -> serde_json::Value {
+        let at = crate::clock::system_ms();
+        match self {
+            Left::Uploaded { remote, file_no } => json!({
+                "local_path": path, "ok": true, "skipped": "already_uploaded",
+                "remote_path": remote, "file_no": file_no, "error": null,
+                "at": super::output::json_time(Some(at)), "at_ms": at, "file": path,
+            }),
+            Left::ToAgent { root } => json!({
+                "local_path": path, "ok": true, "skipped": "left_to_agent", "watched_root": root,
+                "error": null, "at": super::output::json_time(Some(at)), "at_ms": at, "file": path,
+            }),
+        }
+    }
+}
+
+/// Whether a named file inside a watched root is left alone (see [`Left`]).
+async fn left_alone(
+    settings: &crate::config::Settings,
+    journal: Option<&Journal>,
+    agent_runs: bool,
+    path: &Path,
+) -> Option<Left> {
+    let abs = path.canonicalize().ok()?;
+    let (w, rel) = settings
+        .watches
+        .iter()
+        .find_map(|w| scan::relative(w, &abs).ok().map(|rel| (w, rel)))?;
+    let now = crate::anchor::file_id(&w.path, &abs).ok()?;
+    if let Some(j) = journal
+        && let Ok(Some(row)) = j.lookup(w.key(), rel).await
+        && row.is_uploaded_version(&now)
+    {
+        return Some(Left::Uploaded {
+            remote: row.remote_path.clone().unwrap_or_default(),
+            file_no: row.file_no.clone().unwrap_or_default(),
+        });
+    }
+    agent_runs.then(|| Left::ToAgent { root: w.path.clone() })
 }
 
 /// Records successful uploads in the journal. An upload that worked is never
@@ -473,7 +560,7 @@ fn prepare(path: &Path, rel: &Path, folder: &str, tags: &[String]) -> Result<Job
 fn again(e: &UploadError) -> bool {
     match e {
         UploadError::Api(a) => a.is_transient() && !a.never_sent(),
-        UploadError::Verify(_) => true,
+        UploadError::Verify(_) | UploadError::Unresolved { .. } => true,
         _ => false,
     }
 }

@@ -198,6 +198,10 @@ pub struct WatchSettings {
     pub existing: Existing,
     /// Files whose mtime is older than this are skipped (None: no limit).
     pub max_age: Option<Duration>,
+    /// A file uploaded twice within this long (it keeps changing: a log, a
+    /// file appended to) is shown `growing` and sent again only this long
+    /// after its last upload (None: every settled version goes).
+    pub min_interval: Option<Duration>,
     /// Upload sets (`sets = "folder"`); None: every file on its own.
     pub sets: Option<SetRules>,
     /// With `[fleet]`: the name every node gives this folder (mount paths differ).

@@ -20,8 +20,12 @@ pub(super) const WATCH_KEYS: &[&str] = &[
     "priority",
     "existing",
     "max_age",
+    "min_interval",
     "share",
 ];
+
+/// `min_interval` default: a file that keeps changing goes at most this often.
+const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(600);
 
 impl<'s> Walker<'s> {
     pub(super) fn watch(
@@ -220,6 +224,9 @@ impl<'s> Walker<'s> {
         let max_age = self
             .optional_duration(&f, "max_age", &k("max_age"))
             .unwrap_or(None);
+        let min_interval = self
+            .optional_duration(&f, "min_interval", &k("min_interval"))
+            .unwrap_or(Some(DEFAULT_MIN_INTERVAL));
         let sets = self.sets(&f, key);
         let share = self.share(&f, &k("share"));
         if self.errors.len() != before {
@@ -245,6 +252,7 @@ impl<'s> Walker<'s> {
             priority,
             existing,
             max_age,
+            min_interval,
             sets,
             share,
         };

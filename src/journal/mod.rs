@@ -300,6 +300,8 @@ journal_interface! {
     async fn record_skipped(&self, root: String, rel: String, fp: Fingerprint) -> ();
     /// When `root` was first watched with `existing = "skip"` (now, if never).
     async fn first_watched(&self, root: String, now: i64) -> i64;
+    /// When the file was last uploaded, newest first (up to `limit`).
+    async fn recent_uploads(&self, root: String, rel: String, limit: usize) -> Vec<i64>;
     /// First-watch times later than `at` (set under a clock that stood
     /// ahead) become `at` (how many roots moved).
     async fn clamp_first_watched(&self, at: i64) -> usize;

@@ -459,6 +459,24 @@ impl Sqlite {
         .await
     }
 
+    /// When the file was last uploaded (up to `limit` times, newest first,
+    /// unix ms), from history.
+    pub async fn recent_uploads(
+        &self,
+        root: String,
+        rel: String,
+        limit: usize,
+    ) -> Result<Vec<i64>, JournalError> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT at FROM history WHERE root = ?1 AND rel = ?2 AND ok = 1 ORDER BY at DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![root, rel, limit as i64], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
     /// First-watch times recorded while the wall clock stood ahead of `at`
     /// (it was stepped back since) become `at`: otherwise every file made
     /// until the clock catches up would look older than the first watch and

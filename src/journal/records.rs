@@ -96,6 +96,12 @@ impl FileRow {
     pub fn local_path(&self) -> PathBuf {
         Path::new(&self.root).join(&self.rel)
     }
+
+    /// Uploaded, and `now` is that very version (size, mtime, device,
+    /// inode, ctime: the one identity rule).
+    pub fn is_uploaded_version(&self, now: &FileId) -> bool {
+        self.state == State::Done && uploaded_version(self.done_size, self.done_mtime_ns, self.done_node, now)
+    }
 }
 
 /// The journal's word on a finished (stable) file version: whether it

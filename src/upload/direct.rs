@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use sha2::Digest;
 
 use super::reconcile::Found;
-use super::{Job, Observer, Outcome, Source, UploadError, Uploader, reconcile};
+use super::{Job, Observer, Outcome, Source, UploadError, Uploader};
 use crate::api::{ApiError, RemoteFile};
 
 /// What one request's body was, as it was read from the descriptor.
@@ -94,11 +94,7 @@ impl Uploader {
             }
             // A refusal before the body went anywhere is plain; anything else
             // may have stored the file.
-            let window = if error.is_transient() {
-                self.reconcile.clone()
-            } else {
-                reconcile::Window::once()
-            };
+            let window = self.reconcile.for_error(&error);
             tracing::debug!(
                 "{}: direct upload not answered with success ({error}); asking the workspace",
                 job.path.display()
@@ -116,7 +112,13 @@ impl Uploader {
                 }
                 Found::Ours(file) => self.accept(job, file, size, sha256, observer).await,
                 Found::Other(file) => Err(self.altered(job, &file, size, &sha256, observer).await),
-                Found::Nothing => Err(super::refusal(error)),
+                Found::Nothing => {
+                    if error.answer_lost() {
+                        self.unresolved_until_bound(job, began_at_ms).await?;
+                    }
+                    observer.not_found().await.map_err(UploadError::Checkpoint)?;
+                    Err(super::refusal(error))
+                }
             };
         }
     }

@@ -134,6 +134,11 @@ pub enum UploadError {
     /// recorded and it resumes when uploads do.
     #[error("paused")]
     Paused,
+    /// Sent, the answer lost, and not in the workspace yet, while its
+    /// listing may still lag ([`reconcile::UNRESOLVED_BOUND`]): nothing is
+    /// sent again before `retry_in` has passed; then it is asked once more.
+    #[error("outcome unresolved: not in the workspace yet; asked again in {}s", .retry_in.as_secs())]
+    Unresolved { retry_in: Duration },
 }
 
 impl UploadError {
@@ -184,6 +189,12 @@ pub trait Observer: Send + Sync {
     /// The outcome of a sent complete or direct upload is unknown; the
     /// workspace is being asked.
     fn reconciling(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// A direct upload's outcome was looked for as long as its error
+    /// deserved and it is not there: the record of that send is dropped,
+    /// so the next attempt sends again without asking once more.
+    fn not_found(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async { Ok(()) })
     }
     /// How many objects the service stored for this version (by content)
@@ -353,7 +364,15 @@ impl Uploader {
                 job.path.display()
             );
             match self
-                .ask_workspace(job, session, multipart, before.size, &sha256, observer)
+                .ask_workspace(
+                    job,
+                    session,
+                    multipart,
+                    before.size,
+                    &sha256,
+                    &self.reconcile,
+                    observer,
+                )
                 .await?
             {
                 Found::Ours(file) => return self.accept(job, file, before.size, sha256, observer).await,
@@ -361,10 +380,11 @@ impl Uploader {
                     return Err(self.altered(job, &file, before.size, &sha256, observer).await);
                 }
                 Found::Nothing => {
+                    self.unresolved_until_bound(job, session.began_at_ms).await?;
                     tracing::info!(
-                        "{}: not in the workspace after looking for {}s; uploading it again",
+                        "{}: not in the workspace {}s after it was sent; uploading it again",
                         job.path.display(),
-                        self.reconcile.bound().as_secs()
+                        reconcile::UNRESOLVED_BOUND.as_secs()
                     );
                     carried = None;
                 }
@@ -439,14 +459,52 @@ impl Uploader {
             // Nothing of ours found: this attempt is spent (the session is
             // kept, so the next one asks once more before sending again).
             return match self
-                .ask_workspace(job, &session, true, before.size, &sha256, observer)
+                .ask_workspace(
+                    job,
+                    &session,
+                    true,
+                    before.size,
+                    &sha256,
+                    &self.reconcile.for_error(&error),
+                    observer,
+                )
                 .await?
             {
                 Found::Ours(file) => self.accept(job, file, before.size, sha256, observer).await,
                 Found::Other(file) => Err(self.altered(job, &file, before.size, &sha256, observer).await),
+                Found::Nothing if error.answer_lost() => {
+                    self.unresolved_until_bound(job, session.began_at_ms).await?;
+                    Err(error.into())
+                }
                 Found::Nothing => Err(error.into()),
             };
         }
+    }
+
+    /// Not found, yet: while the send is younger than
+    /// [`reconcile::UNRESOLVED_BOUND`] (on the service's clock), the outcome
+    /// is [`UploadError::Unresolved`] and nothing is sent again.
+    pub(super) async fn unresolved_until_bound(
+        &self,
+        job: &Job,
+        began_at_ms: i64,
+    ) -> Result<(), UploadError> {
+        let elapsed = (self.client.service_now_ms().await - began_at_ms).max(0) as u64;
+        let bound = reconcile::UNRESOLVED_BOUND.as_millis() as u64;
+        if elapsed >= bound {
+            return Ok(());
+        }
+        // Asked again every 20 s or so (a lagging listing shows it soon).
+        let retry_in = Duration::from_millis((bound - elapsed).min(20_000));
+        tracing::info!(
+            "{}: sent {}s ago, its answer lost, and not in the workspace yet (its listing may lag); it is not sent \
+             again before {}s have passed since it was sent: asked again in {}s",
+            job.path.display(),
+            elapsed / 1000,
+            bound / 1000,
+            retry_in.as_secs()
+        );
+        Err(UploadError::Unresolved { retry_in })
     }
 
     /// What start (or a direct upload) says about the file: the job's

@@ -74,6 +74,7 @@ impl Uploader {
     /// Records that the outcome of `session` is unknown, then asks: a
     /// multipart session is completed once more first; otherwise `session`
     /// only says when the direct upload began.
+    #[allow(clippy::too_many_arguments)] // the ambiguous send, described in full
     pub(super) async fn ask_workspace(
         &self,
         job: &Job,
@@ -81,6 +82,7 @@ impl Uploader {
         multipart: bool,
         size: u64,
         sha256: &str,
+        window: &reconcile::Window,
         observer: &Arc<dyn Observer>,
     ) -> Result<reconcile::Found, UploadError> {
         observer.reconciling().await.map_err(UploadError::Checkpoint)?;
@@ -91,7 +93,7 @@ impl Uploader {
             session.began_at_ms,
             size,
             sha256,
-            &self.reconcile,
+            window,
         )
         .await
     }

@@ -34,13 +34,18 @@ pub struct Window {
     pub delays: Vec<Duration>,
 }
 
+/// A send whose answer was lost is not sent again until this long after it
+/// went (RELIABILITY.md): a service's listing may show a stored file only
+/// after tens of seconds, and concluding "not there" sooner stores it twice.
+/// Meanwhile the file is "unresolved" and waits without holding a slot.
+pub const UNRESOLVED_BOUND: Duration = Duration::from_secs(120);
+
 impl Default for Window {
-    /// Looks with backoff for about two minutes (RELIABILITY.md): a
-    /// service's listing may show a stored file only after tens of seconds,
-    /// and concluding "not there" sooner sends the file twice.
+    /// Looks with backoff for about 15 s; beyond that an answer-lost send
+    /// waits unresolved ([`UNRESOLVED_BOUND`]) and is asked about again.
     fn default() -> Self {
         Window {
-            delays: [500, 1000, 2000, 4000, 8000, 15_000, 30_000, 30_000, 30_000]
+            delays: [500, 1000, 2000, 4000, 8000]
                 .into_iter()
                 .map(Duration::from_millis)
                 .collect(),
@@ -52,6 +57,17 @@ impl Window {
     /// One look, no waiting: for answers that plainly refused the file.
     pub fn once() -> Window {
         Window { delays: Vec::new() }
+    }
+
+    /// How the outcome of a request that failed with `error` is looked
+    /// for: the window when the answer was lost or was a failure, one look
+    /// when the service refused.
+    pub fn for_error(&self, error: &crate::api::ApiError) -> Window {
+        if error.is_transient() {
+            self.clone()
+        } else {
+            Window::once()
+        }
     }
 
     /// How long all the looks take.
@@ -86,14 +102,7 @@ pub async fn reconcile(
         if round > 0 {
             tokio::time::sleep(window.delays[round - 1]).await;
         }
-        if round == 5 {
-            tracing::info!(
-                "{}: not found in the workspace yet (its listing may lag); still looking, for up to {}s \
-                 in all, before it is sent again",
-                what.name,
-                window.bound().as_secs()
-            );
-        }
+
         if let Some(session) = what.session {
             match workspace.client().complete(session, what.size).await {
                 Ok(file) => return Ok(judge(file, what)),

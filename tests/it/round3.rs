@@ -641,3 +641,196 @@ fn a_listing_that_lags_after_lost_answers_doubles_nothing() {
     assert_eq!(ledger.len(), 3, "each file once: {ledger:?}\n{}", out.stderr);
     assert_eq!(unique_names(&ledger).len(), 3);
 }
+
+/// Item 12: a second agent (its own state dir) on a folder another live
+/// agent watches refuses to start, naming that agent; once the first is
+/// stopped (or was killed: its pid is gone), the second starts. Nothing is
+/// uploaded twice.
+#[test]
+fn a_second_agent_on_a_watched_folder_refuses_and_names_the_first() {
+    let emu = Emulator::start(&[]);
+    let first = Sandbox::watching(&emu, "settle = \"100ms\"\n", "");
+    let second = Sandbox::new(&emu, "settle = \"100ms\"\n");
+    let text = std::fs::read_to_string(&second.config).unwrap()
+        + &format!(
+            "[[watch]]\npath = \"{}\"\nremote_folder = \"uploads/drop\"\n",
+            first.drop_dir().display()
+        );
+    std::fs::write(&second.config, text).unwrap();
+    write_file(&first.drop_dir().join("a.mov"), 1000, 121);
+    let mut a = first.running_agent(&[]);
+    assert!(wait_until(Duration::from_secs(30), || emu.stored() == 1));
+
+    let mut again = second.cmd();
+    again.arg("run");
+    let out = run(again);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("already watched by the agent with pid")
+            && out.stderr.contains(&first.state_dir().display().to_string()),
+        "{}",
+        out.stderr
+    );
+
+    // Killed: its marker stays, but its pid is gone.
+    a.crash();
+    let mut b = second.running_agent(&[]);
+    write_file(&first.drop_dir().join("b.mov"), 1000, 122);
+    assert!(
+        wait_until(Duration::from_secs(30), || emu.stored() == 2),
+        "{}",
+        b.log_text()
+    );
+    assert_eq!(b.stop().code, 0);
+    assert_eq!(unique_names(&emu.ledger()).len(), 2, "each file once");
+    assert!(
+        !first.drop_dir().join(".autorender-sync.watcher").exists(),
+        "a clean stop removes its marker"
+    );
+}
+
+/// Item 13: `upload` of files inside a watched folder while the agent runs
+/// leaves them to the agent, and a file already uploaded as this very
+/// version is not sent again: each file is stored once.
+#[test]
+fn upload_inside_a_watched_folder_while_the_agent_runs_stores_each_file_once() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"300ms\"\n", "");
+    let mut agent = sb.running_agent(&[]);
+    write_file(&sb.drop_dir().join("done.mov"), 1000, 131);
+    assert!(wait_until(Duration::from_secs(30), || emu.stored() == 1));
+    let files: Vec<std::path::PathBuf> = (0..5)
+        .map(|i| {
+            let p = sb.drop_dir().join(format!("f{i}.mov"));
+            write_file(&p, 2000 + i, 140 + i as u64);
+            p
+        })
+        .collect();
+    let mut up = sb.cmd();
+    up.arg("upload")
+        .arg("--json")
+        .arg(sb.drop_dir().join("done.mov"))
+        .args(&files);
+    let out = run(up);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let answers: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(answers.len(), 6, "{}", out.stdout);
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|a| a["skipped"] == "already_uploaded")
+            .count(),
+        1,
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        answers.iter().filter(|a| a["skipped"] == "left_to_agent").count(),
+        5,
+        "{}",
+        out.stdout
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || emu.stored() == 6),
+        "{}",
+        agent.log_text()
+    );
+    assert_eq!(agent.stop().code, 0);
+    assert_eq!(emu.ledger().len(), 6, "each file once");
+    assert_eq!(unique_names(&emu.ledger()).len(), 6);
+}
+
+/// Item 10: sets under cron (`run --once`). A run that ends with a set
+/// waiting for its trigger says so in its summary; the next run, with the
+/// trigger there, releases the set, sends every file with the trigger last,
+/// and sends the manifest before it exits.
+#[test]
+fn run_once_finishes_a_ready_set_and_its_manifest_and_counts_waiting_sets() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"100ms\"\n",
+        "sets = \"folder\"\nset_trigger = \"_DONE\"\nset_manifest = true\n",
+    );
+    let shot = sb.drop_dir().join("sh030");
+    std::fs::create_dir(&shot).unwrap();
+    for i in 1..=6u64 {
+        write_file(
+            &shot.join(format!("sh030.{i:04}.exr")),
+            3000 + i as usize,
+            150 + i,
+        );
+    }
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emu.stored(), 0, "nothing before the trigger: {}", out.stderr);
+    assert!(
+        out.stderr.contains("1 upload set(s) not complete yet") && out.stderr.contains("sh030"),
+        "the summary counts the waiting set: {}",
+        out.stderr
+    );
+
+    write_file(&shot.join("_DONE"), 10, 160);
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let names: Vec<String> = emu
+        .ledger()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names.len(),
+        8,
+        "6 frames, the trigger and the manifest in one run: {names:?}\n{}",
+        out.stderr
+    );
+    assert_eq!(names[6], "_DONE", "the trigger after the frames: {names:?}");
+    assert!(names[7].ends_with(".manifest.json"), "{names:?}");
+    assert!(!out.stderr.contains("not complete yet"), "{}", out.stderr);
+}
+
+/// Item 11: a file appended to every few hundred ms (a log) is not
+/// uploaded at every settle: after its first two uploads it is shown
+/// growing and its next version waits `min_interval` after the last upload.
+#[test]
+fn a_file_that_keeps_changing_goes_at_most_every_min_interval() {
+    use std::io::Write;
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"100ms\"\n", "min_interval = \"4s\"\n");
+    let log = sb.drop_dir().join("render.log");
+    let mut agent = sb.running_agent(&[]);
+    let mut f = std::fs::File::create(&log).unwrap();
+    let started = std::time::Instant::now();
+    let mut shown_growing = false;
+    // About 6 s of appends, each followed by a pause longer than settle.
+    for i in 0..20 {
+        writeln!(f, "frame {i} done").unwrap();
+        f.sync_all().unwrap();
+        let stored = emu.stored();
+        // Wait until this version settled (or was put off), then append.
+        let _ = wait_until(Duration::from_millis(400), || emu.stored() > stored);
+        shown_growing |= sb.status()["roots"][0]["growing"].as_u64().unwrap_or(0) > 0;
+    }
+    let elapsed = started.elapsed();
+    let during = emu.stored();
+    // The last version goes once its interval has passed.
+    let last = sha256_file(&log);
+    assert!(
+        wait_until(Duration::from_secs(20), || emu
+            .ledger()
+            .iter()
+            .any(|e| e["sha256"].as_str() == Some(last.as_str()))),
+        "the last version never went\n{}",
+        agent.log_text()
+    );
+    let out = agent.stop();
+    // Two at once, then at most one per 4 s while it kept changing.
+    let bound = 2 + elapsed.as_secs() / 4 + 1;
+    assert!(
+        during <= bound,
+        "{during} uploads in {elapsed:?} (at most {bound}): {}",
+        out.stderr
+    );
+    assert!(shown_growing, "status never showed it growing");
+    assert!(out.stderr.contains("keeps changing"), "{}", out.stderr);
+}

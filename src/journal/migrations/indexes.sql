@@ -6,3 +6,5 @@
 CREATE INDEX IF NOT EXISTS files_folder ON files (root, rtrim(rel, replace(rel, '/', '')));
 -- The queue in the order it is served (rowid = id breaks ties).
 CREATE INDEX IF NOT EXISTS files_due ON files (next_attempt_at) WHERE state IN ('pending', 'uploading', 'reconciling');
+-- A file's recent uploads (`min_interval`: does it keep changing?).
+CREATE INDEX IF NOT EXISTS history_file ON history (root, rel, at);
