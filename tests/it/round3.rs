@@ -834,3 +834,38 @@ fn a_file_that_keeps_changing_goes_at_most_every_min_interval() {
     assert!(shown_growing, "status never showed it growing");
     assert!(out.stderr.contains("keeps changing"), "{}", out.stderr);
 }
+
+/// Item 10, the cron case the trial found: every file of a set already
+/// held by an earlier run, nothing new arriving. Later `--once` runs (each
+/// re-settling the held files) release and send it once it is ready,
+/// instead of each ending with "files are still settling" and 0 uploaded.
+#[test]
+fn run_once_releases_a_set_whose_files_were_all_held_by_an_earlier_run() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"100ms\"\n",
+        "sets = \"folder\"\nset_quiet = \"1s\"\n",
+    );
+    let shot = sb.drop_dir().join("A002");
+    std::fs::create_dir(&shot).unwrap();
+    for i in 1..=4u64 {
+        write_file(&shot.join(format!("A002C{i:03}.mov")), 2000 + i as usize, 170 + i);
+    }
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emu.stored(), 0, "held while it is not quiet yet: {}", out.stderr);
+    // Cron: run again until the set has gone (each run is a fresh process).
+    let mut runs = 0;
+    let sent = wait_until(Duration::from_secs(20), || {
+        runs += 1;
+        let out = sb.run_once();
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        emu.stored() == 4
+    });
+    assert!(
+        sent,
+        "after {runs} runs the set still waits: {}",
+        sb.status()["sets"]
+    );
+}
