@@ -96,7 +96,9 @@ impl Flights {
         let mut out: Vec<FlightView> = map
             .values()
             .map(|f| {
-                let sent = f.sent.load(Ordering::Relaxed).max(0) as u64;
+                // Never more than the file (a session started over rewinds
+                // what it had counted; this guards any slip).
+                let sent = (f.sent.load(Ordering::Relaxed).max(0) as u64).min(f.size);
                 let secs = now
                     .duration_since(f.began)
                     .max(Duration::from_millis(1))

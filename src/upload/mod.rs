@@ -52,6 +52,10 @@ pub const MAX_STRAY_COPIES: u32 = 2;
 
 /// The upload rate assumed when sizing URL lifetimes without a bandwidth limit.
 const ASSUMED_RATE: f64 = 2.0 * 1024.0 * 1024.0;
+/// Parts in flight for one file at most, when URLs the service grants
+/// for less than an upload needs call for more streams.
+const MAX_PARTS_IN_FLIGHT: usize = 32;
+
 /// The longest lifetime a presigned URL can have (S3's limit).
 const MAX_URL_TTL: u64 = 7 * 86400;
 
@@ -407,6 +411,9 @@ impl Uploader {
         }
 
         let mut sessions = 0;
+        // Parts in flight; more after a session whose URLs outlived the
+        // service's grant (each stream capped, more streams finish sooner).
+        let mut in_flight = self.concurrent_parts.max(1);
         loop {
             let (session, done) = match carried.take() {
                 Some((s, done, _)) => (s, done),
@@ -422,22 +429,65 @@ impl Uploader {
                 }
             };
             let session_began = std::time::Instant::now();
-            match self.send_parts(job, &session, &done, source, observer).await {
+            let asked = url_lifetime(
+                self.url_ttl,
+                self.limiter.as_ref().and_then(|l| l.rate()),
+                before.size,
+            );
+            let granted = session
+                .expire_at
+                .map(|at| (at - session.began_at_ms / 1000).max(0) as u64)
+                .filter(|g| *g < asked);
+            match self
+                .send_parts(job, &session, &done, source, in_flight, observer)
+                .await
+            {
                 Ok(()) => {}
                 Err(UploadError::Api(ApiError::SessionExpired { message, .. })) => {
                     let lived = session_began.elapsed().as_secs();
-                    let why = format!(
-                        "the part URLs stopped working after {lived}s, before the {} MiB were sent ({message}). \
-                         Raise `api.url_ttl`, or `agent.bandwidth_limit` if one holds the upload back",
-                        before.size >> 20
-                    );
-                    if sessions > self.retry.max_sessions {
+                    let why = match granted {
+                        // The service cut the lifetime below what was asked:
+                        // raising url_ttl cannot help; more streams may.
+                        Some(g) => format!(
+                            "the service grants part URLs for only {g}s (asked for {asked}s), and they stopped \
+                             working after {lived}s, before the {} were sent ({message})",
+                            crate::units::format_bytes(before.size)
+                        ),
+                        None => format!(
+                            "the part URLs stopped working after {lived}s, before the {} were sent ({message}). \
+                             Raise `api.url_ttl`, or `agent.bandwidth_limit` if one holds the upload back",
+                            crate::units::format_bytes(before.size)
+                        ),
+                    };
+                    let limited = self.limiter.as_ref().and_then(|l| l.rate()).is_some();
+                    let widen = granted.is_some() && !limited && in_flight < MAX_PARTS_IN_FLIGHT;
+                    if sessions > self.retry.max_sessions || (granted.is_some() && !widen) {
+                        let advice = match (granted, limited) {
+                            (Some(_), true) => {
+                                ". At the bandwidth limit it cannot be sent within that time: raise \
+                                 `agent.bandwidth_limit` (or lift a schedule's limit), or ask the service \
+                                 for longer URL lifetimes"
+                            }
+                            (Some(_), false) => {
+                                ". It cannot be sent within that time even with more parts in flight; ask the \
+                                 service for longer URL lifetimes"
+                            }
+                            _ => "",
+                        };
                         return Err(UploadError::Api(ApiError::SessionExpired {
                             status: 403,
-                            message: format!("gave up after {sessions} sessions: {why}"),
+                            message: format!("gave up after {sessions} session(s): {why}{advice}"),
                         }));
                     }
-                    tracing::warn!(file = %job.path.display(), "{why}; starting a new session");
+                    if widen {
+                        in_flight = (in_flight * 2).min(MAX_PARTS_IN_FLIGHT);
+                        tracing::warn!(
+                            file = %job.path.display(),
+                            "{why}; starting a new session with {in_flight} parts in flight"
+                        );
+                    } else {
+                        tracing::warn!(file = %job.path.display(), "{why}; starting a new session");
+                    }
                     continue;
                 }
                 Err(e) => return Err(e),

@@ -14,6 +14,7 @@ impl Uploader {
         session: &Session,
         done: &[bool],
         source: &Source,
+        in_flight: usize,
         observer: &Arc<dyn Observer>,
     ) -> Result<(), UploadError> {
         let size = source.id.size;
@@ -29,16 +30,30 @@ impl Uploader {
         }
         // A pause lets the parts in flight finish but starts no new one.
         let held = std::sync::atomic::AtomicBool::new(false);
-        futures_util::stream::iter(todo)
+        let stored = AtomicU64::new(already);
+        let sent = futures_util::stream::iter(todo)
             .take_while(|_| {
                 let stop = job.hold.is_cancelled();
                 held.fetch_or(stop, std::sync::atomic::Ordering::Relaxed);
                 std::future::ready(!stop)
             })
-            .map(|i| self.send_part(job, session, i, source, observer))
-            .buffer_unordered(self.concurrent_parts.max(1))
+            .map(|i| {
+                let stored = &stored;
+                async move {
+                    self.send_part(job, session, i, source, observer).await?;
+                    stored.fetch_add(session.part_range(i, size).1, Ordering::Relaxed);
+                    Ok::<(), UploadError>(())
+                }
+            })
+            .buffer_unordered(in_flight.max(1))
             .try_collect::<Vec<()>>()
-            .await?;
+            .await;
+        // A session given up: what it had counted is taken back, so the
+        // next one counts from zero and progress never passes 100 %.
+        if let Err(UploadError::Api(ApiError::SessionExpired { .. })) = &sent {
+            observer.bytes(-(stored.load(Ordering::Relaxed) as i64));
+        }
+        sent?;
         if held.into_inner() {
             return Err(UploadError::Paused);
         }

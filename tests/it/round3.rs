@@ -869,3 +869,42 @@ fn run_once_releases_a_set_whose_files_were_all_held_by_an_earlier_run() {
         sb.status()["sets"]
     );
 }
+
+/// Item 7: the service grants part URLs for less time than an upload held
+/// back by the bandwidth limit needs. The agent does not restart it for
+/// ever with advice that cannot help: progress never passes 100 %, and the
+/// attempt fails naming the grant, the limit and what to change.
+#[test]
+fn part_urls_granted_for_less_than_the_upload_needs_fail_clearly() {
+    let emu = Emulator::start(&["--part-size", "64KiB", "--url-ttl", "2"]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"100ms\"\ndirect_upload_max = \"0\"\nbandwidth_limit = \"256KiB/s\"\nmax_attempts = 1\n",
+        "",
+    );
+    write_file(&sb.drop_dir().join("long.mov"), 2 * 1024 * 1024, 181);
+    let mut agent = sb.running_agent(&[]);
+    let mut most = 0u64;
+    let failed = wait_until(Duration::from_secs(60), || {
+        let s = sb.status();
+        for f in s["in_flight"].as_array().cloned().unwrap_or_default() {
+            let (sent, size) = (f["sent"].as_u64().unwrap_or(0), f["size"].as_u64().unwrap_or(1));
+            most = most.max(sent * 100 / size);
+        }
+        s["roots"][0]["failed"] == 1
+    });
+    let out = agent.stop();
+    assert!(failed, "{}", out.stderr);
+    assert!(most <= 100, "progress showed {most} %");
+    assert!(
+        out.stderr.contains("grants part URLs for only 2s") && out.stderr.contains("bandwidth_limit"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("Raise `api.url_ttl`"), "{}", out.stderr);
+    assert_eq!(
+        emu.stat("start_ok"),
+        1,
+        "not restarted when a new session cannot help"
+    );
+}
