@@ -10,9 +10,13 @@ Measures, each against a baseline taken in the same run:
   4. CPU time and RSS over 60 s idle while watching 100,000 files
   5. peak RSS of the initial ingest: `run --once` over N new files, each
      uploaded (the baseline is the same agent's peak over 1,000 files)
+  6. one folder of 50,000 files (`--only folder`): peak RSS of `run --once`
+     uploading them and of `status --json` afterwards, vs the same over
+     1,000 files; the budget is 64 MiB for each
 
 Usage: scripts/bench-agent.py [--files 100000] [--idle 60] [--ingest 100000]
-                              [--only latency,burst,restart,ingest]
+                              [--folder 50000]
+                              [--only latency,burst,restart,ingest,folder]
 (`idle` runs with `restart`: it watches the tree `restart` built.)
 Needs: python3, a release build (it runs `cargo build --release`).
 """
@@ -250,12 +254,40 @@ def ingest(work, n):
     return out
 
 
+def one_folder(work, n):
+    """Peak RSS with every file in one folder: the agent's `run --once`
+    over them, then `status --json` reading the journal they left."""
+    out = {}
+    for label, count in (("baseline_1000", 1000), ("files", n)):
+        sub = os.path.join(work, label); os.makedirs(sub)
+        drop = os.path.join(sub, "tree"); os.makedirs(drop)
+        emu = Emulator(sub)
+        cfg = config(sub, emu, drop, "200ms")
+        for i in range(count):
+            with open(os.path.join(drop, f"f{i:06}.bin"), "w") as f:
+                f.write("x" * (i % 50 + 1))
+        secs, rss = peak_rss_of([BIN, "--config", cfg, "run", "--once"], env=env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stored = emu.count()
+        if stored != count:
+            raise SystemExit(f"one folder of {count} stored {stored}")
+        st_secs, st_rss = peak_rss_of([BIN, "--config", cfg, "status", "--json"], env=env(),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        emu.stop()
+        out[label] = {"files": count, "run_once_s": round(secs, 1), "run_once_peak_rss_mib": round(rss, 1),
+                      "status_json_s": round(st_secs, 2), "status_json_peak_rss_mib": round(st_rss, 1)}
+    out["run_rss_ratio"] = round(out["files"]["run_once_peak_rss_mib"] / out["baseline_1000"]["run_once_peak_rss_mib"], 2)
+    out["status_rss_ratio"] = round(out["files"]["status_json_peak_rss_mib"] / out["baseline_1000"]["status_json_peak_rss_mib"], 2)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=100_000)
     ap.add_argument("--idle", type=int, default=60)
     ap.add_argument("--ingest", type=int, default=100_000)
-    ap.add_argument("--only", default="latency,burst,restart,ingest")
+    ap.add_argument("--folder", type=int, default=50_000)
+    ap.add_argument("--only", default="latency,burst,restart,ingest,folder")
     args = ap.parse_args()
     only = set(args.only.split(","))
     if not os.environ.get("AUTORENDER_SYNC_BIN"):
@@ -279,6 +311,8 @@ def main():
             done("idle", idle(d, cfg, args.idle))
         if "ingest" in only:
             done("ingest", ingest(part("ingest"), args.ingest))
+        if "folder" in only:
+            done("folder", one_folder(part("folder"), args.folder))
         print(json.dumps(out, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -53,6 +53,14 @@ pub fn rfc3339_ms(ms: i64) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// When this process started, as unix ms on the system's wall clock (taken
+/// at the first call; `main` calls it first thing). Files made after it are
+/// surely new to a run, whatever the clock did before.
+pub fn launched_ms() -> i64 {
+    static LAUNCHED: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *LAUNCHED.get_or_init(system_ms)
+}
+
 /// The system's wall clock as unix milliseconds (0 before 1970).
 pub fn system_ms() -> i64 {
     SystemTime::now()

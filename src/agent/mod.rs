@@ -317,7 +317,10 @@ impl Agent {
             self.check_key_at_start().await?;
         }
         self.restore_pause().await?;
-        self.rebase_backoff(self.clock.wall_ms()).await?;
+        // A step back before this run: the earliest it can matter is when
+        // this process started (a file made since is new to it).
+        self.rebase_backoff(crate::clock::launched_ms().min(self.clock.wall_ms()))
+            .await?;
         self.note_first_watch().await?;
         self.apply_schedule().await?;
         for id in self.settings.root_ids() {
