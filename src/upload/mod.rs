@@ -449,8 +449,8 @@ impl Uploader {
                         // The service cut the lifetime below what was asked:
                         // raising url_ttl cannot help; more streams may.
                         Some(g) => format!(
-                            "the service grants part URLs for only {g}s (asked for {asked}s), and they stopped \
-                             working after {lived}s, before the {} were sent ({message})",
+                            "the part URLs stopped working after {lived}s, before the {} were sent ({message}): \
+                             the service grants part URLs for only {g}s (asked for {asked}s)",
                             crate::units::format_bytes(before.size)
                         ),
                         None => format!(
