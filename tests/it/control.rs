@@ -8,18 +8,6 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-/// The address and token a running agent wrote into its state dir.
-fn control_of(sb: &Sandbox) -> (String, String) {
-    let info = sb.state_dir().join("control.json");
-    assert!(
-        wait_until(Duration::from_secs(20), || info.exists()),
-        "control.json was not written"
-    );
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
-    let token = std::fs::read_to_string(sb.state_dir().join("control.token")).unwrap();
-    (v["url"].as_str().unwrap().to_string(), token.trim().to_string())
-}
-
 #[test]
 fn the_control_api_guards_serves_status_retry_metrics_and_health() {
     let emu = Emulator::start(&[]);
@@ -29,7 +17,7 @@ fn the_control_api_guards_serves_status_retry_metrics_and_health() {
         "",
     );
     let mut agent = sb.running_agent(&[]);
-    let (url, token) = control_of(&sb);
+    let (url, token) = sb.control();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -157,7 +145,7 @@ fn a_taken_port_falls_back_to_a_free_one_and_off_means_off() {
         "",
     );
     let mut agent = sb.running_agent(&[]);
-    let (url, _) = control_of(&sb);
+    let (url, _) = sb.control();
     assert!(!url.ends_with(&format!(":{port}")), "{url}");
     let r = Client::new().get(format!("{url}/healthz")).send().unwrap();
     assert_eq!(r.status().as_u16(), 200);
@@ -334,7 +322,7 @@ fn reload_applies_a_new_root_and_refuses_a_broken_config_keeping_the_old() {
     let emu = Emulator::start(&[]);
     let sb = Sandbox::watching(&emu, &format!("settle = \"200ms\"\n{CONTROL}"), "");
     let mut agent = sb.running_agent(&[]);
-    let (url, token) = control_of(&sb);
+    let (url, token) = sb.control();
     let good = std::fs::read_to_string(&sb.config).unwrap();
     let second = sb.path("second");
     std::fs::create_dir(&second).unwrap();
@@ -643,7 +631,7 @@ fn metrics_pass_promtool_and_their_counters_match_the_emulators_ledger() {
         "",
     );
     let mut agent = sb.running_agent(&[]);
-    let (url, _) = control_of(&sb);
+    let (url, _) = sb.control();
     for (i, size) in [1000usize, 50_000, 2_500_000, 1_200_000].iter().enumerate() {
         write_file(&sb.drop_dir().join(format!("f{i}.mov")), *size, i as u64);
     }
@@ -729,7 +717,7 @@ fn the_dashboard_logs_in_once_per_code_and_the_event_stream_tells_each_step() {
     let emu = Emulator::start(&[]);
     let sb = Sandbox::watching(&emu, &format!("settle = \"200ms\"\n{CONTROL}"), "");
     let mut agent = sb.running_agent(&[]);
-    let (url, token) = control_of(&sb);
+    let (url, token) = sb.control();
     let plain = Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -847,7 +835,7 @@ fn healthz_says_when_the_journal_cannot_be_written() {
     let sb = Sandbox::watching(&emu, &format!("settle = \"200ms\"\n{CONTROL}"), "");
     // Unprivileged (root writes anywhere): as root, the agent runs as nobody.
     let mut agent = sb.spawn_agent_unprivileged();
-    let (url, _) = control_of(&sb);
+    let (url, _) = sb.control();
     let health = || {
         let r = Client::new().get(format!("{url}/healthz")).send().unwrap();
         (r.status().as_u16(), r.text().unwrap())

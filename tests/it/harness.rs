@@ -298,6 +298,23 @@ impl Sandbox {
         sb
     }
 
+    /// The address and token a running agent wrote into its state dir.
+    pub fn control(&self) -> (String, String) {
+        let info = self.state_dir().join("control.json");
+        assert!(
+            wait_until(Duration::from_secs(20), || info.exists()),
+            "control.json was not written"
+        );
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&info).expect("read control.json"))
+            .expect("control.json is JSON");
+        let token =
+            std::fs::read_to_string(self.state_dir().join("control.token")).expect("read control.token");
+        (
+            v["url"].as_str().expect("control.json names a url").to_string(),
+            token.trim().to_string(),
+        )
+    }
+
     pub fn drop_dir(&self) -> PathBuf {
         self.dir.path().join("drop")
     }

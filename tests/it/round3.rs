@@ -221,6 +221,23 @@ fn other_file_system(root: &Path) -> Option<tempfile::TempDir> {
     None
 }
 
+/// A sandbox watching `<dir>/drop` with `after_upload = "move"` into a
+/// folder on another file system; `None` where there is none.
+fn moving_across(emu: &Emulator) -> Option<(Sandbox, std::path::PathBuf, tempfile::TempDir)> {
+    let sb = Sandbox::new(emu, "settle = \"100ms\"\n");
+    let root = sb.path("drop");
+    std::fs::create_dir_all(&root).unwrap();
+    let done = other_file_system(&root)?;
+    let text = std::fs::read_to_string(&sb.config).unwrap()
+        + &format!(
+            "[[watch]]\npath = \"{}\"\nremote_folder = \"d\"\nafter_upload = \"move\"\nmove_to = \"{}\"\n",
+            root.display(),
+            done.path().display()
+        );
+    std::fs::write(&sb.config, text).unwrap();
+    Some((sb, root, done))
+}
+
 /// Waits until a copy's temporary name shows in `dir` (a tight loop: the
 /// copy to tmpfs is quick). False if the file arrived or nothing began.
 fn copy_under_way(dir: &Path, deadline: Duration) -> bool {
@@ -250,19 +267,9 @@ fn copy_under_way(dir: &Path, deadline: Duration) -> bool {
 #[test]
 fn move_to_another_file_system_never_deletes_a_newer_file_nor_leaves_a_torn_one() {
     let emu = Emulator::start(&[]);
-    let sb = Sandbox::new(&emu, "settle = \"100ms\"\n");
-    let root = sb.path("drop");
-    std::fs::create_dir_all(&root).unwrap();
-    let Some(done) = other_file_system(&root) else {
+    let Some((sb, root, done)) = moving_across(&emu) else {
         return;
     };
-    let text = std::fs::read_to_string(&sb.config).unwrap()
-        + &format!(
-            "[[watch]]\npath = \"{}\"\nremote_folder = \"d\"\nafter_upload = \"move\"\nmove_to = \"{}\"\n",
-            root.display(),
-            done.path().display()
-        );
-    std::fs::write(&sb.config, text).unwrap();
     let size = 48 * 1024 * 1024;
     let mut agent = sb.running_agent(&[]);
     let mut raced = 0;
@@ -339,19 +346,9 @@ fn move_to_another_file_system_never_deletes_a_newer_file_nor_leaves_a_torn_one(
 #[test]
 fn sigkill_during_a_copy_to_another_file_system_leaves_no_torn_file() {
     let emu = Emulator::start(&[]);
-    let sb = Sandbox::new(&emu, "settle = \"100ms\"\n");
-    let root = sb.path("drop");
-    std::fs::create_dir_all(&root).unwrap();
-    let Some(done) = other_file_system(&root) else {
+    let Some((sb, root, done)) = moving_across(&emu) else {
         return;
     };
-    let text = std::fs::read_to_string(&sb.config).unwrap()
-        + &format!(
-            "[[watch]]\npath = \"{}\"\nremote_folder = \"d\"\nafter_upload = \"move\"\nmove_to = \"{}\"\n",
-            root.display(),
-            done.path().display()
-        );
-    std::fs::write(&sb.config, text).unwrap();
     let file = root.join("big.mov");
     write_file(&file, 64 * 1024 * 1024, 300);
     let sha = sha256_file(&file);
@@ -385,10 +382,7 @@ fn a_root_replaced_by_a_symlink_is_not_followed() {
     let mut agent = sb.running_agent(&[]);
     write_file(&sb.drop_dir().join("a.mov"), 1000, 61);
     assert!(wait_until(Duration::from_secs(30), || emu.stored() == 1));
-    let info = sb.state_dir().join("control.json");
-    assert!(wait_until(Duration::from_secs(20), || info.exists()));
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
-    let url = v["url"].as_str().unwrap().to_string();
+    let (url, _) = sb.control();
     let health = || reqwest::blocking::get(format!("{url}/healthz")).unwrap();
 
     let victim = sb.path("victim");
