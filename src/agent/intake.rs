@@ -285,23 +285,18 @@ impl Agent {
         let due = self.clock.now() + Duration::from_millis((due_ms - now).max(0) as u64);
         let shown = crate::clock::rfc3339_ms(due_ms);
         if self.deferred.insert(path.to_path_buf(), (id, due)).is_none() {
-            if self.opts.once {
-                tracing::info!(
-                    "{} keeps changing (uploaded at {} and {}); left for a run after {shown} (min_interval = {})",
-                    path.display(),
-                    crate::clock::rfc3339_ms(before),
-                    crate::clock::rfc3339_ms(last),
-                    humantime::format_duration(gap)
-                );
+            let next = if self.opts.once {
+                format!("left for a run after {shown}")
             } else {
-                tracing::info!(
-                    "{} keeps changing (uploaded at {} and {}); its next version goes at {shown} (min_interval = {})",
-                    path.display(),
-                    crate::clock::rfc3339_ms(before),
-                    crate::clock::rfc3339_ms(last),
-                    humantime::format_duration(gap)
-                );
-            }
+                format!("its next version goes at {shown}")
+            };
+            tracing::info!(
+                "{} keeps changing (uploaded at {} and {}); {next} (min_interval = {})",
+                path.display(),
+                crate::clock::rfc3339_ms(before),
+                crate::clock::rfc3339_ms(last),
+                humantime::format_duration(gap)
+            );
         }
         Ok(true)
     }

@@ -234,6 +234,10 @@ impl Agent {
         self.settler = Settler::new();
         self.first_watched.clear();
         self.sets_seen.clear();
+        // Keyed by RootId, which a reload renumbers: files put off by
+        // min_interval are found again by the rescan that follows.
+        self.deferred.clear();
+        self.skip_noted.clear();
         self.scans.clear();
         self.rescan_soon.clear();
         self.orphans.clear();
