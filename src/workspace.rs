@@ -28,7 +28,49 @@ const MAX_ITEMS: usize = 100_000;
 /// The most pages walked, whatever each holds.
 const MAX_PAGES: u64 = 10_000;
 
-type Listing = Arc<Vec<RemoteFile>>;
+/// A folder's whole listing, indexed by file number and by NFC name, so
+/// each lookup in it costs one hash probe, not a pass over the folder (a
+/// folder of 50,000 files asked about once per file would otherwise cost
+/// 50,000² name normalisations).
+#[derive(Debug, Default)]
+pub struct FolderListing {
+    files: Vec<RemoteFile>,
+    by_no: HashMap<String, usize>,
+    by_name: HashMap<String, Vec<usize>>,
+}
+
+impl FolderListing {
+    fn new(files: Vec<RemoteFile>) -> FolderListing {
+        let mut by_no = HashMap::new();
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, f) in files.iter().enumerate() {
+            by_no.entry(f.file_no.clone()).or_insert(i);
+            by_name.entry(nfc(&f.name)).or_default().push(i);
+        }
+        FolderListing {
+            files,
+            by_no,
+            by_name,
+        }
+    }
+
+    /// The file with this number, if listed.
+    pub fn by_file_no(&self, file_no: &str) -> Option<&RemoteFile> {
+        self.by_no.get(file_no).map(|i| &self.files[*i])
+    }
+
+    /// The files listed under `name` (compared after NFC), newest first as
+    /// the service listed them.
+    pub fn named(&self, name: &str) -> impl Iterator<Item = &RemoteFile> {
+        self.by_name
+            .get(&nfc(name))
+            .into_iter()
+            .flatten()
+            .map(|i| &self.files[*i])
+    }
+}
+
+type Listing = Arc<FolderListing>;
 
 pub struct Workspace {
     client: Client,
@@ -173,9 +215,13 @@ impl Workspace {
             .entry(folder.to_string())
             .or_default()
             .clone();
-        cell.get_or_try_init(|| async { self.list(folder, None, |_| true).await.map(Arc::new) })
-            .await
-            .cloned()
+        cell.get_or_try_init(|| async {
+            self.list(folder, None, |_| true)
+                .await
+                .map(|files| Arc::new(FolderListing::new(files)))
+        })
+        .await
+        .cloned()
     }
 
     /// Files named `name` in `folder` now (fresh, not cached), newest first
@@ -203,12 +249,11 @@ impl Workspace {
         name: &str,
         size: u64,
     ) -> Result<Vec<RemoteFile>, ApiError> {
-        let want = nfc(name);
         Ok(self
             .listing(folder)
             .await?
-            .iter()
-            .filter(|f| nfc(&f.name) == want && f.size == Some(size))
+            .named(name)
+            .filter(|f| f.size == Some(size))
             .cloned()
             .collect())
     }

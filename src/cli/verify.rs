@@ -96,11 +96,10 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                 b
             });
     let content = args.content;
-    let indexes = &Indexes::default();
     let checks = futures_util::stream::iter(rows.iter().map(|row| {
         let bar = bar.clone();
         async move {
-            let r = check(workspace, indexes, row, content).await;
+            let r = check(workspace, row, content).await;
             if let Some(b) = &bar {
                 b.inc(if content {
                     row.done_size.unwrap_or(0).max(0) as u64
@@ -211,44 +210,6 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     })
 }
 
-/// A folder's listing with its files found by `file_no` and by NFC name,
-/// built once per folder: each record is then a lookup, not a scan.
-struct FolderIndex {
-    listing: std::sync::Arc<Vec<crate::api::RemoteFile>>,
-    by_no: std::collections::HashMap<String, usize>,
-    by_name: std::collections::HashMap<String, Vec<usize>>,
-}
-
-#[derive(Default)]
-struct Indexes(std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<FolderIndex>>>);
-
-impl Indexes {
-    async fn of(&self, workspace: &Workspace, folder: &str) -> Result<std::sync::Arc<FolderIndex>, ApiError> {
-        if let Some(i) = self.0.lock().expect("index lock").get(folder) {
-            return Ok(i.clone());
-        }
-        let listing = workspace.listing(folder).await?;
-        let mut by_no = std::collections::HashMap::new();
-        let mut by_name: std::collections::HashMap<String, Vec<usize>> = std::collections::HashMap::new();
-        for (i, f) in listing.iter().enumerate() {
-            by_no.entry(f.file_no.clone()).or_insert(i);
-            by_name.entry(f.name.nfc().collect()).or_default().push(i);
-        }
-        let index = std::sync::Arc::new(FolderIndex {
-            listing,
-            by_no,
-            by_name,
-        });
-        Ok(self
-            .0
-            .lock()
-            .expect("index lock")
-            .entry(folder.to_string())
-            .or_insert(index)
-            .clone())
-    }
-}
-
 /// What one record's check found.
 struct Checked {
     problem: Option<Problem>,
@@ -257,12 +218,7 @@ struct Checked {
 
 /// `problem: None`: the workspace holds this file as recorded (by content
 /// too, with `content`).
-async fn check(
-    workspace: &Workspace,
-    indexes: &Indexes,
-    row: &FileRow,
-    content: bool,
-) -> Result<Checked, ApiError> {
+async fn check(workspace: &Workspace, row: &FileRow, content: bool) -> Result<Checked, ApiError> {
     let folder = row.remote_path.clone().unwrap_or_default();
     let name = row.remote_name.clone().unwrap_or_else(|| {
         Path::new(&row.rel)
@@ -281,19 +237,11 @@ async fn check(
         file_no: row.file_no.clone(),
         problem: what.to_string(),
     };
-    let index = indexes.of(workspace, &folder).await?;
-    let listing = &index.listing;
-    let want: String = name.nfc().collect();
-    let by_no = row
-        .file_no
-        .as_deref()
-        .and_then(|no| index.by_no.get(no))
-        .map(|i| &listing[*i]);
-    let same_name: Vec<_> = index
-        .by_name
-        .get(&want)
-        .map(|v| v.iter().map(|i| &listing[*i]).collect())
-        .unwrap_or_default();
+    // The folder's listing, fetched once per run and indexed: each record
+    // is a lookup, not a pass over the folder.
+    let listing = workspace.listing(&folder).await?;
+    let by_no = row.file_no.as_deref().and_then(|no| listing.by_file_no(no));
+    let same_name: Vec<_> = listing.named(&name).collect();
     let found = by_no.or_else(|| same_name.first().copied());
     // Other objects under this name than the one recorded: the trace of
     // past duplicates (told, not counted as a problem).

@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::records::DoneVersion;
-use super::schema::{DUE_FROM, FOLDER_OF_REL, QUEUED};
+use super::schema::{DUE_FROM, DUE_SMALL_FROM, FOLDER_OF_REL, QUEUED};
 use super::*;
 
 /// The longest per-file backoff the agent sets (15 min and its jitter).
@@ -163,10 +163,21 @@ impl Sqlite {
             if serving.is_plain() {
                 // In `files_due` order, so rows are read only until `limit`
                 // are found: a queue of 100,000 files costs a few rows per
-                // call, not a sort of the whole queue.
-                let mut stmt = c.prepare_cached(&format!("SELECT {FILE_COLS} {DUE_FROM}"))?;
-                let rows = stmt.query(params![now])?;
-                first_kept(rows, limit, keep)
+                // call, not a sort of the whole queue (the small files'
+                // lane too: it asks for every free slot of a one-folder
+                // ingest, and a sort there made 50,000 files quadratic).
+                match serving.max_size {
+                    None => {
+                        let mut stmt = c.prepare_cached(&format!("SELECT {FILE_COLS} {DUE_FROM}"))?;
+                        let rows = stmt.query(params![now])?;
+                        first_kept(rows, limit, keep)
+                    }
+                    Some(max) => {
+                        let mut stmt = c.prepare_cached(&format!("SELECT {FILE_COLS} {DUE_SMALL_FROM}"))?;
+                        let rows = stmt.query(params![now, max.min(i64::MAX as u64) as i64])?;
+                        first_kept(rows, limit, keep)
+                    }
+                }
             } else {
                 // Another order sorts the due files (what a user who asks for
                 // "smallest first" pays; fifo stays the index walk above).

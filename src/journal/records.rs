@@ -293,9 +293,10 @@ pub struct Serving {
 }
 
 impl Serving {
-    /// Fifo, no priorities, any size: the index walk serves it.
+    /// Fifo, no priorities (any size or the small files' lane): the index
+    /// walk serves it.
     pub(super) fn is_plain(&self) -> bool {
-        self.order == crate::config::Order::Fifo && self.priorities.is_empty() && self.max_size.is_none()
+        self.order == crate::config::Order::Fifo && self.priorities.is_empty()
     }
 
     /// The query for the due files at `now` in this order, and its values.

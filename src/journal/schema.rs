@@ -26,6 +26,15 @@ pub(super) const DUE_FROM: &str = concat!(
     " AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id"
 );
 
+/// The queued files due at ?1 of at most ?2 bytes (the small files' lane),
+/// in the order they are served: the same index walk, never a sort of the
+/// whole queue.
+pub(super) const DUE_SMALL_FROM: &str = concat!(
+    "FROM files INDEXED BY files_due WHERE ",
+    queued!(),
+    " AND next_attempt_at <= ?1 AND size <= ?2 ORDER BY next_attempt_at, id"
+);
+
 /// The schema's steps, in order: step `n` (from 1) takes a journal from
 /// `user_version` n-1 to n. Never edit a released step; add one.
 pub(super) const MIGRATIONS: &[&str] = &[

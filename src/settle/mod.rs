@@ -97,6 +97,9 @@ pub enum Decision {
     NotAFile { root: RootId, path: PathBuf },
 }
 
+/// The most paths one [`Settler::poll`] stats.
+pub const POLL_BATCH: usize = 2048;
+
 #[derive(Debug)]
 struct Entry {
     root: RootId,
@@ -114,7 +117,10 @@ struct Entry {
 
 #[derive(Debug, Default)]
 pub struct Settler {
-    entries: HashMap<PathBuf, Entry>,
+    /// Boxed: a folder of 50,000 new files is 50,000 entries at once, and
+    /// the map's table (and its doubling on growth) then holds pointers,
+    /// not ~200-byte entries.
+    entries: HashMap<PathBuf, Box<Entry>>,
 }
 
 impl Settler {
@@ -134,7 +140,7 @@ impl Settler {
             None => {
                 self.entries.insert(
                     path.to_path_buf(),
-                    Entry {
+                    Box::new(Entry {
                         root,
                         settle,
                         first_seen: now,
@@ -142,7 +148,7 @@ impl Settler {
                         first_stat: None,
                         changed: false,
                         last_seen: None,
-                    },
+                    }),
                 );
             }
         }
@@ -171,7 +177,7 @@ impl Settler {
 
     /// The earliest instant at which [`poll`](Self::poll) may decide something.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.entries.values().map(Self::due).min()
+        self.entries.values().map(|e| Self::due(e)).min()
     }
 
     fn due(e: &Entry) -> Instant {
@@ -182,13 +188,17 @@ impl Settler {
         }
     }
 
-    /// Takes the stats that are due and returns what was decided.
+    /// Takes the stats that are due, at most [`POLL_BATCH`] of them (the
+    /// rest stay due, so the next poll comes at once), and returns what was
+    /// decided: a folder of 50,000 files found at once is stat-ed and
+    /// handed on a batch at a time, not in one 50,000-path burst.
     pub fn poll(&mut self, now: Instant, fs: &dyn Stat) -> Vec<Decision> {
         let mut out = Vec::new();
         let due: Vec<PathBuf> = self
             .entries
             .iter()
             .filter(|(_, e)| Self::due(e) <= now)
+            .take(POLL_BATCH)
             .map(|(p, _)| p.clone())
             .collect();
         for path in due {

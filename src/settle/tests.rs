@@ -328,3 +328,37 @@ fn never_stable_while_changing_randomised() {
         }
     }
 }
+
+#[test]
+fn a_folder_found_at_once_is_stat_ed_and_decided_a_batch_at_a_time() {
+    let fs = FakeFs::new();
+    let mut st = Settler::new();
+    let t0 = Instant::now();
+    let n = POLL_BATCH * 2 + 7;
+    for i in 0..n {
+        let p = format!("/r/f{i}");
+        fs.set(&p, 1, 1);
+        st.offer(R, Path::new(&p), S, t0);
+    }
+    // First stats: a batch per poll, and what is left stays due at once.
+    let mut polls = 0;
+    while st.next_deadline().is_some_and(|d| d <= t0) {
+        assert!(st.poll(t0, &fs).is_empty());
+        polls += 1;
+        assert!(polls <= 3, "the first stats took more polls than batches");
+    }
+    assert_eq!(polls, 3);
+    // Decisions come a batch at a time; every path settles exactly once.
+    let mut decided = std::collections::HashSet::new();
+    while !st.is_empty() {
+        let d = st.poll(t0 + S, &fs);
+        assert!(!d.is_empty() && d.len() <= POLL_BATCH, "{}", d.len());
+        for x in d {
+            let Decision::Stable { path, .. } = x else {
+                panic!("{x:?}")
+            };
+            assert!(decided.insert(path));
+        }
+    }
+    assert_eq!(decided.len(), n);
+}
