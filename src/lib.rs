@@ -3,6 +3,10 @@
 //!
 //! The binary is a thin shell over [`cli::main`]; everything else lives here
 //! so tests can drive it in-process as well as through the real binary.
+//!
+//! No `unsafe` outside [`sys`] (the one libc query rustix has no safe form of).
+
+#![deny(unsafe_code)]
 
 pub mod after;
 pub mod agent;
@@ -25,6 +29,7 @@ pub mod schedule;
 pub mod secrets;
 pub mod sequence;
 pub mod settle;
+pub mod sys;
 pub mod text;
 pub mod units;
 pub mod upload;

@@ -173,38 +173,20 @@ const JOURNAL_FREE_MIN: u64 = 64 * 1024 * 1024;
 /// Why the journal in `state_dir` cannot (or soon cannot) be written: the
 /// folder is read-only, or its disk is almost full. None: it can.
 fn journal_unwritable(state_dir: &Path) -> Option<String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(state_dir.as_os_str().as_bytes()).ok()?;
-        // SAFETY: `c` is a NUL-terminated path we own; access and statvfs
-        // only read it, and statvfs writes into a struct we own.
-        unsafe {
-            if libc::access(c.as_ptr(), libc::W_OK) != 0 {
-                return Some(format!(
-                    "the journal is not writable: {} is read-only for this user",
-                    state_dir.display()
-                ));
-            }
-            let mut fs: libc::statvfs = std::mem::zeroed();
-            if libc::statvfs(c.as_ptr(), &mut fs) == 0 {
-                let free = (fs.f_bavail as u64).saturating_mul(fs.f_frsize as u64);
-                if free < JOURNAL_FREE_MIN {
-                    return Some(format!(
-                        "the journal's disk is almost full ({} free in {}); free space, or the agent stops at the \
-                         next write",
-                        crate::units::format_bytes(free),
-                        state_dir.display()
-                    ));
-                }
-            }
-        }
-        None
+    if crate::sys::writable(state_dir) == Some(false) {
+        return Some(format!(
+            "the journal is not writable: {} is read-only for this user",
+            state_dir.display()
+        ));
     }
-    #[cfg(not(unix))]
-    {
-        let _ = (state_dir, JOURNAL_FREE_MIN);
-        None
+    match crate::sys::free_bytes(state_dir) {
+        Some(free) if free < JOURNAL_FREE_MIN => Some(format!(
+            "the journal's disk is almost full ({} free in {}); free space, or the agent stops at the \
+             next write",
+            crate::units::format_bytes(free),
+            state_dir.display()
+        )),
+        _ => None,
     }
 }
 

@@ -31,7 +31,7 @@ impl Mark {
     pub fn me(state_dir: &Path, now_ms: i64) -> Mark {
         Mark {
             agent: "autorender-sync".into(),
-            host: crate::control::host_name().to_string(),
+            host: crate::sys::host_name().to_string(),
             pid: std::process::id(),
             state_dir: state_dir.to_path_buf(),
             at_ms: now_ms,

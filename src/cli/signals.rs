@@ -30,7 +30,7 @@ impl StopSignals {
                 had_terminal: terminal_alive(),
                 int: signal(SignalKind::interrupt()).ok(),
                 term: signal(SignalKind::terminate()).ok(),
-                hup: if hangup_ignored() {
+                hup: if crate::sys::hangup_ignored() {
                     None
                 } else {
                     signal(SignalKind::hangup()).ok()
@@ -93,17 +93,6 @@ pub enum Caught {
 #[cfg(unix)]
 fn terminal_alive() -> bool {
     std::fs::OpenOptions::new().read(true).open("/dev/tty").is_ok()
-}
-
-/// Was this process started with SIGHUP ignored (`nohup`)?
-#[cfg(unix)]
-fn hangup_ignored() -> bool {
-    // SAFETY: sigaction with a null new action only reads the current one
-    // into `old`, which is a plain C struct we own.
-    unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
-    }
 }
 
 /// Resolves on Ctrl-C, SIGTERM or SIGHUP.

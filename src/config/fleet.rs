@@ -153,7 +153,7 @@ impl Walker<'_> {
                 }
                 n
             }
-            None => crate::control::host_name().to_string(),
+            None => crate::sys::host_name().to_string(),
         };
         let lease = match self.duration(&f, "lease", "fleet.lease") {
             Some(d) if !(MIN_LEASE..=MAX_LEASE).contains(&d) => {

@@ -42,7 +42,7 @@ impl Event {
         Event {
             event: kind,
             time: crate::clock::rfc3339_ms(now_ms),
-            host: host_name().to_string(),
+            host: crate::sys::host_name().to_string(),
             path: None,
             remote_folder: None,
             name: None,
@@ -127,31 +127,6 @@ impl Hub {
     }
 }
 
-/// This machine's name, as events and fleet nodes report it.
-pub fn host_name() -> &'static str {
-    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NAME.get_or_init(|| {
-        #[cfg(unix)]
-        {
-            let mut buf = [0u8; 256];
-            // SAFETY: the buffer is ours and its length is passed; the name
-            // is NUL-terminated within it on success.
-            let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-            if ok {
-                let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-                if let Ok(s) = std::str::from_utf8(&buf[..end])
-                    && !s.is_empty()
-                {
-                    return s.to_string();
-                }
-            }
-        }
-        std::env::var("COMPUTERNAME")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| "localhost".to_string())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,7 +149,7 @@ mod tests {
             assert!(v.get(key).is_some(), "{key} in {v}");
         }
         assert_eq!(v["time"], "2023-11-14T22:13:20.000Z");
-        assert!(!host_name().is_empty());
+        assert!(!crate::sys::host_name().is_empty());
     }
 
     #[test]

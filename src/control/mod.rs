@@ -31,7 +31,7 @@ mod metrics;
 pub mod notify;
 mod steer;
 
-pub use events::{Event, Hub, host_name};
+pub use events::{Event, Hub};
 pub use steer::reload_now;
 
 /// What the control plane asks of the running agent.
