@@ -279,8 +279,19 @@ impl Agent {
                 .await?;
             return Ok(());
         }
-        match result {
-            Ok(o) => {
+        let facts = rule::Facts {
+            once: self.opts.once,
+            service_down: match &result {
+                Err(UploadError::Api(a)) if rule::needs_service_check(&result, self.opts.once) => {
+                    self.service_down(a).await
+                }
+                _ => false,
+            },
+            vanished: rule::needs_vanished_check(&result) && !path.exists(),
+            max_attempts: self.settings.agent.max_attempts,
+        };
+        match rule::transition(result, facts) {
+            rule::Step::Done(o) => {
                 self.failing_streak = 0;
                 self.journal
                     .record_done(
@@ -377,11 +388,11 @@ impl Agent {
             }
             // Paused by the user: the parts sent are recorded; it waits
             // (no attempt spent) and resumes from them.
-            Err(UploadError::Paused) => {
+            rule::Step::Wait => {
                 self.journal.set_state(row.id, State::Pending).await?;
                 tracing::info!(path = %path.display(), "{} paused; it resumes when uploads do", path.display());
             }
-            Err(e) if e.is_auth() => {
+            rule::Step::PauseAuth(e) => {
                 self.journal.set_state(row.id, State::Pending).await?;
                 if self.opts.once {
                     shutdown.cancel();
@@ -404,9 +415,7 @@ impl Agent {
             // attempts are not spent. A 5xx or a lost answer for this file
             // while the service answers otherwise is this file's failed
             // attempt (below), so an unclear outcome cannot repeat for ever.
-            Err(UploadError::Api(a))
-                if a.is_transient() && !self.opts.once && self.service_down(&a).await =>
-            {
+            rule::Step::PauseOutage(a) => {
                 self.journal.set_state(row.id, State::Pending).await?;
                 if self.pause.is_none() {
                     tracing::warn!(
@@ -424,13 +433,13 @@ impl Agent {
             // Sent, answer lost, not listed yet: it waits (its session
             // kept, no attempt spent, no slot held) and is asked about
             // again; nothing is sent twice while a listing may lag.
-            Err(UploadError::Unresolved { retry_in }) => {
+            rule::Step::Unresolved(retry_in) => {
                 self.journal.set_state(row.id, State::Pending).await?;
                 self.journal
                     .postpone(vec![row.id], self.clock.wall_ms() + retry_in.as_millis() as i64)
                     .await?;
             }
-            Err(UploadError::Changed(why)) => {
+            rule::Step::Resettle(why) => {
                 tracing::info!(
                     path = %path.display(),
                     "{} changed during upload ({why}); waiting for it to settle again",
@@ -438,24 +447,21 @@ impl Agent {
                 );
                 self.back_to_settling(&row).await?;
             }
-            Err(UploadError::Io { message, .. }) if !path.exists() => {
+            rule::Step::Gone(message) => {
                 tracing::info!("{} vanished during upload ({message})", path.display());
                 self.journal.mark_gone(row.root, row.rel).await?;
             }
-            Err(e) => {
-                let keep_session = matches!(&e, UploadError::Api(a) if a.is_transient())
-                    || matches!(e, UploadError::Io { .. });
+            rule::Step::Fail {
+                error: e,
+                keep_session,
+                max_attempts,
+                permanent,
+                kind,
+            } => {
                 if !keep_session {
                     self.journal.drop_session(row.id).await?;
                 }
-                let delay = retry_delay(row.attempts as u32, self.clock.wall_ms());
-                // A refusal of the file itself is not worth a second try.
-                let permanent = e.is_permanent();
-                let max_attempts = if permanent {
-                    1
-                } else {
-                    self.settings.agent.max_attempts
-                };
+                let delay = rule::retry_delay(row.attempts as u32, self.clock.wall_ms());
                 let state = self
                     .journal
                     .record_failure(
@@ -465,14 +471,7 @@ impl Agent {
                         self.clock.wall_ms() + delay.as_millis() as i64,
                     )
                     .await?;
-                self.live.count_failure(match &e {
-                    UploadError::Refused { .. } => "refused",
-                    UploadError::Api(_) => "service",
-                    UploadError::Io { .. } | UploadError::Changed(_) => "io",
-                    UploadError::Verify(_) | UploadError::Altered(_) => "verify",
-                    UploadError::Checkpoint(_) | UploadError::Paused => "journal",
-                    UploadError::Unresolved { .. } => "service",
-                });
+                self.live.count_failure(kind);
                 if state == State::Failed {
                     self.live
                         .files_failed
@@ -568,39 +567,5 @@ impl Agent {
         });
         self.wall_seen = Some(now);
         back
-    }
-}
-
-/// Per-file backoff between attempts: 5 s doubling to 15 min, with jitter
-/// drawn from the milliseconds of `now_ms`.
-pub(super) fn retry_delay(attempts: u32, now_ms: i64) -> Duration {
-    let base = 5u64.saturating_mul(1u64 << attempts.min(8)).min(900);
-    // Up to a quarter of the delay again, so files that failed together spread out.
-    let jitter_ms = (now_ms.unsigned_abs() % 1000) * base / 4;
-    Duration::from_secs(base) + Duration::from_millis(jitter_ms)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_delay_grows_and_caps() {
-        // Each step doubles the base (5 s, 10 s, 20 s …) and adds at most a
-        // quarter of it as jitter, so consecutive delays never overlap.
-        let now = crate::clock::system_ms();
-        for n in 0..7 {
-            let (a, b) = (retry_delay(n, now), retry_delay(n + 1, now));
-            assert!(
-                a >= Duration::from_secs(5 << n) && a <= Duration::from_secs(5 << n) * 5 / 4,
-                "{n}: {a:?}"
-            );
-            assert!(b > a, "{n}: {a:?} then {b:?}");
-        }
-        assert!(retry_delay(20, now) >= Duration::from_secs(900));
-        assert!(retry_delay(20, now) <= Duration::from_secs(900 + 225));
-        // The jitter is at most a quarter of the base, whatever the clock says.
-        assert_eq!(retry_delay(0, 1_000), Duration::from_secs(5));
-        assert_eq!(retry_delay(0, 1_999), Duration::from_millis(5000 + 999 * 5 / 4));
     }
 }

@@ -99,6 +99,7 @@ mod intake;
 mod marker;
 mod observer;
 mod outage;
+mod rule;
 mod sets;
 mod steer;
 #[cfg(test)]
