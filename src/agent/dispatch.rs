@@ -142,6 +142,7 @@ impl Agent {
                 Err(e) => {
                     let err = UploadError::Io {
                         path: path.clone(),
+                        kind: std::io::ErrorKind::InvalidInput,
                         message: e.to_string(),
                     };
                     return TaskResult::Upload {
@@ -287,7 +288,6 @@ impl Agent {
                 }
                 _ => false,
             },
-            vanished: rule::needs_vanished_check(&result) && !path.exists(),
             max_attempts: self.settings.agent.max_attempts,
         };
         match rule::transition(result, facts) {

@@ -12,7 +12,7 @@
 //! | transient API error while the whole service is down (not `--once`) | `PauseOutage`: pending; the queue pauses |
 //! | sent, answer lost, not listed yet | `Unresolved`: pending until `retry_in`, session kept |
 //! | the file changed while sent | `Resettle` |
-//! | a read failed and the file is gone | `Gone` |
+//! | a read failed because the file (or a folder on its way) is gone | `Gone` |
 //! | anything else | `Fail`: one attempt spent; a refusal or a second altered copy fails at once; the session is kept when a resume can help (transient API error, read error) |
 
 use std::time::Duration;
@@ -29,8 +29,6 @@ pub(super) struct Facts {
     /// down), not only this one? Asked only when the rule reads it
     /// ([`needs_service_check`]).
     pub service_down: bool,
-    /// For a read error: is the file gone from its path?
-    pub vanished: bool,
     /// `agent.max_attempts`.
     pub max_attempts: u32,
 }
@@ -63,11 +61,6 @@ pub(super) fn needs_service_check(result: &Result<Outcome, UploadError>, once: b
     matches!(result, Err(UploadError::Api(a)) if a.is_transient() && !a_is_auth(a) && !once)
 }
 
-/// Whether the rule will read [`Facts::vanished`] (a read error).
-pub(super) fn needs_vanished_check(result: &Result<Outcome, UploadError>) -> bool {
-    matches!(result, Err(UploadError::Io { .. }))
-}
-
 fn a_is_auth(a: &ApiError) -> bool {
     matches!(a, ApiError::Auth { .. })
 }
@@ -84,7 +77,7 @@ pub(super) fn transition(result: Result<Outcome, UploadError>, facts: Facts) -> 
         UploadError::Api(a) if a.is_transient() && !facts.once && facts.service_down => Step::PauseOutage(a),
         UploadError::Unresolved { retry_in } => Step::Unresolved(retry_in),
         UploadError::Changed(why) => Step::Resettle(why),
-        UploadError::Io { message, .. } if facts.vanished => Step::Gone(message),
+        UploadError::Io { kind, message, .. } if crate::upload::gone(kind) => Step::Gone(message),
         error => {
             let keep_session = matches!(&error, UploadError::Api(a) if a.is_transient())
                 || matches!(error, UploadError::Io { .. });
@@ -144,11 +137,8 @@ mod tests {
         }
     }
 
-    fn io() -> UploadError {
-        UploadError::Io {
-            path: PathBuf::from("/r/a.mov"),
-            message: "No such file or directory".into(),
-        }
+    fn io(kind: std::io::ErrorKind) -> UploadError {
+        UploadError::io(&PathBuf::from("/r/a.mov"), &std::io::Error::from(kind))
     }
 
     fn server() -> UploadError {
@@ -163,7 +153,6 @@ mod tests {
         let facts = Facts {
             once: false,
             service_down: false,
-            vanished: false,
             max_attempts: 5,
         };
         let down = Facts {
@@ -171,10 +160,6 @@ mod tests {
             ..facts
         };
         let once_down = Facts { once: true, ..down };
-        let gone = Facts {
-            vanished: true,
-            ..facts
-        };
         let auth = || {
             UploadError::Api(ApiError::Auth {
                 status: 401,
@@ -195,9 +180,14 @@ mod tests {
                 down,
                 "unresolved 20s",
             ),
-            (UploadError::Changed("mtime".into()), gone, "resettle"),
-            (io(), gone, "gone"),
-            (io(), facts, "fail io of 5, session kept"),
+            (UploadError::Changed("mtime".into()), facts, "resettle"),
+            (io(std::io::ErrorKind::NotFound), down, "gone"),
+            (io(std::io::ErrorKind::NotADirectory), facts, "gone"),
+            (
+                io(std::io::ErrorKind::PermissionDenied),
+                down,
+                "fail io of 5, session kept",
+            ),
             (
                 UploadError::Refused {
                     status: 413,

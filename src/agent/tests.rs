@@ -89,10 +89,7 @@ impl Transfer for Scripted {
             let source = crate::fileid::FileId::of_path(&job.path).ok();
             let sha256 = crate::fileid::hash_file(&job.path)
                 .await
-                .map_err(|e| UploadError::Io {
-                    path: job.path.clone(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| UploadError::io(&job.path, &e))?;
             let size = std::fs::metadata(&job.path).map(|m| m.len()).unwrap_or(0);
             Ok(Outcome {
                 file: RemoteFile {

@@ -124,8 +124,14 @@ pub enum UploadError {
     Refused { status: u16, message: String },
     #[error("file changed during upload ({0}); it will be uploaded once it is stable")]
     Changed(String),
+    /// Reading the file failed; `kind` is the error's own (a file gone
+    /// from its path is told apart without looking again).
     #[error("cannot read {path}: {message}")]
-    Io { path: PathBuf, message: String },
+    Io {
+        path: PathBuf,
+        kind: std::io::ErrorKind,
+        message: String,
+    },
     #[error("upload could not be verified: {0}")]
     Verify(String),
     /// The service stored other bytes than the file's, again: failed so
@@ -146,6 +152,15 @@ pub enum UploadError {
 }
 
 impl UploadError {
+    /// A read of `path` failed with `e` (its kind kept).
+    pub fn io(path: &std::path::Path, e: &std::io::Error) -> UploadError {
+        UploadError::Io {
+            path: path.to_path_buf(),
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+
     /// The API key was refused: stop everything, not just this file.
     pub fn is_auth(&self) -> bool {
         matches!(self, UploadError::Api(ApiError::Auth { .. }))
@@ -155,6 +170,15 @@ impl UploadError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, UploadError::Refused { .. } | UploadError::Altered(_))
     }
+}
+
+/// An error of this kind, reading a file, means it is no longer there (or a
+/// folder on its way is not).
+pub fn gone(kind: std::io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+    )
 }
 
 /// A rejection of start or of a direct upload is about the file itself,
@@ -299,10 +323,7 @@ impl Uploader {
         resume: Option<Resume>,
         observer: &Arc<dyn Observer>,
     ) -> Result<Outcome, UploadError> {
-        let io_err = |e: std::io::Error| UploadError::Io {
-            path: job.path.clone(),
-            message: e.to_string(),
-        };
+        let io_err = |e: std::io::Error| UploadError::io(&job.path, &e);
         let before = source.id.fingerprint();
         let began = std::time::Instant::now();
         let hash = || async {
@@ -616,10 +637,7 @@ impl Source {
     /// blocking on a FIFO, off the runtime's worker threads): the version
     /// that settled, else [`UploadError::Changed`].
     async fn open(job: &Job) -> Result<Source, UploadError> {
-        let io_err = |e: std::io::Error| UploadError::Io {
-            path: job.path.clone(),
-            message: e.to_string(),
-        };
+        let io_err = |e: std::io::Error| UploadError::io(&job.path, &e);
         let (root, path) = (job.root.clone(), job.path.clone());
         let file = tokio::task::spawn_blocking(move || crate::anchor::open_file(&root, &path))
             .await
@@ -654,10 +672,7 @@ impl Source {
         if !self.ctime_moved.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let io_err = |e: std::io::Error| UploadError::Io {
-            path: job.path.clone(),
-            message: e.to_string(),
-        };
+        let io_err = |e: std::io::Error| UploadError::io(&job.path, &e);
         let now = FileId::of_file(&self.file).map_err(io_err)?;
         let mut reader = self.file.try_clone().map_err(io_err)?;
         std::io::Seek::rewind(&mut reader).map_err(io_err)?;
@@ -680,10 +695,7 @@ impl Source {
     /// Still the same version, both behind the path and behind the
     /// descriptor (size, mtime, ctime, inode)? Else [`UploadError::Changed`].
     fn check(&self, job: &Job) -> Result<(), UploadError> {
-        let io_err = |e: std::io::Error| UploadError::Io {
-            path: job.path.clone(),
-            message: e.to_string(),
-        };
+        let io_err = |e: std::io::Error| UploadError::io(&job.path, &e);
         for now in [
             crate::anchor::file_id(&job.root, &job.path).map_err(io_err)?,
             FileId::of_file(&self.file).map_err(io_err)?,

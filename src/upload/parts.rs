@@ -76,7 +76,7 @@ impl Uploader {
             // answers 403 for an expired URL, and that starts a new session.
             source.check(job).map_err(|e| match e {
                 UploadError::Changed(m) => PartError::Changed(m),
-                other => PartError::Io(other.to_string()),
+                other => PartError::Read(other),
             })?;
             let sent = Arc::new(AtomicU64::new(0));
             let body = self.part_body(source, offset, len, sent.clone(), None, observer);
@@ -108,7 +108,7 @@ impl Uploader {
             .map_err(|e| match e {
                 PartError::Api(a) => UploadError::Api(a),
                 PartError::Changed(m) => UploadError::Changed(m),
-                PartError::Io(m) => UploadError::Io { path: job.path.clone(), message: m },
+                PartError::Read(e) => e,
             })?;
         observer.part_done(index);
         Ok(())
@@ -180,7 +180,8 @@ impl Uploader {
 enum PartError {
     Api(ApiError),
     Changed(String),
-    Io(String),
+    /// The file could not be read (kept whole, with its kind).
+    Read(UploadError),
 }
 
 impl std::fmt::Display for PartError {
@@ -188,7 +189,7 @@ impl std::fmt::Display for PartError {
         match self {
             PartError::Api(e) => write!(f, "{e}"),
             PartError::Changed(m) => write!(f, "file changed: {m}"),
-            PartError::Io(m) => write!(f, "{m}"),
+            PartError::Read(e) => write!(f, "{e}"),
         }
     }
 }
