@@ -101,6 +101,17 @@ pub enum KeyError {
     Empty(KeySource),
 }
 
+/// Finds the key and logs its warnings (a key file readable by others, …):
+/// what every command that sends does first.
+pub fn lookup_logged(api: &ApiSettings) -> Result<(ApiKey, KeySource), KeyError> {
+    let (key, source, warnings) = lookup(api)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::debug!("API key from {source}");
+    Ok((key, source))
+}
+
 /// Finds the key. Returns it with its source and any warnings to log.
 pub fn lookup(api: &ApiSettings) -> Result<(ApiKey, KeySource, Vec<String>), KeyError> {
     let mut warnings = Vec::new();

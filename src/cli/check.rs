@@ -73,11 +73,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             }
         );
     }
-    let (key, source, warnings) =
-        secrets::lookup(&settings.api).map_err(|e| CliError::Usage(e.to_string()))?;
-    for w in warnings {
-        tracing::warn!("{w}");
-    }
+    let (key, source) = secrets::lookup_logged(&settings.api).map_err(|e| CliError::Usage(e.to_string()))?;
     outln!("API key: from {source}");
     if args.offline {
         outln!("API key not verified (--offline)");

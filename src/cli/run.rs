@@ -53,14 +53,8 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             }
         }));
     }
-    let key = match secrets::lookup(&settings.api) {
-        Ok((key, source, warnings)) => {
-            for w in warnings {
-                tracing::warn!("{w}");
-            }
-            tracing::debug!("API key from {source}");
-            key
-        }
+    let key = match secrets::lookup_logged(&settings.api) {
+        Ok((key, _)) => key,
         // Nothing is sent in a dry run, so no key is needed.
         Err(_) if args.dry_run => ApiKey::new("dry-run"),
         Err(e) => return Err(CliError::Usage(e.to_string())),
@@ -202,10 +196,6 @@ fn reloader(
                     .to_string(),
             ]);
         }
-        let (key, _, warnings) = secrets::lookup(&s.api).map_err(|e| vec![e.to_string()])?;
-        for w in warnings {
-            tracing::warn!("{w}");
-        }
         for (what, changed) in [
             ("agent.state_dir", s.agent.state_dir != state_dir),
             ("control.listen", s.control.listen != listen),
@@ -218,7 +208,7 @@ fn reloader(
         s.agent.state_dir = state_dir.clone();
         s.control.listen = listen;
         s.agent.log_file = log_file.clone();
-        let mut uploader = Uploader::from_settings(&s, key).map_err(|e| vec![e.to_string()])?;
+        let (mut uploader, _) = Uploader::connect(&s).map_err(|e| vec![e])?;
         if limiter.is_some() {
             uploader.limiter = limiter.clone();
         }

@@ -23,7 +23,6 @@ use crate::fileid::Fingerprint;
 use crate::journal::{DoneRecord, Journal};
 use crate::mapping;
 use crate::scan;
-use crate::secrets;
 use crate::upload::{Job, Observer, Outcome, UploadError};
 
 #[derive(Debug, clap::Args)]
@@ -71,12 +70,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     if args.dry_run {
         return dry_run(&items, &folder, args.json);
     }
-    let (key, source, warnings) =
-        secrets::lookup(&settings.api).map_err(|e| CliError::Usage(e.to_string()))?;
-    for w in warnings {
-        tracing::warn!("{w}");
-    }
-    let uploader = super::uploader(&settings, key)?;
+    let (uploader, source) = crate::upload::Uploader::connect(&settings).map_err(CliError::Usage)?;
     let journal = match Journal::open(&settings.agent.state_dir) {
         Ok(j) => Some(j),
         Err(e) => {

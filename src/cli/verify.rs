@@ -23,7 +23,6 @@ use unicode_normalization::UnicodeNormalization;
 use super::{Cli, CliError, CliResult};
 use crate::api::ApiError;
 use crate::journal::FileRow;
-use crate::secrets;
 use crate::workspace::Workspace;
 
 #[derive(Debug, clap::Args)]
@@ -63,12 +62,7 @@ struct Problem {
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let settings = super::load_settings(cli)?;
-    let (key, source, warnings) =
-        secrets::lookup(&settings.api).map_err(|e| CliError::Usage(e.to_string()))?;
-    for w in warnings {
-        tracing::warn!("{w}");
-    }
-    let uploader = super::uploader(&settings, key)?;
+    let (uploader, source) = crate::upload::Uploader::connect(&settings).map_err(CliError::Usage)?;
     let workspace: &Workspace = &uploader.workspace;
     let paths = super::absolute_paths(&args.paths);
     let journal = super::open_journal(&settings)?;

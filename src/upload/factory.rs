@@ -11,6 +11,15 @@ use crate::secrets::ApiKey;
 use crate::workspace::Workspace;
 
 impl Uploader {
+    /// Settings → (uploader, where its key came from): the key looked up
+    /// (its warnings logged), then the uploader built. What every command
+    /// that sends does.
+    pub fn connect(settings: &Settings) -> Result<(Uploader, crate::secrets::KeySource), String> {
+        let (key, source) = crate::secrets::lookup_logged(&settings.api).map_err(|e| e.to_string())?;
+        let uploader = Uploader::from_settings(settings, key).map_err(|e| e.to_string())?;
+        Ok((uploader, source))
+    }
+
     /// An uploader for `settings`' endpoint and limits, authenticating with `key`.
     pub fn from_settings(settings: &Settings, key: ApiKey) -> Result<Uploader, ApiError> {
         let client = Client::new(settings.api.endpoint.clone(), key, settings.api.request_timeout)?;
