@@ -266,7 +266,10 @@ impl Agent {
         // In a fleet: the claim went (another node took the file over, or
         // the database is away). Not a failure of the file: it waits, no
         // attempt spent, and the fleet's record decides what comes next.
-        let lost = self.journal.claim_lost(row.id, result.is_err()).await;
+        let lost = match self.journal.fleet() {
+            Some(fleet) => fleet.claim_lost(row.id, result.is_err()).await,
+            None => None,
+        };
         if let (Some(why), Err(e)) = (&lost, &result) {
             tracing::info!(
                 path = %path.display(),

@@ -160,7 +160,7 @@ impl Agent {
             "rate_limited_until": self.transfer.rate_limited_until_ms(),
             "schedule": self.schedule_view(),
             "problems": self.live.problems.lock().expect("problems lock").clone(),
-            "fleet": self.journal.fleet_view(),
+            "fleet": self.journal.fleet().map(|f| f.view()),
         })
         .to_string()
     }

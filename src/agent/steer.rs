@@ -223,7 +223,9 @@ impl Agent {
             roots: keys.len(),
         };
         self.by_key = settings.root_ids().map(|id| (keys[id.0].clone(), id)).collect();
-        self.journal.set_shares(settings.shares());
+        if let Some(fleet) = self.journal.fleet() {
+            fleet.set_shares(settings.shares());
+        }
         self.keys = keys;
         if let Some(current) = &self.current {
             *current.write().expect("settings lock") = settings.clone();

@@ -144,7 +144,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             );
         }
         // A cron'd fleet node does not wait for files other nodes are sending.
-        let elsewhere = fleet_journal.map_or(0, |j| j.held_elsewhere());
+        let elsewhere = fleet_journal.as_ref().and_then(|j| j.fleet()).map_or(0, |f| f.held_elsewhere());
         if elsewhere > 0 {
             tracing::info!("{elsewhere} file(s) left to the other fleet nodes that hold them");
         }
@@ -277,8 +277,8 @@ pub(super) async fn run_agent(
             });
             let state_dir = settings.agent.state_dir.clone();
             let history: crate::control::HistoryFn = Arc::new(move |limit, failed| {
-                let rows = match journal::open_read_only(&state_dir).map_err(|e| e.to_string())? {
-                    Some(c) => journal::history(&c, limit, failed).map_err(|e| e.to_string())?,
+                let rows = match journal::Reader::open(&state_dir).map_err(|e| e.to_string())? {
+                    Some(r) => r.history(limit, failed).map_err(|e| e.to_string())?,
                     None => Vec::new(),
                 };
                 Ok(serde_json::Value::Array(

@@ -35,13 +35,14 @@ pub(crate) struct Gathered {
 pub(crate) fn gather(settings: &crate::config::Settings) -> Result<Gathered, CliError> {
     let state_dir = &settings.agent.state_dir;
     let running = journal::agent_running(state_dir);
-    let conn = journal::open_read_only(state_dir).map_err(super::journal_read_error)?;
-    let (agent, mut counts, last, sets) = match &conn {
-        Some(c) => (
-            journal::agent_row(c).map_err(|e| CliError::Failed(e.to_string()))?,
-            journal::counts(c).map_err(|e| CliError::Failed(e.to_string()))?,
-            journal::history(c, 5, false).map_err(|e| CliError::Failed(e.to_string()))?,
-            journal::all_sets(c).map_err(|e| CliError::Failed(e.to_string()))?,
+    let reader = journal::Reader::open(state_dir).map_err(super::journal_read_error)?;
+    let failed = |e: journal::JournalError| CliError::Failed(e.to_string());
+    let (agent, mut counts, last, sets) = match &reader {
+        Some(r) => (
+            r.agent().map_err(failed)?,
+            r.counts().map_err(failed)?,
+            r.history(5, false).map_err(failed)?,
+            r.sets().map_err(failed)?,
         ),
         None => (None, Vec::new(), Vec::new(), Vec::new()),
     };

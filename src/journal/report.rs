@@ -1,5 +1,5 @@
-//! Read-only views for `status` and `history`, on their own connection
-//! beside a running agent.
+//! Read-only views for `status` and `history` ([`Reader`]), on their own
+//! connection beside a running agent.
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
@@ -7,8 +7,41 @@ use super::sqlite::{check_version, open_error};
 
 use super::*;
 
+/// A journal opened read-only for `status` and `history`: its own
+/// connection, safe beside a running agent, which never migrates.
+pub struct Reader {
+    conn: Connection,
+}
+
+impl Reader {
+    /// None when there is no journal yet (nothing was ever recorded).
+    pub fn open(state_dir: &Path) -> Result<Option<Reader>, JournalError> {
+        Ok(open_read_only(state_dir)?.map(|conn| Reader { conn }))
+    }
+
+    /// The newest results, newest first (only failures with `failed_only`).
+    pub fn history(&self, limit: usize, failed_only: bool) -> Result<Vec<HistoryRow>, JournalError> {
+        history(&self.conn, limit, failed_only)
+    }
+
+    /// How many files of each root are in each state.
+    pub fn counts(&self) -> Result<Vec<RootCounts>, JournalError> {
+        counts(&self.conn)
+    }
+
+    /// The running (or last) agent's heartbeat and live snapshot.
+    pub fn agent(&self) -> Result<Option<AgentRow>, JournalError> {
+        agent_row(&self.conn)
+    }
+
+    /// Every upload set, with its file count and how many are done.
+    pub fn sets(&self) -> Result<Vec<(SetRow, i64, i64)>, JournalError> {
+        Ok(super::sets::all_sets(&self.conn)?)
+    }
+}
+
 /// Read-only access for `status` and `history`, safe beside a running agent.
-pub fn open_read_only(state_dir: &Path) -> Result<Option<Connection>, JournalError> {
+pub(super) fn open_read_only(state_dir: &Path) -> Result<Option<Connection>, JournalError> {
     let path = db_path(state_dir);
     if !path.exists() {
         return Ok(None);
@@ -58,7 +91,7 @@ pub struct HistoryRow {
     pub adopted: Option<String>,
 }
 
-pub fn history(conn: &Connection, limit: usize, failed_only: bool) -> Result<Vec<HistoryRow>, JournalError> {
+fn history(conn: &Connection, limit: usize, failed_only: bool) -> Result<Vec<HistoryRow>, JournalError> {
     let mut stmt = conn.prepare(
         "SELECT root, rel, ok, remote_folder, remote_name, file_no, url, size, sha256, error, at, adopted FROM history
          WHERE (?1 = 0 OR ok = 0) ORDER BY id DESC LIMIT ?2",
@@ -114,7 +147,7 @@ pub struct RootCounts {
 
 /// Per-root counts by state, with bytes done for uploads in flight and the
 /// last error of each failed file.
-pub fn counts(conn: &Connection) -> Result<Vec<RootCounts>, JournalError> {
+fn counts(conn: &Connection) -> Result<Vec<RootCounts>, JournalError> {
     let mut out: Vec<RootCounts> = Vec::new();
     let mut stmt =
         conn.prepare("SELECT root, state, COUNT(*) FROM files GROUP BY root, state ORDER BY root")?;
@@ -210,7 +243,7 @@ pub struct AgentRow {
     pub snapshot: Option<String>,
 }
 
-pub fn agent_row(conn: &Connection) -> Result<Option<AgentRow>, JournalError> {
+pub(super) fn agent_row(conn: &Connection) -> Result<Option<AgentRow>, JournalError> {
     Ok(conn
         .query_row(
             "SELECT pid, started_at, heartbeat_at, last_event_at, snapshot FROM agent WHERE id = 1",

@@ -84,7 +84,7 @@ pub(super) const SET_COLS: &str =
     "root, set_rel, round, state, phase, first_seen_at, last_change_at, completed_at, reason, stuck";
 
 /// Every set of every root (for `status`), by root and name.
-pub fn all_sets(c: &Connection) -> rusqlite::Result<Vec<(SetRow, i64, i64)>> {
+pub(super) fn all_sets(c: &Connection) -> rusqlite::Result<Vec<(SetRow, i64, i64)>> {
     let mut stmt = c.prepare(&format!(
         "SELECT {SET_COLS},
            (SELECT count(*) FROM files f WHERE f.root = s.root AND f.set_rel = s.set_rel AND f.state NOT IN ('gone', 'skipped')),

@@ -90,8 +90,8 @@ async fn queue_session_and_done_round_trip() {
     assert_eq!(row.state, State::Done);
     assert_eq!(row.done_size, Some(10));
     assert!(j.session(id).await.unwrap().is_none());
-    let conn = open_read_only(dir.path()).unwrap().unwrap();
-    let h = history(&conn, 10, false).unwrap();
+    let reader = Reader::open(dir.path()).unwrap().unwrap();
+    let h = reader.history(10, false).unwrap();
     assert_eq!(h.len(), 1);
     assert_eq!(h[0].file_no.as_deref(), Some("7"));
 }

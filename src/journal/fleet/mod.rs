@@ -14,7 +14,8 @@
 //! node took over. A takeover resumes the recorded session; one that was
 //! completing is completed again on the same session, never on a new one.
 //!
-//! Every operation not written here is the local journal's (`Deref`).
+//! Which operations are the fleet's own and which the local journal's is
+//! listed in `store.rs`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -30,6 +31,7 @@ mod claims;
 mod commands;
 mod lease;
 mod pg;
+mod store;
 #[cfg(test)]
 mod tests;
 mod views;
@@ -79,9 +81,10 @@ pub struct Fleet {
     inner: Arc<Inner>,
 }
 
-impl std::ops::Deref for Fleet {
-    type Target = Sqlite;
-    fn deref(&self) -> &Sqlite {
+impl Fleet {
+    /// This node's own journal (for tests that look at its tables).
+    #[cfg(test)]
+    pub(in crate::journal) fn local(&self) -> &Sqlite {
         &self.local
     }
 }
