@@ -22,7 +22,9 @@ pub struct Args {
 pub fn run(cli: &Cli, args: &Args) -> CliResult {
     let settings = super::load_settings(cli)?;
     let rows = match journal::Reader::open(&settings.agent.state_dir).map_err(super::journal_read_error)? {
-        Some(r) => r.history(args.limit, args.failed).map_err(|e| CliError::Failed(e.to_string()))?,
+        Some(r) => r
+            .history(args.limit, args.failed)
+            .map_err(|e| CliError::Failed(e.to_string()))?,
         None => Vec::new(),
     };
     if args.json {

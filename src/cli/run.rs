@@ -144,7 +144,10 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             );
         }
         // A cron'd fleet node does not wait for files other nodes are sending.
-        let elsewhere = fleet_journal.as_ref().and_then(|j| j.fleet()).map_or(0, |f| f.held_elsewhere());
+        let elsewhere = fleet_journal
+            .as_ref()
+            .and_then(|j| j.fleet())
+            .map_or(0, |f| f.held_elsewhere());
         if elsewhere > 0 {
             tracing::info!("{elsewhere} file(s) left to the other fleet nodes that hold them");
         }

@@ -177,4 +177,3 @@ journal_interface! {
     /// After a clean stop: everything durable and tidy.
     async fn checkpoint(&self) -> ();
 }
-

@@ -9,14 +9,8 @@ impl Fleet {
     /// The fleet as last read (every 15 s), with this node's name and
     /// whether the database answers now.
     pub fn view(&self) -> serde_json::Value {
-        let view = self
-            .inner
-            .view
-            .lock()
-            .expect("view lock")
-            .as_ref()
-            .map(|v| v.1.clone());
-        let down = self.inner.link.lock().expect("link lock").down_since.is_some();
+        let view = self.inner.view.held().as_ref().map(|v| v.1.clone());
+        let down = self.inner.link.held().down_since.is_some();
         serde_json::json!({
             "node": &*self.inner.pg.node,
             "database": if down { "unreachable" } else { "ok" },

@@ -12,7 +12,7 @@ impl Inner {
     /// The database did not answer: one line when that starts; returns how
     /// long to wait before asking again (doubling up to 15 s).
     pub(super) fn went_down(&self, why: &str) -> Duration {
-        let mut link = self.link.lock().expect("link lock");
+        let mut link = self.link.held();
         let now = Instant::now();
         if link.down_since.is_none() {
             link.down_since = Some(now);
@@ -29,7 +29,7 @@ impl Inner {
     }
 
     pub(super) fn came_up(&self) {
-        let mut link = self.link.lock().expect("link lock");
+        let mut link = self.link.held();
         if let Some(since) = link.down_since.take() {
             link.next_try = None;
             tracing::info!(
@@ -41,7 +41,7 @@ impl Inner {
 
     /// While the database is away and it is not yet time to ask again: how long to wait.
     pub(super) fn waiting(&self) -> Option<Duration> {
-        let link = self.link.lock().expect("link lock");
+        let link = self.link.held();
         link.down_since?;
         let now = Instant::now();
         link.next_try.filter(|t| *t > now).map(|t| t - now)
@@ -83,24 +83,14 @@ pub(super) async fn renew_loop(inner: Arc<Inner>) {
             }
         }
         // Results owed from an outage first: they end claims cleanly.
-        let owed: Vec<_> = std::mem::take(&mut *inner.unreported.lock().expect("unreported lock"));
+        let owed: Vec<_> = std::mem::take(&mut *inner.unreported.held());
         for (pg_id, token, d) in owed {
             match tokio::time::timeout(pg::CALL_TIMEOUT, inner.pg.record_done(pg_id, token, &d)).await {
                 Ok(Ok(_)) => {}
-                _ => inner
-                    .unreported
-                    .lock()
-                    .expect("unreported lock")
-                    .push((pg_id, token, d)),
+                _ => inner.unreported.held().push((pg_id, token, d)),
             }
         }
-        let held: Vec<(i64, i64)> = inner
-            .claims
-            .lock()
-            .expect("claims lock")
-            .values()
-            .map(|c| (c.pg_id, c.token))
-            .collect();
+        let held: Vec<(i64, i64)> = inner.claims.held().values().map(|c| (c.pg_id, c.token)).collect();
         let renewed = tokio::time::timeout(
             pg::CALL_TIMEOUT,
             inner.pg.renew(&held, std::process::id(), inner.started_at_ms),
@@ -122,8 +112,8 @@ pub(super) async fn renew_loop(inner: Arc<Inner>) {
                     );
                 }
                 if !gone.is_empty() {
-                    let mut claims = inner.claims.lock().expect("claims lock");
-                    let mut lost = inner.lost.lock().expect("lost lock");
+                    let mut claims = inner.claims.held();
+                    let mut lost = inner.lost.held();
                     claims.retain(|id, c| {
                         if gone.contains(&c.pg_id) {
                             tracing::warn!(
@@ -152,12 +142,11 @@ pub(super) async fn renew_loop(inner: Arc<Inner>) {
         }
         let stale = inner
             .view
-            .lock()
-            .expect("view lock")
+            .held()
             .as_ref()
             .is_none_or(|v| v.0.elapsed() >= VIEW_EVERY);
         if stale && let Ok(Ok(v)) = tokio::time::timeout(pg::CALL_TIMEOUT, inner.pg.status()).await {
-            *inner.view.lock().expect("view lock") = Some((Instant::now(), v));
+            *inner.view.held() = Some((Instant::now(), v));
         }
     }
 }

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,19 @@ mod store;
 #[cfg(test)]
 mod tests;
 mod views;
+
+/// The fleet's locks, taken even when a holder panicked: each critical
+/// section is one insert, removal or assignment, so the data stays whole,
+/// and a panic in the lease task does not become the agent's.
+trait Held<T> {
+    fn held(&self) -> MutexGuard<'_, T>;
+}
+
+impl<T> Held<T> for Mutex<T> {
+    fn held(&self) -> MutexGuard<'_, T> {
+        self.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// A claim this node holds.
 #[derive(Debug, Clone)]
@@ -150,7 +163,7 @@ impl Fleet {
 
     /// The roots' share names changed (a reload).
     pub fn set_shares(&self, shares: HashMap<String, String>) {
-        *self.inner.shares.write().expect("shares lock") = shares;
+        *self.inner.shares.write().unwrap_or_else(PoisonError::into_inner) = shares;
     }
 
     /// Whether the upload of `id` ended because its claim was lost (and
@@ -158,7 +171,7 @@ impl Fleet {
     /// a node that was stopped past its lease may see storage refuse a part
     /// of the upload another node completed before its lease task noticed.
     pub async fn claim_lost(&self, id: i64, failed: bool) -> Option<String> {
-        if let Some(why) = self.inner.lost.lock().expect("lost lock").remove(&id) {
+        if let Some(why) = self.inner.lost.held().remove(&id) {
             return Some(why);
         }
         let c = self.claim(id).filter(|_| failed)?;
@@ -172,21 +185,17 @@ impl Fleet {
     }
 
     fn claim(&self, id: i64) -> Option<Claim> {
-        self.inner.claims.lock().expect("claims lock").get(&id).cloned()
+        self.inner.claims.held().get(&id).cloned()
     }
 
     fn forget(&self, id: i64) -> Option<Claim> {
-        self.inner.claims.lock().expect("claims lock").remove(&id)
+        self.inner.claims.held().remove(&id)
     }
 
     /// The claim on `id` is gone: the upload stops before anything final.
     fn lose(&self, id: i64, why: &str) -> JournalError {
         self.forget(id);
-        self.inner
-            .lost
-            .lock()
-            .expect("lost lock")
-            .insert(id, why.to_string());
+        self.inner.lost.held().insert(id, why.to_string());
         JournalError::Fleet(format!("not completed here: {why}"))
     }
 
@@ -241,7 +250,7 @@ impl Fleet {
             return Ok(Vec::new());
         }
         let (cands, rows): (Vec<Candidate>, Vec<FileRow>) = {
-            let shares = self.inner.shares.read().expect("shares lock");
+            let shares = self.inner.shares.read().unwrap_or_else(PoisonError::into_inner);
             rows.into_iter()
                 .filter_map(|r| {
                     let share = shares.get(&r.root)?.clone();
@@ -290,7 +299,7 @@ impl Fleet {
         let mut later: HashMap<i64, Vec<i64>> = HashMap::new();
         for (row, claimed) in rows.into_iter().zip(claims) {
             {
-                let mut elsewhere = self.inner.elsewhere.lock().expect("elsewhere lock");
+                let mut elsewhere = self.inner.elsewhere.held();
                 match claimed {
                     Claimed::Busy { .. } => elsewhere.insert(row.id),
                     Claimed::NotNow => false,
@@ -312,7 +321,7 @@ impl Fleet {
                             if saved.is_some() { "; resuming its upload from the recorded parts" } else { "" }
                         );
                     }
-                    self.inner.claims.lock().expect("claims lock").insert(
+                    self.inner.claims.held().insert(
                         row.id,
                         Claim {
                             pg_id,
@@ -350,7 +359,7 @@ impl Fleet {
 
     /// How many of this node's files were last found held by another node.
     pub fn held_elsewhere(&self) -> usize {
-        self.inner.elsewhere.lock().expect("elsewhere lock").len()
+        self.inner.elsewhere.held().len()
     }
 
     /// The session to resume: the database's record (it is the fleet's),
@@ -386,7 +395,7 @@ impl Fleet {
             pg.save_session(c.pg_id, c.token, &s2, &sha2).await
         })
         .await?;
-        if let Some(c) = self.inner.claims.lock().expect("claims lock").get_mut(&id) {
+        if let Some(c) = self.inner.claims.held().get_mut(&id) {
             c.saved = None;
         }
         self.local.save_session(id, s, file, sha256).await
@@ -434,7 +443,7 @@ impl Fleet {
         if let Some(c) = self.claim(id) {
             let _ =
                 tokio::time::timeout(pg::CALL_TIMEOUT, self.inner.pg.drop_session(c.pg_id, c.token)).await;
-            if let Some(c) = self.inner.claims.lock().expect("claims lock").get_mut(&id) {
+            if let Some(c) = self.inner.claims.held().get_mut(&id) {
                 c.saved = None;
             }
         }
@@ -462,27 +471,15 @@ impl Fleet {
                         c.root,
                         c.rel
                     );
-                    self.inner.unreported.lock().expect("unreported lock").push((
-                        c.pg_id,
-                        c.token,
-                        d.clone(),
-                    ));
+                    self.inner.unreported.held().push((c.pg_id, c.token, d.clone()));
                 }
                 Ok(Err(PgError::Unreachable(m))) => {
                     self.inner.went_down(&m);
-                    self.inner.unreported.lock().expect("unreported lock").push((
-                        c.pg_id,
-                        c.token,
-                        d.clone(),
-                    ));
+                    self.inner.unreported.held().push((c.pg_id, c.token, d.clone()));
                 }
                 Err(_) => {
                     self.inner.went_down("no answer within 10s");
-                    self.inner.unreported.lock().expect("unreported lock").push((
-                        c.pg_id,
-                        c.token,
-                        d.clone(),
-                    ));
+                    self.inner.unreported.held().push((c.pg_id, c.token, d.clone()));
                 }
             }
         }
@@ -518,8 +515,7 @@ impl Fleet {
         let id = self
             .inner
             .claims
-            .lock()
-            .expect("claims lock")
+            .held()
             .iter()
             .find(|(_, c)| c.root == root && c.rel == rel)
             .map(|(id, _)| *id);
