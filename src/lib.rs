@@ -12,6 +12,7 @@ pub mod after;
 pub mod agent;
 pub mod anchor;
 pub mod api;
+pub mod app;
 pub mod autostart;
 pub mod cli;
 pub mod clock;

@@ -173,8 +173,8 @@ pub struct Agent {
     flights: Flights,
     /// Counters and health for the control plane.
     live: Arc<crate::control::Live>,
-    /// The settings in force, shared with the control plane (a reload swaps them).
-    current: Option<crate::control::notify::Current>,
+    /// Where the settings in force are published (a reload swaps them).
+    current: Option<tokio::sync::watch::Sender<Arc<crate::config::Settings>>>,
     /// Requests from the control plane.
     commands: Option<mpsc::Receiver<crate::control::Command>>,
     /// The pause the user set (`pause`), persisted in the journal.
@@ -271,7 +271,10 @@ impl Agent {
     }
 
     /// Publishes each config it switches to in `current`.
-    pub fn with_current(mut self, current: crate::control::notify::Current) -> Agent {
+    pub fn with_current(
+        mut self,
+        current: tokio::sync::watch::Sender<Arc<crate::config::Settings>>,
+    ) -> Agent {
         self.current = Some(current);
         self
     }

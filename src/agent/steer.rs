@@ -228,7 +228,7 @@ impl Agent {
         }
         self.keys = keys;
         if let Some(current) = &self.current {
-            *current.write().expect("settings lock") = settings.clone();
+            current.send_replace(settings.clone());
         }
         self.serving = serving_of(&settings);
         self.settings = settings;

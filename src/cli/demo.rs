@@ -78,7 +78,7 @@ pub async fn run(args: &Args) -> CliResult {
         token.clone(),
         None,
     ));
-    let report = super::run::run_agent(
+    let report = crate::app::run(
         settings,
         uploader,
         journal,
@@ -86,7 +86,8 @@ pub async fn run(args: &Args) -> CliResult {
         token.clone(),
         None,
     )
-    .await?;
+    .await
+    .map_err(super::run::agent_error)?;
     token.cancel();
     let _ = server.await;
     outln!("demo stopped: {} file(s) uploaded", report.uploaded);

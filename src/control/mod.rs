@@ -29,6 +29,7 @@ mod dashboard;
 pub mod events;
 mod metrics;
 pub mod notify;
+pub mod status;
 mod steer;
 
 pub use events::{Event, Hub};
@@ -119,12 +120,6 @@ impl Live {
     }
 }
 
-/// A document built on demand (the `status --json` or `history --json` one).
-pub type DocFn = Arc<dyn Fn() -> Result<Value, String> + Send + Sync>;
-
-/// `history --json` (newest first, up to `limit`; only failures with `failed`).
-pub type HistoryFn = Arc<dyn Fn(usize, bool) -> Result<Value, String> + Send + Sync>;
-
 /// Reads the config again and builds what the agent needs from it, or
 /// lists every problem.
 pub type ReloadFn = Arc<
@@ -135,8 +130,8 @@ pub type ReloadFn = Arc<
 
 /// What the control plane serves from and steers.
 pub struct Hooks {
-    pub status: DocFn,
-    pub history: HistoryFn,
+    /// The settings in force (the status document is computed against them).
+    pub settings: notify::Current,
     pub reload: ReloadFn,
     pub commands: tokio::sync::mpsc::Sender<Command>,
     pub journal: Journal,
@@ -346,12 +341,19 @@ async fn healthz(State(s): State<Shared>) -> Response {
     }
 }
 
+/// The `status --json` document, computed now (the journal is read on a
+/// blocking thread).
 async fn status_document(s: &Shared) -> Result<Value, Response> {
-    build(s.hooks.status.clone()).await
+    let settings = s.hooks.settings.borrow().clone();
+    build(move || {
+        let g = status::gather(&settings).map_err(|e| e.to_string())?;
+        Ok(status::document(&g))
+    })
+    .await
 }
 
-async fn build(f: DocFn) -> Result<Value, Response> {
-    match tokio::task::spawn_blocking(move || f()).await {
+async fn build(f: impl FnOnce() -> Result<Value, String> + Send + 'static) -> Result<Value, Response> {
+    match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, &e)),
         Err(e) => Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
@@ -374,8 +376,15 @@ struct HistoryQuery {
 /// `GET /api/history?limit=20&failed=true`.
 async fn history(State(s): State<Shared>, q: axum::extract::Query<HistoryQuery>) -> Response {
     let (limit, failed) = (q.limit.unwrap_or(20).min(1000), q.failed.unwrap_or(false));
-    let f = s.hooks.history.clone();
-    match build(Arc::new(move || f(limit, failed))).await {
+    let state_dir = s.hooks.settings.borrow().agent.state_dir.clone();
+    let rows = move || {
+        let rows = match crate::journal::Reader::open(&state_dir).map_err(|e| e.to_string())? {
+            Some(r) => r.history(limit, failed).map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        Ok(Value::Array(rows.iter().map(status::file_json).collect()))
+    };
+    match build(rows).await {
         Ok(v) => axum::Json(v).into_response(),
         Err(r) => r,
     }

@@ -16,8 +16,9 @@ use super::Live;
 use crate::config::{NotifyFormat, Settings, redact_url};
 use crate::journal::{Journal, OutboxRow};
 
-/// The settings in force (a reload swaps them).
-pub type Current = Arc<std::sync::RwLock<Arc<Settings>>>;
+/// The settings in force: the agent publishes each config it switches to;
+/// notifications and the control plane read the newest.
+pub type Current = tokio::sync::watch::Receiver<Arc<Settings>>;
 
 /// At most this many deliveries per round.
 const BATCH: usize = 64;
@@ -59,7 +60,7 @@ pub async fn run(journal: Journal, current: Current, live: Arc<Live>, stop: Canc
     };
     let mut last_ping: Option<Instant> = None;
     loop {
-        let settings = current.read().expect("settings lock").clone();
+        let settings = current.borrow().clone();
         if let Err(e) = deliver_due(&journal, &settings, &client).await {
             tracing::warn!("notifications: {e}");
         }
