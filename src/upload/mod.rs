@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::Retryable;
-use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::api::{ApiError, Client, RemoteFile, Session, StartRequest};
@@ -36,9 +35,15 @@ use outcome::verify;
 use reconcile::Found;
 
 mod direct;
+mod error;
+pub(crate) use error::refusal;
+pub use error::{UploadError, gone};
+mod source;
+pub(crate) use source::Source;
 mod factory;
 mod policy;
-pub use policy::{RetryPolicy, Transfer};
+mod start;
+pub use policy::{Observer, Quiet, RetryPolicy, Transfer};
 mod outcome;
 mod parts;
 pub mod reconcile;
@@ -112,135 +117,6 @@ pub struct Outcome {
     /// may act on); None where no local file was read.
     pub source: Option<FileId>,
 }
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum UploadError {
-    #[error("{0}")]
-    Api(#[from] ApiError),
-    /// The service refused the request that describes the file (start or a
-    /// direct upload: 400 validation, 413 too large …). Sending the same
-    /// file again cannot succeed, so it is not retried.
-    #[error("refused by the service ({status}): {message}")]
-    Refused { status: u16, message: String },
-    #[error("file changed during upload ({0}); it will be uploaded once it is stable")]
-    Changed(String),
-    /// Reading the file failed; `kind` is the error's own (a file gone
-    /// from its path is told apart without looking again).
-    #[error("cannot read {path}: {message}")]
-    Io {
-        path: PathBuf,
-        kind: std::io::ErrorKind,
-        message: String,
-    },
-    #[error("upload could not be verified: {0}")]
-    Verify(String),
-    /// The service stored other bytes than the file's, again: failed so
-    /// that no more copies are made.
-    #[error("{0}")]
-    Altered(String),
-    #[error("cannot record progress in the journal: {0}")]
-    Checkpoint(String),
-    /// Uploads were paused before this one finished; its stored parts are
-    /// recorded and it resumes when uploads do.
-    #[error("paused")]
-    Paused,
-    /// Sent, the answer lost, and not in the workspace yet, while its
-    /// listing may still lag ([`reconcile::UNRESOLVED_BOUND`]): nothing is
-    /// sent again before `retry_in` has passed; then it is asked once more.
-    #[error("outcome unresolved: not in the workspace yet; asked again in {}s", .retry_in.as_secs())]
-    Unresolved { retry_in: Duration },
-}
-
-impl UploadError {
-    /// A read of `path` failed with `e` (its kind kept).
-    pub fn io(path: &std::path::Path, e: &std::io::Error) -> UploadError {
-        UploadError::Io {
-            path: path.to_path_buf(),
-            kind: e.kind(),
-            message: e.to_string(),
-        }
-    }
-
-    /// The API key was refused: stop everything, not just this file.
-    pub fn is_auth(&self) -> bool {
-        matches!(self, UploadError::Api(ApiError::Auth { .. }))
-    }
-
-    /// Retrying cannot help: the file fails at once (`retry` still works).
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, UploadError::Refused { .. } | UploadError::Altered(_))
-    }
-}
-
-/// An error of this kind, reading a file, means it is no longer there (or a
-/// folder on its way is not).
-pub fn gone(kind: std::io::ErrorKind) -> bool {
-    matches!(
-        kind,
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-    )
-}
-
-/// A rejection of start or of a direct upload is about the file itself,
-/// except for the statuses that mean "not now" (404 stays retried: it can
-/// come from a service being redeployed).
-pub(crate) fn refusal(e: ApiError) -> UploadError {
-    match e {
-        ApiError::Rejected { status, message } if !matches!(status, 404 | 408 | 409 | 425) => {
-            UploadError::Refused { status, message }
-        }
-        e => UploadError::Api(e),
-    }
-}
-
-/// Progress and checkpoints. All methods have no-op defaults. The two that
-/// return futures are awaited before the upload goes on: a journal records
-/// the session before any part is sent, and "completing" (with every part
-/// mark before it) before complete is sent; an error there stops the upload.
-pub trait Observer: Send + Sync {
-    /// The file's identity and content hash, before anything is sent.
-    fn hashed(&self, _id: FileId, _sha256: &str) {}
-    fn session_started<'a>(&'a self, _session: &'a Session) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async { Ok(()) })
-    }
-    /// Bytes sent (negative when a failed part attempt is rewound).
-    fn bytes(&self, _delta: i64) {}
-    fn part_done(&self, _index: usize) {}
-    fn completing(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async { Ok(()) })
-    }
-    /// A direct upload is about to be sent (recorded first, so a crash
-    /// while it is in flight is reconciled, not sent again blind).
-    fn direct_sending(&self, _began_at_ms: i64) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async { Ok(()) })
-    }
-    /// The outcome of a sent complete or direct upload is unknown; the
-    /// workspace is being asked.
-    fn reconciling(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async { Ok(()) })
-    }
-    /// A direct upload's outcome was looked for as long as its error
-    /// deserved and it is not there: the record of that send is dropped,
-    /// so the next attempt sends again without asking once more.
-    fn not_found(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async { Ok(()) })
-    }
-    /// How many objects the service stored for this version (by content)
-    /// that were not its bytes, in earlier attempts.
-    fn stray_copies<'a>(&'a self, _sha256: &'a str) -> BoxFuture<'a, Result<u32, String>> {
-        Box::pin(async { Ok(0) })
-    }
-    /// The service stored `file_no` for this version, and it is not its
-    /// bytes: counted (a journal keeps the count across attempts and
-    /// restarts); returns the count so far.
-    fn stray_copy<'a>(&'a self, _sha256: &'a str, _file_no: &'a str) -> BoxFuture<'a, Result<u32, String>> {
-        Box::pin(async { Ok(1) })
-    }
-}
-
-/// The no-op observer.
-pub struct Quiet;
-impl Observer for Quiet {}
 
 #[derive(Debug, Clone)]
 pub struct Uploader {
@@ -576,140 +452,5 @@ impl Uploader {
             retry_in.as_secs()
         );
         Err(UploadError::Unresolved { retry_in })
-    }
-
-    /// What start (or a direct upload) says about the file: the job's
-    /// fields, its size, and the content sha256 as metadata `sha256`.
-    fn request(&self, job: &Job, size: u64, sha256: &str) -> StartRequest {
-        let mut metadata = job.metadata.clone();
-        metadata.insert("sha256".into(), sha256.into());
-        StartRequest {
-            file_name: job.file_name.clone(),
-            size,
-            format: job.format.clone(),
-            folder: (!job.folder.is_empty()).then(|| job.folder.clone()),
-            tags: job.tags.clone(),
-            metadata,
-            custom_id: None,
-            random_prefix: job.random_prefix,
-            ttl_seconds: url_lifetime(self.url_ttl, self.limiter.as_ref().and_then(|l| l.rate()), size),
-        }
-    }
-
-    async fn start(&self, job: &Job, size: u64, sha256: &str) -> Result<Session, UploadError> {
-        let req = self.request(job, size, sha256);
-        let s = (|| async {
-            self.throttle.wait().await;
-            let s = self.client.start(&req).await;
-            if s.is_ok() {
-                self.throttle.passed();
-            }
-            s
-        })
-        .retry(self.retry.backoff())
-        .when(self.retry.retryable())
-        .adjust(|e, d| {
-            d.map(|d| match e {
-                ApiError::Throttled { retry_after } => self.throttle.throttled(*retry_after, d),
-                _ => d,
-            })
-        })
-        .notify(|e, d| tracing::debug!(file = %job.path.display(), "start failed ({e}); retrying in {d:?}"))
-        .await
-        .map_err(refusal)?;
-        Ok(s)
-    }
-}
-
-/// The file being uploaded: one open descriptor, and what it was when opened.
-pub(crate) struct Source {
-    file: Arc<std::fs::File>,
-    pub id: FileId,
-    /// Seen with the same inode, size and mtime but another ctime: the
-    /// content is hashed again before complete ([`Source::confirm`]).
-    ctime_moved: std::sync::atomic::AtomicBool,
-    /// The identity whose content was hashed again and found the same.
-    confirmed: std::sync::Mutex<Option<FileId>>,
-}
-
-impl Source {
-    /// Opens the job's file beneath its root (no symlink followed, never
-    /// blocking on a FIFO, off the runtime's worker threads): the version
-    /// that settled, else [`UploadError::Changed`].
-    async fn open(job: &Job) -> Result<Source, UploadError> {
-        let io_err = |e: std::io::Error| UploadError::io(&job.path, &e);
-        let (root, path) = (job.root.clone(), job.path.clone());
-        let file = tokio::task::spawn_blocking(move || crate::anchor::open_file(&root, &path))
-            .await
-            .map_err(|e| io_err(std::io::Error::other(e)))?
-            .map_err(io_err)?;
-        let id = FileId::of_file(&file).map_err(io_err)?;
-        if let Some(node) = job.settled
-            && node != (id.dev, id.ino)
-        {
-            return Err(UploadError::Changed(
-                "replaced by another file since it settled".into(),
-            ));
-        }
-        Ok(Source {
-            file: Arc::new(file),
-            id,
-            ctime_moved: std::sync::atomic::AtomicBool::new(false),
-            confirmed: std::sync::Mutex::new(None),
-        })
-    }
-
-    /// The identity this upload's bytes are known to be: as opened, or as
-    /// re-hashed after a metadata-only change.
-    pub fn confirmed(&self) -> FileId {
-        self.confirmed.lock().expect("confirmed lock").unwrap_or(self.id)
-    }
-
-    /// Before complete: if only the ctime moved while the parts went (a
-    /// `chmod`, a new hard link), the descriptor's content is hashed again;
-    /// the same sha256 lets the upload complete, another one is a change.
-    pub(super) async fn confirm(&self, job: &Job, sha256: &str) -> Result<(), UploadError> {
-        if !self.ctime_moved.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let io_err = |e: std::io::Error| UploadError::io(&job.path, &e);
-        let now = FileId::of_file(&self.file).map_err(io_err)?;
-        let mut reader = self.file.try_clone().map_err(io_err)?;
-        std::io::Seek::rewind(&mut reader).map_err(io_err)?;
-        let again = hash_open(reader).await.map_err(io_err)?;
-        self.check(job)?;
-        if again != sha256 || FileId::of_file(&self.file).map_err(io_err)? != now {
-            return Err(UploadError::Changed(
-                "rewritten in place with its modification time put back (ctime changed, and the content differs)"
-                    .into(),
-            ));
-        }
-        tracing::debug!(
-            "{}: only its metadata changed while it was sent (ctime); the content is the same",
-            job.path.display()
-        );
-        *self.confirmed.lock().expect("confirmed lock") = Some(now);
-        Ok(())
-    }
-
-    /// Still the same version, both behind the path and behind the
-    /// descriptor (size, mtime, ctime, inode)? Else [`UploadError::Changed`].
-    fn check(&self, job: &Job) -> Result<(), UploadError> {
-        let io_err = |e: std::io::Error| UploadError::io(&job.path, &e);
-        for now in [
-            crate::anchor::file_id(&job.root, &job.path).map_err(io_err)?,
-            FileId::of_file(&self.file).map_err(io_err)?,
-        ] {
-            if now == self.id {
-                continue;
-            }
-            // Only the ctime: a question for the content, asked before complete.
-            if self.id.same_but_ctime(&now) {
-                self.ctime_moved.store(true, Ordering::Relaxed);
-                continue;
-            }
-            return Err(UploadError::Changed(self.id.describe_change(&now)));
-        }
-        Ok(())
     }
 }
