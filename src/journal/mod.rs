@@ -19,6 +19,8 @@
 //! `sqlite` opens, guards (identity, damage) and runs the owner thread;
 //! `schema` applies the numbered steps in `migrations/`; `records` is what is
 //! recorded about a file; `queue` the queue and each file's transitions;
+//! `done` what verify, retry and adoption read of done files; `policies`
+//! what `existing`, `max_age`, `min_interval` and held sets record;
 //! `sessions` the uploads in flight; `control` the user's pause and the
 //! notification outbox; `sets` upload sets; `report` the read-only views for
 //! `status` and `history`. No SQL lives outside this module.
@@ -31,7 +33,9 @@ use crate::api::Session;
 use crate::fileid::{FileId, Fingerprint};
 
 mod control;
+mod done;
 mod fleet;
+mod policies;
 mod queue;
 mod records;
 mod report;

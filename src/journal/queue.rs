@@ -3,8 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::records::DoneVersion;
-use super::schema::{DUE_FROM, DUE_SMALL_FROM, FOLDER_OF_REL, QUEUED};
+use super::schema::{DUE_FROM, DUE_SMALL_FROM, QUEUED};
 use super::*;
 
 /// The longest per-file backoff the agent sets (15 min and its jitter).
@@ -233,77 +232,6 @@ impl Sqlite {
         .await
     }
 
-    /// The uploaded versions of the files directly in one folder of `root`
-    /// (`folder`: root-relative with a trailing `/`, empty for the root),
-    /// by relative path. Read through the `files_folder` index, so a scan
-    /// costs each folder its own records, whatever the root holds.
-    pub async fn done_in(&self, root: String, folder: String) -> Result<FolderDone, JournalError> {
-        self.call(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT rel, done_size, done_mtime_ns, done_dev, done_ino, done_ctime_ns, state FROM files
-                 WHERE root = ?1 AND {FOLDER_OF_REL} = ?2 AND state IN ('done', 'skipped')"
-            ))?;
-            let rows = stmt
-                .query_map(params![root, folder], |r| {
-                    let node = match (
-                        r.get::<_, Option<i64>>(3)?,
-                        r.get::<_, Option<i64>>(4)?,
-                        r.get::<_, Option<i64>>(5)?,
-                    ) {
-                        (Some(dev), Some(ino), Some(ctime)) => Some((dev as u64, ino as u64, ctime as i128)),
-                        _ => None,
-                    };
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        DoneVersion {
-                            size: r.get(1)?,
-                            mtime_ns: r.get(2)?,
-                            node,
-                            skipped: r.get::<_, String>(6)? == "skipped",
-                        },
-                    ))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(FolderDone(rows))
-        })
-        .await
-    }
-
-    /// Files recorded as done (all, or those under `paths`), for `verify`.
-    pub async fn done_files(&self, paths: Vec<PathBuf>) -> Result<Vec<FileRow>, JournalError> {
-        self.call(move |c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {FILE_COLS} FROM files WHERE state = 'done' ORDER BY root, rel"
-            ))?;
-            let rows = stmt
-                .query_map([], file_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows
-                .into_iter()
-                .filter(|r| paths.is_empty() || paths.iter().any(|p| r.local_path().starts_with(p)))
-                .collect())
-        })
-        .await
-    }
-
-    /// `verify --requeue`: done files the workspace no longer holds go back
-    /// to the queue (their done record is cleared so nothing skips them).
-    pub async fn requeue(&self, ids: Vec<i64>) -> Result<usize, JournalError> {
-        self.call(move |c| {
-            let mut n = 0;
-            for id in ids {
-                n += c.execute(
-                    "UPDATE files SET state = 'pending', attempts = 0, next_attempt_at = 0, last_error = NULL,
-                       done_size = NULL, done_mtime_ns = NULL, done_dev = NULL, done_ino = NULL, done_ctime_ns = NULL, adopt = 0, updated_at = ?2
-                     WHERE id = ?1 AND state = 'done'",
-                    params![id, now_ms()],
-                )?;
-            }
-            Ok(n)
-        })
-        .await
-    }
-
     /// Queued files wait until `at` (unix ms) without an attempt being
     /// spent (in a fleet: another node holds them, or the database is away).
     pub async fn postpone(&self, ids: Vec<i64>, at: i64) -> Result<(), JournalError> {
@@ -403,105 +331,6 @@ impl Sqlite {
         .await
     }
 
-    /// A held file was hashed: kept with the version it is of, if the
-    /// record still holds that version.
-    pub async fn record_prehash(
-        &self,
-        root: String,
-        rel: String,
-        file: FileId,
-        sha256: String,
-    ) -> Result<(), JournalError> {
-        self.call(move |c| {
-            c.execute(
-                "UPDATE files SET pre_sha256 = ?3, pre_dev = ?4, pre_ino = ?5, pre_ctime_ns = ?6
-                 WHERE root = ?1 AND rel = ?2 AND size = ?7 AND mtime_ns = ?8 AND state = 'held'",
-                params![
-                    root,
-                    rel,
-                    sha256,
-                    file.dev as i64,
-                    file.ino as i64,
-                    file.ctime_ns as i64,
-                    file.size as i64,
-                    file.mtime_ns as i64
-                ],
-            )
-            .map(|_| ())
-        })
-        .await
-    }
-
-    /// A file left out by policy: recorded with its version, so it is
-    /// skipped until it changes.
-    pub async fn record_skipped(
-        &self,
-        root: String,
-        rel: String,
-        fp: Fingerprint,
-    ) -> Result<(), JournalError> {
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO files (root, rel, state, size, mtime_ns, done_size, done_mtime_ns, updated_at)
-                 VALUES (?1, ?2, 'skipped', ?3, ?4, ?3, ?4, ?5)
-                 ON CONFLICT (root, rel) DO UPDATE SET state = 'skipped', size = ?3, mtime_ns = ?4,
-                   done_size = ?3, done_mtime_ns = ?4, updated_at = ?5",
-                params![root, rel, fp.size as i64, fp.mtime_ns as i64, now_ms()],
-            )
-            .map(|_| ())
-        })
-        .await
-    }
-
-    /// When `root` was first watched with `existing = "skip"` (recorded now
-    /// if never), unix ms.
-    pub async fn first_watched(&self, root: String, now: i64) -> Result<i64, JournalError> {
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO roots (root, first_watched_at) VALUES (?1, ?2) ON CONFLICT (root) DO NOTHING",
-                params![root, now],
-            )?;
-            c.query_row(
-                "SELECT first_watched_at FROM roots WHERE root = ?1",
-                params![root],
-                |r| r.get(0),
-            )
-        })
-        .await
-    }
-
-    /// When the file was last uploaded (up to `limit` times, newest first,
-    /// unix ms), from history.
-    pub async fn recent_uploads(
-        &self,
-        root: String,
-        rel: String,
-        limit: usize,
-    ) -> Result<Vec<i64>, JournalError> {
-        self.call(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT at FROM history WHERE root = ?1 AND rel = ?2 AND ok = 1 ORDER BY at DESC LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(params![root, rel, limit as i64], |r| r.get(0))?;
-            rows.collect()
-        })
-        .await
-    }
-
-    /// First-watch times recorded while the wall clock stood ahead of `at`
-    /// (it was stepped back since) become `at`: otherwise every file made
-    /// until the clock catches up would look older than the first watch and
-    /// be skipped. Returns how many roots moved.
-    pub async fn clamp_first_watched(&self, at: i64) -> Result<usize, JournalError> {
-        self.call(move |c| {
-            c.execute(
-                "UPDATE roots SET first_watched_at = ?1 WHERE first_watched_at > ?1",
-                params![at],
-            )
-        })
-        .await
-    }
-
     /// The file vanished: forget its session; a `done` record stays done.
     pub async fn mark_gone(&self, root: String, rel: String) -> Result<(), JournalError> {
         self.call(move |c| {
@@ -515,42 +344,6 @@ impl Sqlite {
                 params![root, rel, now_ms()],
             )?;
             tx.commit()
-        })
-        .await
-    }
-
-    /// `retry`: failed files (all, or those under the given paths) back to pending.
-    pub async fn retry(&self, paths: Vec<PathBuf>) -> Result<Retried, JournalError> {
-        self.call(move |c| {
-            let failed: Vec<(i64, String, String)> = c
-                .prepare("SELECT id, root, rel FROM files WHERE state = 'failed'")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut matched = vec![false; paths.len()];
-            let mut requeued = 0;
-            for (id, root, rel) in failed {
-                let full = Path::new(&root).join(&rel);
-                let mut hit = paths.is_empty();
-                for (i, p) in paths.iter().enumerate() {
-                    if full.starts_with(p) {
-                        matched[i] = true;
-                        hit = true;
-                    }
-                }
-                if hit {
-                    requeued += c.execute(
-                        "UPDATE files SET state = 'pending', attempts = 0, next_attempt_at = 0, updated_at = ?2 WHERE id = ?1",
-                        params![id, now_ms()],
-                    )?;
-                }
-            }
-            let not_failed = paths
-                .into_iter()
-                .zip(matched)
-                .filter(|(_, m)| !m)
-                .map(|(p, _)| p)
-                .collect();
-            Ok(Retried { requeued, not_failed })
         })
         .await
     }
