@@ -77,3 +77,25 @@ pub(super) async fn alter(State(emu): State<Arc<Emulator>>, Path(file_no): Path<
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
+
+impl Emulator {
+    /// The ledger, with any missing sha256 computed now.
+    pub async fn ledger(&self) -> Vec<LedgerEntry> {
+        let pending: Vec<(usize, String)> = {
+            let inner = self.inner.lock().expect("state lock");
+            inner
+                .ledger
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.sha256.is_none())
+                .map(|(i, e)| (i, e.file_no.clone()))
+                .collect()
+        };
+        for (i, file_no) in pending {
+            let sha = self.storage.object_sha256(&file_no).await.ok();
+            let mut inner = self.inner.lock().expect("state lock");
+            inner.ledger[i].sha256 = sha;
+        }
+        self.inner.lock().expect("state lock").ledger.clone()
+    }
+}
