@@ -109,7 +109,7 @@ impl Agent {
         let journal = self.journal.clone();
         let transfer = self.transfer.clone();
         let hold = self.hold.clone();
-        self.live.hub.send(
+        self.reporter.send(
             &crate::control::Event::new("started", self.clock.wall_ms())
                 .path(&row.local_path())
                 .sized(row.size.max(0) as u64),
@@ -201,7 +201,7 @@ impl Agent {
             TaskResult::Touched { row, fp, same } => {
                 if let Some(now) = same {
                     self.journal.refresh_done_identity(row.id, now).await?;
-                    self.report.skipped += 1;
+                    self.reporter.skipped();
                 } else if let Some(id) = self.root_of(&row) {
                     self.enqueue(id, row.root, row.rel, fp).await?;
                 }
@@ -234,8 +234,8 @@ impl Agent {
                 if let (Some(began), Ok(o)) = (self.flights.end(row.id), result.as_ref())
                     && o.adopted.is_none()
                 {
-                    self.live
-                        .observe_duration(self.clock.now().duration_since(began).as_secs_f64());
+                    self.reporter
+                        .took(self.clock.now().duration_since(began).as_secs_f64());
                 }
                 self.queue_dirty = true;
                 self.upload_result(row, *result, fp, shutdown).await?;
@@ -312,18 +312,9 @@ impl Agent {
                     )
                     .await?;
                 if o.adopted.is_some() {
-                    self.report.adopted += 1;
-                    self.live
-                        .reconciliations
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.reporter.adopted();
                 } else {
-                    self.report.uploaded += 1;
-                    use std::sync::atomic::Ordering::Relaxed;
-                    self.live.files_uploaded.fetch_add(1, Relaxed);
-                    self.live.bytes_uploaded.fetch_add(o.size, Relaxed);
-                    self.live
-                        .last_success_ms
-                        .store(self.clock.wall_ms().max(0) as u64, Relaxed);
+                    self.reporter.uploaded(o.size, self.clock.wall_ms());
                     let remote = mapping::remote_path(&o.folder, &o.name);
                     tracing::info!(
                         path = %path.display(),
@@ -339,8 +330,7 @@ impl Agent {
                     e.file_no = Some(o.file.file_no.clone());
                     e.size = Some(o.size);
                     self.emit(e).await?;
-                    self.live.ping.fetch_max(1, std::sync::atomic::Ordering::Relaxed);
-                    self.live.outbox.notify_one();
+                    self.reporter.ping_owed(false);
                 }
                 // Only the version this agent read is deleted or moved; an
                 // outcome without one (none in practice) leaves the file.
@@ -474,11 +464,8 @@ impl Agent {
                         self.clock.wall_ms() + delay.as_millis() as i64,
                     )
                     .await?;
-                self.live.count_failure(kind);
+                self.reporter.attempt_failed(kind, state == State::Failed);
                 if state == State::Failed {
-                    self.live
-                        .files_failed
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let mut ev = Event::new("failed", self.clock.wall_ms()).path(&path);
                     ev.size = Some(row.size.max(0) as u64);
                     ev.error = Some(e.to_string());
@@ -487,15 +474,10 @@ impl Agent {
                     }
                     ev.name = path.file_name().map(|n| n.to_string_lossy().into_owned());
                     self.emit(ev).await?;
-                    self.live.ping.store(2, std::sync::atomic::Ordering::Relaxed);
-                    self.live.outbox.notify_one();
-                } else {
-                    self.live
-                        .retries
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.reporter.ping_owed(true);
                 }
                 if state == State::Failed && permanent {
-                    self.report.failed += 1;
+                    self.reporter.not_uploaded();
                     tracing::error!(
                         path = %path.display(),
                         error = %e,
@@ -504,7 +486,7 @@ impl Agent {
                         path.display()
                     );
                 } else if state == State::Failed {
-                    self.report.failed += 1;
+                    self.reporter.not_uploaded();
                     tracing::error!(
                         path = %path.display(),
                         error = %e,
@@ -513,7 +495,7 @@ impl Agent {
                         row.attempts + 1
                     );
                 } else if self.opts.once {
-                    self.report.failed += 1;
+                    self.reporter.not_uploaded();
                     tracing::warn!(path = %path.display(), error = %e, "{}: {e}; it is tried again on the next run", path.display());
                 } else {
                     tracing::warn!(

@@ -58,7 +58,6 @@ impl Agent {
 
     /// What `/healthz` reports: every reason the agent is not doing its job.
     pub(super) fn publish_health(&self) {
-        use std::sync::atomic::Ordering;
         let mut problems = Vec::new();
         for (i, w) in self.settings.watches.iter().enumerate() {
             if self.root_ids.get(i).is_some_and(Option::is_none) {
@@ -95,23 +94,17 @@ impl Agent {
             Some((Pause::Unreachable { .. }, _)) => problems.push("the service is unreachable".into()),
             None => {}
         }
-        self.live.paused.store(
-            self.pause.is_some() || self.user_pause.is_some(),
-            Ordering::Relaxed,
-        );
-        *self.live.problems.lock().expect("problems lock") = problems;
+        self.reporter
+            .health(self.pause.is_some() || self.user_pause.is_some(), problems);
     }
 
     /// A `watch_degraded` event for each watch problem not reported yet.
     pub(super) async fn report_degraded(&mut self) -> Result<(), AgentError> {
         let now: HashSet<String> = self
-            .live
-            .problems
-            .lock()
-            .expect("problems lock")
-            .iter()
+            .reporter
+            .problems()
+            .into_iter()
             .filter(|p| p.starts_with("watched folder") || p.contains(" is polled"))
-            .cloned()
             .collect();
         let fresh: Vec<String> = now.difference(&self.degraded).cloned().collect();
         self.degraded = now;
@@ -159,7 +152,7 @@ impl Agent {
             "user_pause": self.user_pause,
             "rate_limited_until": self.transfer.rate_limited_until_ms(),
             "schedule": self.schedule_view(),
-            "problems": self.live.problems.lock().expect("problems lock").clone(),
+            "problems": self.reporter.problems(),
             "fleet": self.journal.fleet().map(|f| f.view()),
         })
         .to_string()

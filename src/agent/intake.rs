@@ -69,7 +69,7 @@ impl Agent {
         let now = self.clock.now();
         for f in folder.files {
             if done.unchanged(&f.rel, &f.id) {
-                self.report.skipped += 1;
+                self.reporter.skipped();
                 continue;
             }
             self.settler.offer(id, &f.path, settle, now);
@@ -101,7 +101,7 @@ impl Agent {
     }
 
     pub(super) async fn hint(&mut self, h: Hint) -> Result<(), AgentError> {
-        self.last_event_at = Some(self.clock.wall_ms());
+        self.reporter.file_event(self.clock.wall_ms());
         match h {
             Hint::Rescan(id) => {
                 tracing::info!(
@@ -195,7 +195,7 @@ impl Agent {
         let root = self.key(id);
         match self.journal.verdict(root.clone(), rel.clone(), now).await? {
             Verdict::Unchanged => {
-                self.report.skipped += 1;
+                self.reporter.skipped();
                 Ok(())
             }
             Verdict::HashFirst(row) => {
@@ -231,7 +231,7 @@ impl Agent {
                             path.parent().unwrap_or(&path).display()
                         );
                     }
-                    self.report.skipped += 1;
+                    self.reporter.skipped();
                     if self.opts.dry_run {
                         return Ok(());
                     }
@@ -414,7 +414,7 @@ impl Agent {
                     fp.size
                 );
             }
-            self.report.would_upload += 1;
+            self.reporter.would_upload();
             return Ok(());
         }
         let w = self.settings.root(id);
@@ -435,14 +435,14 @@ impl Agent {
             .enqueue(root.clone(), rel.clone(), fp, key, set)
             .await?
         {
-            self.report.failed += 1;
+            self.reporter.not_uploaded();
             tracing::error!(
                 "{} is not uploaded: its remote name is already taken by {first} (the names differ only by \
                  Unicode normalisation or case); rename one of them",
                 path.display()
             );
         } else {
-            self.live.hub.send(
+            self.reporter.send(
                 &crate::control::Event::new("settled", self.clock.wall_ms())
                     .path(&path)
                     .sized(fp.size),

@@ -99,6 +99,7 @@ mod intake;
 mod marker;
 mod observer;
 mod outage;
+mod reporter;
 mod rule;
 mod run;
 mod sets;
@@ -155,13 +156,13 @@ pub struct Agent {
     /// Bounded (`intake::SETTLED_NODES_CAP`); past it (or after a restart) the
     /// size and mtime alone are compared, as before.
     settled_nodes: HashMap<PathBuf, (u64, u64)>,
-    report: Report,
+    /// Counters, health, events and the run's report.
+    reporter: reporter::Reporter,
     queue_dirty: bool,
     /// Uploads held back, why, and when to ask the service again.
     pause: Option<(Pause, Instant)>,
     /// Transient upload failures since the last success (see `service_down`).
     failing_streak: u32,
-    last_event_at: Option<i64>,
     watch_modes: Vec<WatchMode>,
     /// Per root: the identity of the folder being watched (None: missing).
     root_ids: Vec<Option<(u64, u64)>>,
@@ -172,8 +173,6 @@ pub struct Agent {
     rescan_soon: Vec<(RootId, PathBuf, Instant)>,
     /// Uploads in flight and their progress.
     flights: Flights,
-    /// Counters and health for the control plane.
-    live: Arc<crate::control::Live>,
     /// Where the settings in force are published (a reload swaps them).
     current: Option<tokio::sync::watch::Sender<Arc<crate::config::Settings>>>,
     /// Requests from the control plane.
@@ -230,17 +229,15 @@ impl Agent {
             attempted: Arc::new(HashSet::new()),
             orphans: HashSet::new(),
             settled_nodes: HashMap::new(),
-            report: Report::default(),
+            reporter: reporter::Reporter::default(),
             queue_dirty: true,
             pause: None,
             failing_streak: 0,
-            last_event_at: None,
             watch_modes: Vec::new(),
             root_ids: Vec::new(),
             wall_seen: None,
             rescan_soon: Vec::new(),
             flights: Flights::default(),
-            live: Arc::default(),
             commands: None,
             current: None,
             user_pause: None,
@@ -255,7 +252,7 @@ impl Agent {
 
     /// Reports counters and health into `live` (the control plane's view).
     pub fn with_live(mut self, live: Arc<crate::control::Live>) -> Agent {
-        self.live = live;
+        self.reporter.set_live(live);
         self
     }
 

@@ -40,7 +40,7 @@ impl Agent {
                 Some(cmd) = async { run.commands.as_mut()?.recv().await }, if run.commands.is_some() => {
                     self.on_command(cmd, &mut run).await?;
                 }
-                _ = progress.tick(), if !self.inflight.is_empty() && self.live.hub.listened() => {
+                _ = progress.tick(), if !self.inflight.is_empty() && self.reporter.listened() => {
                     self.on_progress_tick();
                 }
                 Some(h) = run.rx.recv() => self.on_hints(h, &mut run.rx).await?,
@@ -189,7 +189,7 @@ impl Agent {
     fn on_progress_tick(&self) {
         let at = self.clock.wall_ms();
         for v in self.flights.views(self.clock.now()) {
-            self.live.hub.send(
+            self.reporter.send(
                 &crate::control::Event::new("progress", at)
                     .path(&v.path)
                     .sized(v.size)
@@ -281,7 +281,7 @@ impl Agent {
                 .heartbeat(
                     std::process::id(),
                     started_at,
-                    self.last_event_at,
+                    self.reporter.last_event_at(),
                     self.snapshot(),
                 )
                 .await?;
@@ -293,9 +293,11 @@ impl Agent {
     /// sessions are in the journal) and leaves the journal tidy.
     async fn stop(mut self, run: Running) -> Result<Report, AgentError> {
         drop(run.watchers);
-        if self.opts.once && !self.opts.dry_run {
-            self.report.sets_waiting = self.sets_left_open().await?;
-        }
+        let sets_waiting = if self.opts.once && !self.opts.dry_run {
+            self.sets_left_open().await?
+        } else {
+            Vec::new()
+        };
         if let Some(me) = &run.mark {
             for w in &self.settings.watches {
                 marker::remove(&w.path, me);
@@ -303,6 +305,6 @@ impl Agent {
         }
         self.tasks.shutdown().await;
         self.journal.checkpoint().await?;
-        Ok(self.report)
+        Ok(self.reporter.finish(sets_waiting))
     }
 }

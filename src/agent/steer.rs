@@ -10,7 +10,7 @@ impl Agent {
     /// Tells the dashboard's stream and, for the kinds a `[[notify]]` entry
     /// asks for, the outbox (durable: delivered even after a restart).
     pub(super) async fn emit(&self, event: Event) -> Result<(), AgentError> {
-        self.live.hub.send(&event);
+        self.reporter.send(&event);
         if self.opts.dry_run {
             return Ok(());
         }
@@ -32,7 +32,7 @@ impl Agent {
             .collect();
         if !items.is_empty() {
             self.journal.outbox_push(items, self.clock.wall_ms()).await?;
-            self.live.outbox.notify_one();
+            self.reporter.outbox_changed();
         }
         Ok(())
     }
