@@ -18,7 +18,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
-pub mod emulator;
+/// The service emulator (its own crate in the workspace).
+pub use autorender_emulator as emulator;
 pub mod fileid;
 pub mod journal;
 pub mod limiter;

@@ -185,7 +185,7 @@ pub(super) async fn put_part(
     }
     if let Some(rec) = emu.inner.lock().expect("state lock").sessions.get_mut(&session) {
         rec.received[part] = Some(len);
-        rec.stored_at[part] = Some(crate::clock::system_ms());
+        rec.stored_at[part] = Some(crate::now_ms());
     }
     st.part_ok.fetch_add(1, Ordering::Relaxed);
     st.part_bytes.fetch_add(len, Ordering::Relaxed);
