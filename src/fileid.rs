@@ -118,7 +118,6 @@ impl FileId {
     }
 }
 
-/// sha256 of the file at `path`, computed in the blocking pool.
 /// A short stable name for `text` (16 hex digits of its sha256), for file
 /// names derived from paths.
 pub fn short_hash(text: &str) -> String {
@@ -126,6 +125,8 @@ pub fn short_hash(text: &str) -> String {
     hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8])
 }
 
+/// sha256 of the file at `path`, computed in the blocking pool.
+#[cfg(test)]
 pub async fn hash_file(path: &Path) -> std::io::Result<String> {
     hash_open(File::open(path)?).await
 }

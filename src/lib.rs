@@ -1,39 +1,42 @@
 //! autorender-sync: watch local folders and upload settled files to an
 //! AutoRender workspace through the multipart upload API.
 //!
-//! The binary is a thin shell over [`cli::main`]; everything else lives here
-//! so tests can drive it in-process as well as through the real binary.
+//! The binary is a thin shell over [`cli::main`]. The library's public
+//! surface is only what the binary, the fuzz targets and the integration
+//! tests use (`api`'s answer decoders, `config`, `settle`, `units`, `clock`,
+//! `cli`); every other room is `pub(crate)`, so the compiler reports code
+//! nothing calls.
 //!
 //! No `unsafe` outside [`sys`] (the one libc query rustix has no safe form of).
 
 #![deny(unsafe_code)]
 
-pub mod after;
-pub mod agent;
-pub mod anchor;
+pub(crate) mod after;
+pub(crate) mod agent;
+pub(crate) mod anchor;
 pub mod api;
-pub mod app;
-pub mod autostart;
+pub(crate) mod app;
+pub(crate) mod autostart;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod control;
+pub(crate) mod control;
 /// The service emulator (its own crate in the workspace).
 pub use autorender_emulator as emulator;
-pub mod fileid;
-pub mod journal;
-pub mod limiter;
-pub mod logfile;
-pub mod mapping;
-pub mod private;
-pub mod scan;
-pub mod schedule;
-pub mod secrets;
-pub mod sequence;
+pub(crate) mod fileid;
+pub(crate) mod journal;
+pub(crate) mod limiter;
+pub(crate) mod logfile;
+pub(crate) mod mapping;
+pub(crate) mod private;
+pub(crate) mod scan;
+pub(crate) mod schedule;
+pub(crate) mod secrets;
+pub(crate) mod sequence;
 pub mod settle;
-pub mod sys;
-pub mod text;
+pub(crate) mod sys;
+pub(crate) mod text;
 pub mod units;
-pub mod upload;
-pub mod watch;
-pub mod workspace;
+pub(crate) mod upload;
+pub(crate) mod watch;
+pub(crate) mod workspace;

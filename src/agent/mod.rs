@@ -263,6 +263,7 @@ impl Agent {
     }
 
     /// Reads schedules in `tz` instead of the system's time zone.
+    #[cfg(test)]
     pub fn with_time_zone(mut self, tz: jiff::tz::TimeZone) -> Agent {
         self.tz = tz;
         self

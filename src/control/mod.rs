@@ -154,7 +154,6 @@ struct Shared {
 /// A running control server; dropping it leaves the server to its
 /// cancellation token, and [`Control::remove_files`] tidies up.
 pub struct Control {
-    pub addr: SocketAddr,
     state_dir: PathBuf,
 }
 
@@ -215,7 +214,6 @@ impl Control {
         });
         tracing::info!("control API on http://{addr} (token in {})", TOKEN_FILE);
         Ok(Control {
-            addr,
             state_dir: state_dir.to_path_buf(),
         })
     }
