@@ -38,7 +38,7 @@ impl Agent {
     /// Starts due uploads up to `concurrent_files`. Returns when the next
     /// backed-off file becomes due, if any.
     pub(super) async fn fill(&mut self) -> Result<Option<Instant>, AgentError> {
-        if self.opts.dry_run || self.pause.is_some() || self.held() {
+        if self.opts.dry_run || !self.gate.open() {
             self.queue_dirty = false;
             return Ok(None);
         }
@@ -108,7 +108,7 @@ impl Agent {
         let w: WatchSettings = self.settings.root(id).clone();
         let journal = self.journal.clone();
         let transfer = self.transfer.clone();
-        let hold = self.hold.clone();
+        let hold = self.gate.hold_token();
         self.reporter.send(
             &crate::control::Event::new("started", self.clock.wall_ms())
                 .path(&row.local_path())
@@ -295,7 +295,7 @@ impl Agent {
         };
         match rule::transition(result, facts) {
             rule::Step::Done(o) => {
-                self.failing_streak = 0;
+                self.gate.succeeded();
                 self.journal
                     .record_done(
                         row.id,
@@ -391,7 +391,7 @@ impl Agent {
                     shutdown.cancel();
                     return Err(AgentError::Auth(e.to_string()));
                 }
-                if !matches!(self.pause, Some((Pause::Auth, _))) {
+                if self.gate.service_pause() != Some(Pause::Auth) {
                     tracing::error!(
                         "{e}; all uploads are paused and the key is re-checked every {}s. Fix the key (then restart, or wait)",
                         AUTH_RECHECK.as_secs()
@@ -400,7 +400,8 @@ impl Agent {
                     ev.error = Some(e.to_string());
                     self.emit(ev).await?;
                 }
-                self.pause = Some((Pause::Auth, self.clock.now() + AUTH_RECHECK));
+                self.gate
+                    .pause_service(Pause::Auth, self.clock.now() + AUTH_RECHECK);
             }
             // The service is unreachable for every file (no connection, or
             // a transient failure and the cheap check fails too, or every
@@ -410,17 +411,17 @@ impl Agent {
             // attempt (below), so an unclear outcome cannot repeat for ever.
             rule::Step::PauseOutage(a) => {
                 self.journal.set_state(row.id, State::Pending).await?;
-                if self.pause.is_none() {
+                if self.gate.service_pause().is_none() {
                     tracing::warn!(
                         "the service is unreachable ({a}); all uploads wait and it is asked again every {}s",
                         OUTAGE_RECHECK.as_secs()
                     );
-                    self.pause = Some((
+                    self.gate.pause_service(
                         Pause::Unreachable {
                             since_ms: self.clock.wall_ms(),
                         },
                         self.clock.now() + OUTAGE_RECHECK,
-                    ));
+                    );
                 }
             }
             // Sent, answer lost, not listed yet: it waits (its session

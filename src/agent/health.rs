@@ -89,13 +89,15 @@ impl Agent {
                 )
             ));
         }
-        match &self.pause {
-            Some((Pause::Auth, _)) => problems.push("the API key was rejected".into()),
-            Some((Pause::Unreachable { .. }, _)) => problems.push("the service is unreachable".into()),
+        match self.gate.service_pause() {
+            Some(Pause::Auth) => problems.push("the API key was rejected".into()),
+            Some(Pause::Unreachable { .. }) => problems.push("the service is unreachable".into()),
             None => {}
         }
-        self.reporter
-            .health(self.pause.is_some() || self.user_pause.is_some(), problems);
+        self.reporter.health(
+            self.gate.service_pause().is_some() || self.gate.user_pause().is_some(),
+            problems,
+        );
     }
 
     /// A `watch_degraded` event for each watch problem not reported yet.
@@ -136,20 +138,20 @@ impl Agent {
                 })
             })
             .collect();
-        let (reason, since) = match (&self.pause, &self.user_pause) {
-            (Some((Pause::Auth, _)), _) => (Some("auth_rejected"), None),
-            (Some((Pause::Unreachable { since_ms }, _)), _) => (Some("service_unreachable"), Some(*since_ms)),
+        let (reason, since) = match (self.gate.service_pause(), self.gate.user_pause()) {
+            (Some(Pause::Auth), _) => (Some("auth_rejected"), None),
+            (Some(Pause::Unreachable { since_ms }), _) => (Some("service_unreachable"), Some(since_ms)),
             (None, Some(p)) => (Some("paused_by_user"), Some(p.since_ms)),
-            (None, None) if self.schedule_paused => (Some("paused_by_schedule"), None),
+            (None, None) if self.gate.schedule_paused() => (Some("paused_by_schedule"), None),
             (None, None) => (None, None),
         };
         serde_json::json!({
             "roots": roots,
             "in_flight": self.flights.views(now),
-            "paused": self.pause.is_some() || self.held(),
+            "paused": !self.gate.open(),
             "pause_reason": reason,
-            "unreachable_since": since.filter(|_| matches!(self.pause, Some((Pause::Unreachable { .. }, _)))),
-            "user_pause": self.user_pause,
+            "unreachable_since": since.filter(|_| matches!(self.gate.service_pause(), Some(Pause::Unreachable { .. }))),
+            "user_pause": self.gate.user_pause(),
             "rate_limited_until": self.transfer.rate_limited_until_ms(),
             "schedule": self.schedule_view(),
             "problems": self.reporter.problems(),

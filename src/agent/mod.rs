@@ -94,6 +94,7 @@ const AUTH_RECHECK: Duration = Duration::from_secs(60);
 
 mod dispatch;
 mod flights;
+mod gate;
 mod health;
 mod intake;
 mod marker;
@@ -159,10 +160,6 @@ pub struct Agent {
     /// Counters, health, events and the run's report.
     reporter: reporter::Reporter,
     queue_dirty: bool,
-    /// Uploads held back, why, and when to ask the service again.
-    pause: Option<(Pause, Instant)>,
-    /// Transient upload failures since the last success (see `service_down`).
-    failing_streak: u32,
     watch_modes: Vec<WatchMode>,
     /// Per root: the identity of the folder being watched (None: missing).
     root_ids: Vec<Option<(u64, u64)>>,
@@ -177,16 +174,9 @@ pub struct Agent {
     current: Option<tokio::sync::watch::Sender<Arc<crate::config::Settings>>>,
     /// Requests from the control plane.
     commands: Option<mpsc::Receiver<crate::control::Command>>,
-    /// The pause the user set (`pause`), persisted in the journal.
-    user_pause: Option<crate::journal::UserPause>,
-    /// Given to every upload; cancelled while the user's pause holds.
-    hold: CancellationToken,
-    /// The time zone schedules are read in (the system's; tests set one).
-    tz: jiff::tz::TimeZone,
-    /// The `[[agent.schedule]]` window in force (None: none), once known.
-    schedule_window: Option<Option<usize>>,
-    /// A schedule window says "paused".
-    schedule_paused: bool,
+    /// Whether uploads may start: the service's, the user's and the
+    /// schedule's pauses.
+    gate: gate::Gate,
     /// Watch problems already reported (`watch_degraded` once per problem).
     degraded: HashSet<String>,
     /// Walks under way, oldest first; the loop takes their folders one at a
@@ -231,8 +221,6 @@ impl Agent {
             settled_nodes: HashMap::new(),
             reporter: reporter::Reporter::default(),
             queue_dirty: true,
-            pause: None,
-            failing_streak: 0,
             watch_modes: Vec::new(),
             root_ids: Vec::new(),
             wall_seen: None,
@@ -240,12 +228,8 @@ impl Agent {
             flights: Flights::default(),
             commands: None,
             current: None,
-            user_pause: None,
-            hold: CancellationToken::new(),
+            gate: gate::Gate::new(),
             degraded: HashSet::new(),
-            tz: jiff::tz::TimeZone::system(),
-            schedule_window: None,
-            schedule_paused: false,
             scans: std::collections::VecDeque::new(),
         }
     }
@@ -265,7 +249,7 @@ impl Agent {
     /// Reads schedules in `tz` instead of the system's time zone.
     #[cfg(test)]
     pub fn with_time_zone(mut self, tz: jiff::tz::TimeZone) -> Agent {
-        self.tz = tz;
+        self.gate.set_tz(tz);
         self
     }
 

@@ -19,7 +19,8 @@ impl Agent {
                     "{e}; all uploads are paused and the key is re-checked every {}s. Fix the key (then restart, or wait)",
                     AUTH_RECHECK.as_secs()
                 );
-                self.pause = Some((Pause::Auth, self.clock.now() + AUTH_RECHECK));
+                self.gate
+                    .pause_service(Pause::Auth, self.clock.now() + AUTH_RECHECK);
                 let mut ev = Event::new("auth_rejected", self.clock.wall_ms());
                 ev.error = Some(e.to_string());
                 self.emit(ev).await?;
@@ -31,13 +32,13 @@ impl Agent {
 
     /// One cheap authenticated call decides whether a pause ends.
     pub(super) async fn recheck_service(&mut self) {
-        let Some((reason, _)) = self.pause.take() else {
+        let Some(reason) = self.gate.take_service_pause() else {
             return;
         };
         match self.transfer.check_key().await {
             Ok(()) => {
                 // A new run of failures starts from here.
-                self.failing_streak = 0;
+                self.gate.succeeded();
                 match reason {
                     Pause::Auth => tracing::info!("the API key is accepted again; resuming uploads"),
                     Pause::Unreachable { since_ms } => tracing::info!(
@@ -51,7 +52,8 @@ impl Agent {
                 if reason != Pause::Auth {
                     tracing::error!("{e}; all uploads are paused until the key is accepted");
                 }
-                self.pause = Some((Pause::Auth, self.clock.now() + AUTH_RECHECK));
+                self.gate
+                    .pause_service(Pause::Auth, self.clock.now() + AUTH_RECHECK);
             }
             Err(e) => {
                 tracing::debug!("the service is still not answering ({e})");
@@ -60,16 +62,11 @@ impl Agent {
                 } else {
                     OUTAGE_RECHECK
                 };
-                self.pause = Some((reason, self.clock.now() + again));
+                self.gate.pause_service(reason, self.clock.now() + again);
             }
         }
     }
 }
-
-/// This many transient upload failures in a row, with no success between
-/// them, pause the queue as an outage even while the service's cheap check
-/// answers (its API up, its storage down).
-const FAILING_STREAK: u32 = 5;
 
 impl Agent {
     /// Is a transient failure of one upload the service being down for
@@ -79,12 +76,9 @@ impl Agent {
         if matches!(e, ApiError::Unreachable(_)) {
             return true;
         }
-        self.failing_streak += 1;
-        if self.failing_streak >= FAILING_STREAK {
-            tracing::debug!(
-                "{} uploads in a row failed; taking the service as down",
-                self.failing_streak
-            );
+        let (streak, down) = self.gate.failed();
+        if down {
+            tracing::debug!("{streak} uploads in a row failed; taking the service as down");
             return true;
         }
         match self.transfer.check_key().await {

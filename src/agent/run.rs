@@ -153,7 +153,7 @@ impl Agent {
         [
             self.settler.next_deadline(),
             next_retry,
-            self.pause.as_ref().map(|p| p.1),
+            self.gate.recheck_at(),
             self.pause_ends_at(),
         ]
         .into_iter()
@@ -227,7 +227,7 @@ impl Agent {
     /// A deadline passed: files to settle, the service to ask again.
     async fn on_wake(&mut self) -> Result<(), AgentError> {
         self.poll_settle().await?;
-        if self.pause.as_ref().is_some_and(|p| p.1 <= self.clock.now()) {
+        if self.gate.recheck_at().is_some_and(|at| at <= self.clock.now()) {
             self.recheck_service().await;
         }
         Ok(())

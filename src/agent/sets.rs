@@ -242,7 +242,7 @@ impl Agent {
     /// the set's remote folder (one task per set at a time).
     fn send_manifest(&mut self, id: RootId, set: &SetRow, files: &[SetFile]) {
         let flight = (self.key(id), set.set_rel.clone());
-        if self.manifests.contains(&flight) || self.held() || self.pause.is_some() {
+        if self.manifests.contains(&flight) || !self.gate.open() {
             return;
         }
         let w = self.settings.root(id).clone();
@@ -288,7 +288,7 @@ impl Agent {
             random_prefix: false,
             // A manifest sent before a crash is found, not stored twice.
             adopt: true,
-            hold: self.hold.clone(),
+            hold: self.gate.hold_token(),
             known_sha256: None,
             in_parts: false,
         };

@@ -54,27 +54,10 @@ impl Agent {
                     "uploads are paused ({}); `autorender-sync resume` starts them again",
                     describe(&p)
                 );
-                self.user_pause = Some(p);
-                self.apply_hold();
+                self.gate.set_user_pause(Some(p));
             }
         }
         Ok(())
-    }
-
-    /// Uploads are held: paused by the user or by a schedule window.
-    pub(super) fn held(&self) -> bool {
-        self.user_pause.is_some() || self.schedule_paused
-    }
-
-    /// Makes the uploads' `hold` token say what [`Agent::held`] says: cancelled
-    /// (parts in flight finish, no new part starts) or fresh.
-    pub(super) fn apply_hold(&mut self) {
-        if self.held() {
-            self.hold.cancel();
-        } else if self.hold.is_cancelled() {
-            self.hold = CancellationToken::new();
-            self.queue_dirty = true;
-        }
     }
 
     /// Sets the shared limiter's rate (and the schedule's pause) from the
@@ -82,7 +65,7 @@ impl Agent {
     pub(super) async fn apply_schedule(&mut self) -> Result<(), AgentError> {
         let windows = &self.settings.agent.schedule;
         let now = self.clock.wall_ms();
-        let window = crate::schedule::in_force(windows, now, &self.tz);
+        let window = crate::schedule::in_force(windows, now, self.gate.tz());
         let limit = crate::schedule::limit(windows, window, self.settings.agent.bandwidth_limit);
         if let Some(l) = self.transfer.limiter() {
             l.set_rate(match limit {
@@ -90,8 +73,8 @@ impl Agent {
                 _ => None,
             });
         }
-        if self.schedule_window != Some(window) {
-            let next = crate::schedule::next_change(windows, now, &self.tz)
+        if self.gate.window_changed(window) {
+            let next = crate::schedule::next_change(windows, now, self.gate.tz())
                 .map(|t| format!(" until {}", crate::clock::rfc3339_ms(t)))
                 .unwrap_or_default();
             match window {
@@ -101,12 +84,10 @@ impl Agent {
                 }
                 None => {}
             }
-            self.schedule_window = Some(window);
         }
         let paused = limit == crate::config::Limit::Paused;
-        if paused != self.schedule_paused {
-            self.schedule_paused = paused;
-            self.apply_hold();
+        if let Some(released) = self.gate.set_schedule_paused(paused) {
+            self.queue_dirty |= released;
             self.emit(Event::new(if paused { "paused" } else { "resumed" }, now).with("by", "schedule"))
                 .await?;
             self.publish_health();
@@ -121,18 +102,18 @@ impl Agent {
             return None;
         }
         let now = self.clock.wall_ms();
-        let window = crate::schedule::in_force(windows, now, &self.tz);
+        let window = crate::schedule::in_force(windows, now, self.gate.tz());
         let limit = crate::schedule::limit(windows, window, self.settings.agent.bandwidth_limit);
         Some(serde_json::json!({
             "window": window.map(|i| windows[i].describe()),
             "limit": limit.to_string(),
-            "next_change": crate::schedule::next_change(windows, now, &self.tz),
+            "next_change": crate::schedule::next_change(windows, now, self.gate.tz()),
         }))
     }
 
     /// When the user's pause runs out (as an instant on the loop's clock).
     pub(super) fn pause_ends_at(&self) -> Option<Instant> {
-        let until = self.user_pause?.until_ms?;
+        let until = self.gate.user_pause()?.until_ms?;
         let left = (until - self.clock.wall_ms()).max(0) as u64;
         Some(self.clock.now() + Duration::from_millis(left))
     }
@@ -140,7 +121,8 @@ impl Agent {
     /// Ends the user's pause if its time is up.
     pub(super) async fn expire_pause(&mut self) -> Result<(), AgentError> {
         if self
-            .user_pause
+            .gate
+            .user_pause()
             .and_then(|p| p.until_ms)
             .is_some_and(|u| u <= self.clock.wall_ms())
         {
@@ -151,9 +133,8 @@ impl Agent {
     }
 
     async fn resume(&mut self) -> Result<bool, AgentError> {
-        let was = self.user_pause.take().is_some();
         self.journal.set_user_pause(None).await?;
-        self.apply_hold();
+        let (was, _) = self.gate.set_user_pause(None);
         self.queue_dirty = true;
         if was {
             self.emit(Event::new("resumed", self.clock.wall_ms())).await?;
@@ -167,14 +148,16 @@ impl Agent {
         match cmd {
             Command::Pause { until_ms, reply } => {
                 let p = UserPause {
-                    since_ms: self.user_pause.map_or(self.clock.wall_ms(), |p| p.since_ms),
+                    since_ms: self
+                        .gate
+                        .user_pause()
+                        .map_or(self.clock.wall_ms(), |p| p.since_ms),
                     until_ms,
                 };
                 self.journal.set_user_pause(Some(p)).await?;
-                let new = self.user_pause.is_none();
-                self.user_pause = Some(p);
                 // Parts in flight finish and are recorded; no new part starts.
-                self.apply_hold();
+                let (was, _) = self.gate.set_user_pause(Some(p));
+                let new = !was;
                 tracing::info!(
                     "uploads paused ({}); {} upload(s) in flight stop after their current parts",
                     describe(&p),
@@ -246,9 +229,7 @@ impl Agent {
         self.queue_dirty = true;
         self.root_ids = self.root_identities();
         // A new key (or endpoint) is checked at once rather than after the wait.
-        if let Some((_, at)) = &mut self.pause {
-            *at = self.clock.now();
-        }
+        self.gate.recheck_now(self.clock.now());
         report
     }
 }
@@ -299,7 +280,7 @@ impl Agent {
         *watchers = Some(w);
         let report = self.adopt_settings(settings, transfer);
         self.note_first_watch().await?;
-        self.schedule_window = None;
+        self.gate.forget_window();
         self.apply_schedule().await?;
         for id in self.settings.root_ids() {
             self.scan(id, None);
