@@ -17,8 +17,8 @@ impl Agent {
         for id in self.settings.root_ids() {
             let i = id.0;
             let w = self.settings.root(id);
-            let now = folder_identity(&w.path);
-            if now == self.root_ids[i] {
+            let now = roots::folder_identity(&w.path);
+            if now == self.roots.identity(id) {
                 continue;
             }
             match now {
@@ -37,7 +37,7 @@ impl Agent {
                         );
                     }
                     watchers.stop(id);
-                    self.root_ids[i] = None;
+                    self.roots.set_identity(id, None);
                 }
                 Some(_) => match watchers.restart(id, w, self.settings.agent.poll_interval, tx) {
                     Ok(()) => {
@@ -45,8 +45,8 @@ impl Agent {
                             "watched folder {} is (re)created; watching it again",
                             w.path.display()
                         );
-                        self.root_ids[i] = now;
-                        self.watch_modes[i] = watchers.modes[i];
+                        self.roots.set_identity(id, now);
+                        self.roots.set_mode(id, watchers.modes[i]);
                         self.scan(id, None);
                     }
                     Err(e) => tracing::warn!("{e}; trying again"),
@@ -58,24 +58,7 @@ impl Agent {
 
     /// What `/healthz` reports: every reason the agent is not doing its job.
     pub(super) fn publish_health(&self) {
-        let mut problems = Vec::new();
-        for (i, w) in self.settings.watches.iter().enumerate() {
-            if self.root_ids.get(i).is_some_and(Option::is_none) {
-                problems.push(format!(
-                    "watched folder {} is missing, unmounted or replaced by a symbolic link",
-                    w.path.display()
-                ));
-            }
-            if let Some(WatchMode::Polling {
-                limit_reached: true, ..
-            }) = self.watch_modes.get(i)
-            {
-                problems.push(format!(
-                    "{} is polled: the OS limit on watched folders was reached",
-                    w.path.display()
-                ));
-            }
-        }
+        let mut problems = self.roots.problems(&self.settings);
         if !self.opts.dry_run
             && let Some(why) = journal_unwritable(&self.settings.agent.state_dir)
         {
@@ -108,9 +91,7 @@ impl Agent {
             .into_iter()
             .filter(|p| p.starts_with("watched folder") || p.contains(" is polled"))
             .collect();
-        let fresh: Vec<String> = now.difference(&self.degraded).cloned().collect();
-        self.degraded = now;
-        for p in fresh {
+        for p in self.roots.newly_degraded(now) {
             let mut e = crate::control::Event::new("watch_degraded", self.clock.wall_ms());
             e.error = Some(p);
             self.emit(e).await?;
@@ -132,7 +113,7 @@ impl Agent {
                 serde_json::json!({
                     "root": w.path,
                     "remote_folder": w.remote_folder,
-                    "watch": self.watch_modes.get(i).map(WatchMode::to_string),
+                    "watch": self.roots.mode(RootId(i)).map(WatchMode::to_string),
                     "settling": settling,
                     "growing": growing,
                 })

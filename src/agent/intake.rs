@@ -119,7 +119,7 @@ impl Agent {
                 // An event on the root itself (deleted, moved): its watch may be
                 // dead even if a new folder already stands there (inode numbers
                 // get reused), so the next heartbeat re-watches and rescans it.
-                self.root_ids[id.0] = Some(ROOT_TO_RECHECK);
+                self.roots.recheck(id);
                 Ok(())
             }
             Hint::Path(id, path) => {

@@ -101,6 +101,7 @@ mod marker;
 mod observer;
 mod outage;
 mod reporter;
+mod roots;
 mod rule;
 mod run;
 mod sets;
@@ -120,10 +121,8 @@ pub struct Agent {
     journal: Journal,
     opts: RunOptions,
     clock: Clock,
-    /// Each root's journal key ([`WatchSettings::key`]), and back: the one
-    /// place a journal record's root becomes a [`RootId`].
-    keys: Vec<String>,
-    by_key: HashMap<String, RootId>,
+    /// The roots' keys, folder identities, watch modes and problems.
+    roots: roots::Roots,
     settler: Settler,
     tasks: JoinSet<TaskResult>,
     inflight: HashSet<i64>,
@@ -160,9 +159,6 @@ pub struct Agent {
     /// Counters, health, events and the run's report.
     reporter: reporter::Reporter,
     queue_dirty: bool,
-    watch_modes: Vec<WatchMode>,
-    /// Per root: the identity of the folder being watched (None: missing).
-    root_ids: Vec<Option<(u64, u64)>>,
     /// The last heartbeat's (instant, wall ms): a wall clock that fell
     /// behind the instant's advance was stepped back.
     wall_seen: Option<(Instant, i64)>,
@@ -177,8 +173,6 @@ pub struct Agent {
     /// Whether uploads may start: the service's, the user's and the
     /// schedule's pauses.
     gate: gate::Gate,
-    /// Watch problems already reported (`watch_degraded` once per problem).
-    degraded: HashSet<String>,
     /// Walks under way, oldest first; the loop takes their folders one at a
     /// time while fewer than [`SETTLING_CAP`] paths are settling.
     scans: std::collections::VecDeque<Scan>,
@@ -194,17 +188,14 @@ impl Agent {
         opts: RunOptions,
         clock: Clock,
     ) -> Agent {
-        let keys: Vec<String> = settings.watches.iter().map(WatchSettings::key).collect();
-        let by_key = settings.root_ids().map(|id| (keys[id.0].clone(), id)).collect();
         let serving = serving_of(&settings);
         Agent {
+            roots: roots::Roots::new(&settings),
             settings,
             transfer,
             journal,
             opts,
             clock,
-            keys,
-            by_key,
             settler: Settler::new(),
             tasks: JoinSet::new(),
             inflight: HashSet::new(),
@@ -221,15 +212,12 @@ impl Agent {
             settled_nodes: HashMap::new(),
             reporter: reporter::Reporter::default(),
             queue_dirty: true,
-            watch_modes: Vec::new(),
-            root_ids: Vec::new(),
             wall_seen: None,
             rescan_soon: Vec::new(),
             flights: Flights::default(),
             commands: None,
             current: None,
             gate: gate::Gate::new(),
-            degraded: HashSet::new(),
             scans: std::collections::VecDeque::new(),
         }
     }
@@ -264,12 +252,12 @@ impl Agent {
 
     /// Root `id`'s journal key.
     fn key(&self, id: RootId) -> String {
-        self.keys[id.0].clone()
+        self.roots.key(id)
     }
 
     /// The configured root a journal record belongs to (None: no longer watched).
     fn root_of(&self, row: &FileRow) -> Option<RootId> {
-        self.by_key.get(&row.root).copied()
+        self.roots.of(row)
     }
 }
 
@@ -331,36 +319,5 @@ impl Agent {
                 None => marker::write(&w.path, me),
             }
         }
-    }
-
-    /// Each root's folder identity now (None: missing).
-    fn root_identities(&self) -> Vec<Option<(u64, u64)>> {
-        self.settings
-            .watches
-            .iter()
-            .map(|w| folder_identity(&w.path))
-            .collect()
-    }
-}
-
-/// A root's identity after an event on the root itself: not a folder's, so
-/// the next heartbeat judges it anew (missing, a link, or a folder to watch
-/// again) and says so.
-pub(super) const ROOT_TO_RECHECK: (u64, u64) = (u64::MAX, u64::MAX);
-
-/// (device, inode) of a folder, to notice it was replaced; None if missing
-/// or replaced by a symbolic link (never followed: it could point at any
-/// folder of the agent's user).
-fn folder_identity(path: &Path) -> Option<(u64, u64)> {
-    let m = std::fs::symlink_metadata(path).ok().filter(|m| m.is_dir())?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        Some((m.dev(), m.ino()))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = m;
-        Some((0, 0))
     }
 }

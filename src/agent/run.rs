@@ -67,7 +67,7 @@ impl Agent {
     async fn start(&mut self) -> Result<Running, AgentError> {
         let (tx, rx) = mpsc::channel::<Hint>(64 * 1024);
         let commands = self.commands.take();
-        self.root_ids = self.root_identities();
+        self.roots.look(&self.settings);
         let mark = self.claim_roots()?;
         let watchers = if self.opts.once {
             None
@@ -77,7 +77,7 @@ impl Agent {
                 self.settings.agent.poll_interval,
                 tx.clone(),
             )?;
-            self.watch_modes = w.modes.clone();
+            self.roots.set_modes(w.modes.clone());
             Some(w)
         };
         for (i, w) in self.settings.watches.iter().enumerate() {
@@ -85,8 +85,8 @@ impl Agent {
                 "watching {} → \"{}\" ({})",
                 w.path.display(),
                 w.remote_folder,
-                self.watch_modes
-                    .get(i)
+                self.roots
+                    .mode(RootId(i))
                     .map_or_else(|| "one scan".to_string(), WatchMode::to_string)
             );
         }

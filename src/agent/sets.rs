@@ -313,7 +313,7 @@ impl Agent {
         result: Result<Outcome, UploadError>,
     ) -> Result<(), AgentError> {
         self.manifests.remove(&(root.clone(), set_rel.clone()));
-        let Some(&id) = self.by_key.get(&root) else {
+        let Some(id) = self.roots.of_key(&root) else {
             return Ok(());
         };
         let dir = self.settings.root(id).path.join(&set_rel);

@@ -197,19 +197,10 @@ impl Agent {
         settings: Arc<Settings>,
         transfer: Arc<dyn Transfer>,
     ) -> ReloadReport {
-        let old: HashSet<String> = self.keys.iter().cloned().collect();
-        let keys: Vec<String> = settings.watches.iter().map(WatchSettings::key).collect();
-        let new: HashSet<String> = keys.iter().cloned().collect();
-        let report = ReloadReport {
-            roots_added: keys.iter().filter(|k| !old.contains(*k)).cloned().collect(),
-            roots_removed: self.keys.iter().filter(|k| !new.contains(*k)).cloned().collect(),
-            roots: keys.len(),
-        };
-        self.by_key = settings.root_ids().map(|id| (keys[id.0].clone(), id)).collect();
+        let report = self.roots.adopt(&settings);
         if let Some(fleet) = self.journal.fleet() {
             fleet.set_shares(settings.shares());
         }
-        self.keys = keys;
         if let Some(current) = &self.current {
             current.send_replace(settings.clone());
         }
@@ -227,7 +218,6 @@ impl Agent {
         self.rescan_soon.clear();
         self.orphans.clear();
         self.queue_dirty = true;
-        self.root_ids = self.root_identities();
         // A new key (or endpoint) is checked at once rather than after the wait.
         self.gate.recheck_now(self.clock.now());
         report
@@ -276,9 +266,10 @@ impl Agent {
             }
         };
         drop(watchers.take());
-        self.watch_modes = w.modes.clone();
+        let modes = w.modes.clone();
         *watchers = Some(w);
         let report = self.adopt_settings(settings, transfer);
+        self.roots.set_modes(modes);
         self.note_first_watch().await?;
         self.gate.forget_window();
         self.apply_schedule().await?;
