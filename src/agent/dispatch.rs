@@ -117,7 +117,7 @@ impl Agent {
         let flight = self
             .flights
             .begin(row.id, row.local_path(), row.size.max(0) as u64, self.clock.now());
-        let settled = self.settled_nodes.remove(&row.local_path());
+        let settled = self.intake.take_settled_node(&row.local_path());
         self.tasks.spawn(async move {
             let path = row.local_path();
             let anchor = w.path.clone();
@@ -249,8 +249,8 @@ impl Agent {
         self.journal.set_state(row.id, State::Settling).await?;
         if let Some(id) = self.root_of(row) {
             let settle = self.settings.root(id).settle;
-            self.settler
-                .touch(id, &row.local_path(), settle, self.clock.now());
+            self.intake
+                .settle_again(id, &row.local_path(), settle, self.clock.now());
         }
         Ok(())
     }
@@ -375,7 +375,7 @@ impl Agent {
                     }
                     if again {
                         let settle = self.settings.root(id).settle;
-                        self.settler.offer(id, &path, settle, self.clock.now());
+                        self.intake.offer(id, &path, settle, self.clock.now());
                     }
                 }
             }
@@ -536,7 +536,7 @@ impl Agent {
                 "the clock has been set back since {roots} folder(s) were first watched with existing = \"skip\"; \
                  files made from now on are new to them"
             );
-            self.first_watched.clear();
+            self.intake.forget_first_watched();
         }
         Ok(())
     }

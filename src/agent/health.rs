@@ -107,9 +107,7 @@ impl Agent {
             .iter()
             .enumerate()
             .map(|(i, w)| {
-                let (settling, growing) = self.settler.counts_under(RootId(i), now);
-                let put_off = self.deferred.values().filter(|(id, _)| id.0 == i).count();
-                let growing = growing + put_off;
+                let (settling, growing) = self.intake.counts_under(RootId(i), now);
                 serde_json::json!({
                     "root": w.path,
                     "remote_folder": w.remote_folder,

@@ -18,25 +18,156 @@ pub(super) const SETTLING_CAP: usize = 5_000;
 /// How many settled (device, inode) pairs wait for their upload in memory.
 pub(super) const SETTLED_NODES_CAP: usize = 100_000;
 
-/// The next folder of the oldest scan under way, or None when a scan has
-/// just ended (so the loop looks again at whether `--once` is done); never
-/// resolves when no scan is under way.
-pub(super) async fn next_folder(
-    scans: &mut std::collections::VecDeque<Scan>,
-) -> Option<(RootId, scan::Folder)> {
-    let Some(front) = scans.front_mut() else {
-        return std::future::pending().await;
-    };
-    match front.folders.recv().await {
-        Some(folder) => Some((front.root, folder)),
-        None => {
-            scans.pop_front();
-            None
+/// What intake holds between two calls: the files settling, the walks
+/// under way, files put off, and what it learnt of settled files before
+/// their upload starts. A reload starts it afresh ([`Intake::reset`]).
+pub(super) struct Intake {
+    settler: Settler,
+    /// Walks under way, oldest first; the loop takes their folders one at a
+    /// time while fewer than [`SETTLING_CAP`] paths are settling.
+    scans: std::collections::VecDeque<Scan>,
+    /// New folders to scan once more, and when.
+    rescan_soon: Vec<(RootId, PathBuf, Instant)>,
+    /// Files put off by `min_interval` (they keep changing), and when they
+    /// settle again. Shown as growing.
+    deferred: HashMap<PathBuf, (RootId, Instant)>,
+    /// (root, folder, reason) of the skip decisions already logged.
+    skip_noted: HashSet<(RootId, String, String)>,
+    /// Per root with `existing = "skip"`: when it was first watched (unix ms).
+    first_watched: HashMap<RootId, i64>,
+    /// (device, inode) each queued path had when it settled: the descriptor
+    /// an upload opens must be that file, else it goes back to settling.
+    /// Bounded ([`SETTLED_NODES_CAP`]); past it (or after a restart) the
+    /// size and mtime alone are compared, as before.
+    settled_nodes: HashMap<PathBuf, (u64, u64)>,
+    /// Held files hashed at once (the rest wait their turn).
+    prehashing: Arc<tokio::sync::Semaphore>,
+}
+
+impl Intake {
+    pub(super) fn new() -> Intake {
+        Intake {
+            settler: Settler::new(),
+            scans: Default::default(),
+            rescan_soon: Vec::new(),
+            deferred: HashMap::new(),
+            skip_noted: HashSet::new(),
+            first_watched: HashMap::new(),
+            settled_nodes: HashMap::new(),
+            prehashing: Arc::new(tokio::sync::Semaphore::new(2)),
         }
+    }
+
+    /// After a reload: settling starts again (a file is never taken as
+    /// finished sooner than before) and walks in the old roots' numbering
+    /// end. What is keyed by path alone (settled identities) stays.
+    pub(super) fn reset(&mut self) {
+        self.settler = Settler::new();
+        self.first_watched.clear();
+        // Keyed by RootId, which a reload renumbers: files put off by
+        // min_interval are found again by the rescan that follows.
+        self.deferred.clear();
+        self.skip_noted.clear();
+        self.scans.clear();
+        self.rescan_soon.clear();
+    }
+
+    /// Nothing settling and no walk under way.
+    pub(super) fn idle(&self) -> bool {
+        self.settler.is_empty() && self.scans.is_empty()
+    }
+
+    /// A walk has a folder to hand over and there is room to settle it.
+    pub(super) fn can_take_folder(&self) -> bool {
+        !self.scans.is_empty() && self.settler.len() < SETTLING_CAP
+    }
+
+    /// The next folder of the oldest scan under way, or None when a scan
+    /// has just ended (so the loop looks again at whether `--once` is
+    /// done); never resolves when no scan is under way.
+    pub(super) async fn next_folder(&mut self) -> Option<(RootId, scan::Folder)> {
+        let Some(front) = self.scans.front_mut() else {
+            return std::future::pending().await;
+        };
+        match front.folders.recv().await {
+            Some(folder) => Some((front.root, folder)),
+            None => {
+                self.scans.pop_front();
+                None
+            }
+        }
+    }
+
+    /// When a settling file is next due to be looked at.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.settler.next_deadline()
+    }
+
+    /// Files still changing after `after`, forgotten (`--once` leaves them
+    /// for the next run).
+    pub(super) fn give_up(&mut self, now: Instant, after: Duration) -> Vec<PathBuf> {
+        let paths = self.settler.changing_longer_than(now, after);
+        for p in &paths {
+            self.settler.forget(p);
+        }
+        paths
+    }
+
+    /// Root `id`'s files settling and growing (put off ones count as growing).
+    pub(super) fn counts_under(&self, id: RootId, now: Instant) -> (usize, usize) {
+        let (settling, growing) = self.settler.counts_under(id, now);
+        let put_off = self.deferred.values().filter(|(root, _)| *root == id).count();
+        (settling, growing + put_off)
+    }
+
+    /// Some file under `dir` is still settling.
+    pub(super) fn settling_under(&self, dir: &Path) -> bool {
+        self.settler.any_under(dir)
+    }
+
+    /// Settles `path` again from the start (it changed, or its upload found
+    /// another file there).
+    pub(super) fn settle_again(&mut self, id: RootId, path: &Path, settle: Duration, now: Instant) {
+        self.settler.touch(id, path, settle, now);
+    }
+
+    /// Offers `path` to settle (a file whose after-upload step must run again).
+    pub(super) fn offer(&mut self, id: RootId, path: &Path, settle: Duration, now: Instant) {
+        self.settler.offer(id, path, settle, now);
+    }
+
+    /// The (device, inode) `path` had when it settled, if known (taken: an
+    /// upload checks it once).
+    pub(super) fn take_settled_node(&mut self, path: &Path) -> Option<(u64, u64)> {
+        self.settled_nodes.remove(path)
+    }
+
+    /// First-watch times are read again from the journal (the clock was set
+    /// back and they were clamped).
+    pub(super) fn forget_first_watched(&mut self) {
+        self.first_watched.clear();
     }
 }
 
 impl Agent {
+    /// Roots with `existing = "skip"` record when they were first watched
+    /// (before their first scan, so what is there now counts as there before).
+    pub(super) async fn note_first_watch(&mut self) -> Result<(), AgentError> {
+        if self.opts.dry_run {
+            return Ok(());
+        }
+        for id in self.settings.root_ids() {
+            if self.settings.root(id).existing == crate::config::Existing::Skip {
+                let t = self
+                    .journal
+                    .first_watched(self.key(id), self.clock.wall_ms())
+                    .await?;
+                self.intake.first_watched.insert(id, t);
+            }
+        }
+        Ok(())
+    }
+
     /// Starts a walk of root `id` (or a folder in it). Its folders come back
     /// to the loop one at a time ([`Self::scanned_folder`]), so memory and
     /// time follow the folders scanned, not the root's size.
@@ -47,7 +178,7 @@ impl Agent {
         tokio::task::spawn_blocking(move || {
             scan::walk_folders(&w, &dir, |folder| tx.blocking_send(folder).is_ok())
         });
-        self.scans.push_back(Scan {
+        self.intake.scans.push_back(Scan {
             root: id,
             folders: rx,
         });
@@ -72,7 +203,7 @@ impl Agent {
                 self.reporter.skipped();
                 continue;
             }
-            self.settler.offer(id, &f.path, settle, now);
+            self.intake.settler.offer(id, &f.path, settle, now);
         }
         Ok(())
     }
@@ -84,17 +215,17 @@ impl Agent {
         self.scan(id, Some(dir.clone()));
         if !self.opts.once {
             let at = self.clock.now() + NEW_FOLDER_RESCAN;
-            self.rescan_soon.push((id, dir, at));
+            self.intake.rescan_soon.push((id, dir, at));
         }
     }
 
     /// Scans the new folders whose second look is due.
     pub(super) fn rescan_new_folders(&mut self) {
         let now = self.clock.now();
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rescan_soon)
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.intake.rescan_soon)
             .into_iter()
             .partition(|(_, _, at)| *at <= now);
-        self.rescan_soon = later;
+        self.intake.rescan_soon = later;
         for (id, dir, _) in due {
             self.scan(id, Some(dir));
         }
@@ -132,7 +263,7 @@ impl Agent {
                     return Ok(());
                 }
                 match scan::relative(w, &path) {
-                    Ok(_) => self.settler.touch(id, &path, w.settle, self.clock.now()),
+                    Ok(_) => self.intake.settler.touch(id, &path, w.settle, self.clock.now()),
                     Err(Rejected::NotUtf8(p)) => {
                         tracing::warn!(
                             "skipping {}: its name is not valid UTF-8; rename it to upload it",
@@ -150,12 +281,12 @@ impl Agent {
         let fs = Fs {
             roots: self.settings.watches.iter().map(|w| w.path.as_path()).collect(),
         };
-        let decisions = self.settler.poll(self.clock.now(), &fs);
+        let decisions = self.intake.settler.poll(self.clock.now(), &fs);
         drop(fs);
         for d in decisions {
             match d {
                 Decision::Gone { root, path } | Decision::NotAFile { root, path } => {
-                    self.settled_nodes.remove(&path);
+                    self.intake.settled_nodes.remove(&path);
                     if let Ok(rel) = scan::relative(self.settings.root(root), &path) {
                         self.journal.mark_gone(self.key(root), rel).await?;
                     }
@@ -168,8 +299,8 @@ impl Agent {
                     node,
                     ctime_ns,
                 } => {
-                    if self.settled_nodes.len() < SETTLED_NODES_CAP {
-                        self.settled_nodes.insert(path.clone(), node);
+                    if self.intake.settled_nodes.len() < SETTLED_NODES_CAP {
+                        self.intake.settled_nodes.insert(path.clone(), node);
                     }
                     let now = FileId {
                         dev: node.0,
@@ -188,7 +319,7 @@ impl Agent {
     /// A finished file: the journal's verdict says whether it needs uploading.
     pub(super) async fn stable(&mut self, id: RootId, path: PathBuf, now: FileId) -> Result<(), AgentError> {
         let fp = now.fingerprint();
-        let node = self.settled_nodes.remove(&path);
+        let node = self.intake.settled_nodes.remove(&path);
         let Ok(rel) = scan::relative(self.settings.root(id), &path) else {
             return Ok(());
         };
@@ -225,7 +356,9 @@ impl Agent {
                         .parent()
                         .map(|p| p.to_string_lossy().into_owned())
                         .unwrap_or_default();
-                    if self.skip_noted.len() < 10_000 && self.skip_noted.insert((id, folder, why.clone())) {
+                    if self.intake.skip_noted.len() < 10_000
+                        && self.intake.skip_noted.insert((id, folder, why.clone()))
+                    {
                         tracing::info!(
                             "files in {} are left out: {why}; each is uploaded once it changes (this is said once per folder)",
                             path.parent().unwrap_or(&path).display()
@@ -242,9 +375,9 @@ impl Agent {
                         return Ok(());
                     }
                     if let Some(node) = node
-                        && self.settled_nodes.len() < SETTLED_NODES_CAP
+                        && self.intake.settled_nodes.len() < SETTLED_NODES_CAP
                     {
-                        self.settled_nodes.insert(path.clone(), node);
+                        self.intake.settled_nodes.insert(path.clone(), node);
                     }
                     self.enqueue(id, root, rel, fp).await
                 }
@@ -266,7 +399,7 @@ impl Agent {
         let Some(gap) = self.settings.root(id).min_interval else {
             return Ok(false);
         };
-        if self.deferred.len() >= SETTLED_NODES_CAP && !self.deferred.contains_key(path) {
+        if self.intake.deferred.len() >= SETTLED_NODES_CAP && !self.intake.deferred.contains_key(path) {
             return Ok(false);
         }
         let gap_ms = gap.as_millis() as i64;
@@ -284,7 +417,12 @@ impl Agent {
         let due_ms = last + gap_ms;
         let due = self.clock.now() + Duration::from_millis((due_ms - now).max(0) as u64);
         let shown = crate::clock::rfc3339_ms(due_ms);
-        if self.deferred.insert(path.to_path_buf(), (id, due)).is_none() {
+        if self
+            .intake
+            .deferred
+            .insert(path.to_path_buf(), (id, due))
+            .is_none()
+        {
             let next = if self.opts.once {
                 format!("left for a run after {shown}")
             } else {
@@ -305,15 +443,16 @@ impl Agent {
     pub(super) fn offer_deferred(&mut self) {
         let now = self.clock.now();
         let due: Vec<PathBuf> = self
+            .intake
             .deferred
             .iter()
             .filter(|(_, (_, at))| *at <= now)
             .map(|(p, _)| p.clone())
             .collect();
         for p in due {
-            if let Some((id, _)) = self.deferred.remove(&p) {
+            if let Some((id, _)) = self.intake.deferred.remove(&p) {
                 let settle = self.settings.root(id).settle;
-                self.settler.offer(id, &p, settle, now);
+                self.intake.settler.offer(id, &p, settle, now);
             }
         }
     }
@@ -321,7 +460,7 @@ impl Agent {
     /// Hashes a held file while its set waits (two at a time), so the
     /// upload need not read it twice once the set is ready.
     fn prehash(&mut self, id: RootId, root: String, rel: String, path: PathBuf) {
-        let permits = self.prehashing.clone();
+        let permits = self.intake.prehashing.clone();
         let anchor = self.settings.root(id).path.clone();
         self.tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
@@ -363,14 +502,14 @@ impl Agent {
         if w.existing != crate::config::Existing::Skip {
             return Ok(None);
         }
-        let since = match self.first_watched.get(&id) {
+        let since = match self.intake.first_watched.get(&id) {
             Some(t) => *t,
             None => {
                 let t = self
                     .journal
                     .first_watched(root.to_string(), self.clock.wall_ms())
                     .await?;
-                self.first_watched.insert(id, t);
+                self.intake.first_watched.insert(id, t);
                 t
             }
         };

@@ -112,7 +112,6 @@ mod tests;
 use dispatch::TaskResult;
 pub use flights::FlightView;
 use flights::Flights;
-use intake::{SETTLING_CAP, Scan, next_folder};
 pub use observer::{JournalObserver, usable};
 
 pub struct Agent {
@@ -123,23 +122,12 @@ pub struct Agent {
     clock: Clock,
     /// The roots' keys, folder identities, watch modes and problems.
     roots: roots::Roots,
-    settler: Settler,
+    /// Files settling, walks under way, files put off.
+    intake: intake::Intake,
     tasks: JoinSet<TaskResult>,
     inflight: HashSet<i64>,
-    /// Per root with `existing = "skip"`: when it was first watched (unix ms).
-    first_watched: HashMap<RootId, i64>,
-    /// Files put off by `min_interval` (they keep changing), and when they
-    /// settle again. Shown as growing.
-    deferred: HashMap<PathBuf, (RootId, Instant)>,
-    /// (root, folder, reason) of the skip decisions already logged.
-    skip_noted: HashSet<(RootId, String, String)>,
-    /// Held files hashed at once (the rest wait their turn).
-    prehashing: Arc<tokio::sync::Semaphore>,
-    /// Waiting sets last judged: (root key, set) → (their last change then,
-    /// when to judge them again at the latest).
-    sets_seen: HashMap<(String, String), (i64, i64)>,
-    /// Sets whose manifest upload is under way (root key, set).
-    manifests: HashSet<(String, String)>,
+    /// Upload sets' judgements and manifests under way.
+    sets: sets::Sets,
     /// Those of `inflight` in the small files' lane.
     lane: HashSet<i64>,
     /// How the queue is served (order, priorities), from the settings.
@@ -151,19 +139,12 @@ pub struct Agent {
     attempted: Arc<HashSet<i64>>,
     /// Queued files whose watch root is no longer configured.
     orphans: HashSet<i64>,
-    /// (device, inode) each queued path had when it settled: the descriptor
-    /// an upload opens must be that file, else it goes back to settling.
-    /// Bounded (`intake::SETTLED_NODES_CAP`); past it (or after a restart) the
-    /// size and mtime alone are compared, as before.
-    settled_nodes: HashMap<PathBuf, (u64, u64)>,
     /// Counters, health, events and the run's report.
     reporter: reporter::Reporter,
     queue_dirty: bool,
     /// The last heartbeat's (instant, wall ms): a wall clock that fell
     /// behind the instant's advance was stepped back.
     wall_seen: Option<(Instant, i64)>,
-    /// New folders to scan once more, and when.
-    rescan_soon: Vec<(RootId, PathBuf, Instant)>,
     /// Uploads in flight and their progress.
     flights: Flights,
     /// Where the settings in force are published (a reload swaps them).
@@ -173,9 +154,6 @@ pub struct Agent {
     /// Whether uploads may start: the service's, the user's and the
     /// schedule's pauses.
     gate: gate::Gate,
-    /// Walks under way, oldest first; the loop takes their folders one at a
-    /// time while fewer than [`SETTLING_CAP`] paths are settling.
-    scans: std::collections::VecDeque<Scan>,
 }
 
 impl Agent {
@@ -196,29 +174,21 @@ impl Agent {
             journal,
             opts,
             clock,
-            settler: Settler::new(),
+            intake: intake::Intake::new(),
             tasks: JoinSet::new(),
             inflight: HashSet::new(),
             lane: HashSet::new(),
-            manifests: HashSet::new(),
-            sets_seen: HashMap::new(),
-            prehashing: Arc::new(tokio::sync::Semaphore::new(2)),
-            first_watched: HashMap::new(),
-            skip_noted: HashSet::new(),
-            deferred: HashMap::new(),
+            sets: sets::Sets::default(),
             serving,
             attempted: Arc::new(HashSet::new()),
             orphans: HashSet::new(),
-            settled_nodes: HashMap::new(),
             reporter: reporter::Reporter::default(),
             queue_dirty: true,
             wall_seen: None,
-            rescan_soon: Vec::new(),
             flights: Flights::default(),
             commands: None,
             current: None,
             gate: gate::Gate::new(),
-            scans: std::collections::VecDeque::new(),
         }
     }
 

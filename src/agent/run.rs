@@ -44,8 +44,7 @@ impl Agent {
                     self.on_progress_tick();
                 }
                 Some(h) = run.rx.recv() => self.on_hints(h, &mut run.rx).await?,
-                next = next_folder(&mut self.scans),
-                    if !self.scans.is_empty() && self.settler.len() < SETTLING_CAP =>
+                next = self.intake.next_folder(), if self.intake.can_take_folder() =>
                 {
                     if let Some((id, folder)) = next {
                         self.scanned_folder(id, folder).await?;
@@ -133,25 +132,24 @@ impl Agent {
             // Sets that became ready (or moved a phase on) go in this run
             // too: judged afresh, not by a heartbeat's decision taken while
             // their files were still settling.
-            self.sets_seen.clear();
+            self.sets.judge_all_again();
             self.advance_sets().await?;
         }
-        for p in self.settler.changing_longer_than(self.clock.now(), give_up_after) {
+        for p in self.intake.give_up(self.clock.now(), give_up_after) {
             tracing::warn!("{} is still changing; leaving it for the next run", p.display());
-            self.settler.forget(&p);
         }
         Ok(self.idle())
     }
 
     fn idle(&self) -> bool {
-        self.settler.is_empty() && self.tasks.is_empty() && !self.queue_dirty && self.scans.is_empty()
+        self.intake.idle() && self.tasks.is_empty() && !self.queue_dirty
     }
 
     /// The next moment the loop must look without being woken: a file due
     /// to settle, a retry due, a pause to re-check or end (else an hour).
     fn next_wake(&self, next_retry: Option<Instant>) -> Instant {
         [
-            self.settler.next_deadline(),
+            self.intake.next_deadline(),
             next_retry,
             self.gate.recheck_at(),
             self.pause_ends_at(),

@@ -120,6 +120,25 @@ fn manifest(set: &SetRow, files: &[SetFile]) -> String {
     format!("{doc:#}\n")
 }
 
+/// What the agent keeps of upload sets between two heartbeats (the sets
+/// themselves are in the journal).
+#[derive(Default)]
+pub(super) struct Sets {
+    /// Waiting sets last judged: (root key, set) → (their last change then,
+    /// when to judge them again at the latest).
+    seen: HashMap<(String, String), (i64, i64)>,
+    /// Sets whose manifest upload is under way (root key, set).
+    manifests: HashSet<(String, String)>,
+}
+
+impl Sets {
+    /// Every waiting set is judged afresh at the next look, not by a
+    /// decision taken earlier.
+    pub(super) fn judge_all_again(&mut self) {
+        self.seen.clear();
+    }
+}
+
 impl Agent {
     /// Judges every open set and acts on what was decided.
     pub(super) async fn advance_sets(&mut self) -> Result<(), AgentError> {
@@ -139,7 +158,8 @@ impl Agent {
                 let cache_key = (key.clone(), set.set_rel.clone());
                 if set.state == "waiting"
                     && self
-                        .sets_seen
+                        .sets
+                        .seen
                         .get(&cache_key)
                         .is_some_and(|(changed, next)| *changed == set.last_change_at && now < *next)
                 {
@@ -151,7 +171,7 @@ impl Agent {
                     self.send_manifest(id, &set, &files);
                     continue;
                 }
-                let (step, warning) = decide(&rules, &set, &files, self.settler.any_under(&dir), now);
+                let (step, warning) = decide(&rules, &set, &files, self.intake.settling_under(&dir), now);
                 if matches!(step, SetStep::Wait { .. }) && set.state == "waiting" {
                     let mut next = now + 30_000;
                     if rules.trigger.is_none() {
@@ -160,10 +180,11 @@ impl Agent {
                     if !set.stuck {
                         next = next.min(set.first_seen_at + rules.timeout.as_millis() as i64);
                     }
-                    self.sets_seen
+                    self.sets
+                        .seen
                         .insert(cache_key, (set.last_change_at, next.max(now + 1)));
                 } else {
-                    self.sets_seen.remove(&cache_key);
+                    self.sets.seen.remove(&cache_key);
                 }
                 if let Some(w) = warning {
                     tracing::warn!(
@@ -242,7 +263,7 @@ impl Agent {
     /// the set's remote folder (one task per set at a time).
     fn send_manifest(&mut self, id: RootId, set: &SetRow, files: &[SetFile]) {
         let flight = (self.key(id), set.set_rel.clone());
-        if self.manifests.contains(&flight) || !self.gate.open() {
+        if self.sets.manifests.contains(&flight) || !self.gate.open() {
             return;
         }
         let w = self.settings.root(id).clone();
@@ -292,7 +313,7 @@ impl Agent {
             known_sha256: None,
             in_parts: false,
         };
-        self.manifests.insert(flight.clone());
+        self.sets.manifests.insert(flight.clone());
         let transfer = self.transfer.clone();
         self.tasks.spawn(async move {
             let observer: Arc<dyn Observer> = Arc::new(crate::upload::Quiet);
@@ -312,7 +333,7 @@ impl Agent {
         set_rel: String,
         result: Result<Outcome, UploadError>,
     ) -> Result<(), AgentError> {
-        self.manifests.remove(&(root.clone(), set_rel.clone()));
+        self.sets.manifests.remove(&(root.clone(), set_rel.clone()));
         let Some(id) = self.roots.of_key(&root) else {
             return Ok(());
         };

@@ -207,15 +207,8 @@ impl Agent {
         self.serving = serving_of(&settings);
         self.settings = settings;
         self.transfer = transfer;
-        self.settler = Settler::new();
-        self.first_watched.clear();
-        self.sets_seen.clear();
-        // Keyed by RootId, which a reload renumbers: files put off by
-        // min_interval are found again by the rescan that follows.
-        self.deferred.clear();
-        self.skip_noted.clear();
-        self.scans.clear();
-        self.rescan_soon.clear();
+        self.intake.reset();
+        self.sets.judge_all_again();
         self.orphans.clear();
         self.queue_dirty = true;
         // A new key (or endpoint) is checked at once rather than after the wait.
@@ -287,24 +280,6 @@ impl Agent {
         self.publish_health();
         let _ = reply.send(Ok(report));
         Ok(Some((tx, rx)))
-    }
-
-    /// Roots with `existing = "skip"` record when they were first watched
-    /// (before their first scan, so what is there now counts as there before).
-    pub(super) async fn note_first_watch(&mut self) -> Result<(), AgentError> {
-        if self.opts.dry_run {
-            return Ok(());
-        }
-        for id in self.settings.root_ids() {
-            if self.settings.root(id).existing == crate::config::Existing::Skip {
-                let t = self
-                    .journal
-                    .first_watched(self.key(id), self.clock.wall_ms())
-                    .await?;
-                self.first_watched.insert(id, t);
-            }
-        }
-        Ok(())
     }
 }
 
