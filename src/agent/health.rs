@@ -126,7 +126,7 @@ impl Agent {
         };
         serde_json::json!({
             "roots": roots,
-            "in_flight": self.flights.views(now),
+            "in_flight": self.dispatch.views(now),
             "paused": !self.gate.open(),
             "pause_reason": reason,
             "unreachable_since": since.filter(|_| matches!(self.gate.service_pause(), Some(Pause::Unreachable { .. }))),

@@ -8,13 +8,19 @@
 //! transfers (their sessions and finished parts are already recorded, so the
 //! next start resumes them) and flushes the journal.
 //!
-//! Rooms: this file holds the loop; `intake` turns hints and scans into
-//! settled files and asks the journal about each (and the start-from-now
-//! policies); `dispatch` turns due files into upload tasks (order, priority,
-//! the small files' lane) and each outcome into one journal transition;
-//! `outage` the key check and the service-wide pauses; `steer` the user's
-//! pause, schedules, reloads and events; `sets` upload sets; `health` what
-//! `/healthz` and `status` see.
+//! Rooms: `run` holds the loop, one call per `select!` arm; `intake` turns
+//! hints and scans into settled files and asks the journal about each (and
+//! the start-from-now policies); `dispatch` turns due files into upload
+//! tasks (order, priority, the small files' lane) and each outcome, by the
+//! pure rule in `rule`, into one journal transition; `gate` says whether
+//! uploads may start, `outage` asks the service whether a pause ends;
+//! `steer` the user's pause, schedules, reloads and events; `sets` upload
+//! sets; `roots` the watched folders' keys and identities; `reporter` the
+//! counters and events; `health` what `/healthz` and `status` see.
+//!
+//! The `Agent` holds what it was given and one owner per room: an owner's
+//! fields are private to its room, so another room asks it through a method
+//! and a reload resets each owner with one call.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -92,6 +98,7 @@ const PROGRESS_EVERY: u64 = 5;
 /// How long uploads pause after the key is rejected before checking again.
 const AUTH_RECHECK: Duration = Duration::from_secs(60);
 
+mod clock_step;
 mod dispatch;
 mod flights;
 mod gate;
@@ -115,45 +122,35 @@ use flights::Flights;
 pub use observer::{JournalObserver, usable};
 
 pub struct Agent {
+    // What it was given (a reload swaps the settings and the transfer).
     settings: Arc<Settings>,
     transfer: Arc<dyn Transfer>,
     journal: Journal,
     opts: RunOptions,
     clock: Clock,
+    /// Where the settings in force are published (a reload swaps them).
+    current: Option<tokio::sync::watch::Sender<Arc<crate::config::Settings>>>,
+    /// Requests from the control plane (the loop takes them at start).
+    commands: Option<mpsc::Receiver<crate::control::Command>>,
+    // Its owners, each with private fields and methods.
     /// The roots' keys, folder identities, watch modes and problems.
     roots: roots::Roots,
     /// Files settling, walks under way, files put off.
     intake: intake::Intake,
-    tasks: JoinSet<TaskResult>,
-    inflight: HashSet<i64>,
-    /// Upload sets' judgements and manifests under way.
-    sets: sets::Sets,
-    /// Those of `inflight` in the small files' lane.
-    lane: HashSet<i64>,
-    /// How the queue is served (order, priorities), from the settings.
-    serving: crate::journal::Serving,
-    /// `--once`: files already tried in this run (not tried twice).
-    /// Shared with the journal's queue query without copying (copied on
-    /// write only if a query still holds it), so a run of 100,000 files
-    /// does not rebuild this set for every upload started.
-    attempted: Arc<HashSet<i64>>,
-    /// Queued files whose watch root is no longer configured.
-    orphans: HashSet<i64>,
-    /// Counters, health, events and the run's report.
-    reporter: reporter::Reporter,
-    queue_dirty: bool,
-    /// The last heartbeat's (instant, wall ms): a wall clock that fell
-    /// behind the instant's advance was stepped back.
-    wall_seen: Option<(Instant, i64)>,
-    /// Uploads in flight and their progress.
-    flights: Flights,
-    /// Where the settings in force are published (a reload swaps them).
-    current: Option<tokio::sync::watch::Sender<Arc<crate::config::Settings>>>,
-    /// Requests from the control plane.
-    commands: Option<mpsc::Receiver<crate::control::Command>>,
+    /// Uploads in flight, the small files' lane, how the queue is served.
+    dispatch: dispatch::Dispatch,
     /// Whether uploads may start: the service's, the user's and the
     /// schedule's pauses.
     gate: gate::Gate,
+    /// Upload sets' judgements and manifests under way.
+    sets: sets::Sets,
+    /// Counters, health, events and the run's report.
+    reporter: reporter::Reporter,
+    /// Notices a wall clock set back.
+    wall: clock_step::WallWatch,
+    /// Uploads, hashes and manifests running; their results come back to
+    /// the loop ([`dispatch::TaskResult`]).
+    tasks: JoinSet<TaskResult>,
 }
 
 impl Agent {
@@ -166,9 +163,9 @@ impl Agent {
         opts: RunOptions,
         clock: Clock,
     ) -> Agent {
-        let serving = serving_of(&settings);
         Agent {
             roots: roots::Roots::new(&settings),
+            dispatch: dispatch::Dispatch::new(&settings),
             settings,
             transfer,
             journal,
@@ -176,16 +173,9 @@ impl Agent {
             clock,
             intake: intake::Intake::new(),
             tasks: JoinSet::new(),
-            inflight: HashSet::new(),
-            lane: HashSet::new(),
             sets: sets::Sets::default(),
-            serving,
-            attempted: Arc::new(HashSet::new()),
-            orphans: HashSet::new(),
             reporter: reporter::Reporter::default(),
-            queue_dirty: true,
-            wall_seen: None,
-            flights: Flights::default(),
+            wall: clock_step::WallWatch::default(),
             commands: None,
             current: None,
             gate: gate::Gate::new(),
@@ -228,21 +218,6 @@ impl Agent {
     /// The configured root a journal record belongs to (None: no longer watched).
     fn root_of(&self, row: &FileRow) -> Option<RootId> {
         self.roots.of(row)
-    }
-}
-
-/// How the queue is served under `settings`: its order, and each root
-/// whose priority is not 0.
-fn serving_of(settings: &Settings) -> crate::journal::Serving {
-    crate::journal::Serving {
-        order: settings.agent.order,
-        priorities: settings
-            .watches
-            .iter()
-            .filter(|w| w.priority != 0)
-            .map(|w| (w.key(), w.priority))
-            .collect(),
-        max_size: None,
     }
 }
 

@@ -46,7 +46,7 @@ impl Agent {
                         (self.clock.wall_ms() - since_ms) / 1000
                     ),
                 }
-                self.queue_dirty = true;
+                self.dispatch.look_again();
             }
             Err(e @ ApiError::Auth { .. }) => {
                 if reason != Pause::Auth {

@@ -40,7 +40,7 @@ impl Agent {
                 Some(cmd) = async { run.commands.as_mut()?.recv().await }, if run.commands.is_some() => {
                     self.on_command(cmd, &mut run).await?;
                 }
-                _ = progress.tick(), if !self.inflight.is_empty() && self.reporter.listened() => {
+                _ = progress.tick(), if self.dispatch.in_flight() > 0 && self.reporter.listened() => {
                     self.on_progress_tick();
                 }
                 Some(h) = run.rx.recv() => self.on_hints(h, &mut run.rx).await?,
@@ -142,7 +142,7 @@ impl Agent {
     }
 
     fn idle(&self) -> bool {
-        self.intake.idle() && self.tasks.is_empty() && !self.queue_dirty
+        self.intake.idle() && self.tasks.is_empty() && self.dispatch.settled()
     }
 
     /// The next moment the loop must look without being woken: a file due
@@ -186,7 +186,7 @@ impl Agent {
     /// Progress events for the dashboard's stream.
     fn on_progress_tick(&self) {
         let at = self.clock.wall_ms();
-        for v in self.flights.views(self.clock.now()) {
+        for v in self.dispatch.views(self.clock.now()) {
             self.reporter.send(
                 &crate::control::Event::new("progress", at)
                     .path(&v.path)
@@ -236,7 +236,7 @@ impl Agent {
     /// health, and the heartbeat record.
     async fn on_heartbeat(&mut self, run: &mut Running) -> Result<(), AgentError> {
         // `retry` from another process may have queued files.
-        self.queue_dirty = true;
+        self.dispatch.look_again();
         if let Some(since) = self.clock_stepped_back() {
             self.rebase_backoff(since).await?;
         }
@@ -246,7 +246,7 @@ impl Agent {
         }
         run.beats += 1;
         if run.beats.is_multiple_of(PROGRESS_EVERY) && run.show_progress {
-            for v in self.flights.views(self.clock.now()) {
+            for v in self.dispatch.views(self.clock.now()) {
                 tracing::info!("{}", v.line());
             }
         }

@@ -210,7 +210,7 @@ impl Agent {
                             dir.display(),
                             set.round
                         );
-                        self.queue_dirty = true;
+                        self.dispatch.look_again();
                     }
                     SetStep::Complete { .. } => {
                         let n = files.iter().filter(|f| f.state == State::Done).count();

@@ -87,7 +87,9 @@ impl Agent {
         }
         let paused = limit == crate::config::Limit::Paused;
         if let Some(released) = self.gate.set_schedule_paused(paused) {
-            self.queue_dirty |= released;
+            if released {
+                self.dispatch.look_again();
+            }
             self.emit(Event::new(if paused { "paused" } else { "resumed" }, now).with("by", "schedule"))
                 .await?;
             self.publish_health();
@@ -135,7 +137,7 @@ impl Agent {
     async fn resume(&mut self) -> Result<bool, AgentError> {
         self.journal.set_user_pause(None).await?;
         let (was, _) = self.gate.set_user_pause(None);
-        self.queue_dirty = true;
+        self.dispatch.look_again();
         if was {
             self.emit(Event::new("resumed", self.clock.wall_ms())).await?;
             self.publish_health();
@@ -161,7 +163,7 @@ impl Agent {
                 tracing::info!(
                     "uploads paused ({}); {} upload(s) in flight stop after their current parts",
                     describe(&p),
-                    self.inflight.len()
+                    self.dispatch.in_flight()
                 );
                 if new {
                     let mut e = Event::new("paused", self.clock.wall_ms());
@@ -204,13 +206,11 @@ impl Agent {
         if let Some(current) = &self.current {
             current.send_replace(settings.clone());
         }
-        self.serving = serving_of(&settings);
+        self.dispatch.adopt(&settings);
         self.settings = settings;
         self.transfer = transfer;
         self.intake.reset();
         self.sets.judge_all_again();
-        self.orphans.clear();
-        self.queue_dirty = true;
         // A new key (or endpoint) is checked at once rather than after the wait.
         self.gate.recheck_now(self.clock.now());
         report

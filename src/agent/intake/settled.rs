@@ -323,7 +323,7 @@ impl Agent {
                 self.prehash(id, root, rel, path);
             }
         }
-        self.queue_dirty = true;
+        self.dispatch.look_again();
         Ok(())
     }
 }
