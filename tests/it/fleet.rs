@@ -11,9 +11,7 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-#[path = "../support/postgres.rs"]
-mod postgres;
-use postgres::Postgres;
+use autorender_test_support::postgres::Postgres;
 
 /// One shared folder and each node's own path to it: a bind mount where
 /// this machine allows one (as root), else a symlink.

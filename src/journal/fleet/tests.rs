@@ -2,10 +2,9 @@
 //! one holder per file version however many nodes race, and a node whose
 //! lease lapsed can neither complete nor record what another took over.
 
-#[path = "../../../tests/support/postgres.rs"]
-mod postgres;
-
 use std::time::Duration;
+
+use autorender_test_support::postgres;
 
 use super::pg::{Candidate, Claimed, Pg};
 use crate::api::Session;

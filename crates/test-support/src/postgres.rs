@@ -4,8 +4,6 @@
 //! (PostgreSQL refuses root). Where PostgreSQL is not installed it skips
 //! loudly, except in CI (`CI` set), where it fails.
 
-#![allow(dead_code)]
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
