@@ -15,15 +15,63 @@
 //! `/dev/zero` or a FIFO named by mistake is an error, not a hang.
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The largest config, key or certificate file read.
 pub const READ_CAP: u64 = 4 * 1024 * 1024;
 
+/// A state dir or config another user could change under the agent, or
+/// one that cannot be made private.
+#[derive(Debug, thiserror::Error)]
+// Elsewhere than unix only the I/O errors can happen.
+#[cfg_attr(not(unix), allow(dead_code))]
+pub enum PrivacyError {
+    #[error("cannot {action} the state dir {}: {source}", .path.display())]
+    Io {
+        /// "create", "use", "make private".
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the state dir {} is not a folder; remove it or set `agent.state_dir` elsewhere", .0.display())]
+    NotAFolder(PathBuf),
+    #[error(
+        "the state dir {} belongs to user {owner} , not to this user ({me}): another user could plant a journal \
+         or links in it. Use a state dir of your own (`agent.state_dir`), or `chown -R {me} {}`",
+        .path.display(), .path.display()
+    )]
+    NotOwned { path: PathBuf, owner: u32, me: u32 },
+    #[error(
+        "the state dir {} can be written by other users (mode {mode:o}): they could plant a journal or links for \
+         the agent to follow. Run `chmod 700 {}` (and check what is in it), or set `agent.state_dir` elsewhere",
+        .path.display(), .path.display()
+    )]
+    StateDirShared { path: PathBuf, mode: u32 },
+    #[error(
+        "the config {what} {} can be written by other users (mode {mode:o}): they could point the agent at any \
+         folder. Run `chmod go-w {}`, or keep the config in a folder of your own",
+        .path.display(), .path.display()
+    )]
+    ConfigShared {
+        /// "file" or "folder".
+        what: &'static str,
+        path: PathBuf,
+        mode: u32,
+    },
+}
+
 /// Creates `dir` (0700, parents as needed) or checks the one there: owned
 /// by this user and not writable by others. A dir others can read is
 /// tightened to 0700 (earlier releases made it 0755).
-pub fn state_dir(dir: &Path) -> Result<(), String> {
+pub fn state_dir(dir: &Path) -> Result<(), PrivacyError> {
+    let io = |action: &'static str| {
+        move |source: std::io::Error| PrivacyError::Io {
+            action,
+            path: dir.to_path_buf(),
+            source,
+        }
+    };
     #[cfg(unix)]
     {
         use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -32,39 +80,30 @@ pub fn state_dir(dir: &Path) -> Result<(), String> {
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|e| format!("cannot create the state dir {}: {e}", dir.display()))?;
+                .map_err(io("create"))?;
         }
-        let m =
-            std::fs::metadata(dir).map_err(|e| format!("cannot use the state dir {}: {e}", dir.display()))?;
+        let m = std::fs::metadata(dir).map_err(io("use"))?;
         if !m.is_dir() {
-            return Err(format!(
-                "the state dir {} is not a folder; remove it or set `agent.state_dir` elsewhere",
-                dir.display()
-            ));
+            return Err(PrivacyError::NotAFolder(dir.to_path_buf()));
         }
         let me = rustix::process::geteuid().as_raw();
         if m.uid() != me {
-            return Err(format!(
-                "the state dir {} belongs to user {} , not to this user ({me}): another user could plant \
-                 a journal or links in it. Use a state dir of your own (`agent.state_dir`), or `chown -R {me} {}`",
-                dir.display(),
-                m.uid(),
-                dir.display()
-            ));
+            return Err(PrivacyError::NotOwned {
+                path: dir.to_path_buf(),
+                owner: m.uid(),
+                me,
+            });
         }
         let mode = m.permissions().mode() & 0o7777;
         if mode & 0o022 != 0 {
-            return Err(format!(
-                "the state dir {} can be written by other users (mode {mode:o}): they could plant a journal \
-                 or links for the agent to follow. Run `chmod 700 {}` (and check what is in it), or set \
-                 `agent.state_dir` elsewhere",
-                dir.display(),
-                dir.display()
-            ));
+            return Err(PrivacyError::StateDirShared {
+                path: dir.to_path_buf(),
+                mode,
+            });
         }
         if mode & 0o077 != 0 {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| format!("cannot make the state dir {} private: {e}", dir.display()))?;
+                .map_err(io("make private"))?;
             tracing::info!(
                 "made the state dir {} private (mode 700; it was {mode:o})",
                 dir.display()
@@ -73,8 +112,7 @@ pub fn state_dir(dir: &Path) -> Result<(), String> {
         tighten_files(dir, 0);
     }
     #[cfg(not(unix))]
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create the state dir {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(io("create"))?;
     Ok(())
 }
 
@@ -152,7 +190,7 @@ fn tighten_file(path: &Path) {
 /// other users (they could point the agent at any folder, or `move_to` at
 /// theirs). Who owns it is not judged: root reads a config a service user
 /// owns, and a user reads one in `/etc`.
-pub fn config_file(path: &Path) -> Result<(), String> {
+pub fn config_file(path: &Path) -> Result<(), PrivacyError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -166,12 +204,11 @@ pub fn config_file(path: &Path) -> Result<(), String> {
             // A sticky world-writable folder (/tmp) lets nobody replace another's file.
             let sticky = what == "folder" && mode & 0o1000 != 0;
             if mode & 0o022 != 0 && !sticky {
-                return Err(format!(
-                    "the config {what} {} can be written by other users (mode {mode:o}): they could point the \
-                     agent at any folder. Run `chmod go-w {}`, or keep the config in a folder of your own",
-                    p.display(),
-                    p.display()
-                ));
+                return Err(PrivacyError::ConfigShared {
+                    what,
+                    path: p.to_path_buf(),
+                    mode,
+                });
             }
         }
     }
@@ -276,7 +313,11 @@ mod tests {
         assert_eq!(mode(&s.join("journal.db")), 0o600);
         std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o1777)).unwrap();
         let e = state_dir(&s).unwrap_err();
-        assert!(e.contains("chmod 700"), "{e}");
+        assert!(
+            matches!(e, PrivacyError::StateDirShared { mode: 0o1777, .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("chmod 700"), "{e}");
     }
 
     #[test]

@@ -4,11 +4,69 @@
 
 use std::time::Duration;
 
+/// A duration, size or rate that could not be read: the text, what is
+/// wrong with it, and (in the message) the form expected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", describe(.text, .problem))]
+pub struct UnitError {
+    pub text: String,
+    pub problem: Problem,
+}
+
+/// What is wrong with a duration, size or rate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Problem {
+    EmptyDuration,
+    NotADuration,
+    MalformedNumber,
+    /// A number without a unit (the number, to suggest "<n>s").
+    NoUnit(f64),
+    UnknownDurationUnit(String),
+    TooLong,
+    NotASize,
+    UnknownSizeUnit(String),
+    TooLarge,
+    NotARate,
+    ZeroRate,
+}
+
+fn describe(text: &str, problem: &Problem) -> String {
+    match problem {
+        Problem::EmptyDuration => "empty duration; write e.g. \"500ms\", \"2s\", \"15m\" or \"1h\"".into(),
+        Problem::NotADuration => format!(
+            "\"{text}\" is not a duration; write a number then a unit, e.g. \"500ms\", \"2s\", \"15m\", \"1h\""
+        ),
+        Problem::MalformedNumber => format!("\"{text}\" has a malformed number"),
+        Problem::NoUnit(number) => {
+            format!("\"{text}\" has no unit; add one of ms, s, m, h (e.g. \"{number}s\")")
+        }
+        Problem::UnknownDurationUnit(unit) => {
+            format!("\"{text}\" has an unknown unit \"{unit}\"; use ms, s, m, h or d")
+        }
+        Problem::TooLong => format!("\"{text}\" is too long a duration"),
+        Problem::NotASize => format!("\"{text}\" is not a size; write e.g. \"512KiB\", \"40MiB\" or \"1GB\""),
+        Problem::UnknownSizeUnit(unit) => {
+            format!("\"{text}\" has an unknown size unit \"{unit}\"; use B, KB, KiB, MB, MiB, GB or GiB")
+        }
+        Problem::TooLarge => format!("\"{text}\" is too large"),
+        Problem::NotARate => format!("\"{text}\" is not a rate; write e.g. \"40MiB/s\" or \"off\""),
+        Problem::ZeroRate => format!("\"{text}\" would never send anything; use \"off\" for no limit"),
+    }
+}
+
+/// `text` is wrong in this way.
+fn bad<T>(text: &str, problem: Problem) -> Result<T, UnitError> {
+    Err(UnitError {
+        text: text.to_string(),
+        problem,
+    })
+}
+
 /// Parses `500ms`, `2s`, `1.5s`, `15m`, `1h`, `1d`, or a combination like `1h30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let s = text.trim();
     if s.is_empty() {
-        return Err("empty duration; write e.g. \"500ms\", \"2s\", \"15m\" or \"1h\"".into());
+        return bad(text, Problem::EmptyDuration);
     }
     let mut total = 0f64;
     let mut rest = s;
@@ -17,13 +75,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         if num_len == 0 {
-            return Err(format!(
-                "\"{text}\" is not a duration; write a number then a unit, e.g. \"500ms\", \"2s\", \"15m\", \"1h\""
-            ));
+            return bad(text, Problem::NotADuration);
         }
-        let number: f64 = rest[..num_len]
-            .parse()
-            .map_err(|_| format!("\"{text}\" has a malformed number"))?;
+        let Ok(number) = rest[..num_len].parse::<f64>() else {
+            return bad(text, Problem::MalformedNumber);
+        };
         rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -36,39 +92,29 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" | "min" | "mins" => 60.0,
             "h" | "hr" | "hrs" => 3600.0,
             "d" => 86400.0,
-            "" => {
-                return Err(format!(
-                    "\"{text}\" has no unit; add one of ms, s, m, h (e.g. \"{number}s\")"
-                ));
-            }
-            other => {
-                return Err(format!(
-                    "\"{text}\" has an unknown unit \"{other}\"; use ms, s, m, h or d"
-                ));
-            }
+            "" => return bad(text, Problem::NoUnit(number)),
+            other => return bad(text, Problem::UnknownDurationUnit(other.to_string())),
         };
         total += number * scale;
     }
     if !total.is_finite() || total > 1e10 {
-        return Err(format!("\"{text}\" is too long a duration"));
+        return bad(text, Problem::TooLong);
     }
     Ok(Duration::from_secs_f64(total))
 }
 
 /// Parses a byte size: `1024`, `64KiB`, `10MB`, `1.5GiB`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     let s = text.trim();
     let num_len = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
     if num_len == 0 {
-        return Err(format!(
-            "\"{text}\" is not a size; write e.g. \"512KiB\", \"40MiB\" or \"1GB\""
-        ));
+        return bad(text, Problem::NotASize);
     }
-    let number: f64 = s[..num_len]
-        .parse()
-        .map_err(|_| format!("\"{text}\" has a malformed number"))?;
+    let Ok(number) = s[..num_len].parse::<f64>() else {
+        return bad(text, Problem::MalformedNumber);
+    };
     let scale: f64 = match s[num_len..].trim() {
         "" | "B" => 1.0,
         "K" | "KB" | "kB" => 1e3,
@@ -79,35 +125,27 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "GiB" => 1024.0 * 1024.0 * 1024.0,
         "T" | "TB" => 1e12,
         "TiB" => 1024f64.powi(4),
-        other => {
-            return Err(format!(
-                "\"{text}\" has an unknown size unit \"{other}\"; use B, KB, KiB, MB, MiB, GB or GiB"
-            ));
-        }
+        other => return bad(text, Problem::UnknownSizeUnit(other.to_string())),
     };
     let bytes = number * scale;
     if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(format!("\"{text}\" is too large"));
+        return bad(text, Problem::TooLarge);
     }
     Ok(bytes.round() as u64)
 }
 
 /// Parses a rate like `40MiB/s` (bytes per second); `off` means unlimited (None).
-pub fn parse_rate(text: &str) -> Result<Option<u64>, String> {
+pub fn parse_rate(text: &str) -> Result<Option<u64>, UnitError> {
     let s = text.trim();
     if s.eq_ignore_ascii_case("off") || s.eq_ignore_ascii_case("unlimited") {
         return Ok(None);
     }
     let Some(size) = s.strip_suffix("/s") else {
-        return Err(format!(
-            "\"{text}\" is not a rate; write e.g. \"40MiB/s\" or \"off\""
-        ));
+        return bad(text, Problem::NotARate);
     };
     let bytes = parse_size(size)?;
     if bytes == 0 {
-        return Err(format!(
-            "\"{text}\" would never send anything; use \"off\" for no limit"
-        ));
+        return bad(text, Problem::ZeroRate);
     }
     Ok(Some(bytes))
 }
@@ -161,8 +199,12 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
-        assert!(parse_duration("5").unwrap_err().contains("no unit"));
-        assert!(parse_duration("5 weeks").unwrap_err().contains("unknown unit"));
+        assert_eq!(parse_duration("5").unwrap_err().problem, Problem::NoUnit(5.0));
+        assert!(parse_duration("5").unwrap_err().to_string().contains("no unit"));
+        assert_eq!(
+            parse_duration("5 weeks").unwrap_err().problem,
+            Problem::UnknownDurationUnit("weeks".into())
+        );
         assert!(parse_duration("").is_err());
         assert!(parse_duration("fast").is_err());
     }
@@ -175,7 +217,7 @@ mod tests {
         assert_eq!(parse_rate("40MiB/s").unwrap(), Some(40 * 1024 * 1024));
         assert_eq!(parse_rate("off").unwrap(), None);
         assert!(parse_rate("40MiB").is_err());
-        assert!(parse_rate("0B/s").is_err());
+        assert_eq!(parse_rate("0B/s").unwrap_err().problem, Problem::ZeroRate);
         assert!(parse_size("3 furlongs").is_err());
         assert_eq!(format_bytes(1536), "1.5 KiB");
         assert_eq!(format_bytes(12), "12 B");
@@ -197,9 +239,19 @@ mod tests {
         ] {
             assert_eq!(parse_size(text).unwrap(), bytes, "{text}");
         }
-        assert!(parse_size("99999999999TiB").unwrap_err().contains("too large"));
+        assert!(
+            parse_size("99999999999TiB")
+                .unwrap_err()
+                .to_string()
+                .contains("too large")
+        );
         assert!(parse_size("1e400").is_err());
-        assert!(parse_size("1.2.3MB").unwrap_err().contains("malformed"));
+        assert!(
+            parse_size("1.2.3MB")
+                .unwrap_err()
+                .to_string()
+                .contains("malformed")
+        );
     }
 
     #[test]
@@ -208,12 +260,22 @@ mod tests {
             parse_duration("115740d").unwrap(),
             Duration::from_secs(115_740 * 86_400)
         );
-        assert!(parse_duration("115741d").unwrap_err().contains("too long"));
+        assert!(
+            parse_duration("115741d")
+                .unwrap_err()
+                .to_string()
+                .contains("too long")
+        );
         assert_eq!(
             parse_duration("10000000000s").unwrap(),
             Duration::from_secs(10_000_000_000)
         );
-        assert!(parse_duration("10000000001s").unwrap_err().contains("too long"));
+        assert!(
+            parse_duration("10000000001s")
+                .unwrap_err()
+                .to_string()
+                .contains("too long")
+        );
     }
 
     #[test]

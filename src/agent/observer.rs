@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use crate::api::Session;
 use crate::fileid::{FileId, Fingerprint};
 use crate::journal::{Journal, SavedSession};
-use crate::upload::{Observer, Phase, Resume};
+use crate::upload::{CheckpointError, Observer, Phase, Resume};
 
 /// Records each upload step in the journal (see [`Observer`]).
 pub struct JournalObserver {
@@ -31,12 +31,12 @@ impl JournalObserver {
         }
     }
 
-    fn hashed_version(&self) -> Result<(FileId, String), String> {
+    fn hashed_version(&self) -> Result<(FileId, String), CheckpointError> {
         self.hashed
             .lock()
             .expect("hashed lock")
             .clone()
-            .ok_or_else(|| "the file was not hashed before its upload began".to_string())
+            .ok_or(CheckpointError::NotHashed)
     }
 }
 
@@ -44,13 +44,13 @@ impl Observer for JournalObserver {
     fn hashed(&self, id: FileId, sha256: &str) {
         *self.hashed.lock().expect("hashed lock") = Some((id, sha256.to_string()));
     }
-    fn session_started<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<(), String>> {
+    fn session_started<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<(), CheckpointError>> {
         Box::pin(async move {
             let (file, sha) = self.hashed_version()?;
             self.journal
                 .save_session(self.id, session.clone(), file, sha)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(CheckpointError::store)
         })
     }
     fn bytes(&self, delta: i64) {
@@ -61,43 +61,57 @@ impl Observer for JournalObserver {
     fn part_done(&self, index: usize) {
         self.journal.part_done(self.id, index);
     }
-    fn completing(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.journal.completing(self.id).await.map_err(|e| e.to_string()) })
+    fn completing(&self) -> BoxFuture<'_, Result<(), CheckpointError>> {
+        Box::pin(async move {
+            self.journal
+                .completing(self.id)
+                .await
+                .map_err(CheckpointError::store)
+        })
     }
-    fn direct_sending(&self, began_at_ms: i64) -> BoxFuture<'_, Result<(), String>> {
+    fn direct_sending(&self, began_at_ms: i64) -> BoxFuture<'_, Result<(), CheckpointError>> {
         Box::pin(async move {
             let (file, sha) = self.hashed_version()?;
             self.journal
                 .direct_sending(self.id, began_at_ms, file, sha)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(CheckpointError::store)
         })
     }
-    fn reconciling(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.journal.reconciling(self.id).await.map_err(|e| e.to_string()) })
+    fn reconciling(&self) -> BoxFuture<'_, Result<(), CheckpointError>> {
+        Box::pin(async move {
+            self.journal
+                .reconciling(self.id)
+                .await
+                .map_err(CheckpointError::store)
+        })
     }
-    fn not_found(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn not_found(&self) -> BoxFuture<'_, Result<(), CheckpointError>> {
         Box::pin(async move {
             self.journal
                 .drop_session(self.id)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(CheckpointError::store)
         })
     }
-    fn stray_copies<'a>(&'a self, sha256: &'a str) -> BoxFuture<'a, Result<u32, String>> {
+    fn stray_copies<'a>(&'a self, sha256: &'a str) -> BoxFuture<'a, Result<u32, CheckpointError>> {
         Box::pin(async move {
             self.journal
                 .stray_copies(self.id, sha256.to_string())
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(CheckpointError::store)
         })
     }
-    fn stray_copy<'a>(&'a self, sha256: &'a str, file_no: &'a str) -> BoxFuture<'a, Result<u32, String>> {
+    fn stray_copy<'a>(
+        &'a self,
+        sha256: &'a str,
+        file_no: &'a str,
+    ) -> BoxFuture<'a, Result<u32, CheckpointError>> {
         Box::pin(async move {
             self.journal
                 .note_stray_copy(self.id, sha256.to_string(), file_no.to_string())
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(CheckpointError::store)
         })
     }
 }

@@ -203,7 +203,9 @@ mod tests {
             ),
             (UploadError::Verify("size".into()), facts, "fail verify of 5"),
             (
-                UploadError::Checkpoint("disk full".into()),
+                UploadError::Checkpoint(crate::upload::CheckpointError::store(std::io::Error::from(
+                    std::io::ErrorKind::StorageFull,
+                ))),
                 facts,
                 "fail journal of 5",
             ),

@@ -108,7 +108,7 @@ pub struct Args {
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    match crate::units::parse_size(s)? {
+    match crate::units::parse_size(s).map_err(|e| e.to_string())? {
         0 => Err("must be at least 1 byte".into()),
         n => Ok(n),
     }

@@ -282,12 +282,12 @@ impl Settings {
     pub fn load(path: &Path, explicit: bool) -> Result<Settings, ConfigErrors> {
         match crate::private::read_text(path) {
             Ok(text) => {
-                if let Err(message) = crate::private::config_file(path) {
+                if let Err(e) = crate::private::config_file(path) {
                     return Err(ConfigErrors(vec![ConfigError {
                         file: path.display().to_string(),
                         line: None,
                         key: String::new(),
-                        message,
+                        message: e.to_string(),
                     }]));
                 }
                 Settings::parse(&text, &path.display().to_string(), Some(path))

@@ -209,7 +209,7 @@ impl<'s> Walker<'s> {
         }
         let bandwidth_limit = match self.string(&f, "bandwidth_limit", "agent.bandwidth_limit") {
             Some((text, span)) => parse_rate(&text).unwrap_or_else(|e| {
-                self.err("agent.bandwidth_limit", Some(span), e);
+                self.err("agent.bandwidth_limit", Some(span), e.to_string());
                 None
             }),
             None => None,
@@ -233,7 +233,7 @@ impl<'s> Walker<'s> {
                     DEFAULT_DIRECT
                 }
                 Err(e) => {
-                    self.err("agent.direct_upload_max", Some(span), e);
+                    self.err("agent.direct_upload_max", Some(span), e.to_string());
                     DEFAULT_DIRECT
                 }
             },

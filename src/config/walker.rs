@@ -137,7 +137,7 @@ impl<'s> Walker<'s> {
         match parse_duration(&text) {
             Ok(d) => Some(d),
             Err(e) => {
-                self.err(key, Some(span), e);
+                self.err(key, Some(span), e.to_string());
                 None
             }
         }

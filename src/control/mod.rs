@@ -151,6 +151,25 @@ struct Shared {
     codes: Arc<Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
+/// Why the control API could not start (the agent goes on without it).
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot listen on {addr}: {source}; change or turn off [control] listen")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no randomness for the control token: {0}")]
+    Random(getrandom::Error),
+}
+
 /// A running control server; dropping it leaves the server to its
 /// cancellation token, and [`Control::remove_files`] tidies up.
 pub struct Control {
@@ -167,33 +186,34 @@ impl Control {
         live: Arc<Live>,
         hooks: Hooks,
         stop: CancellationToken,
-    ) -> Result<Control, String> {
+    ) -> Result<Control, ControlError> {
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(l) => l,
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                 let any = SocketAddr::new(listen.ip(), 0);
                 let l = tokio::net::TcpListener::bind(any)
                     .await
-                    .map_err(|e| format!("cannot listen on {any}: {e}"))?;
+                    .map_err(|source| ControlError::Listen { addr: any, source })?;
                 tracing::warn!(
                     "{listen} is taken; the control API listens on {} instead (see control.json)",
                     l.local_addr().map(|a| a.to_string()).unwrap_or_default()
                 );
                 l
             }
-            Err(e) => {
-                return Err(format!(
-                    "cannot listen on {listen}: {e}; change or turn off [control] listen"
-                ));
-            }
+            Err(source) => return Err(ControlError::Listen { addr: listen, source }),
         };
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ControlError::Listen { addr: listen, source })?;
         let token = new_token()?;
-        crate::private::write(&state_dir.join(TOKEN_FILE), format!("{token}\n").as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", state_dir.join(TOKEN_FILE).display()))?;
+        let write = |name: &str, text: String| {
+            let path = state_dir.join(name);
+            crate::private::write(&path, text.as_bytes())
+                .map_err(|source| ControlError::Write { path, source })
+        };
+        write(TOKEN_FILE, format!("{token}\n"))?;
         let info = json!({ "address": addr.to_string(), "url": format!("http://{addr}"), "pid": std::process::id() });
-        crate::private::write(&state_dir.join(INFO_FILE), format!("{info:#}\n").as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", state_dir.join(INFO_FILE).display()))?;
+        write(INFO_FILE, format!("{info:#}\n"))?;
         let shared = Shared {
             token: Arc::new(token),
             addr,
@@ -243,9 +263,9 @@ fn router(shared: Shared) -> Router {
 }
 
 /// 32 random bytes, hex.
-fn new_token() -> Result<String, String> {
+fn new_token() -> Result<String, ControlError> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for the control token: {e}"))?;
+    getrandom::fill(&mut bytes).map_err(ControlError::Random)?;
     Ok(hex::encode(bytes))
 }
 

@@ -142,9 +142,9 @@ pub fn lock_agent(state_dir: &Path) -> Result<AgentLock, JournalError> {
         path: state_dir.to_path_buf(),
         message: e.to_string(),
     };
-    crate::private::state_dir(state_dir).map_err(|message| JournalError::Open {
+    crate::private::state_dir(state_dir).map_err(|e| JournalError::Open {
         path: state_dir.to_path_buf(),
-        message,
+        message: e.to_string(),
     })?;
     let mut options = std::fs::OpenOptions::new();
     options.create(true).truncate(false).write(true);

@@ -173,11 +173,10 @@ fn run_batch(conn: &mut Connection, first: Call, rx: &mpsc::Receiver<Call>, iden
 impl Sqlite {
     /// Opens (creating and migrating) the journal and starts its owner thread.
     pub fn open(state_dir: &Path) -> Result<Sqlite, JournalError> {
-        let open_err = |m: String| JournalError::Open {
+        crate::private::state_dir(state_dir).map_err(|e| JournalError::Open {
             path: state_dir.to_path_buf(),
-            message: m,
-        };
-        crate::private::state_dir(state_dir).map_err(open_err)?;
+            message: e.to_string(),
+        })?;
         let path = db_path(state_dir);
         if !path.exists() {
             create(state_dir, &path)?;
@@ -205,7 +204,10 @@ impl Sqlite {
                 // Channel closed: fold the WAL back so the file is tidy.
                 let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
             })
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(|e| JournalError::Open {
+                path: state_dir.to_path_buf(),
+                message: e.to_string(),
+            })?;
         Ok(Sqlite {
             tx,
             path: db_path(state_dir),

@@ -28,7 +28,7 @@ pub enum UploadError {
     #[error("{0}")]
     Altered(String),
     #[error("cannot record progress in the journal: {0}")]
-    Checkpoint(String),
+    Checkpoint(#[from] CheckpointError),
     /// Uploads were paused before this one finished; its stored parts are
     /// recorded and it resumes when uploads do.
     #[error("paused")]
@@ -38,6 +38,25 @@ pub enum UploadError {
     /// sent again before `retry_in` has passed; then it is asked once more.
     #[error("outcome unresolved: not in the workspace yet; asked again in {}s", .retry_in.as_secs())]
     Unresolved { retry_in: Duration },
+}
+
+/// The journal could not record a step of an upload: the upload stops
+/// (nothing goes out unrecorded) and the file is tried again.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CheckpointError {
+    /// The upload began before the version it sends was hashed.
+    #[error("the file was not hashed before its upload began")]
+    NotHashed,
+    /// The store failed the write (its own error kept as the source).
+    #[error("{0}")]
+    Store(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl CheckpointError {
+    /// The store's error `e`, kept whole.
+    pub fn store(e: impl std::error::Error + Send + Sync + 'static) -> CheckpointError {
+        CheckpointError::Store(std::sync::Arc::new(e))
+    }
 }
 
 impl UploadError {

@@ -37,7 +37,7 @@ use reconcile::Found;
 mod direct;
 mod error;
 pub(crate) use error::refusal;
-pub use error::{UploadError, gone};
+pub use error::{CheckpointError, UploadError, gone};
 mod source;
 pub(crate) use source::Source;
 mod factory;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use backon::ExponentialBuilder;
 use futures_util::future::BoxFuture;
 
-use super::{Job, Outcome, Resume, UploadError, Uploader};
+use super::{CheckpointError, Job, Outcome, Resume, UploadError, Uploader};
 use crate::api::{ApiError, Session};
 use crate::fileid::FileId;
 
@@ -112,40 +112,44 @@ impl RetryPolicy {
 pub trait Observer: Send + Sync {
     /// The file's identity and content hash, before anything is sent.
     fn hashed(&self, _id: FileId, _sha256: &str) {}
-    fn session_started<'a>(&'a self, _session: &'a Session) -> BoxFuture<'a, Result<(), String>> {
+    fn session_started<'a>(&'a self, _session: &'a Session) -> BoxFuture<'a, Result<(), CheckpointError>> {
         Box::pin(async { Ok(()) })
     }
     /// Bytes sent (negative when a failed part attempt is rewound).
     fn bytes(&self, _delta: i64) {}
     fn part_done(&self, _index: usize) {}
-    fn completing(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn completing(&self) -> BoxFuture<'_, Result<(), CheckpointError>> {
         Box::pin(async { Ok(()) })
     }
     /// A direct upload is about to be sent (recorded first, so a crash
     /// while it is in flight is reconciled, not sent again blind).
-    fn direct_sending(&self, _began_at_ms: i64) -> BoxFuture<'_, Result<(), String>> {
+    fn direct_sending(&self, _began_at_ms: i64) -> BoxFuture<'_, Result<(), CheckpointError>> {
         Box::pin(async { Ok(()) })
     }
     /// The outcome of a sent complete or direct upload is unknown; the
     /// workspace is being asked.
-    fn reconciling(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn reconciling(&self) -> BoxFuture<'_, Result<(), CheckpointError>> {
         Box::pin(async { Ok(()) })
     }
     /// A direct upload's outcome was looked for as long as its error
     /// deserved and it is not there: the record of that send is dropped,
     /// so the next attempt sends again without asking once more.
-    fn not_found(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn not_found(&self) -> BoxFuture<'_, Result<(), CheckpointError>> {
         Box::pin(async { Ok(()) })
     }
     /// How many objects the service stored for this version (by content)
     /// that were not its bytes, in earlier attempts.
-    fn stray_copies<'a>(&'a self, _sha256: &'a str) -> BoxFuture<'a, Result<u32, String>> {
+    fn stray_copies<'a>(&'a self, _sha256: &'a str) -> BoxFuture<'a, Result<u32, CheckpointError>> {
         Box::pin(async { Ok(0) })
     }
     /// The service stored `file_no` for this version, and it is not its
     /// bytes: counted (a journal keeps the count across attempts and
     /// restarts); returns the count so far.
-    fn stray_copy<'a>(&'a self, _sha256: &'a str, _file_no: &'a str) -> BoxFuture<'a, Result<u32, String>> {
+    fn stray_copy<'a>(
+        &'a self,
+        _sha256: &'a str,
+        _file_no: &'a str,
+    ) -> BoxFuture<'a, Result<u32, CheckpointError>> {
         Box::pin(async { Ok(1) })
     }
 }

@@ -258,7 +258,7 @@ impl Agent {
                 in_parts: false,
             };
             if let Err(e) = journal.set_state(row.id, State::Uploading).await {
-                let err = UploadError::Checkpoint(e.to_string());
+                let err = UploadError::Checkpoint(crate::upload::CheckpointError::store(e));
                 return TaskResult::Upload {
                     row,
                     result: Box::new(Err(err)),
