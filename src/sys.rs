@@ -70,6 +70,13 @@ pub fn hangup_ignored() -> bool {
     }
 }
 
+/// Makes a FIFO at `path` (for tests: a file whose reader would block).
+#[cfg(all(test, unix))]
+pub fn mkfifo(path: &Path) {
+    let made = std::process::Command::new("mkfifo").arg(path).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", path.display());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

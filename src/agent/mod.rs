@@ -36,7 +36,7 @@ use crate::api::ApiError;
 use crate::clock::Clock;
 use crate::config::{RootId, Settings, WatchSettings};
 use crate::fileid::Fingerprint;
-use crate::journal::{DoneRecord, FileRow, Journal, JournalError, State, Verdict};
+use crate::journal::{FileRow, Journal, JournalError, State, Verdict};
 use crate::mapping;
 use crate::scan::{self, Rejected};
 use crate::settle::{Decision, Fs, Settler};
@@ -119,7 +119,7 @@ mod tests;
 use dispatch::TaskResult;
 pub use flights::FlightView;
 use flights::Flights;
-pub use observer::{JournalObserver, usable};
+pub use observer::{JournalObserver, done_record, usable};
 
 pub struct Agent {
     // What it was given (a reload swaps the settings and the transfer).

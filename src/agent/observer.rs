@@ -7,8 +7,8 @@ use futures_util::future::BoxFuture;
 
 use crate::api::Session;
 use crate::fileid::{FileId, Fingerprint};
-use crate::journal::{Journal, SavedSession};
-use crate::upload::{CheckpointError, Observer, Phase, Resume};
+use crate::journal::{DoneRecord, Journal, SavedSession};
+use crate::upload::{CheckpointError, Observer, Outcome, Phase, Resume};
 
 /// Records each upload step in the journal (see [`Observer`]).
 pub struct JournalObserver {
@@ -131,4 +131,19 @@ pub fn usable(saved: SavedSession, fp: Fingerprint) -> Option<Resume> {
         file_id: saved.file_id,
         phase,
     })
+}
+
+/// What the journal records of a finished upload of the version
+/// `fingerprint` (the agent's and `upload`'s record alike).
+pub fn done_record(o: &Outcome, fingerprint: Fingerprint) -> DoneRecord {
+    DoneRecord {
+        fingerprint,
+        identity: o.source,
+        sha256: o.sha256.clone(),
+        remote_folder: o.folder.clone(),
+        remote_name: o.name.clone(),
+        file_no: o.file.file_no.clone(),
+        url: o.file.url.clone(),
+        adopted: o.adopted.map(|p| p.describe().to_string()),
+    }
 }

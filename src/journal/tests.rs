@@ -32,6 +32,18 @@ fn uploaded(fp: Fingerprint) -> DoneRecord {
     }
 }
 
+/// The record of `rel` under root "/r" (which must exist).
+async fn record(j: &Journal, rel: &str) -> FileRow {
+    j.lookup("/r".into(), rel.into()).await.unwrap().unwrap()
+}
+
+/// The rows due now, at most `n` (none skipped, the default order).
+async fn due_now(j: &Journal, n: usize) -> Vec<FileRow> {
+    j.due(now_ms(), n, vec![], None, Serving::default())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn queue_session_and_done_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -39,10 +51,7 @@ async fn queue_session_and_done_round_trip() {
     j.enqueue("/r".into(), "a.mp4".into(), fp(10, 5), None, None)
         .await
         .unwrap();
-    let due = j
-        .due(now_ms(), 10, vec![], None, Serving::default())
-        .await
-        .unwrap();
+    let due = due_now(&j, 10).await;
     assert_eq!(due.len(), 1);
     let id = due[0].id;
     let s = Session {
@@ -86,7 +95,7 @@ async fn queue_session_and_done_round_trip() {
     )
     .await
     .unwrap();
-    let row = j.lookup("/r".into(), "a.mp4".into()).await.unwrap().unwrap();
+    let row = record(&j, "a.mp4").await;
     assert_eq!(row.state, State::Done);
     assert_eq!(row.done_size, Some(10));
     assert!(j.session(id).await.unwrap().is_none());
@@ -103,42 +112,21 @@ async fn failures_back_off_then_fail_until_retry() {
     j.enqueue("/r".into(), "a".into(), fp(1, 1), None, None)
         .await
         .unwrap();
-    let id = j
-        .due(now_ms(), 1, vec![], None, Serving::default())
-        .await
-        .unwrap()[0]
-        .id;
+    let id = due_now(&j, 1).await[0].id;
     assert_eq!(
         j.record_failure(id, "boom".into(), 2, now_ms() + 60_000)
             .await
             .unwrap(),
         State::Pending
     );
-    assert!(
-        j.due(now_ms(), 1, vec![], None, Serving::default())
-            .await
-            .unwrap()
-            .is_empty(),
-        "backing off"
-    );
+    assert!(due_now(&j, 1).await.is_empty(), "backing off");
     assert_eq!(
         j.record_failure(id, "boom".into(), 2, 0).await.unwrap(),
         State::Failed
     );
-    assert!(
-        j.due(now_ms(), 1, vec![], None, Serving::default())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(due_now(&j, 1).await.is_empty());
     assert_eq!(j.retry(vec![]).await.unwrap().requeued, 1);
-    assert_eq!(
-        j.due(now_ms(), 1, vec![], None, Serving::default())
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(due_now(&j, 1).await.len(), 1);
 }
 
 #[tokio::test]
@@ -285,7 +273,7 @@ async fn the_verdict_follows_the_record() {
         );
     }
     // Hashed and found the same: the record takes the new identity.
-    let row = j.lookup("/r".into(), "a".into()).await.unwrap().unwrap();
+    let row = record(&j, "a").await;
     let restored = FileId {
         ino: 7,
         ctime_ns: 8,
@@ -393,31 +381,19 @@ async fn a_held_files_hash_is_kept_for_its_version_only() {
     j.record_prehash("/r".into(), "sh010/f.exr".into(), id(11, 5), "other".into())
         .await
         .unwrap();
-    let row = j
-        .lookup("/r".into(), "sh010/f.exr".into())
-        .await
-        .unwrap()
-        .unwrap();
+    let row = record(&j, "sh010/f.exr").await;
     assert_eq!(row.state, State::Held);
     assert!(row.pre.is_none());
     j.record_prehash("/r".into(), "sh010/f.exr".into(), id(10, 5), "abc".into())
         .await
         .unwrap();
-    let row = j
-        .lookup("/r".into(), "sh010/f.exr".into())
-        .await
-        .unwrap()
-        .unwrap();
+    let row = record(&j, "sh010/f.exr").await;
     assert_eq!(row.pre, Some((id(10, 5), "abc".to_string())));
     // A new version forgets it.
     j.enqueue("/r".into(), "sh010/f.exr".into(), fp(12, 6), None, set)
         .await
         .unwrap();
-    let row = j
-        .lookup("/r".into(), "sh010/f.exr".into())
-        .await
-        .unwrap()
-        .unwrap();
+    let row = record(&j, "sh010/f.exr").await;
     assert!(row.pre.is_none());
 }
 

@@ -175,10 +175,14 @@ impl Sandbox {
 
     pub fn running_agent_env(&self, extra_args: &[&str], env: &[(&str, &str)]) -> AgentProcess {
         let agent = self.spawn_agent_env(extra_args, env);
+        // A deadline, not a wait: it passes as soon as the agent reports
+        // itself running. CI's four tests at a time on two cores once took
+        // 26 s to start a debug agent whose start was 6 s alone.
         assert!(
-            wait_until(Duration::from_secs(20), || self.status()["agent"]["running"]
+            wait_until(Duration::from_secs(60), || self.status()["agent"]["running"]
                 == true),
-            "the agent did not start"
+            "the agent did not start within 60 s:\n{}",
+            agent.log_text()
         );
         agent
     }

@@ -46,21 +46,7 @@ impl Agent {
         match rule::transition(result, facts) {
             rule::Step::Done(o) => {
                 self.gate.succeeded();
-                self.journal
-                    .record_done(
-                        row.id,
-                        DoneRecord {
-                            fingerprint: fp,
-                            identity: o.source,
-                            sha256: o.sha256.clone(),
-                            remote_folder: o.folder.clone(),
-                            remote_name: o.name.clone(),
-                            file_no: o.file.file_no.clone(),
-                            url: o.file.url.clone(),
-                            adopted: o.adopted.map(|p| p.describe().to_string()),
-                        },
-                    )
-                    .await?;
+                self.journal.record_done(row.id, done_record(&o, fp)).await?;
                 if o.adopted.is_some() {
                     self.reporter.adopted();
                 } else {

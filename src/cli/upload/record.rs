@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::agent::{JournalObserver, usable};
+use crate::agent::{JournalObserver, done_record, usable};
 use crate::fileid::Fingerprint;
-use crate::journal::{DoneRecord, Journal};
+use crate::journal::Journal;
 use crate::scan;
 use crate::upload::{Observer, Outcome};
 
@@ -92,16 +92,8 @@ pub(super) async fn record(
         let Some((root, rel, fingerprint)) = place_of(settings, path) else {
             continue;
         };
-        let done = DoneRecord {
-            fingerprint,
-            identity: o.source,
-            sha256: o.sha256.clone(),
-            remote_folder: o.folder.clone(),
-            remote_name: o.name.clone(),
-            file_no: o.file.file_no.clone(),
-            url: o.file.url.clone(),
-            adopted: None,
-        };
+        // `upload` never adopts (its jobs say so): the record is a send's.
+        let done = done_record(o, fingerprint);
         pending.push(async move {
             if let Err(e) = journal.record_upload(root, rel, done).await {
                 tracing::warn!("{} not recorded in the journal: {e}", path.display());
