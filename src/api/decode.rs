@@ -166,16 +166,29 @@ fn metadata_object(v: Option<&Value>) -> Option<serde_json::Map<String, Value>> 
     }
 }
 
+/// What makes an answer unreadable as a file or a listing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("the answer is not a JSON object")]
+    NotAnObject,
+    #[error("the answer has no file_no")]
+    NoFileNo,
+    #[error("the listing has no `files` array")]
+    NoFiles,
+    #[error("the folder listing has no `folders` array")]
+    NoFolders,
+}
+
 /// Decodes a stored file from any answer that describes one. `file_no` is
 /// required; everything else is optional.
-pub fn decode_file(value: &Value) -> Result<RemoteFile, String> {
+pub fn decode_file(value: &Value) -> Result<RemoteFile, DecodeError> {
     let v = unwrap_data(value);
     if !v.is_object() {
-        return Err("the answer is not a JSON object".into());
+        return Err(DecodeError::NotAnObject);
     }
     let file_no = as_string(v.get("file_no"))
         .or_else(|| as_string(v.get("fileNo")))
-        .ok_or("the answer has no file_no")?;
+        .ok_or(DecodeError::NoFileNo)?;
     let name = as_string(v.get("name"))
         .or_else(|| as_string(v.get("file_name")))
         .unwrap_or_default();
@@ -229,13 +242,13 @@ pub fn derive_folder(path: &str, name: &str) -> String {
 /// Decodes one listing page: `{"files": [...], "meta": {...}}` (docs), or
 /// `{"items": [...], "is_page_next": ...}` (an SDK), wrapped in `data` or
 /// not, or a bare array. Items that cannot be decoded are skipped, not fatal.
-pub fn decode_file_page(value: &Value) -> Result<FilePage, String> {
+pub fn decode_file_page(value: &Value) -> Result<FilePage, DecodeError> {
     let v = unwrap_data(value);
     let items = match v {
         Value::Array(a) => a,
         _ => match v.get("files").or_else(|| v.get("items")) {
             Some(Value::Array(a)) => a,
-            _ => return Err("the listing has no `files` array".into()),
+            _ => return Err(DecodeError::NoFiles),
         },
     };
     let files = items.iter().filter_map(|i| decode_file(i).ok()).collect();
@@ -258,7 +271,7 @@ pub fn decode_file_page(value: &Value) -> Result<FilePage, String> {
 
 /// Decodes `GET /api/v1/folders`: `{"folders": [...]}`, `data` wrapped or
 /// not, `items`, or a bare array.
-pub fn decode_folders(value: &Value) -> Result<Vec<RemoteFolder>, String> {
+pub fn decode_folders(value: &Value) -> Result<Vec<RemoteFolder>, DecodeError> {
     let v = unwrap_data(value);
     let items = match v {
         Value::Array(a) => a,
@@ -266,7 +279,7 @@ pub fn decode_folders(value: &Value) -> Result<Vec<RemoteFolder>, String> {
             Some(Value::Array(a)) => a,
             _ => match value.get("data") {
                 Some(Value::Array(a)) => a,
-                _ => return Err("the folder listing has no `folders` array".into()),
+                _ => return Err(DecodeError::NoFolders),
             },
         },
     };

@@ -28,7 +28,8 @@ use errors::network;
 #[cfg(test)]
 mod tests;
 pub use decode::{
-    FilePage, RemoteFile, RemoteFolder, decode_file, decode_file_page, decode_folders, derive_folder,
+    DecodeError, FilePage, RemoteFile, RemoteFolder, decode_file, decode_file_page, decode_folders,
+    derive_folder,
 };
 
 /// Largest JSON answer we are willing to read; the service's are tiny.
@@ -353,7 +354,7 @@ impl Client {
         }
         let resp = self.api.get(url).send().await.map_err(network)?;
         let value = read_json(resp).await?;
-        decode_folders(&value).map_err(ApiError::Protocol)
+        decode_folders(&value).map_err(|e| ApiError::Protocol(e.to_string()))
     }
 
     /// One page of `GET /api/v1/files` in `folder_no` (None: the whole
@@ -379,7 +380,7 @@ impl Client {
         }
         let resp = self.api.get(url).send().await.map_err(network)?;
         let value = read_json(resp).await?;
-        decode_file_page(&value).map_err(ApiError::Protocol)
+        decode_file_page(&value).map_err(|e| ApiError::Protocol(e.to_string()))
     }
 
     /// `GET /api/v1/files/{file_no}`; `Ok(None)` when the service says 404.
@@ -387,7 +388,9 @@ impl Client {
         let url = self.endpoint(&format!("/api/v1/files/{}", urlencode(file_no)));
         let resp = self.api.get(url).send().await.map_err(network)?;
         match read_json(resp).await {
-            Ok(v) => decode_file(&v).map(Some).map_err(ApiError::Protocol),
+            Ok(v) => decode_file(&v)
+                .map(Some)
+                .map_err(|e| ApiError::Protocol(e.to_string())),
             Err(ApiError::Rejected { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }

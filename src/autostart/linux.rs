@@ -165,7 +165,7 @@ pub fn plan(ctx: &Context, method: Method, reachable: bool) -> Plan {
 }
 
 /// Undoes install: stops and disables the unit (if reachable), removes our files.
-pub fn uninstall(ctx: &Context, reachable: bool) -> Result<Vec<String>, String> {
+pub fn uninstall(ctx: &Context, reachable: bool) -> Result<Vec<String>, super::AutostartError> {
     let mut done = Vec::new();
     if unit_path(ctx).exists() && reachable {
         let warnings = super::run_commands(&[vec![

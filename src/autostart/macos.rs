@@ -75,7 +75,7 @@ pub fn plan(ctx: &Context, uid: &str) -> Plan {
     }
 }
 
-pub fn uninstall(ctx: &Context, uid: &str) -> Result<Vec<String>, String> {
+pub fn uninstall(ctx: &Context, uid: &str) -> Result<Vec<String>, super::AutostartError> {
     let mut done = super::run_commands(&[vec![
         "launchctl".into(),
         "bootout".into(),

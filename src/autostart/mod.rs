@@ -17,6 +17,33 @@ use std::path::{Path, PathBuf};
 /// it did not write.
 pub const MARKER: &str = "Written by autorender-sync autostart";
 
+/// Why install or uninstall could not do its part.
+#[derive(Debug, thiserror::Error)]
+pub enum AutostartError {
+    #[error("no home directory is known; set HOME")]
+    NoHome,
+    #[error("{} has no parent folder", .0.display())]
+    NoParent(PathBuf),
+    #[error("cannot {action} {}: {source}", .path.display())]
+    Io {
+        /// "create", "write", "read", "remove".
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Uninstall found a file at our path that install did not write.
+    #[error("{} was not written by autorender-sync; leaving it alone", .0.display())]
+    NotOurs(PathBuf),
+}
+
+impl AutostartError {
+    fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> AutostartError {
+        let path = path.to_path_buf();
+        move |source| AutostartError::Io { action, path, source }
+    }
+}
+
 /// What install needs to know, gathered once (and injectable for tests).
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -30,10 +57,10 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn from_env(exe: PathBuf, config: PathBuf) -> Result<Context, String> {
+    pub fn from_env(exe: PathBuf, config: PathBuf) -> Result<Context, AutostartError> {
         let home = directories::BaseDirs::new()
             .map(|b| b.home_dir().to_path_buf())
-            .ok_or("no home directory is known; set HOME")?;
+            .ok_or(AutostartError::NoHome)?;
         let xdg_config = std::env::var_os("XDG_CONFIG_HOME")
             .map(PathBuf::from)
             .filter(|p| p.is_absolute())
@@ -102,7 +129,7 @@ impl Plan {
     }
 
     /// Writes the files (atomically: temp file then rename) and runs the commands.
-    pub fn apply(&self) -> Result<Vec<String>, String> {
+    pub fn apply(&self) -> Result<Vec<String>, AutostartError> {
         for f in &self.files {
             write_atomic(&f.path, &f.contents)?;
         }
@@ -130,25 +157,25 @@ pub fn run_commands(commands: &[Vec<String>]) -> Vec<String> {
     warnings
 }
 
-pub fn write_atomic(path: &Path, contents: &str) -> Result<(), String> {
+pub fn write_atomic(path: &Path, contents: &str) -> Result<(), AutostartError> {
     let dir = path
         .parent()
-        .ok_or_else(|| format!("{} has no parent folder", path.display()))?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        .ok_or_else(|| AutostartError::NoParent(path.to_path_buf()))?;
+    std::fs::create_dir_all(dir).map_err(AutostartError::io("create", dir))?;
     let tmp = dir.join(format!(
         ".{}.tmp",
         path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
     ));
-    std::fs::write(&tmp, contents).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    std::fs::write(&tmp, contents).map_err(AutostartError::io("write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(AutostartError::io("write", path))
 }
 
 /// Removes `path` if it exists and carries [`MARKER`], then the folders
 /// install created for it if they are now empty. Returns whether it removed it.
-pub fn remove_ours(path: &Path) -> Result<bool, String> {
+pub fn remove_ours(path: &Path) -> Result<bool, AutostartError> {
     match std::fs::read_to_string(path) {
         Ok(text) if text.contains(MARKER) => {
-            std::fs::remove_file(path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+            std::fs::remove_file(path).map_err(AutostartError::io("remove", path))?;
             // Only empty folders go (remove_dir refuses others): never anyone else's files.
             let mut dir = path.parent();
             for _ in 0..2 {
@@ -159,12 +186,9 @@ pub fn remove_ours(path: &Path) -> Result<bool, String> {
             }
             Ok(true)
         }
-        Ok(_) => Err(format!(
-            "{} was not written by autorender-sync; leaving it alone",
-            path.display()
-        )),
+        Ok(_) => Err(AutostartError::NotOurs(path.to_path_buf())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(AutostartError::io("read", path)(e)),
     }
 }
 

@@ -59,7 +59,7 @@ pub fn plan(ctx: &Context) -> Plan {
     }
 }
 
-pub fn uninstall() -> Result<Vec<String>, String> {
+pub fn uninstall() -> Result<Vec<String>, super::AutostartError> {
     Ok(super::run_commands(&[vec![
         "reg".into(),
         "delete".into(),

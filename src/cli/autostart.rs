@@ -52,7 +52,7 @@ fn context(cli: &Cli) -> Result<Context, CliError> {
     let exe = std::env::current_exe()
         .and_then(|p| p.canonicalize())
         .map_err(|e| CliError::Failed(format!("cannot find this program's own path: {e}")))?;
-    Context::from_env(exe, config).map_err(CliError::Failed)
+    Context::from_env(exe, config).map_err(|e| CliError::Failed(e.to_string()))
 }
 
 fn uid() -> String {
@@ -112,7 +112,7 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
                 }
                 Err(e) => return Err(CliError::Usage(e.to_string())),
             }
-            let warnings = plan.apply().map_err(CliError::Failed)?;
+            let warnings = plan.apply().map_err(|e| CliError::Failed(e.to_string()))?;
             for f in &plan.files {
                 outln!("wrote {}", f.path.display());
             }
@@ -137,7 +137,7 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             } else {
                 autostart::linux::uninstall(&ctx, linux::user_systemd_reachable())
             }
-            .map_err(CliError::Failed)?;
+            .map_err(|e| CliError::Failed(e.to_string()))?;
             if done.is_empty() {
                 outln!("nothing to remove: autostart was not installed");
             }
