@@ -21,7 +21,9 @@ import time
 import json
 import urllib.request
 
-BIN = os.path.join(os.path.dirname(__file__), "..", "target", "release", "autorender-sync")
+# AUTORENDER_SYNC_BIN: measure another build (e.g. a copy of an older one).
+BIN = os.environ.get("AUTORENDER_SYNC_BIN") or os.path.join(
+    os.path.dirname(__file__), "..", "target", "release", "autorender-sync")
 KEY = "bench-key"
 
 
