@@ -4,7 +4,9 @@
 # Then `cargo deb --no-build` (cargo install cargo-deb) makes the .deb.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked
+# -p: the features `cargo install --path .` resolves (the test-support
+# crate's would change reqwest's and rebuild everything for the install step).
+cargo build --release --locked -p autorender-sync
 BIN=target/release/autorender-sync
 OUT=target/assets
 rm -rf "$OUT"; mkdir -p "$OUT/completions" "$OUT/man"

@@ -139,6 +139,7 @@ pub async fn run(
             };
             let started = crate::control::Control::start(
                 listen,
+                settings.control.explicit,
                 &settings.agent.state_dir,
                 live.clone(),
                 hooks,
@@ -147,8 +148,13 @@ pub async fn run(
             .await;
             match started {
                 Ok(c) => Some(c),
-                // The agent's job is uploading: a control API that cannot
-                // start is a warning, not a reason to stop.
+                // The address the config names is another program's.
+                Err(e @ crate::control::ControlError::Taken { .. }) => {
+                    token.cancel();
+                    return Err(e.into());
+                }
+                // Otherwise the agent's job is uploading: a control API
+                // that cannot start is a warning, not a reason to stop.
                 Err(e) => {
                     tracing::warn!("the control API is off: {e}");
                     None

@@ -150,6 +150,16 @@ pub fn parse_rate(text: &str) -> Result<Option<u64>, UnitError> {
     Ok(Some(bytes))
 }
 
+/// How long a transfer of `bytes` took, with its rate: "4.1 s, 3.0 MiB/s"
+/// ("0.0 s" with no rate for an instant one).
+pub fn format_took(bytes: u64, took: std::time::Duration) -> String {
+    let secs = took.as_secs_f64();
+    if secs < 0.05 {
+        return format!("{secs:.1} s");
+    }
+    format!("{secs:.1} s, {}/s", format_bytes((bytes as f64 / secs) as u64))
+}
+
 /// Formats bytes the way users write them back in the config (`1.5 MiB`).
 pub fn format_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

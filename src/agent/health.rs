@@ -72,6 +72,14 @@ impl Agent {
                 )
             ));
         }
+        for v in self.dispatch.views(self.clock.now()) {
+            if let Some(quiet) = v.stalled_s {
+                problems.push(format!(
+                    "the upload of {} is stalled: nothing sent for {quiet} s",
+                    crate::text::shown(&v.path.display().to_string())
+                ));
+            }
+        }
         match self.gate.service_pause() {
             Some(Pause::Auth) => problems.push("the API key was rejected".into()),
             Some(Pause::Unreachable { .. }) => problems.push("the service is unreachable".into()),
@@ -81,6 +89,31 @@ impl Agent {
             self.gate.service_pause().is_some() || self.gate.user_pause().is_some(),
             problems,
         );
+    }
+
+    /// Uploads that send nothing: a warning and a `stalled` event when one
+    /// stalls (once), a line when it sends again.
+    pub(super) async fn report_stalls(&mut self) -> Result<(), AgentError> {
+        let (fresh, moving) = self.dispatch.stall_news(self.clock.now());
+        for v in fresh {
+            let quiet = v.stalled_s.unwrap_or_default();
+            tracing::warn!(
+                path = %v.path.display(),
+                "{}: nothing sent for {quiet} s (the network or the service takes no bytes); still trying",
+                v.path.display()
+            );
+            let mut e = crate::control::Event::new("stalled", self.clock.wall_ms())
+                .path(&v.path)
+                .sized(v.size)
+                .with("sent", v.sent)
+                .with("quiet_s", quiet);
+            e.error = Some(format!("nothing sent for {quiet} s"));
+            self.emit(e).await?;
+        }
+        for p in moving {
+            tracing::info!(path = %p.display(), "{}: sending again after a stall", p.display());
+        }
+        Ok(())
     }
 
     /// A `watch_degraded` event for each watch problem not reported yet.

@@ -54,6 +54,8 @@ pub struct RunOptions {
 #[derive(Debug, Default, Clone)]
 pub struct Report {
     pub uploaded: usize,
+    /// The bytes of the files uploaded (adopted ones not counted).
+    pub bytes_uploaded: u64,
     /// Found in the workspace already (no journal record) and recorded, not sent.
     pub adopted: usize,
     pub failed: usize,
@@ -75,6 +77,9 @@ pub enum AgentError {
     /// Another agent watches a folder of this one's.
     #[error("{0}")]
     Shared(String),
+    /// The control API's configured address is taken.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
 }
 
 /// Why uploads are held back.

@@ -43,6 +43,9 @@ impl JournalObserver {
 impl Observer for JournalObserver {
     fn hashed(&self, id: FileId, sha256: &str) {
         *self.hashed.lock().expect("hashed lock") = Some((id, sha256.to_string()));
+        if let Some(p) = &self.progress {
+            p.hashed(id, sha256);
+        }
     }
     fn session_started<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<(), CheckpointError>> {
         Box::pin(async move {

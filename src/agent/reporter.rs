@@ -57,6 +57,7 @@ impl Reporter {
     /// so whoever sees the event sees the count).
     pub fn uploaded(&mut self, size: u64, at_ms: i64) {
         self.report.uploaded += 1;
+        self.report.bytes_uploaded += size;
         self.live.files_uploaded.fetch_add(1, Relaxed);
         self.live.bytes_uploaded.fetch_add(size, Relaxed);
         self.live.last_success_ms.store(at_ms.max(0) as u64, Relaxed);

@@ -54,6 +54,7 @@ impl Roots {
         let old_keys: HashSet<&String> = old.keys.iter().collect();
         let new_keys: HashSet<&String> = self.keys.iter().collect();
         ReloadReport {
+            changed: Vec::new(),
             roots_added: self
                 .keys
                 .iter()

@@ -192,7 +192,9 @@ impl Agent {
                     .path(&v.path)
                     .sized(v.size)
                     .with("sent", v.sent)
-                    .with("rate", v.rate),
+                    .with("rate", v.rate)
+                    .with("eta_s", v.eta_s)
+                    .with("stalled_s", v.stalled_s),
             );
         }
     }
@@ -267,6 +269,7 @@ impl Agent {
         }
         self.apply_schedule().await?;
         self.advance_sets().await?;
+        self.report_stalls().await?;
         self.publish_health();
         self.report_degraded().await?;
         self.beat(run.started_at).await

@@ -199,7 +199,8 @@ impl Agent {
         settings: Arc<Settings>,
         transfer: Arc<dyn Transfer>,
     ) -> ReloadReport {
-        let report = self.roots.adopt(&settings);
+        let mut report = self.roots.adopt(&settings);
+        report.changed = crate::config::diff::changes(&self.settings.written, &settings.written);
         if let Some(fleet) = self.journal.fleet() {
             fleet.set_shares(settings.shares());
         }
@@ -270,10 +271,15 @@ impl Agent {
             self.scan(id, None);
         }
         tracing::info!(
-            "config reloaded: {} root(s) watched, {} added, {} removed",
+            "config reloaded: {} folder(s) watched, {} added, {} removed{}",
             report.roots,
             report.roots_added.len(),
-            report.roots_removed.len()
+            report.roots_removed.len(),
+            if report.changed.is_empty() {
+                "; no setting changed".to_string()
+            } else {
+                format!("; changed: {}", report.changed.join("; "))
+            }
         );
         self.emit(Event::new("reloaded", self.clock.wall_ms()).with("roots", report.roots))
             .await?;

@@ -24,6 +24,31 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     }
     outln!("endpoint: {}", settings.api.endpoint);
     outln!("state dir: {}", settings.agent.state_dir.display());
+    let running = crate::journal::agent_running(&settings.agent.state_dir)
+        .then(|| crate::control::status::control_url(&settings.agent.state_dir))
+        .flatten();
+    match (settings.control.listen, running) {
+        (None, _) => outln!("control API: off"),
+        (Some(a), Some(url)) if url == format!("http://{a}") => {
+            outln!("control API: {url} (the running agent's)")
+        }
+        (Some(a), Some(url)) => outln!(
+            "control API: {a}{}; the running agent listens on {url}",
+            if settings.control.explicit {
+                ""
+            } else {
+                " (the default)"
+            }
+        ),
+        (Some(a), None) => outln!(
+            "control API: http://{a}{}",
+            if settings.control.explicit {
+                ""
+            } else {
+                " (the default; another port if taken)"
+            }
+        ),
+    }
     if settings.watches.is_empty() {
         outln!("watches: none (`run` needs at least one [[watch]]; `upload` works without)");
     }

@@ -69,6 +69,11 @@ pub async fn run(args: &Args) -> CliResult {
     outln!("Copy files into   {}", drop.display());
     outln!("They appear in    {}", store.join("uploads/demo").display());
     outln!("(config used: {}; press Ctrl-C to stop)", config_path.display());
+    // Other commands read the default config unless told: name this one.
+    outln!(
+        "Watch it from another terminal: autorender-sync --config {} status",
+        crate::text::shown(&config_path.display().to_string())
+    );
     if _temp.is_some() {
         outln!("This folder is temporary and is removed when the demo stops; use --dir to keep it.");
     }

@@ -124,7 +124,9 @@ fn page(cmd: &clap::Command, top: bool) -> std::io::Result<Vec<u8>> {
     if cmd.get_subcommands().any(|s| !s.is_hide_set()) {
         man.render_subcommands_section(&mut out)?;
     }
-    if cmd.get_after_help().is_some() || cmd.get_after_long_help().is_some() {
+    // The top page's closing help (symlinks, exit codes) is said in full
+    // by SECURITY and EXIT STATUS below; a subcommand's is its own.
+    if !top && (cmd.get_after_help().is_some() || cmd.get_after_long_help().is_some()) {
         man.render_extra_section(&mut out)?;
     }
     if top {
@@ -217,6 +219,8 @@ mod tests {
         ] {
             assert!(main.contains(section), "{section}");
         }
+        assert!(!main.contains(".SH EXTRA"), "the exit codes are said once");
+        assert_eq!(main.matches(".SH \"EXIT STATUS\"").count(), 1);
         assert!(main.contains("concurrent_parts"), "the config keys are listed");
     }
 

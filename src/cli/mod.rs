@@ -136,7 +136,6 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
     /// Print the man page (roff); with --out-dir, write every page (one per subcommand)
-    #[command(hide = true)]
     Man {
         /// Write every page (autorender-sync.1 and one per subcommand) into DIR
         #[arg(long, value_name = "DIR")]
@@ -231,11 +230,25 @@ async fn dispatch(cli: Cli) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "autorender-sync", &mut script);
-            write_stdout(&script);
+            write_stdout(completions(shell).as_bytes());
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The completion script for `shell`. clap_complete (4.6) names bash's
+/// per-subcommand branches two ways for a hyphenated binary name
+/// (`autorender__sync__subcmd__upload` where it decides, and
+/// `autorender__subcmd__sync__subcmd__upload` where it completes), so only
+/// the first word ever completed; the names are made one. Tested by
+/// completing a subcommand's flags in bash, zsh and fish.
+fn completions(shell: clap_complete::Shell) -> String {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "autorender-sync", &mut script);
+    let script = String::from_utf8_lossy(&script).into_owned();
+    match shell {
+        clap_complete::Shell::Bash => script.replace("autorender__subcmd__sync__", "autorender__sync__"),
+        _ => script,
     }
 }
 
@@ -329,10 +342,21 @@ pub fn use_color(choice: ColorChoice) -> bool {
     }
 }
 
-/// Fields a log line's message already says in words: `--log-format json`
-/// carries them as fields (`path`, `remote`, `file_no`, `session`,
-/// `error`), the text format only once, in the message.
-const SAID_IN_THE_MESSAGE: [&str; 5] = ["path", "remote", "file_no", "session", "error"];
+/// Fields a log line's message already says in words (or, for a sha256,
+/// that no reader of a terminal wants): `--log-format json` carries them as
+/// fields (`path`, `remote`, `file_no`, `session`, `error`, and on an
+/// upload `size`, `duration_ms`, `sha256`), the text format only once, in
+/// the message.
+const SAID_IN_THE_MESSAGE: [&str; 8] = [
+    "path",
+    "remote",
+    "file_no",
+    "session",
+    "error",
+    "size",
+    "duration_ms",
+    "sha256",
+];
 
 /// How the text format writes one field of a log line.
 fn text_field(
@@ -384,11 +408,12 @@ fn init_logging(cli: &Cli) -> Result<bool, CliError> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
-        .with_target(cli.verbose > 0);
+        .with_writer(writer);
     let _ = match cli.log_format {
-        LogFormat::Json => builder.json().try_init(),
+        // Machines read every line's `target` (the module that logged it).
+        LogFormat::Json => builder.with_target(true).json().try_init(),
         LogFormat::Text => builder
+            .with_target(cli.verbose > 0)
             .with_ansi(ansi)
             .fmt_fields(tracing_subscriber::fmt::format::debug_fn(text_field))
             .try_init(),

@@ -106,6 +106,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         _ => None,
     };
     let fleet_journal = settings.fleet.is_some().then(|| journal.clone());
+    let began = std::time::Instant::now();
     let report = crate::app::run(settings, uploader, journal, opts, token, reload)
         .await
         .map_err(agent_error)?;
@@ -117,8 +118,10 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         );
     } else if args.once {
         tracing::info!(
-            "{} uploaded, {} failed, {} already up to date, {} already in the workspace (adopted)",
+            "{} uploaded ({} in {}), {} failed, {} already up to date, {} already in the workspace (adopted)",
             report.uploaded,
+            crate::units::format_bytes(report.bytes_uploaded),
+            crate::units::format_took(report.bytes_uploaded, began.elapsed()),
             report.failed,
             report.skipped,
             report.adopted
@@ -162,6 +165,7 @@ pub(super) fn agent_error(e: AgentError) -> CliError {
         AgentError::Auth(m) => CliError::Auth(m),
         AgentError::Watch(e) => CliError::Usage(e.to_string()),
         AgentError::Shared(m) => CliError::Usage(m),
+        AgentError::Control(e) => CliError::Usage(e.to_string()),
         AgentError::Journal(j) => journal_error(j),
     }
 }

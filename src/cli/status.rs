@@ -33,6 +33,7 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
         elsewhere,
         last,
         sets,
+        control,
     } = g;
     let state_dir = &state_dir;
     match (&agent, running) {
@@ -76,6 +77,9 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             a.heartbeat_at.map(format_time).unwrap_or_default()
         ),
         (None, _) => outln!("agent: has not run yet (journal: {})", state_dir.display()),
+    }
+    if let Some(url) = &control {
+        outln!("control API: {url} (dashboard: `autorender-sync dashboard`)");
     }
     if running && let Some(s) = snapshot["schedule"].as_object() {
         outln!(

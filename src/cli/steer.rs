@@ -136,7 +136,9 @@ pub async fn pause(cli: &Cli, args: &PauseArgs) -> CliResult {
         match crate::units::parse_duration(d) {
             Ok(d) if !d.is_zero() => {}
             Ok(_) => return Err(CliError::Usage("--for must be longer than 0s".into())),
-            Err(e) => return Err(CliError::Usage(format!("--for {d}: {e}; write e.g. 30m or 2h"))),
+            // The message already says the form to write (and, for "90",
+            // suggests "90s"): said once.
+            Err(e) => return Err(CliError::Usage(format!("--for {d}: {e}"))),
         }
     }
     let agent = find(cli)?;
@@ -191,6 +193,14 @@ pub async fn reload(cli: &Cli) -> CliResult {
                     .unwrap_or_default()
             };
             outln!("config reloaded: {} folder(s) watched", r["roots"]);
+            match r["changed"].as_array() {
+                Some(c) if !c.is_empty() => {
+                    for line in c.iter().filter_map(Value::as_str) {
+                        outln!("  changed: {}", crate::text::shown(line));
+                    }
+                }
+                _ => outln!("  no setting changed"),
+            }
             if !list("roots_added").is_empty() {
                 outln!("  added: {}", list("roots_added"));
             }

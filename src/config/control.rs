@@ -16,6 +16,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "watch_degraded",
     "paused",
     "resumed",
+    "stalled",
 ];
 
 /// What a `[[notify]]` entry gets when it does not say.
@@ -32,10 +33,22 @@ pub const DEFAULT_EVENTS: &[&str] = &[
 pub struct ControlSettings {
     /// Loopback address to serve on (port 0: any free port); None = "off".
     pub listen: Option<std::net::SocketAddr>,
+    /// `listen` was written in the config (not the default): when it is
+    /// taken, the agent refuses to start rather than move elsewhere, since
+    /// whatever scrapes that address would reach another program.
+    pub explicit: bool,
 }
 
 /// `[control] listen` when the config does not say.
 pub const DEFAULT_CONTROL_LISTEN: &str = "127.0.0.1:7780";
+
+/// The address `[control] listen` means when the config does not say:
+/// [`DEFAULT_CONTROL_LISTEN`]. `AUTORENDER_TEST_CONTROL_LISTEN` moves it, so
+/// the tests' hundreds of agents do not all contend for this machine's
+/// port 7780 (and a test can take "the default" away on purpose).
+fn default_listen() -> String {
+    std::env::var("AUTORENDER_TEST_CONTROL_LISTEN").unwrap_or_else(|_| DEFAULT_CONTROL_LISTEN.to_string())
+}
 
 /// How a `[[notify]]` receiver wants its events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,13 +85,21 @@ impl Walker<'_> {
         let f = self.fields(t, "control", CONTROL_KEYS);
         let (text, span) = match self.string(&f, "listen", "control.listen") {
             Some((text, span)) => (text, Some(span)),
-            None => (DEFAULT_CONTROL_LISTEN.to_string(), None),
+            None => (default_listen(), None),
+        };
+        let explicit = span.is_some();
+        let off = ControlSettings {
+            listen: None,
+            explicit,
         };
         if text.eq_ignore_ascii_case("off") {
-            return ControlSettings { listen: None };
+            return off;
         }
         match text.parse::<std::net::SocketAddr>() {
-            Ok(addr) if addr.ip().is_loopback() => ControlSettings { listen: Some(addr) },
+            Ok(addr) if addr.ip().is_loopback() => ControlSettings {
+                listen: Some(addr),
+                explicit,
+            },
             Ok(addr) => {
                 self.err(
                     "control.listen",
@@ -88,7 +109,7 @@ impl Walker<'_> {
                          127.0.0.1:PORT or [::1]:PORT (or \"off\")"
                     ),
                 );
-                ControlSettings { listen: None }
+                off
             }
             Err(_) => {
                 self.err(
@@ -96,7 +117,7 @@ impl Walker<'_> {
                     span,
                     format!("\"{text}\" is not an address; write e.g. \"127.0.0.1:7780\", or \"off\""),
                 );
-                ControlSettings { listen: None }
+                off
             }
         }
     }

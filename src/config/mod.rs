@@ -27,6 +27,7 @@ use url::Url;
 use crate::units::{parse_duration, parse_rate};
 
 mod control;
+pub mod diff;
 mod fleet;
 mod paths;
 mod schedule;
@@ -109,6 +110,9 @@ pub struct Settings {
     /// `[fleet]`: several agents share one queue in PostgreSQL.
     pub fleet: Option<FleetSettings>,
     pub watches: Vec<WatchSettings>,
+    /// The config as written (its TOML; empty for the built-in defaults):
+    /// a reload reports what changed between two of these ([`diff`]).
+    pub written: std::sync::Arc<toml::Table>,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +144,9 @@ pub struct AgentSettings {
     pub poll_interval: Option<Duration>,
     /// Files up to this many bytes go in one request; 0 = always multipart.
     pub direct_upload_max: u64,
+    /// An upload in flight that sends nothing this long is stalled: shown
+    /// so, a `/healthz` reason, a `stalled` event and a warning.
+    pub stall_after: Duration,
     /// `run` logs here (rotated by size) instead of stderr; `--log-file` wins.
     pub log_file: Option<PathBuf>,
     /// Which due file starts next.
@@ -328,8 +335,9 @@ impl Settings {
                 }]));
             }
         };
-        let settings = w.document(doc.get_ref(), source);
+        let mut settings = w.document(doc.get_ref(), source);
         if w.errors.is_empty() {
+            settings.written = std::sync::Arc::new(text.parse().unwrap_or_default());
             Ok(settings)
         } else {
             w.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));

@@ -27,6 +27,7 @@ const AGENT_KEYS: &[&str] = &[
     "max_attempts",
     "poll_interval",
     "direct_upload_max",
+    "stall_after",
     "log_file",
     "healthcheck_url",
     "order",
@@ -105,6 +106,7 @@ impl<'s> Walker<'s> {
             notify,
             fleet,
             watches,
+            written: Default::default(),
         }
     }
 
@@ -268,7 +270,18 @@ impl<'s> Walker<'s> {
             .get("schedule")
             .map(|item| self.schedule(item))
             .unwrap_or_default();
+        let stall_after = self
+            .duration(&f, "stall_after", "agent.stall_after")
+            .unwrap_or(Duration::from_secs(60));
+        if stall_after < Duration::from_secs(5) {
+            self.err(
+                "agent.stall_after",
+                f.get("stall_after").map(|i| i.span()),
+                "must be at least 5s (the rate shown is measured over 5 s; a part's first bytes can take that long on a busy link)",
+            );
+        }
         AgentSettings {
+            stall_after,
             order,
             schedule,
             log_file,

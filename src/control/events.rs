@@ -84,6 +84,7 @@ pub fn text(e: &Value) -> String {
         "watch_degraded" => "watching is degraded".to_string(),
         "paused" => "uploads paused".to_string(),
         "resumed" => "uploads resumed".to_string(),
+        "stalled" => format!("upload stalled: {what}"),
         other => format!("{other} {what}"),
     };
     if let Some(err) = e["error"].as_str() {

@@ -57,6 +57,9 @@ pub enum Command {
 /// What a reload changed.
 #[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
 pub struct ReloadReport {
+    /// Each key of the config whose value changed, as written
+    /// (`agent.direct_upload_max: "8MiB" → "0"`; secrets as "changed").
+    pub changed: Vec<String>,
     pub roots_added: Vec<String>,
     pub roots_removed: Vec<String>,
     /// Roots watched now.
@@ -154,6 +157,17 @@ struct Shared {
 /// Why the control API could not start (the agent goes on without it).
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// The address the config names is taken: scrapes and dashboards
+    /// pointed at it would reach another program, so the agent stops.
+    #[error(
+        "[control] listen = \"{addr}\" is taken{}: stop that program, or set [control] listen to another port \
+         (or \"off\")",
+        .holder.as_ref().map(|w| format!(" by {w}")).unwrap_or_default()
+    )]
+    Taken {
+        addr: SocketAddr,
+        holder: Option<String>,
+    },
     #[error("cannot listen on {addr}: {source}; change or turn off [control] listen")]
     Listen {
         addr: SocketAddr,
@@ -182,6 +196,7 @@ impl Control {
     /// `stop` is cancelled.
     pub async fn start(
         listen: SocketAddr,
+        explicit: bool,
         state_dir: &Path,
         live: Arc<Live>,
         hooks: Hooks,
@@ -189,13 +204,25 @@ impl Control {
     ) -> Result<Control, ControlError> {
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && explicit => {
+                return Err(ControlError::Taken {
+                    addr: listen,
+                    holder: crate::sys::port_holder(listen),
+                });
+            }
+            // The default address taken (another user's agent, most
+            // often): a free port, said loudly; `status` shows which.
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                 let any = SocketAddr::new(listen.ip(), 0);
                 let l = tokio::net::TcpListener::bind(any)
                     .await
                     .map_err(|source| ControlError::Listen { addr: any, source })?;
                 tracing::warn!(
-                    "{listen} is taken; the control API listens on {} instead (see control.json)",
+                    "the control API's default address {listen} is taken{}; it listens on http://{} instead \
+                     (`autorender-sync status` shows it; set [control] listen to choose one)",
+                    crate::sys::port_holder(listen)
+                        .map(|w| format!(" by {w}"))
+                        .unwrap_or_default(),
                     l.local_addr().map(|a| a.to_string()).unwrap_or_default()
                 );
                 l

@@ -57,6 +57,15 @@ pub struct Gathered {
     pub last: Vec<journal::HistoryRow>,
     /// Upload sets: each with its file count and how many are done.
     pub sets: Vec<(journal::SetRow, i64, i64)>,
+    /// Where the running agent's control API listens (its `control.json`).
+    pub control: Option<String>,
+}
+
+/// The URL in `<state_dir>/control.json` (None: no agent serves one).
+pub fn control_url(state_dir: &std::path::Path) -> Option<String> {
+    let text = crate::private::read_text(&state_dir.join(super::INFO_FILE)).ok()?;
+    let info: serde_json::Value = serde_json::from_str(&text).ok()?;
+    info["url"].as_str().map(str::to_string)
 }
 
 pub fn gather(settings: &crate::config::Settings) -> Result<Gathered, JournalError> {
@@ -112,6 +121,7 @@ pub fn gather(settings: &crate::config::Settings) -> Result<Gathered, JournalErr
         }
     }
     Ok(Gathered {
+        control: running.then(|| control_url(state_dir)).flatten(),
         state_dir: state_dir.clone(),
         running,
         agent,
@@ -162,6 +172,7 @@ pub fn document(g: &Gathered) -> serde_json::Value {
             "unreachable_since": json_time(if running { snapshot["unreachable_since"].as_i64() } else { None }),
             "unreachable_since_ms": if running { snapshot["unreachable_since"].clone() } else { serde_json::Value::Null },
             "rate_limited_until": json_time(if running { snapshot["rate_limited_until"].as_i64() } else { None }),
+            "control": g.control,
         },
         "state_dir": state_dir,
         "roots": counts,

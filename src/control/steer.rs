@@ -34,10 +34,7 @@ pub(super) async fn pause(State(s): State<Shared>, body: Bytes) -> Response {
             Ok(d) if !d.is_zero() => Some(crate::clock::system_ms() + d.as_millis() as i64),
             Ok(_) => return refuse(StatusCode::BAD_REQUEST, "\"for\" must be longer than 0s"),
             Err(e) => {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    &format!("\"for\": {e}; write e.g. \"30m\" or \"2h\""),
-                );
+                return refuse(StatusCode::BAD_REQUEST, &format!("\"for\": {e}"));
             }
         },
         _ => {

@@ -135,7 +135,7 @@ fn the_control_api_guards_serves_status_retry_metrics_and_health() {
 }
 
 #[test]
-fn a_taken_port_falls_back_to_a_free_one_and_off_means_off() {
+fn a_configured_address_that_is_taken_stops_the_agent_naming_the_holder() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let emu = Emulator::start(&[]);
@@ -144,13 +144,70 @@ fn a_taken_port_falls_back_to_a_free_one_and_off_means_off() {
         &format!("settle = \"200ms\"\n[control]\nlisten = \"127.0.0.1:{port}\"\n"),
         "",
     );
-    let mut agent = sb.running_agent(&[]);
+    // A scrape of that address would reach this test, not the agent: the
+    // agent refuses to start, and names who holds it.
+    let mut c = sb.cmd();
+    c.arg("run");
+    let out = run(c);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let me = format!("pid {}", std::process::id());
+    assert!(
+        out.stderr.contains(&format!("127.0.0.1:{port}\" is taken by")) && out.stderr.contains(&me),
+        "{}",
+        out.stderr
+    );
+    assert!(!sb.state_dir().join("control.json").exists());
+    // `check` says what is configured.
+    let out = cli(&sb, &["check", "--offline"]);
+    assert!(
+        out.stdout
+            .contains(&format!("control API: http://127.0.0.1:{port}\n")),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_taken_default_address_falls_back_loudly_and_status_says_where_and_off_means_off() {
+    // The default address (moved, for tests, to a port this test holds).
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let default = held.local_addr().unwrap().to_string();
+    let env = [("AUTORENDER_TEST_CONTROL_LISTEN", default.as_str())];
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let mut agent = sb.running_agent_env(&[], &env);
     let (url, _) = sb.control();
-    assert!(!url.ends_with(&format!(":{port}")), "{url}");
+    assert!(!url.ends_with(&default), "{url}");
     let r = Client::new().get(format!("{url}/healthz")).send().unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    assert!(agent.log_text().contains("is taken"), "{}", agent.log_text());
+    let log = agent.log_text();
+    assert!(
+        log.contains(&format!("default address {default} is taken by"))
+            && log.contains(&format!("pid {}", std::process::id()))
+            && log.contains(&format!("listens on {url} instead")),
+        "{log}"
+    );
+    // status (text and JSON) and check say where it listens.
+    assert_eq!(sb.status()["agent"]["control"], url.as_str());
+    let out = cli(&sb, &["status"]);
+    assert!(
+        out.stdout.contains(&format!("control API: {url}")),
+        "{}",
+        out.stdout
+    );
+    let mut c = sb.cmd();
+    c.envs(env).args(["check", "--offline"]);
+    let out = run(c);
+    assert!(
+        out.stdout.contains(&format!("{default} (the default)"))
+            && out
+                .stdout
+                .contains(&format!("the running agent listens on {url}")),
+        "{}",
+        out.stdout
+    );
     assert_eq!(agent.stop().code, 0);
+    drop(held);
 
     let off = Sandbox::watching(&emu, "settle = \"200ms\"\n[control]\nlisten = \"off\"\n", "");
     let mut agent = off.running_agent(&[]);
@@ -290,6 +347,11 @@ fn a_pause_for_a_while_ends_by_itself_and_the_cli_says_when_no_agent_runs() {
     let out = cli(&sb, &["pause", "--for", "soon"]);
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("--for"), "{}", out.stderr);
+    // A bare number is told its unit once, with the fix.
+    let out = cli(&sb, &["pause", "--for", "90"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("(e.g. \"90s\")"), "{}", out.stderr);
+    assert_eq!(out.stderr.matches("e.g.").count(), 1, "{}", out.stderr);
 
     let mut agent = sb.running_agent(&[]);
     let out = cli(&sb, &["pause", "--for", "3s"]);
@@ -335,6 +397,12 @@ fn reload_applies_a_new_root_and_refuses_a_broken_config_keeping_the_old() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stdout.contains("2 folder(s) watched") && out.stdout.contains("added: "),
+        "{}",
+        out.stdout
+    );
+    // It says what changed in the config, in the config's words.
+    assert!(
+        out.stdout.contains("  changed: watch[1]: added\n"),
         "{}",
         out.stdout
     );
@@ -395,9 +463,9 @@ fn reload_applies_a_new_root_and_refuses_a_broken_config_keeping_the_old() {
     std::fs::write(&sb.config, &good).unwrap();
     agent.signal("HUP");
     assert!(
-        wait_until(Duration::from_secs(20), || agent
-            .log_text()
-            .contains("1 root(s) watched, 0 added, 1 removed")),
+        wait_until(Duration::from_secs(20), || agent.log_text().contains(
+            "1 folder(s) watched, 0 added, 1 removed; changed: watch[1]: removed"
+        )),
         "{}",
         agent.log_text()
     );

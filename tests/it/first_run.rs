@@ -273,10 +273,29 @@ fn demo_uploads_what_is_dropped() {
             said.push_str(&l);
             said.push('\n');
         }
-        said.contains("They appear in")
+        said.contains("They appear in") && said.contains(" status\n")
     });
     assert!(ready, "demo printed its instructions: {said}");
     assert!(said.contains(&drop_dir.display().to_string()), "{said}");
+    // The banner names the config other commands need; with it, `status`
+    // finds the demo's agent.
+    let config = said
+        .lines()
+        .find_map(|l| l.strip_prefix("Watch it from another terminal: autorender-sync --config "))
+        .and_then(|l| l.strip_suffix(" status"))
+        .unwrap_or_else(|| panic!("no status hint: {said}"))
+        .to_string();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let out = run({
+                let mut c = Command::new(bin());
+                c.args(["--config", &config, "status"]);
+                c
+            });
+            out.code == 0 && out.stdout.contains("agent: running")
+        }),
+        "status with the demo's config did not see its agent"
+    );
     write_file(&drop_dir.join("hello.mov"), 70_000, 3);
     let landed = dir
         .path()
@@ -317,6 +336,120 @@ fn man_page_and_every_completion_shell() {
         assert!(
             out.stdout.contains("autostart"),
             "{shell} completions know the commands"
+        );
+    }
+}
+
+/// Completes `line` (up to the cursor) with `shell`'s completion script as
+/// `completions` writes it, in the shell itself: the words it offers.
+fn complete(shell: &str, line: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let script = run({
+        let mut c = Command::new(bin());
+        c.args(["completions", shell]);
+        c
+    })
+    .stdout;
+    let out = match shell {
+        "bash" => {
+            let path = dir.path().join("autorender-sync.bash");
+            std::fs::write(&path, script).unwrap();
+            let words: Vec<&str> = line.split(' ').collect();
+            let (cur, prev) = (words[words.len() - 1], words[words.len() - 2]);
+            run({
+                let mut c = Command::new("bash");
+                c.arg("-c").arg(format!(
+                    "source {}; COMP_WORDS=({line}); COMP_CWORD={}; COMP_LINE='{line}'; \
+                     _autorender__sync autorender-sync '{cur}' '{prev}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                    path.display(),
+                    words.len() - 1
+                ));
+                c
+            })
+        }
+        "fish" => {
+            let path = dir.path().join("autorender-sync.fish");
+            std::fs::write(&path, script).unwrap();
+            run({
+                let mut c = Command::new("fish");
+                c.args(["--no-config", "-c"])
+                    .arg(format!("source {}; complete -C '{line}'", path.display()));
+                c
+            })
+        }
+        _ => {
+            std::fs::write(dir.path().join("_autorender-sync"), script).unwrap();
+            let driver = dir.path().join("complete.zsh");
+            std::fs::write(&driver, ZSH_COMPLETE).unwrap();
+            run({
+                let mut c = Command::new("zsh");
+                c.arg("-f").arg(&driver).arg(dir.path()).arg(line);
+                c
+            })
+        }
+    };
+    assert_eq!(out.code, 0, "{shell}: {}", out.stderr);
+    out.stdout
+        .lines()
+        .map(|l| l.split('\t').next().unwrap_or("").to_string())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// zsh completes only in its line editor: an interactive zsh on a
+/// pseudo-terminal (zpty) gets the line and a TAB, with `compadd` wrapped
+/// to print each match; it waits (10 s at most) for the first, then ends
+/// the line and prints the matches.
+const ZSH_COMPLETE: &str = r#"zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PROMPT=''"
+zpty -w z "fpath=($1 \$fpath)"
+zpty -w z "autoload -U compinit; compinit -u -D"
+zpty -w z 'compadd() { local -a __m; builtin compadd -O __m "$@"; (( ${#__m} )) && print -rl -- "MATCH:"${^__m} }'
+zpty -w z "print READY-''-FOR-TAB"
+while zpty -r z line '*'$'\n'; do [[ $line == READY--FOR-TAB* ]] && break; done
+zpty -w -n z "$2"$'\t'
+# The first match (deadline 10 s), then the line is killed and a marker
+# printed: every match is out by then.
+integer deadline=$(( SECONDS + 10 ))
+typeset -a seen
+while (( SECONDS < deadline )); do
+  if zpty -r -t z line '*'$'\n'; then
+    [[ $line == MATCH:* ]] && { seen+=(${${line#MATCH:}%%[$'\r\n']*}); break; }
+  else
+    sleep 0.05
+  fi
+done
+zpty -w z $'\x15print END-OF''-MATCHES'
+while zpty -r z line '*'$'\n'; do
+  [[ $line == END-OF-MATCHES* ]] && break
+  [[ $line == MATCH:* ]] && seen+=(${${line#MATCH:}%%[$'\r\n']*})
+done
+zpty -d z
+print -rl -- ${(u)seen}
+"#;
+
+#[test]
+fn a_subcommands_flags_complete_in_bash_zsh_and_fish() {
+    for shell in ["bash", "zsh", "fish"] {
+        if Command::new(shell).arg("-c").arg("true").status().is_err() {
+            skip_or_fail(&format!("{shell} is not installed (apt-get install {shell})"));
+            continue;
+        }
+        // The first word, a subcommand's flag, and a nested subcommand's.
+        assert!(
+            complete(shell, "autorender-sync sta").contains(&"status".to_string()),
+            "{shell}"
+        );
+        assert_eq!(
+            complete(shell, "autorender-sync upload --fo"),
+            ["--folder"],
+            "{shell}"
+        );
+        assert_eq!(
+            complete(shell, "autorender-sync autostart install --pr"),
+            ["--print"],
+            "{shell}"
         );
     }
 }

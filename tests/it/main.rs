@@ -10,6 +10,7 @@ mod damage;
 mod emulator;
 mod faults;
 mod first_run;
+mod first_week;
 mod fleet;
 mod harness;
 mod hostile;

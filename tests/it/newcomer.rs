@@ -640,9 +640,30 @@ fn one_json_schema_for_files_and_structured_json_logs() {
     );
     assert_eq!(line["fields"]["remote"], "uploads/drop/a.mov", "{line}");
     assert_eq!(line["fields"]["file_no"], emu.ledger()[0]["file_no"], "{line}");
+    // ... with its size, how long it took and its sha256, and every line
+    // names the module that logged it (as the README says).
+    assert_eq!(line["fields"]["size"], 100, "{line}");
+    assert!(line["fields"]["duration_ms"].is_u64(), "{line}");
+    assert_eq!(
+        line["fields"]["sha256"].as_str(),
+        Some(sha256_file(&sb.drop_dir().join("a.mov")).as_str()),
+        "{line}"
+    );
+    assert!(
+        line["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("autorender_sync")),
+        "{line}"
+    );
+    assert!(
+        line["fields"]["message"].as_str().unwrap().contains("100 B in "),
+        "{line}"
+    );
     // Text logs say it once, in the message (no trailing path=… duplicate).
     write_file(&sb.drop_dir().join("b.mov"), 100, 2);
     let text = sb.run_once().stderr;
+    // `run --once` ends with the bytes, the time and the rate.
+    assert!(text.contains("1 uploaded (100 B in "), "{text}");
     let uploaded = text.lines().find(|l| l.contains("uploaded ")).unwrap();
     assert!(
         !uploaded.contains("path=") && !uploaded.contains("file_no=1"),

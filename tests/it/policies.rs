@@ -258,6 +258,11 @@ fn a_schedule_window_limits_the_rate_and_a_paused_one_holds_uploads_until_it_end
     let out = cli(&sb, &["reload"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
+        out.stdout.contains("  changed: agent.schedule: added\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
         wait_until(Duration::from_secs(20), || sb.status()["agent"]["pause_reason"]
             == "paused_by_schedule"),
         "{}",

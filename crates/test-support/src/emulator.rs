@@ -106,6 +106,25 @@ impl Emulator {
     /// A GET to the emulator. A failed request is tried again for up to
     /// 20 s (a loaded machine can refuse a connection for a moment); then the
     /// test fails showing the emulator's own log.
+    /// Stops the emulator's process (SIGSTOP): connections stay open and
+    /// nothing is read or answered, as on a network that drops everything.
+    pub fn freeze(&self) {
+        self.kill("STOP");
+    }
+
+    /// Lets a frozen emulator go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.kill("CONT");
+    }
+
+    fn kill(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} the emulator");
+    }
+
     pub fn get(&self, path: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

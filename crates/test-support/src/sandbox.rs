@@ -46,6 +46,10 @@ impl Sandbox {
             .env("NO_COLOR", "1")
             // Tests use parts of a few KiB; a real service gives ≥ 5 MiB.
             .env("AUTORENDER_TEST_MIN_PART_SIZE", "1")
+            // Each agent's control API on a free port of its own, not all
+            // on the machine's 127.0.0.1:7780 (a test that wants the
+            // default taken sets this to a port it holds).
+            .env("AUTORENDER_TEST_CONTROL_LISTEN", "127.0.0.1:0")
             .env("HOME", self.dir.path());
         c
     }

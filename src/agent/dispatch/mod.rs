@@ -57,6 +57,10 @@ pub(super) struct Dispatch {
     serving: crate::journal::Serving,
     /// Uploads in flight and their progress.
     flights: Flights,
+    /// How long an upload may send nothing before it is stalled.
+    stall_after: Duration,
+    /// The uploads reported stalled (each once, until bytes move again).
+    stalled: HashSet<PathBuf>,
 }
 
 impl Dispatch {
@@ -69,6 +73,8 @@ impl Dispatch {
             dirty: true,
             serving: serving_of(settings),
             flights: Flights::default(),
+            stall_after: settings.agent.stall_after,
+            stalled: HashSet::new(),
         }
     }
 
@@ -76,6 +82,7 @@ impl Dispatch {
     /// that came back are asked for again. Uploads in flight go on.
     pub(super) fn adopt(&mut self, settings: &Settings) {
         self.serving = serving_of(settings);
+        self.stall_after = settings.agent.stall_after;
         self.orphans.clear();
         self.dirty = true;
     }
@@ -98,7 +105,31 @@ impl Dispatch {
 
     /// The uploads in flight and their progress.
     pub(super) fn views(&self, now: Instant) -> Vec<FlightView> {
-        self.flights.views(now)
+        self.flights.views(now, self.stall_after)
+    }
+
+    /// The uploads that stalled since the last call, and those that were
+    /// stalled and send again (by path).
+    pub(super) fn stall_news(&mut self, now: Instant) -> (Vec<FlightView>, Vec<PathBuf>) {
+        let views = self.views(now);
+        let fresh: Vec<FlightView> = views
+            .iter()
+            .filter(|v| v.stalled_s.is_some() && !self.stalled.contains(&v.path))
+            .cloned()
+            .collect();
+        let still: HashSet<PathBuf> = views
+            .iter()
+            .filter(|v| v.stalled_s.is_some())
+            .map(|v| v.path.clone())
+            .collect();
+        let moving: Vec<PathBuf> = self
+            .stalled
+            .iter()
+            .filter(|p| !still.contains(*p) && views.iter().any(|v| &v.path == *p))
+            .cloned()
+            .collect();
+        self.stalled = still;
+        (fresh, moving)
     }
 }
 
@@ -321,14 +352,15 @@ impl Agent {
             TaskResult::Upload { row, result, fp } => {
                 self.dispatch.inflight.remove(&row.id);
                 self.dispatch.lane.remove(&row.id);
-                if let (Some(began), Ok(o)) = (self.dispatch.flights.end(row.id), result.as_ref())
+                let took =
+                    (self.dispatch.flights.end(row.id)).map(|began| self.clock.now().duration_since(began));
+                if let (Some(t), Ok(o)) = (took, result.as_ref())
                     && o.adopted.is_none()
                 {
-                    self.reporter
-                        .took(self.clock.now().duration_since(began).as_secs_f64());
+                    self.reporter.took(t.as_secs_f64());
                 }
                 self.dispatch.dirty = true;
-                self.upload_result(row, *result, fp, shutdown).await?;
+                self.upload_result(row, *result, fp, took, shutdown).await?;
             }
         }
         Ok(())

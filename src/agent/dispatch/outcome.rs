@@ -10,6 +10,7 @@ impl Agent {
         row: FileRow,
         result: Result<Outcome, UploadError>,
         fp: Fingerprint,
+        took: Option<Duration>,
         shutdown: &CancellationToken,
     ) -> Result<(), AgentError> {
         let path = row.local_path();
@@ -52,13 +53,19 @@ impl Agent {
                 } else {
                     self.reporter.uploaded(o.size, self.clock.wall_ms());
                     let remote = mapping::remote_path(&o.folder, &o.name);
+                    let took = took.unwrap_or_default();
                     tracing::info!(
                         path = %path.display(),
                         remote = %remote,
                         file_no = %o.file.file_no,
-                        "uploaded {} → {remote} (file_no {})",
+                        size = o.size,
+                        duration_ms = took.as_millis() as u64,
+                        sha256 = %o.sha256,
+                        "uploaded {} → {remote} (file_no {}; {} in {})",
                         path.display(),
-                        o.file.file_no
+                        o.file.file_no,
+                        crate::units::format_bytes(o.size),
+                        crate::units::format_took(o.size, took)
                     );
                     let mut e = Event::new("uploaded", self.clock.wall_ms()).path(&path);
                     e.remote_folder = Some(o.folder.clone());

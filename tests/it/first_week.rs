@@ -1,0 +1,102 @@
+//! The first week, round two (issue 27): what a pipeline TD coming from
+//! rclone tripped on, each through the real binary.
+
+use std::time::Duration;
+
+use reqwest::blocking::Client;
+use serde_json::Value;
+
+use crate::control::Receiver;
+use crate::harness::*;
+
+/// The only upload in flight, as `status --json` shows it.
+fn in_flight(sb: &Sandbox) -> Option<Value> {
+    sb.status()["in_flight"].as_array()?.first().cloned()
+}
+
+#[test]
+fn a_stalled_upload_says_so_in_status_health_an_event_and_the_log_and_recovers() {
+    let emu = Emulator::start(&[]);
+    let hooks = Receiver::start(true);
+    let sb = Sandbox::watching(
+        &emu,
+        &format!(
+            "settle = \"200ms\"\nstall_after = \"5s\"\nbandwidth_limit = \"2MiB/s\"\n\
+             [control]\nlisten = \"127.0.0.1:0\"\n\
+             [[notify]]\nurl = \"{}/hook\"\nevents = [\"stalled\"]\n",
+            hooks.url
+        ),
+        "",
+    );
+    let mut agent = sb.running_agent(&[]);
+    let (url, _) = sb.control();
+    let take = sb.drop_dir().join("take.mov");
+    write_file(&take, 24 * 1024 * 1024, 7);
+    assert!(
+        wait_until(Duration::from_secs(60), || in_flight(&sb)
+            .is_some_and(|f| f["sent"].as_u64().unwrap_or(0) > 0)),
+        "the upload never started sending: {}",
+        agent.log_text()
+    );
+
+    // The network takes no bytes: the rate now falls to 0, time left is
+    // unknown, and past stall_after the upload is stalled everywhere.
+    emu.freeze();
+    assert!(
+        wait_until(Duration::from_secs(60), || in_flight(&sb)
+            .is_some_and(|f| f["stalled_s"].as_u64().is_some_and(|s| s >= 5))),
+        "{:?}\n{}",
+        in_flight(&sb),
+        agent.log_text()
+    );
+    let f = in_flight(&sb).unwrap();
+    assert_eq!(f["rate"], 0, "{f}");
+    assert!(f["eta_s"].is_null(), "{f}");
+    let health = Client::new().get(format!("{url}/healthz")).send().unwrap();
+    assert_eq!(health.status().as_u16(), 503);
+    let why = health.text().unwrap();
+    assert!(why.contains("take.mov is stalled: nothing sent for"), "{why}");
+    let out = {
+        let mut c = sb.cmd();
+        c.arg("status");
+        run(c)
+    };
+    assert!(
+        out.stdout.contains("take.mov: ") && out.stdout.contains("stalled: nothing sent for"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || !hooks.events("/hook").is_empty()),
+        "no stalled event"
+    );
+    let e = &hooks.events("/hook")[0];
+    assert_eq!(e["event"], "stalled", "{e}");
+    assert!(e["path"].as_str().unwrap().ends_with("take.mov"), "{e}");
+    assert!(
+        agent.log_text().contains("take.mov: nothing sent for"),
+        "{}",
+        agent.log_text()
+    );
+
+    // The network comes back: it is sent, once, and the stall is over.
+    emu.thaw();
+    assert!(
+        wait_until(Duration::from_secs(120), || emu.ledger().len() == 1),
+        "{}",
+        agent.log_text()
+    );
+    assert_eq!(
+        sha256_file(&take),
+        emu.ledger()[0]["sha256"].as_str().unwrap_or("")
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || Client::new()
+            .get(format!("{url}/healthz"))
+            .send()
+            .is_ok_and(|r| r.status().as_u16() == 200)),
+        "still unhealthy after the stall ended"
+    );
+    assert_eq!(hooks.events("/hook").len(), 1, "one event per stall");
+    assert_eq!(agent.stop().code, 0);
+}
