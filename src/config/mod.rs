@@ -27,6 +27,8 @@ use url::Url;
 use crate::units::{parse_duration, parse_rate};
 
 mod control;
+mod exclude_from;
+pub use exclude_from::ExcludeFile;
 pub mod diff;
 mod fleet;
 mod paths;
@@ -192,6 +194,8 @@ pub struct WatchSettings {
     pub include_patterns: Vec<String>,
     pub exclude: GlobSet,
     pub exclude_patterns: Vec<String>,
+    /// `exclude_from`: gitignore-style lines read from a file.
+    pub exclude_from: Option<ExcludeFile>,
     pub recursive: bool,
     pub subfolders: Subfolders,
     pub tags: Vec<String>,
@@ -205,6 +209,10 @@ pub struct WatchSettings {
     pub existing: Existing,
     /// Files whose mtime is older than this are skipped (None: no limit).
     pub max_age: Option<Duration>,
+    /// Files smaller than this are left out (rclone's `--min-size`).
+    pub min_size: Option<u64>,
+    /// Files larger than this are left out (rclone's `--max-size`).
+    pub max_size: Option<u64>,
     /// A file uploaded twice within this long (it keeps changing: a log, a
     /// file appended to) is shown `growing` and sent again only this long
     /// after its last upload (None: every settled version goes).
@@ -243,7 +251,9 @@ impl WatchSettings {
     /// Does a root-relative path (with `/` separators) pass include/exclude?
     /// Built-in temp-file excludes are applied separately by the scanner.
     pub fn matches(&self, relative: &str) -> bool {
-        self.include.is_match(relative) && !self.exclude.is_match(relative)
+        self.include.is_match(relative)
+            && !self.exclude.is_match(relative)
+            && !self.exclude_from.as_ref().is_some_and(|e| e.excludes(relative))
     }
 
     /// The root's key in the journal (its canonical path as text).

@@ -143,6 +143,18 @@ impl<'s> Walker<'s> {
         }
     }
 
+    /// A byte size ("10MB", "1.5GiB", "0").
+    pub(super) fn size(&mut self, f: &HashMap<String, Item>, name: &str, key: &str) -> Option<u64> {
+        let (text, span) = self.string(f, name, key)?;
+        match crate::units::parse_size(&text) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.err(key, Some(span), e.to_string());
+                None
+            }
+        }
+    }
+
     /// A duration where "off" or "0s" means disabled.
     pub(super) fn optional_duration(
         &mut self,

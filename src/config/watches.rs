@@ -20,6 +20,9 @@ pub(super) const WATCH_KEYS: &[&str] = &[
     "priority",
     "existing",
     "max_age",
+    "min_size",
+    "max_size",
+    "exclude_from",
     "min_interval",
     "share",
 ];
@@ -110,6 +113,9 @@ impl<'s> Walker<'s> {
         };
         let (include, include_patterns) = self.globs(&f, "include", &k("include"), &["**/*"]);
         let (exclude, exclude_patterns) = self.globs(&f, "exclude", &k("exclude"), &[]);
+        let exclude_from = self
+            .string(&f, "exclude_from", &k("exclude_from"))
+            .and_then(|(text, span)| self.read_exclude_file(&text, &span, &k("exclude_from")));
         let recursive = self.boolean(&f, "recursive", &k("recursive")).unwrap_or(true);
         let subfolders = match self.string(&f, "subfolders", &k("subfolders")) {
             Some((v, s)) => match v.as_str() {
@@ -224,6 +230,21 @@ impl<'s> Walker<'s> {
         let max_age = self
             .optional_duration(&f, "max_age", &k("max_age"))
             .unwrap_or(None);
+        let min_size = self.size(&f, "min_size", &k("min_size"));
+        let max_size = self.size(&f, "max_size", &k("max_size"));
+        if let (Some(lo), Some(hi)) = (min_size, max_size)
+            && lo > hi
+        {
+            self.err(
+                &k("max_size"),
+                f.get("max_size").map(|i| i.span()),
+                format!(
+                    "is smaller than min_size ({} < {}): no file could be uploaded; swap them or drop one",
+                    crate::units::format_bytes(hi),
+                    crate::units::format_bytes(lo)
+                ),
+            );
+        }
         let min_interval = self
             .optional_duration(&f, "min_interval", &k("min_interval"))
             .unwrap_or(Some(DEFAULT_MIN_INTERVAL));
@@ -242,6 +263,7 @@ impl<'s> Walker<'s> {
             include_patterns,
             exclude,
             exclude_patterns,
+            exclude_from,
             recursive,
             subfolders,
             tags,
@@ -252,6 +274,8 @@ impl<'s> Walker<'s> {
             priority,
             existing,
             max_age,
+            min_size,
+            max_size,
             min_interval,
             sets,
             share,

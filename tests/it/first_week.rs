@@ -100,3 +100,79 @@ fn a_stalled_upload_says_so_in_status_health_an_event_and_the_log_and_recovers()
     assert_eq!(hooks.events("/hook").len(), 1, "one event per stall");
     assert_eq!(agent.stop().code, 0);
 }
+
+#[test]
+fn min_size_and_max_size_leave_out_files_outside_the_bounds_as_rclone_does() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\n",
+        "min_size = \"100B\"\nmax_size = \"10KB\"\n",
+    );
+    let drop = sb.drop_dir();
+    write_file(&drop.join("tiny.txt"), 10, 1);
+    write_file(&drop.join("right.mov"), 1000, 2);
+    write_file(&drop.join("huge.mov"), 100_000, 3);
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let names: Vec<String> = emu
+        .ledger()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(names, ["right.mov"]);
+    assert!(
+        out.stderr.contains("left out: smaller than 100 B (min_size)")
+            && out.stderr.contains("left out: larger than 9.8 KiB (max_size)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(sb.status()["roots"][0]["skipped"], 2);
+    // Bounds that leave nothing are refused, naming the key.
+    let bad = Sandbox::watching(&emu, "", "min_size = \"1MB\"\nmax_size = \"1KB\"\n");
+    let mut c = bad.cmd();
+    c.args(["check", "--offline"]);
+    let out = run(c);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("max_size") && out.stderr.contains("smaller than min_size"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn exclude_from_reads_gitignore_style_lines_and_names_a_bad_one_by_its_line() {
+    let emu = Emulator::start(&[]);
+    let rules = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(rules.path(), "# kept local\n*.tmp.exr\ncache/\n").unwrap();
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\n",
+        &format!("exclude_from = \"{}\"\n", rules.path().display()),
+    );
+    let drop = sb.drop_dir();
+    std::fs::create_dir_all(drop.join("shots/cache")).unwrap();
+    write_file(&drop.join("shots/a.tmp.exr"), 100, 1);
+    write_file(&drop.join("shots/cache/b.exr"), 100, 2);
+    write_file(&drop.join("shots/c.exr"), 100, 3);
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let names: Vec<String> = emu
+        .ledger()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(names, ["c.exr"]);
+    // A pattern the file cannot hold is named with its line.
+    std::fs::write(rules.path(), "ok.exr\n{unclosed\n").unwrap();
+    let mut c = sb.cmd();
+    c.args(["check", "--offline"]);
+    let out = run(c);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("exclude_from") && out.stderr.contains("line 2"),
+        "{}",
+        out.stderr
+    );
+}

@@ -210,7 +210,7 @@ impl Agent {
     }
 
     /// Why a new or changed file is left out by its root's policy, if it is:
-    /// older than `max_age`, or (with `existing = "skip"`) there before the
+    /// outside `min_size`..`max_size`, older than `max_age`, or (with `existing = "skip"`) there before the
     /// root was first watched and never recorded since. "There before" is
     /// judged by ctime, which a copy or a move into the folder always sets
     /// anew (an mtime can be carried over by `cp -p` or `rsync -a`).
@@ -223,6 +223,19 @@ impl Agent {
         fp: Fingerprint,
     ) -> Result<Option<String>, AgentError> {
         let w = self.settings.root(id);
+        // One reason per root and bound (noted once per folder, not per file).
+        if let Some(min) = w.min_size.filter(|min| fp.size < *min) {
+            return Ok(Some(format!(
+                "smaller than {} (min_size)",
+                crate::units::format_bytes(min)
+            )));
+        }
+        if let Some(max) = w.max_size.filter(|max| fp.size > *max) {
+            return Ok(Some(format!(
+                "larger than {} (max_size)",
+                crate::units::format_bytes(max)
+            )));
+        }
         if let Some(age) = w.max_age {
             let cutoff = i128::from(self.clock.wall_ms()) * 1_000_000 - age.as_nanos() as i128;
             if fp.mtime_ns < cutoff {
