@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 use unicode_normalization::UnicodeNormalization;
 
-use crate::api::{ApiError, Client, RemoteFile};
+use crate::api::{ApiError, Client, RemoteFile, RemoteFolder};
 
 /// Items asked for per listing page (the service may give fewer).
 const PAGE_LIMIT: u64 = 100;
@@ -222,6 +222,19 @@ impl Workspace {
         })
         .await
         .cloned()
+    }
+
+    /// What `folder` holds now: its subfolders and its files (every page).
+    /// None: there is no such folder.
+    pub async fn ls(&self, folder: &str) -> Result<Option<(Vec<RemoteFolder>, Vec<RemoteFile>)>, ApiError> {
+        let folder_no = match self.lookup(folder).await? {
+            Lookup::Missing => return Ok(None),
+            Lookup::Root => None,
+            Lookup::Found(no) => Some(no),
+        };
+        let folders = self.client.list_folders(folder_no.as_deref()).await?;
+        let files = self.list(folder, None, |_| true).await?;
+        Ok(Some((folders, files)))
     }
 
     /// Files named `name` in `folder` now (fresh, not cached), newest first

@@ -20,6 +20,7 @@ mod emulator;
 mod fleet;
 mod history;
 mod init;
+mod ls;
 mod manpages;
 mod output;
 mod retry;
@@ -111,6 +112,8 @@ pub enum Command {
     Check(check::Args),
     /// Ask the workspace whether it still holds every uploaded file; --requeue the missing
     Verify(verify::Args),
+    /// List a workspace folder: its subfolders, then each file's size, time, file_no and name
+    Ls(ls::Args),
     /// Write a commented starter config to the config path
     Init(init::Args),
     /// Stop starting uploads (parts in flight finish); lasts across restarts until `resume` or --for runs out
@@ -216,6 +219,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Upload(ref args) => upload::run(&cli, args).await,
         Command::Check(ref args) => check::run(&cli, args).await,
         Command::Verify(ref args) => verify::run(&cli, args).await,
+        Command::Ls(ref args) => ls::run(&cli, args).await,
         Command::Init(ref args) => init::run(&cli, args),
         Command::Pause(ref args) => steer::pause(&cli, args).await,
         Command::Resume => steer::resume(&cli).await,

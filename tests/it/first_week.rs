@@ -176,3 +176,55 @@ fn exclude_from_reads_gitignore_style_lines_and_names_a_bad_one_by_its_line() {
         out.stderr
     );
 }
+
+#[test]
+fn ls_lists_a_workspace_folder_its_subfolders_then_its_files() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let drop = sb.drop_dir();
+    std::fs::create_dir_all(drop.join("sub")).unwrap();
+    write_file(&drop.join("a.mov"), 1000, 1);
+    write_file(&drop.join("sub/b.exr"), 2048, 2);
+    assert_eq!(sb.run_once().code, 0);
+    let ls = |args: &[&str]| {
+        let mut c = sb.cmd();
+        c.arg("ls").args(args);
+        run(c)
+    };
+    let out = ls(&["uploads"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.lines().any(|l| l.ends_with(" drop/")),
+        "{}",
+        out.stdout
+    );
+    let out = ls(&["uploads/drop"]);
+    let a = emu.ledger().into_iter().find(|e| e["name"] == "a.mov").unwrap();
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.ends_with(" a.mov"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(
+        line.contains("1000 B") && line.contains(a["file_no"].as_str().unwrap()) && line.contains(" 20"),
+        "{line}"
+    );
+    assert!(
+        out.stdout.lines().next().unwrap().ends_with(" sub/"),
+        "{}",
+        out.stdout
+    );
+    let out = ls(&["--json", "uploads/drop"]);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["folders"], serde_json::json!(["sub"]));
+    assert_eq!(v["files"][0]["name"], "a.mov");
+    assert_eq!(v["files"][0]["size"], 1000);
+    assert_eq!(v["files"][0]["file_no"], a["file_no"]);
+    let out = ls(&["uploads/nope"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("no folder \"uploads/nope\""),
+        "{}",
+        out.stderr
+    );
+}
