@@ -49,6 +49,9 @@ pub struct RunOptions {
     pub once: bool,
     /// Log what would be uploaded; send nothing, record nothing.
     pub dry_run: bool,
+    /// `--once`: no new upload starts once this many bytes have been
+    /// started (rclone's `--max-transfer`, soft cutoff).
+    pub max_transfer: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -61,6 +64,12 @@ pub struct Report {
     pub failed: usize,
     pub skipped: usize,
     pub would_upload: usize,
+    /// Of those, files the journal knows (a changed version; the rest are new).
+    pub would_upload_changed: usize,
+    /// Their bytes.
+    pub would_upload_bytes: u64,
+    /// `--max-transfer` stopped new uploads; files are left for the next run.
+    pub transfer_limit_reached: bool,
     /// Upload sets not complete when a `--once` run ends: each one's folder
     /// (root-relative) and why it waits.
     pub sets_waiting: Vec<(String, String)>,

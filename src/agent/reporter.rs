@@ -102,8 +102,15 @@ impl Reporter {
     }
 
     /// Counts a file a dry run would upload.
-    pub fn would_upload(&mut self) {
+    /// `--max-transfer` was reached.
+    pub fn transfer_limit_reached(&mut self) {
+        self.report.transfer_limit_reached = true;
+    }
+
+    pub fn would_upload(&mut self, changed: bool, size: u64) {
         self.report.would_upload += 1;
+        self.report.would_upload_changed += usize::from(changed);
+        self.report.would_upload_bytes += size;
     }
 
     /// Whether uploads are held back, and why the agent is not healthy.

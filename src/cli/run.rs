@@ -22,10 +22,22 @@ pub struct Args {
     /// Log what would be uploaded; send nothing and record nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// With --once: start no new upload once this much has been started (e.g. 50GiB; as
+    /// rclone's --max-transfer); the rest waits for the next run
+    #[arg(long, value_name = "SIZE", requires = "once", value_parser = parse_max_transfer)]
+    pub max_transfer: Option<u64>,
     /// With a damaged or empty journal: move it aside (named in the log) and
     /// rebuild the state from the workspace by adoption, instead of refusing to start
     #[arg(long, conflicts_with = "dry_run")]
     pub recover: bool,
+}
+
+fn parse_max_transfer(s: &str) -> Result<u64, String> {
+    match crate::units::parse_size(s) {
+        Ok(0) => Err("must be more than 0 (drop the flag for no limit)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
@@ -89,6 +101,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let opts = RunOptions {
         once: args.once,
         dry_run: args.dry_run,
+        max_transfer: args.max_transfer,
     };
     // A running agent takes SIGHUP as "reload" (unless its terminal closed).
     let continuous = !args.once && !args.dry_run;
@@ -112,8 +125,11 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         .map_err(agent_error)?;
     if args.dry_run {
         tracing::info!(
-            "dry run: {} file(s) would be uploaded, {} already up to date",
+            "dry run: {} file(s) would be uploaded ({} new, {} changed; {}), {} already up to date",
             report.would_upload,
+            report.would_upload - report.would_upload_changed,
+            report.would_upload_changed,
+            crate::units::format_bytes(report.would_upload_bytes),
             report.skipped
         );
     } else if args.once {
@@ -126,6 +142,9 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             report.skipped,
             report.adopted
         );
+        if report.transfer_limit_reached {
+            tracing::info!("--max-transfer was reached: what is still queued goes at the next run");
+        }
         if !report.sets_waiting.is_empty() {
             let shown: Vec<String> = report
                 .sets_waiting

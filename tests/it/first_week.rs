@@ -228,3 +228,58 @@ fn ls_lists_a_workspace_folder_its_subfolders_then_its_files() {
         out.stderr
     );
 }
+
+#[test]
+fn a_dry_run_says_new_or_changed_with_human_sizes_and_max_transfer_stops_starting_files() {
+    let emu = Emulator::start(&[]);
+    // Smallest first, so which files fit under the limit is known.
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\nconcurrent_files = 1\norder = \"smallest\"\n",
+        "",
+    );
+    let drop = sb.drop_dir();
+    write_file(&drop.join("a.mov"), 1000, 1);
+    assert_eq!(sb.run_once().code, 0);
+    write_file(&drop.join("a.mov"), 2000, 2);
+    write_file(&drop.join("b.mov"), 3 * 1024 * 1024, 3);
+    let mut c = sb.cmd();
+    c.args(["run", "--once", "--dry-run"]);
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("would upload (changed) ")
+            && out.stderr.contains("a.mov → uploads/drop/a.mov (2.0 KiB)")
+            && out.stderr.contains("would upload (new) ")
+            && out.stderr.contains("b.mov → uploads/drop/b.mov (3.0 MiB)")
+            && out
+                .stderr
+                .contains("2 file(s) would be uploaded (1 new, 1 changed; 3.0 MiB)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(emu.ledger().len(), 1, "a dry run sends nothing");
+
+    // --max-transfer: a file starts while less than the limit has started.
+    write_file(&drop.join("c.mov"), 1000, 4);
+    let mut c = sb.cmd();
+    c.args(["run", "--once", "--max-transfer", "2500B"]);
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // c (1000 B) and a (2000 B) start; then 3000 B have started: b waits.
+    assert_eq!(emu.ledger().len(), 3, "two more, then the limit: {}", out.stderr);
+    assert!(!emu.ledger().iter().any(|e| e["name"] == "b.mov"));
+    assert!(
+        out.stderr.contains("--max-transfer was reached"),
+        "{}",
+        out.stderr
+    );
+    // The next run takes the rest.
+    assert_eq!(sb.run_once().code, 0);
+    assert_eq!(emu.ledger().len(), 4);
+    // Without --once it is refused.
+    let mut c = sb.cmd();
+    c.args(["run", "--max-transfer", "1GiB"]);
+    let out = run(c);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+}

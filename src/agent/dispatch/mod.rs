@@ -61,6 +61,10 @@ pub(super) struct Dispatch {
     stall_after: Duration,
     /// The uploads reported stalled (each once, until bytes move again).
     stalled: HashSet<PathBuf>,
+    /// Bytes of the uploads started in this run (for `--max-transfer`).
+    started_bytes: u64,
+    /// `--max-transfer` is reached: no new upload starts.
+    spent: bool,
 }
 
 impl Dispatch {
@@ -75,6 +79,8 @@ impl Dispatch {
             flights: Flights::default(),
             stall_after: settings.agent.stall_after,
             stalled: HashSet::new(),
+            started_bytes: 0,
+            spent: false,
         }
     }
 
@@ -152,7 +158,7 @@ impl Agent {
     /// Starts due uploads up to `concurrent_files`. Returns when the next
     /// backed-off file becomes due, if any.
     pub(super) async fn fill(&mut self) -> Result<Option<Instant>, AgentError> {
-        if self.opts.dry_run || !self.gate.open() {
+        if self.opts.dry_run || !self.gate.open() || self.dispatch.spent {
             self.dispatch.dirty = false;
             return Ok(None);
         }
@@ -181,6 +187,23 @@ impl Agent {
                     .await?;
                 dirty |= rows.len() == free;
                 for row in rows {
+                    // `--max-transfer`: a file starts while less than the
+                    // limit has been started (as rclone's soft cutoff).
+                    if let Some(max) = self.opts.max_transfer
+                        && self.dispatch.started_bytes >= max
+                    {
+                        tracing::info!(
+                            "max-transfer reached ({} started of {}): no new upload starts in this run; the files \
+                             still queued go at the next",
+                            crate::units::format_bytes(self.dispatch.started_bytes),
+                            crate::units::format_bytes(max)
+                        );
+                        self.dispatch.spent = true;
+                        self.reporter.transfer_limit_reached();
+                        dirty = false;
+                        break;
+                    }
+                    self.dispatch.started_bytes += row.size.max(0) as u64;
                     let id = row.id;
                     self.start_upload(row);
                     // (A row whose root left the config is not started.)
@@ -189,7 +212,7 @@ impl Agent {
                     }
                 }
             }
-            self.dispatch.dirty = dirty;
+            self.dispatch.dirty = dirty && !self.dispatch.spent;
         }
         if self.opts.once {
             return Ok(None);

@@ -289,17 +289,19 @@ impl Agent {
         fp: Fingerprint,
     ) -> Result<(), AgentError> {
         if self.opts.dry_run {
+            // A version the journal has a record of is a change; else new.
+            let changed = self.journal.lookup(root.clone(), rel.clone()).await?.is_some();
             let w = self.settings.root(id);
             if let Ok(r) = mapping::map(Path::new(&rel), &w.remote_folder, w.subfolders) {
                 tracing::info!(
-                    "would upload {} → {}/{} ({} bytes)",
+                    "would upload ({}) {} → {} ({})",
+                    if changed { "changed" } else { "new" },
                     Path::new(&root).join(&rel).display(),
-                    r.folder,
-                    r.name,
-                    fp.size
+                    mapping::remote_path(&r.folder, &r.name),
+                    crate::units::format_bytes(fp.size)
                 );
             }
-            self.reporter.would_upload();
+            self.reporter.would_upload(changed, fp.size);
             return Ok(());
         }
         let w = self.settings.root(id);

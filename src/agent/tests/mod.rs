@@ -50,7 +50,7 @@ async fn a_file_is_sent_once_after_settling_and_a_restart_sends_nothing() {
         t.clone(),
         RunOptions {
             once: true,
-            dry_run: false,
+            ..RunOptions::default()
         },
     );
     let report = again.task.await.unwrap().unwrap();
@@ -246,7 +246,7 @@ async fn a_rejected_key_is_reported_at_start_before_any_file_is_ready() {
         t.clone(),
         RunOptions {
             once: true,
-            dry_run: false,
+            ..RunOptions::default()
         },
     );
     let ended = once.task.await.unwrap();
