@@ -209,6 +209,9 @@ pub struct WatchSettings {
     pub existing: Existing,
     /// Files whose mtime is older than this are skipped (None: no limit).
     pub max_age: Option<Duration>,
+    /// An uploaded file that changes is reported (failed, with why) and
+    /// never sent again unless `retry` says so (rclone's `--immutable`).
+    pub immutable: bool,
     /// Files smaller than this are left out (rclone's `--min-size`).
     pub min_size: Option<u64>,
     /// Files larger than this are left out (rclone's `--max-size`).

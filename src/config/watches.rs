@@ -23,6 +23,7 @@ pub(super) const WATCH_KEYS: &[&str] = &[
     "min_size",
     "max_size",
     "exclude_from",
+    "immutable",
     "min_interval",
     "share",
 ];
@@ -230,6 +231,7 @@ impl<'s> Walker<'s> {
         let max_age = self
             .optional_duration(&f, "max_age", &k("max_age"))
             .unwrap_or(None);
+        let immutable = self.boolean(&f, "immutable", &k("immutable")).unwrap_or(false);
         let min_size = self.size(&f, "min_size", &k("min_size"));
         let max_size = self.size(&f, "max_size", &k("max_size"));
         if let (Some(lo), Some(hi)) = (min_size, max_size)
@@ -274,6 +276,7 @@ impl<'s> Walker<'s> {
             priority,
             existing,
             max_age,
+            immutable,
             min_size,
             max_size,
             min_interval,

@@ -283,3 +283,42 @@ fn a_dry_run_says_new_or_changed_with_human_sizes_and_max_transfer_stops_startin
     let out = run(c);
     assert_eq!(out.code, 2, "{}", out.stderr);
 }
+
+#[test]
+fn an_immutable_folder_reports_a_changed_file_and_never_sends_it_again_until_retry() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "immutable = true\n");
+    let take = sb.drop_dir().join("take.mov");
+    write_file(&take, 1000, 1);
+    assert_eq!(sb.run_once().code, 0);
+    write_file(&take, 1000, 2);
+    let out = sb.run_once();
+    assert_eq!(
+        out.code, 1,
+        "a file that could not go is a failure: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("take.mov: changed after it was uploaded; immutable = true"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(emu.ledger().len(), 1, "not sent again");
+    let st = sb.status();
+    assert_eq!(st["roots"][0]["failed"], 1, "{st}");
+    // Seen again, it is not reported again; `retry` sends it.
+    let out = sb.run_once();
+    assert!(
+        !out.stderr.contains("changed after it was uploaded"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(emu.ledger().len(), 1);
+    let mut c = sb.cmd();
+    c.arg("retry").arg(&take);
+    assert_eq!(run(c).code, 0);
+    assert_eq!(sb.run_once().code, 0);
+    assert_eq!(emu.ledger().len(), 2);
+    assert_eq!(emu.ledger()[1]["sha256"], sha256_file(&take).as_str());
+}

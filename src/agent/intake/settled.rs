@@ -288,9 +288,19 @@ impl Agent {
         rel: String,
         fp: Fingerprint,
     ) -> Result<(), AgentError> {
+        // Asked only where it matters (one query per file otherwise saved).
+        let before = if self.opts.dry_run || self.settings.root(id).immutable {
+            self.journal.lookup(root.clone(), rel.clone()).await?
+        } else {
+            None
+        };
+        let uploaded_before = before.as_ref().is_some_and(|r| r.done_size.is_some());
+        if self.settings.root(id).immutable && uploaded_before {
+            return self.changed_but_immutable(root, rel, fp).await;
+        }
         if self.opts.dry_run {
             // A version the journal has a record of is a change; else new.
-            let changed = self.journal.lookup(root.clone(), rel.clone()).await?.is_some();
+            let changed = before.is_some();
             let w = self.settings.root(id);
             if let Ok(r) = mapping::map(Path::new(&rel), &w.remote_folder, w.subfolders) {
                 tracing::info!(
@@ -340,5 +350,36 @@ impl Agent {
         }
         self.dispatch.look_again();
         Ok(())
+    }
+
+    /// `immutable = true`: a file uploaded before has changed. It is not
+    /// sent; this version is recorded failed with why (so `status`,
+    /// `history` and a `failed` event say so) until `retry` sends it.
+    async fn changed_but_immutable(
+        &mut self,
+        root: String,
+        rel: String,
+        fp: Fingerprint,
+    ) -> Result<(), AgentError> {
+        let path = Path::new(&root).join(&rel);
+        let why = "changed after it was uploaded; immutable = true keeps the version uploaded \
+                   (`autorender-sync retry PATH` sends this one anyway)";
+        if self.opts.dry_run {
+            tracing::info!("would not upload (changed, immutable) {}", path.display());
+            return Ok(());
+        }
+        self.journal
+            .enqueue(root.clone(), rel.clone(), fp, None, None)
+            .await?;
+        if let Some(row) = self.journal.lookup(root, rel).await? {
+            self.journal.record_failure(row.id, why.to_string(), 1, 0).await?;
+        }
+        tracing::error!(path = %path.display(), "{}: {why}", path.display());
+        self.reporter.not_uploaded();
+        let mut e = crate::control::Event::new("failed", self.clock.wall_ms())
+            .path(&path)
+            .sized(fp.size);
+        e.error = Some(why.to_string());
+        self.emit(e).await
     }
 }
