@@ -118,13 +118,6 @@ impl FileId {
     }
 }
 
-/// A short stable name for `text` (16 hex digits of its sha256), for file
-/// names derived from paths.
-pub fn short_hash(text: &str) -> String {
-    use sha2::Digest;
-    hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8])
-}
-
 /// sha256 of the file at `path`, computed in the blocking pool.
 #[cfg(test)]
 pub async fn hash_file(path: &Path) -> std::io::Result<String> {

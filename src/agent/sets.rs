@@ -120,6 +120,17 @@ fn manifest(set: &SetRow, files: &[SetFile]) -> String {
     format!("{doc:#}\n")
 }
 
+/// A watched root as a relative path under `manifests/`: its own path
+/// without the leading `/` (or drive), e.g. `home/alice/renders`.
+fn readable_root(root: &Path) -> PathBuf {
+    root.components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
 /// What the agent keeps of upload sets between two heartbeats (the sets
 /// themselves are in the journal).
 #[derive(Default)]
@@ -197,6 +208,10 @@ impl Agent {
                         if set.reason.as_deref() == Some(reason.as_str()) && !stuck {
                             continue;
                         }
+                        if !stuck {
+                            // Each new reason to hold the set, once.
+                            tracing::info!("set {} is held: {reason}", dir.display());
+                        }
                         if *stuck {
                             tracing::warn!("set {} is stuck: {reason}", dir.display());
                             let mut e = Event::new("stuck", now).path(&dir);
@@ -206,9 +221,19 @@ impl Agent {
                     }
                     SetStep::Release { phase } => {
                         tracing::info!(
-                            "set {}: sending phase {phase} of round {}",
+                            "set {}: {}{}",
                             dir.display(),
-                            set.round
+                            match *phase {
+                                crate::config::PHASE_FILES => "it is complete; sending its files",
+                                crate::config::PHASE_LAST =>
+                                    "its files are up; sending the ones that go last (set_last)",
+                                _ => "everything else is up; sending its trigger file",
+                            },
+                            if set.round > 1 {
+                                format!(" (round {}: files changed after it was complete)", set.round)
+                            } else {
+                                String::new()
+                            }
                         );
                         self.dispatch.look_again();
                     }
@@ -267,16 +292,21 @@ impl Agent {
             return;
         }
         let w = self.settings.root(id).clone();
-        let name = format!(
-            "{}.manifest.json",
-            set.set_rel.rsplit('/').next().unwrap_or(&set.set_rel)
-        );
+        // Each round's manifest its own name: a second round (files changed
+        // after the set was complete) does not replace the first's.
+        let base = set.set_rel.rsplit('/').next().unwrap_or(&set.set_rel);
+        let name = if set.round > 1 {
+            format!("{base}.manifest.r{}.json", set.round)
+        } else {
+            format!("{base}.manifest.json")
+        };
+        // Kept under the root's own path, so it is found by looking.
         let dir = self
             .settings
             .agent
             .state_dir
             .join("manifests")
-            .join(crate::fileid::short_hash(&flight.0))
+            .join(readable_root(&w.path))
             .join(&set.set_rel);
         let local = dir.join(&name);
         let text = manifest(set, files);

@@ -133,6 +133,24 @@ fn a_render_folder_goes_when_done_arrives_sidecars_and_trigger_last_then_the_man
         2,
         "{after:?}"
     );
+    // The second round's manifest has a name of its own, and the local copy
+    // sits under the root's own path in the state dir.
+    assert!(
+        wait_until(Duration::from_secs(30), || names(&emu)
+            .contains(&"sh010.manifest.r2.json".to_string())),
+        "{:?}",
+        names(&emu)
+    );
+    assert_eq!(
+        names(&emu).iter().filter(|n| *n == "sh010.manifest.json").count(),
+        1
+    );
+    let local = sb
+        .state_dir()
+        .join("manifests")
+        .join(sb.drop_dir().strip_prefix("/").unwrap())
+        .join("sh010/sh010.manifest.r2.json");
+    assert!(local.is_file(), "{}", local.display());
     assert_eq!(hooks.events("/hook").len(), 2);
     assert_eq!(agent.stop().code, 0);
 }
