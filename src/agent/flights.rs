@@ -157,6 +157,31 @@ impl FlightView {
     }
 }
 
+/// One line for every upload in flight: "3 uploads: 45% of 1.2 GiB,
+/// 38.0 MiB/s, about 20 s left" (the longest of their times left; unknown
+/// while any sends nothing). None when nothing is in flight.
+pub fn total_line(views: &[FlightView]) -> Option<String> {
+    if views.is_empty() {
+        return None;
+    }
+    let size: u64 = views.iter().map(|v| v.size).sum();
+    let sent: u64 = views.iter().map(|v| v.sent).sum();
+    let rate: u64 = views.iter().map(|v| v.rate).sum();
+    let pct = (sent * 100).checked_div(size).unwrap_or(100);
+    let left = if views.iter().any(|v| v.eta_s.is_none()) {
+        "time left unknown".to_string()
+    } else {
+        let most = views.iter().filter_map(|v| v.eta_s).max().unwrap_or(0);
+        format!("about {} left", human_secs(most))
+    };
+    Some(format!(
+        "{} upload(s): {pct}% of {}, {}/s, {left}",
+        views.len(),
+        format_bytes(size),
+        format_bytes(rate)
+    ))
+}
+
 fn human_secs(s: u64) -> String {
     match s {
         0..=99 => format!("{s} s"),
@@ -273,5 +298,26 @@ mod tests {
         // Bytes again: not stalled any more.
         f.bytes(1);
         assert_eq!(flights.views(Instant::now(), STALL)[0].stalled_s, None);
+    }
+
+    #[test]
+    fn one_line_sums_every_upload_and_says_unknown_while_one_is_stalled() {
+        let v = |sent: u64, rate: u64, eta_s: Option<u64>| FlightView {
+            path: "/d/x".into(),
+            size: 100 * 1024 * 1024,
+            sent,
+            rate,
+            avg_rate: rate,
+            eta_s,
+            stalled_s: None,
+        };
+        assert_eq!(total_line(&[]), None);
+        let two = [v(50 * 1024 * 1024, 1024 * 1024, Some(50)), v(0, 0, Some(200))];
+        assert_eq!(
+            total_line(&two).unwrap(),
+            "2 upload(s): 25% of 200.0 MiB, 1.0 MiB/s, about 4 min left"
+        );
+        let stalled = [v(50 * 1024 * 1024, 0, None), v(0, 0, Some(200))];
+        assert!(total_line(&stalled).unwrap().ends_with("time left unknown"));
     }
 }

@@ -131,8 +131,8 @@ mod steer;
 mod tests;
 
 use dispatch::TaskResult;
-pub use flights::FlightView;
 use flights::Flights;
+pub use flights::{FlightView, total_line};
 pub use observer::{JournalObserver, done_record, usable};
 
 pub struct Agent {

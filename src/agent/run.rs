@@ -248,8 +248,15 @@ impl Agent {
         }
         run.beats += 1;
         if run.beats.is_multiple_of(PROGRESS_EVERY) && run.show_progress {
-            for v in self.dispatch.views(self.clock.now()) {
+            let views = self.dispatch.views(self.clock.now());
+            for v in &views {
                 tracing::info!("{}", v.line());
+            }
+            // With more than one, a line for all of them.
+            if views.len() > 1
+                && let Some(all) = flights::total_line(&views)
+            {
+                tracing::info!("{all}");
             }
         }
         self.rescan_new_folders();

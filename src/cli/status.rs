@@ -145,7 +145,10 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             serde_json::from_value::<Vec<crate::agent::FlightView>>(snapshot["in_flight"].clone())
         && !flights.is_empty()
     {
-        outln!("uploading now:");
+        outln!(
+            "uploading now: {}",
+            crate::agent::total_line(&flights).unwrap_or_default()
+        );
         for f in &flights {
             outln!("  {}", f.line());
         }

@@ -67,6 +67,11 @@ fn a_stalled_upload_says_so_in_status_health_an_event_and_the_log_and_recovers()
         out.stdout
     );
     assert!(
+        out.stdout.contains("uploading now: 1 upload(s): ") && out.stdout.contains("time left unknown"),
+        "{}",
+        out.stdout
+    );
+    assert!(
         wait_until(Duration::from_secs(30), || !hooks.events("/hook").is_empty()),
         "no stalled event"
     );
