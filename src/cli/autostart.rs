@@ -49,10 +49,52 @@ fn context(cli: &Cli) -> Result<Context, CliError> {
             config.display()
         ))
     })?;
-    let exe = std::env::current_exe()
-        .and_then(|p| p.canonicalize())
-        .map_err(|e| CliError::Failed(format!("cannot find this program's own path: {e}")))?;
+    let exe =
+        own_path().map_err(|e| CliError::Failed(format!("cannot find this program's own path: {e}")))?;
     Context::from_env(exe, config).map_err(|e| CliError::Failed(e.to_string()))
+}
+
+/// The path login should start: this program as it was invoked (a link
+/// on PATH such as `/opt/homebrew/bin/autorender-sync` or
+/// `~/.cargo/bin/autorender-sync`), so an upgrade that moves what the link
+/// points at is still found; the resolved path only where the invoked one
+/// is not this very program.
+fn own_path() -> std::io::Result<std::path::PathBuf> {
+    let real = std::env::current_exe()?.canonicalize()?;
+    let is_me = |p: &std::path::Path| p.is_absolute() && p.canonicalize().is_ok_and(|c| c == real);
+    if let Some(arg0) = std::env::args_os().next() {
+        let arg0 = std::path::PathBuf::from(arg0);
+        let invoked = if arg0.components().count() > 1 {
+            // A path (relative ones from here).
+            std::env::current_dir().ok().map(|d| d.join(&arg0))
+        } else {
+            // A name found on PATH: the first entry with it, as the shell found it.
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(&arg0))
+                    .find(|p| p.is_file())
+            })
+        };
+        if let Some(p) = invoked.map(|p| normalise(&p)).filter(|p| is_me(p)) {
+            return Ok(p);
+        }
+    }
+    Ok(real)
+}
+
+/// `p` without `.` and `..` components (lexically: a link is kept a link).
+fn normalise(p: &std::path::Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn uid() -> String {

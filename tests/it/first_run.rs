@@ -453,3 +453,41 @@ fn a_subcommands_flags_complete_in_bash_zsh_and_fish() {
         );
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn autostart_keeps_the_path_as_invoked_so_an_upgrade_that_moves_the_target_is_followed() {
+    let home = Home::new();
+    // A package manager's link on PATH to a versioned install.
+    let cellar = home.dir.path().join("Cellar/autorender-sync/0.1.0/bin");
+    let on_path = home.dir.path().join("brew/bin");
+    std::fs::create_dir_all(&cellar).unwrap();
+    std::fs::create_dir_all(&on_path).unwrap();
+    std::fs::copy(bin(), cellar.join("autorender-sync")).unwrap();
+    std::os::unix::fs::symlink(cellar.join("autorender-sync"), on_path.join("autorender-sync")).unwrap();
+    let plan = |program: &str, path_var: &std::ffi::OsStr| {
+        let inner = home.cmd();
+        let mut c = Command::new(program);
+        c.args(inner.get_args()).env("PATH", path_var);
+        copy_env(&inner, &mut c);
+        c.args(["autostart", "install", "--method", "systemd", "--print"]);
+        run(c)
+    };
+    let mut path_var = std::ffi::OsString::from(&on_path);
+    path_var.push(":");
+    path_var.push(std::env::var_os("PATH").unwrap_or_default());
+    // Found by name on PATH, and named by its path: the link either way.
+    for program in [
+        "autorender-sync".to_string(),
+        on_path.join("autorender-sync").display().to_string(),
+    ] {
+        let out = plan(&program, &path_var);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let link = on_path.join("autorender-sync").display().to_string();
+        assert!(
+            out.stdout.contains(&format!("ExecStart=\"{link}\"")),
+            "{program}: {}",
+            out.stdout
+        );
+    }
+}
