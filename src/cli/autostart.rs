@@ -136,8 +136,22 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             let service_key = secrets::service_source(&settings.api);
             if *print {
                 super::write_stdout(plan.describe().as_bytes());
-                if let Err(e) = &service_key {
-                    outln!("note: {e}");
+                match &service_key {
+                    // What --store-key would do, too (the key itself never shown).
+                    Err(_) if *store_key => {
+                        let key_file = key_file_of(&ctx.config);
+                        outln!(
+                            "\n--- write {} (mode 0600) ---\n(the API key from the environment)",
+                            key_file.display()
+                        );
+                        outln!(
+                            "\n--- change {} ---\n[api]\n{}",
+                            ctx.config.display(),
+                            api_key_file_line(&key_file)
+                        );
+                    }
+                    Err(e) => outln!("note: {e}"),
+                    Ok(_) => {}
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -235,17 +249,29 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
 /// `install --store-key`: the key from this shell's environment goes to
 /// `api-key` beside the config (0600), and the config's [api] table gets
 /// `api_key_file` pointing at it (the rest of the file is left as written).
+/// Where `--store-key` keeps the key: `api-key` beside the config.
+fn key_file_of(config: &std::path::Path) -> std::path::PathBuf {
+    config
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("api-key")
+}
+
+/// The line `--store-key` adds to the config's `[api]` table.
+fn api_key_file_line(path: &std::path::Path) -> String {
+    format!(
+        "api_key_file = {}",
+        toml::Value::String(path.to_string_lossy().into_owned())
+    )
+}
+
 fn store_key_file(config: &std::path::Path, settings: &Settings) -> Result<std::path::PathBuf, CliError> {
     let (key, _, _) = secrets::lookup(&settings.api).map_err(|e| CliError::Usage(e.to_string()))?;
-    let dir = config.parent().unwrap_or(std::path::Path::new("."));
-    let path = dir.join("api-key");
+    let path = key_file_of(config);
     let fail = |what: &str, e: std::io::Error| CliError::Failed(format!("cannot {what}: {e}"));
     secrets::write_key_file(&path, &key).map_err(|e| fail(&format!("write {}", path.display()), e))?;
     let text = std::fs::read_to_string(config).map_err(|e| fail(&format!("read {}", config.display()), e))?;
-    let line = format!(
-        "api_key_file = {}",
-        toml::Value::String(path.to_string_lossy().into_owned())
-    );
+    let line = api_key_file_line(&path);
     std::fs::write(config, with_api_key_file(&text, &line))
         .map_err(|e| fail(&format!("update {}", config.display()), e))?;
     Ok(path)

@@ -150,6 +150,35 @@ fn autostart_makes_sure_the_service_can_find_the_key() {
         "{}",
         out.stdout
     );
+    // With --store-key, --print shows the key file and the config change
+    // it would make (not the key), and still changes nothing.
+    let mut print = home.cmd();
+    print.args([
+        "autostart",
+        "install",
+        "--method",
+        "systemd",
+        "--print",
+        "--store-key",
+    ]);
+    let out = run(print);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let key_file = home
+        .config
+        .canonicalize()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("api-key");
+    assert!(
+        out.stdout
+            .contains(&format!("--- write {} (mode 0600) ---", key_file.display()))
+            && out.stdout.contains("api_key_file = ")
+            && !out.stdout.contains(KEY),
+        "{}",
+        out.stdout
+    );
+    assert!(!key_file.exists(), "--print writes nothing");
     let mut install = home.cmd();
     install.args(["autostart", "install", "--method", "systemd"]);
     let out = run(install);
