@@ -164,6 +164,31 @@ fn process_with_socket(inode: u64) -> Option<(u32, String)> {
     None
 }
 
+/// Who started process `pid`, in words: "its systemd user unit
+/// (autorender-sync.service)" when it runs in that unit's cgroup, else its
+/// parent ("bash (pid 4242)"). None elsewhere than Linux or when `/proc`
+/// does not tell.
+pub fn started_by(pid: u32, unit: &str) -> Option<String> {
+    #[cfg(target_os = "linux")]
+    {
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        if cgroup.lines().any(|l| l.ends_with(&format!("/{unit}"))) {
+            return Some(format!("its systemd user unit ({unit})"));
+        }
+        // The fields after the command's name (which may hold spaces).
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after = stat.rsplit_once(')')?.1;
+        let ppid: u32 = after.split_whitespace().nth(1)?.parse().ok()?;
+        let name = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
+        Some(format!("{} (pid {ppid})", name.trim()))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (pid, unit);
+        None
+    }
+}
+
 /// Was this process started with SIGHUP ignored (`nohup`)?
 #[cfg(unix)]
 #[allow(unsafe_code)]

@@ -215,6 +215,16 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
                 .as_ref()
                 .map(|s| crate::journal::agent_running(&s.agent.state_dir))
                 .unwrap_or(false);
+            // Which agent runs: the one autostart starts, or one from a terminal.
+            let pid = settings
+                .as_ref()
+                .ok()
+                .filter(|_| running)
+                .and_then(|s| crate::journal::Reader::open(&s.agent.state_dir).ok().flatten())
+                .and_then(|r| r.agent().ok().flatten())
+                .and_then(|a| a.pid)
+                .map(|p| p as u32);
+            let started_by = pid.and_then(|p| crate::sys::started_by(p, linux::UNIT_NAME));
             let service_key = match &settings {
                 Ok(s) => secrets::service_source(&s.api).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -223,6 +233,8 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
                 super::output::print_json(&serde_json::json!({
                     "installed": installed,
                     "agent_running": running,
+                    "agent_pid": pid,
+                    "agent_started_by": started_by,
                     "service_key": match &service_key {
                         Ok(source) => serde_json::json!({ "found": true, "source": source.to_string() }),
                         Err(problem) => serde_json::json!({ "found": false, "problem": problem }),
@@ -235,7 +247,18 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
                 for i in &installed {
                     outln!("autostart: {} at {}", i.method, i.path.display());
                 }
-                outln!("agent: {}", if running { "running" } else { "not running" });
+                match (running, pid, &started_by) {
+                    (false, ..) => outln!("agent: not running"),
+                    (true, Some(p), Some(by)) if by.starts_with("its ") => {
+                        outln!("agent: running (pid {p}), started by {by}")
+                    }
+                    (true, Some(p), Some(by)) => outln!(
+                        "agent: running (pid {p}), not started by autostart: started by {by}; autostart starts \
+                         its own at the next login only if this one is not running then"
+                    ),
+                    (true, Some(p), None) => outln!("agent: running (pid {p})"),
+                    (true, None, _) => outln!("agent: running"),
+                }
                 match &service_key {
                     Ok(source) => outln!("API key for the service: {source}"),
                     Err(problem) => outln!("API key for the service: NOT FOUND: {problem}"),

@@ -327,3 +327,29 @@ fn an_immutable_folder_reports_a_changed_file_and_never_sends_it_again_until_ret
     assert_eq!(emu.ledger().len(), 2);
     assert_eq!(emu.ledger()[1]["sha256"], sha256_file(&take).as_str());
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn autostart_status_says_which_agent_runs_one_from_a_terminal_is_not_autostarts() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let mut agent = sb.running_agent(&[]);
+    let pid = sb.status()["agent"]["pid"].as_u64().unwrap();
+    let mut c = sb.cmd();
+    c.args(["autostart", "status"]);
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "agent: running (pid {pid}), not started by autostart: started by "
+        )) && out.stdout.contains(&format!("(pid {})", std::process::id())),
+        "{}",
+        out.stdout
+    );
+    let mut c = sb.cmd();
+    c.args(["autostart", "status", "--json"]);
+    let v: Value = serde_json::from_str(&run(c).stdout).unwrap();
+    assert_eq!(v["agent_pid"], pid);
+    assert!(v["agent_started_by"].as_str().is_some(), "{v}");
+    assert_eq!(agent.stop().code, 0);
+}
