@@ -83,7 +83,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             "schedule now: {limit} ({}){}",
             window.map_or_else(|| "no window in force".to_string(), |i| windows[i].describe()),
             crate::schedule::next_change(windows, now, &tz)
-                .map(|t| format!("; changes at {}", super::output::format_time(t)))
+                .map(|t| format!("; changes at {}", super::output::local_time(t)))
                 .unwrap_or_default()
         );
     }

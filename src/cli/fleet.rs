@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use super::output::{format_time, print_json};
+use super::output::{local_time, print_json};
 use super::{Cli, CliError, CliResult};
 use crate::units::format_bytes;
 
@@ -61,7 +61,7 @@ pub fn render(doc: &Value) -> String {
             "  {:<20} {:<8} heartbeat {} ({}s ago)  leases {}  last {minutes} min: {} files, {}/s  total {} files\n",
             n["node"].as_str().unwrap_or("?"),
             n["state"].as_str().unwrap_or("?"),
-            format_time(n["heartbeat_at_ms"].as_i64().unwrap_or(0)),
+            local_time(n["heartbeat_at_ms"].as_i64().unwrap_or(0)),
             n["heartbeat_age_ms"].as_i64().unwrap_or(0) / 1000,
             n["leases"].as_i64().unwrap_or(0),
             recent["files"].as_u64().unwrap_or(0),

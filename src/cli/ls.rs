@@ -8,7 +8,7 @@ use clap::Parser;
 use serde_json::json;
 
 use super::{Cli, CliError, CliResult};
-use crate::control::status::format_time;
+use crate::control::status::{format_time, local_time};
 
 #[derive(Debug, Parser)]
 pub struct Args {
@@ -56,13 +56,13 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         return Ok(ExitCode::SUCCESS);
     }
     for n in &names {
-        outln!("{:>10}  {:<20}  {:<10}  {}/", "-", "", "", crate::text::shown(n));
+        outln!("{:>10}  {:<25}  {:<10}  {}/", "-", "", "", crate::text::shown(n));
     }
     for f in &files {
         outln!(
-            "{:>10}  {:<20}  {:<10}  {}",
+            "{:>10}  {:<25}  {:<10}  {}",
             f.size.map_or_else(|| "?".to_string(), crate::units::format_bytes),
-            f.created_at_ms.map(format_time).unwrap_or_default(),
+            f.created_at_ms.map(local_time).unwrap_or_default(),
             crate::text::shown(&f.file_no),
             crate::text::shown(&f.name)
         );

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-pub use crate::control::status::{file_json, format_time, json_time};
+pub use crate::control::status::{file_json, json_time, local_time};
 
 use crate::journal::HistoryRow;
 use crate::units::format_bytes;
@@ -20,7 +20,7 @@ pub fn display_url(url: &str) -> String {
 
 /// One history row, as `history` and `status` print it.
 pub fn print_history_row(h: &HistoryRow) {
-    let when = format_time(h.at);
+    let when = local_time(h.at);
     if h.ok {
         outln!(
             "{when}  {} → {}  file_no={}  {}  {}",

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use super::output::{format_time, print_json};
+use super::output::{local_time, print_json};
 use super::{Cli, CliResult};
 use crate::control::status::{Gathered, document, gather, set_line};
 
@@ -40,23 +40,23 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
         (Some(a), true) => outln!(
             "agent: running (pid {}) since {}; last event {}{}",
             a.pid.unwrap_or(0),
-            a.started_at.map(format_time).unwrap_or_default(),
+            a.started_at.map(local_time).unwrap_or_default(),
             a.last_event_at
-                .map(format_time)
+                .map(local_time)
                 .unwrap_or_else(|| "none yet".into()),
             match snapshot["pause_reason"].as_str() {
                 Some("service_unreachable") => format!(
                     "; UPLOADS WAITING: service unreachable since {}",
                     snapshot["unreachable_since"]
                         .as_i64()
-                        .map(format_time)
+                        .map(local_time)
                         .unwrap_or_default()
                 ),
                 Some("paused_by_user") => format!(
                     "; UPLOADS PAUSED {}",
                     snapshot["user_pause"]["until_ms"]
                         .as_i64()
-                        .map(|u| format!("until {}", format_time(u)))
+                        .map(|u| format!("until {}", local_time(u)))
                         .unwrap_or_else(|| "until `autorender-sync resume`".into())
                 ),
                 Some("paused_by_schedule") => "; UPLOADS PAUSED by the schedule".into(),
@@ -64,7 +64,7 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
                     "; UPLOADS WAITING: rate-limited by the service (429) until {}",
                     snapshot["rate_limited_until"]
                         .as_i64()
-                        .map(format_time)
+                        .map(local_time)
                         .unwrap_or_default()
                 ),
                 _ if snapshot["paused"].as_bool() == Some(true) =>
@@ -74,7 +74,7 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
         ),
         (Some(a), false) => outln!(
             "agent: not running (last seen {})",
-            a.heartbeat_at.map(format_time).unwrap_or_default()
+            a.heartbeat_at.map(local_time).unwrap_or_default()
         ),
         (None, _) => outln!("agent: has not run yet (journal: {})", state_dir.display()),
     }
@@ -88,7 +88,7 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             s["window"].as_str().unwrap_or("no window in force"),
             s["next_change"]
                 .as_i64()
-                .map(|t| format!("; changes at {}", format_time(t)))
+                .map(|t| format!("; changes at {}", local_time(t)))
                 .unwrap_or_default()
         );
     }

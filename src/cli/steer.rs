@@ -150,9 +150,13 @@ pub async fn pause(cli: &Cli, args: &PauseArgs) -> CliResult {
     if status != 200 {
         return Err(failed(&v));
     }
+    // Said in this machine's time (the API answers in UTC).
     let until = v["until"].as_str().map_or_else(
         || "until `autorender-sync resume`".to_string(),
-        |u| format!("until {u}"),
+        |u| match u.parse::<jiff::Timestamp>() {
+            Ok(t) => format!("until {}", crate::control::status::local_time(t.as_millisecond())),
+            Err(_) => format!("until {u}"),
+        },
     );
     outln!(
         "uploads paused {until}; uploads in flight stop after the parts they are sending (recorded, they resume)"

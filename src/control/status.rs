@@ -13,6 +13,19 @@ pub fn format_time(ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// A unix-millisecond time for people: this machine's local time with its
+/// offset, to the second ("2026-12-05 09:40:12 +01:00"). `--json` keeps
+/// RFC 3339 in UTC ([`json_time`]).
+pub fn local_time(ms: i64) -> String {
+    match jiff::Timestamp::from_millisecond(ms.max(0)) {
+        Ok(t) => t
+            .to_zoned_datetime(jiff::tz::TimeZone::system())
+            .strftime("%Y-%m-%d %H:%M:%S %:z")
+            .to_string(),
+        Err(_) => format_time(ms),
+    }
+}
+
 /// A unix-millisecond time for JSON: RFC 3339 (None stays null).
 pub fn json_time(ms: Option<i64>) -> Value {
     ms.map_or(Value::Null, |ms| Value::String(format_time(ms)))

@@ -353,3 +353,22 @@ fn autostart_status_says_which_agent_runs_one_from_a_terminal_is_not_autostarts(
     assert!(v["agent_started_by"].as_str().is_some(), "{v}");
     assert_eq!(agent.stop().code, 0);
 }
+
+#[test]
+fn people_read_local_times_with_their_offset_and_json_keeps_utc() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    write_file(&sb.drop_dir().join("a.mov"), 100, 1);
+    assert_eq!(sb.run_once().code, 0);
+    // A POSIX zone string: five and a half hours east of UTC.
+    let tz = [("TZ", "<+0530>-5:30")];
+    let mut c = sb.cmd();
+    c.envs(tz).arg("history");
+    let out = run(c);
+    assert!(out.stdout.contains(" +05:30  "), "{}", out.stdout);
+    let mut c = sb.cmd();
+    c.envs(tz).args(["history", "--json"]);
+    let v: Value = serde_json::from_str(&run(c).stdout).unwrap();
+    let at = v[0]["at"].as_str().unwrap_or_else(|| panic!("{v}"));
+    assert!(at.ends_with('Z'), "{at}");
+}
