@@ -31,21 +31,45 @@ pub enum Uploaded {
     Exactly(FileId),
 }
 
+/// What became of the local file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done {
+    /// `after_upload = "keep"`.
+    Kept,
+    /// Left where it is: it changed since it was uploaded (or is no longer
+    /// the file that was).
+    LeftAlone,
+    Deleted,
+    /// Moved, to this path.
+    Moved(PathBuf),
+}
+
+impl Done {
+    /// For the history and the log ("deleted", "moved to …"); None for keep.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Done::Kept => None,
+            Done::LeftAlone => Some("left in place: it changed after it was uploaded".into()),
+            Done::Deleted => Some("deleted".into()),
+            Done::Moved(to) => Some(format!("moved to {}", crate::text::path(to))),
+        }
+    }
+}
+
 /// Applies the action to `path`, below the watched `root`. `rel` is the
 /// root-relative path (for `move`). Every step is anchored at the root
 /// (no symlink followed, [`crate::anchor`]) and acts on the name only while
 /// it is still the inode that was uploaded, unchanged since (ctime).
-/// Returns where the file ended up (None when deleted or left alone because
-/// it changed).
+/// Says what became of the file.
 pub fn apply(
     action: &AfterUpload,
     root: &Path,
     path: &Path,
     rel: &str,
     uploaded: Uploaded,
-) -> Result<Option<PathBuf>, AfterError> {
+) -> Result<Done, AfterError> {
     if *action == AfterUpload::Keep {
-        return Ok(Some(path.to_path_buf()));
+        return Ok(Done::Kept);
     }
     let now = crate::anchor::file_id(root, path);
     let expect = match (uploaded, &now) {
@@ -54,14 +78,14 @@ pub fn apply(
     };
     let shown = crate::text::path(path);
     match action {
-        AfterUpload::Keep => Ok(Some(path.to_path_buf())),
+        AfterUpload::Keep => Ok(Done::Kept),
         AfterUpload::Delete => match crate::anchor::remove_if(root, path, &expect) {
-            Ok(true) => Ok(None),
+            Ok(true) => Ok(Done::Deleted),
             Ok(false) => Ok(left_alone(path)),
             Err(source) => Err(AfterError::Delete { path: shown, source }),
         },
         AfterUpload::Move(dest_root) => match crate::anchor::move_if(root, path, &expect, dest_root, rel) {
-            Ok(Some(to)) => Ok(Some(to)),
+            Ok(Some(to)) => Ok(Done::Moved(to)),
             Ok(None) => Ok(left_alone(path)),
             Err(source) => Err(AfterError::Move {
                 from: shown,
@@ -72,12 +96,12 @@ pub fn apply(
     }
 }
 
-fn left_alone(path: &Path) -> Option<PathBuf> {
+fn left_alone(path: &Path) -> Done {
     tracing::info!(
         "{} changed since it was uploaded (or is no longer the file that was); leaving it in place",
         crate::text::path(path)
     );
-    None
+    Done::LeftAlone
 }
 
 #[cfg(test)]
@@ -101,8 +125,8 @@ mod tests {
             "a/b.mp4",
             fp,
         )
-        .unwrap()
         .unwrap();
+        let Done::Moved(to) = to else { panic!("{to:?}") };
         assert_eq!(to, dest.join("a/b (1).mp4"));
         assert_eq!(std::fs::read(&to).unwrap(), b"new");
         assert_eq!(std::fs::read(dest.join("a/b.mp4")).unwrap(), b"old");
@@ -118,7 +142,7 @@ mod tests {
         std::fs::write(&src, b"v2 longer").unwrap();
         assert_eq!(
             apply(&AfterUpload::Delete, d.path(), &src, "a.mp4", fp).unwrap(),
-            None
+            Done::LeftAlone
         );
         assert!(src.exists());
     }

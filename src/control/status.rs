@@ -55,6 +55,7 @@ pub fn file_json(h: &HistoryRow) -> Value {
         "at": json_time(Some(h.at)),
         "at_ms": h.at,
         "adopted": h.adopted,
+        "after": h.after,
     })
 }
 

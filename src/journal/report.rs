@@ -89,11 +89,13 @@ pub struct HistoryRow {
     pub at: i64,
     /// Recorded by adoption, not uploaded: how the copy was proven the same.
     pub adopted: Option<String>,
+    /// What `after_upload` did with the local file ("deleted", "moved to …").
+    pub after: Option<String>,
 }
 
 fn history(conn: &Connection, limit: usize, failed_only: bool) -> Result<Vec<HistoryRow>, JournalError> {
     let mut stmt = conn.prepare(
-        "SELECT root, rel, ok, remote_folder, remote_name, file_no, url, size, sha256, error, at, adopted FROM history
+        "SELECT root, rel, ok, remote_folder, remote_name, file_no, url, size, sha256, error, at, adopted, after FROM history
          WHERE (?1 = 0 OR ok = 0) ORDER BY id DESC LIMIT ?2",
     )?;
     let rows = stmt
@@ -112,6 +114,7 @@ fn history(conn: &Connection, limit: usize, failed_only: bool) -> Result<Vec<His
                 error: r.get(9)?,
                 at: r.get(10)?,
                 adopted: r.get(11)?,
+                after: r.get(12)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -108,6 +108,20 @@ impl Sqlite {
         .await
     }
 
+    /// What `after_upload` did with the local file of the latest upload of
+    /// `rel` in the history.
+    pub async fn note_after(&self, root: String, rel: String, what: String) -> Result<(), JournalError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE history SET after = ?3 WHERE id =
+                   (SELECT max(id) FROM history WHERE root = ?1 AND rel = ?2 AND ok = 1)",
+                params![root, rel, what],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
     /// How many such objects this file version has left so far.
     pub async fn stray_copies(&self, id: i64, sha256: String) -> Result<u32, JournalError> {
         self.call(move |c| {

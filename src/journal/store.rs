@@ -147,6 +147,9 @@ journal_interface! {
     async fn note_stray_copy(&self, id: i64, sha256: String, file_no: String) -> u32;
     /// How many such objects this version (by content) has so far.
     async fn stray_copies(&self, id: i64, sha256: String) -> u32;
+    /// What `after_upload` did with the local file of the latest upload of
+    /// `rel` in the history ("deleted", "moved to …").
+    async fn note_after(&self, root: String, rel: String, what: String) -> ();
     /// Complete is about to be sent (every part mark before it is recorded).
     async fn completing(&self, id: i64) -> ();
     async fn drop_session(&self, id: i64) -> ();

@@ -372,3 +372,47 @@ fn people_read_local_times_with_their_offset_and_json_keeps_utc() {
     let at = v[0]["at"].as_str().unwrap_or_else(|| panic!("{v}"));
     assert!(at.ends_with('Z'), "{at}");
 }
+
+#[test]
+fn each_deletion_and_move_is_logged_and_history_says_where_the_local_file_went() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "after_upload = \"delete\"\n");
+    let gone = sb.drop_dir().join("gone.mov");
+    write_file(&gone, 100, 1);
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!gone.exists());
+    assert!(
+        out.stderr.contains("gone.mov: deleted (after_upload)"),
+        "{}",
+        out.stderr
+    );
+    let mut c = sb.cmd();
+    c.arg("history");
+    let text = run(c).stdout;
+    assert!(text.contains("    local file: deleted"), "{text}");
+    let mut c = sb.cmd();
+    c.args(["history", "--json"]);
+    let v: Value = serde_json::from_str(&run(c).stdout).unwrap();
+    assert_eq!(v[0]["after"], "deleted", "{v}");
+
+    // Moved: the history names where to.
+    let archive = sb.path("archive");
+    std::fs::create_dir(&archive).unwrap();
+    let moved = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\n",
+        &format!("after_upload = \"move\"\nmove_to = \"{}\"\n", archive.display()),
+    );
+    write_file(&moved.drop_dir().join("kept.mov"), 100, 2);
+    let out = moved.run_once();
+    assert!(out.stderr.contains("kept.mov: moved to "), "{}", out.stderr);
+    let mut c = moved.cmd();
+    c.args(["history", "--json"]);
+    let v: Value = serde_json::from_str(&run(c).stdout).unwrap();
+    let after = v[0]["after"].as_str().unwrap_or_else(|| panic!("{v}"));
+    assert!(
+        after.starts_with("moved to ") && after.ends_with("kept.mov"),
+        "{after}"
+    );
+}

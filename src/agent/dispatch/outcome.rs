@@ -113,8 +113,24 @@ impl Agent {
                         .await
                         .unwrap_or_else(|e| (false, Err(crate::after::AfterError::Join(e.to_string()))))
                     };
-                    if let Err(e) = outcome {
-                        tracing::warn!("{e}");
+                    match outcome {
+                        // Each deletion or move is said, and kept with the
+                        // upload in the history.
+                        Ok(done) => {
+                            if let Some(what) = done.describe() {
+                                if done != crate::after::Done::LeftAlone {
+                                    tracing::info!(
+                                        path = %path.display(),
+                                        "{}: {what} (after_upload)",
+                                        path.display()
+                                    );
+                                }
+                                self.journal
+                                    .note_after(row.root.clone(), row.rel.clone(), what)
+                                    .await?;
+                            }
+                        }
+                        Err(e) => tracing::warn!("{e}"),
                     }
                     if again {
                         let settle = self.settings.root(id).settle;
