@@ -22,6 +22,9 @@ pub(super) fn decide(
             let mut warning = None;
             let why = if settling {
                 Some("files are still settling".to_string())
+            } else if set.released {
+                // The user said it goes as it is.
+                None
             } else if let Some(pattern) = &rules.trigger_pattern
                 && !files.iter().any(|f| f.phase == PHASE_TRIGGER)
             {

@@ -23,6 +23,7 @@ mod init;
 mod ls;
 mod manpages;
 mod output;
+mod release;
 mod retry;
 mod run;
 mod signals;
@@ -105,6 +106,8 @@ pub enum Command {
     History(history::Args),
     /// Queue failed files again (exit 1 if a PATH holds no failed file)
     Retry(retry::Args),
+    /// Let held upload sets go now, without their trigger, quiet time or missing frames
+    Release(release::Args),
     /// Upload the given files now (no watching) and print where they landed; run it
     /// again after Ctrl-C to resume from the parts already stored
     Upload(upload::Args),
@@ -219,6 +222,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Upload(ref args) => upload::run(&cli, args).await,
         Command::Check(ref args) => check::run(&cli, args).await,
         Command::Verify(ref args) => verify::run(&cli, args).await,
+        Command::Release(ref args) => release::run(&cli, args).await,
         Command::Ls(ref args) => ls::run(&cli, args).await,
         Command::Init(ref args) => init::run(&cli, args),
         Command::Pause(ref args) => steer::pause(&cli, args).await,

@@ -259,6 +259,16 @@ impl WatchSettings {
             && !self.exclude_from.as_ref().is_some_and(|e| e.excludes(relative))
     }
 
+    /// The set at folder `path` (absolute) of a root with sets: (the
+    /// root's journal key, the set's root-relative name). None: no root
+    /// with sets holds it.
+    pub fn set_at(&self, path: &Path) -> Option<(String, String)> {
+        self.sets.as_ref()?;
+        let rel = path.strip_prefix(&self.path).ok()?;
+        let rel = rel.to_str()?.replace(std::path::MAIN_SEPARATOR, "/");
+        (!rel.is_empty()).then(|| (self.key(), rel))
+    }
+
     /// The root's key in the journal (its canonical path as text).
     pub fn key(&self) -> String {
         self.path.to_string_lossy().into_owned()

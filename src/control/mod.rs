@@ -282,6 +282,7 @@ fn router(shared: Shared) -> Router {
         .route("/api/events", get(dashboard::events))
         .route("/api/login", post(dashboard::login_code))
         .route("/api/retry", post(retry))
+        .route("/api/release", post(release))
         .route("/api/pause", post(steer::pause))
         .route("/api/resume", post(steer::resume))
         .route("/api/reload", post(steer::reload))
@@ -467,6 +468,42 @@ async fn retry(State(s): State<Shared>, body: axum::body::Bytes) -> Response {
             axum::Json(json!({ "requeued": done.requeued, "not_failed": done.not_failed })).into_response()
         }
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// Lets a held set go as it is (`release`): `{"set": "/abs/path/of/the/set"}`.
+async fn release(State(s): State<Shared>, body: axum::body::Bytes) -> Response {
+    let req = match json_body(&body, "{\"set\": \"/path/of/the/set\"}") {
+        Ok(v) => v,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e),
+    };
+    let Some(path) = req["set"].as_str().map(PathBuf::from).filter(|p| p.is_absolute()) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "say which set: {\"set\": \"/path/of/the/set\"} (the set folder's absolute path)",
+        );
+    };
+    let settings = s.hooks.settings.borrow().clone();
+    let place = settings.watches.iter().find_map(|w| w.set_at(&path));
+    let released = match place {
+        Some((root, set_rel)) => match s
+            .hooks
+            .journal
+            .release_set(root, set_rel, crate::clock::system_ms())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        },
+        None => false,
+    };
+    if released {
+        axum::Json(json!({ "released": true, "set": path })).into_response()
+    } else {
+        refuse(
+            StatusCode::NOT_FOUND,
+            &format!("no set waits at {}", crate::text::path(&path)),
+        )
     }
 }
 

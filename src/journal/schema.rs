@@ -45,6 +45,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_done_identity.sql"),
     include_str!("migrations/0006_stray_copies.sql"),
     include_str!("migrations/0007_history_after.sql"),
+    include_str!("migrations/0008_set_release.sql"),
 ];
 
 /// Indexes every version creates if missing (no version step of their own).

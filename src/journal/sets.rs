@@ -21,6 +21,9 @@ pub struct SetRow {
     /// Why it waits (for `status`).
     pub reason: Option<String>,
     pub stuck: bool,
+    /// Released by the user: it goes without its trigger, quiet time or
+    /// missing frames.
+    pub released: bool,
 }
 
 /// One file of a set.
@@ -59,6 +62,7 @@ pub(super) fn changed(c: &Connection, root: &str, set_rel: &str, now: i64) -> ru
            stuck = CASE WHEN state = 'complete' THEN 0 ELSE stuck END,
            phase = CASE WHEN state = 'complete' THEN 0 ELSE phase END,
            reason = CASE WHEN state = 'complete' THEN NULL ELSE reason END,
+           released = CASE WHEN state = 'complete' THEN 0 ELSE released END,
            state = CASE WHEN state = 'complete' THEN 'waiting' ELSE state END",
         params![root, set_rel, now],
     )?;
@@ -77,11 +81,11 @@ fn set_row(r: &rusqlite::Row) -> rusqlite::Result<SetRow> {
         completed_at: r.get(7)?,
         reason: r.get(8)?,
         stuck: r.get::<_, i64>(9)? != 0,
+        released: r.get::<_, i64>(10)? != 0,
     })
 }
 
-pub(super) const SET_COLS: &str =
-    "root, set_rel, round, state, phase, first_seen_at, last_change_at, completed_at, reason, stuck";
+pub(super) const SET_COLS: &str = "root, set_rel, round, state, phase, first_seen_at, last_change_at, completed_at, reason, stuck, released";
 
 /// Every set of every root (for `status`), by root and name.
 pub(super) fn all_sets(c: &Connection) -> rusqlite::Result<Vec<(SetRow, i64, i64)>> {
@@ -91,11 +95,26 @@ pub(super) fn all_sets(c: &Connection) -> rusqlite::Result<Vec<(SetRow, i64, i64
            (SELECT count(*) FROM files f WHERE f.root = s.root AND f.set_rel = s.set_rel AND f.state = 'done')
          FROM sets s ORDER BY root, set_rel"
     ))?;
-    let rows = stmt.query_map([], |r| Ok((set_row(r)?, r.get(10)?, r.get(11)?)))?;
+    let rows = stmt.query_map([], |r| Ok((set_row(r)?, r.get(11)?, r.get(12)?)))?;
     rows.collect()
 }
 
 impl Sqlite {
+    /// Releases the waiting set `set_rel` of `root` (`autorender-sync
+    /// release`); its change time moves to `now`, so it is judged at once.
+    /// False: no such set is waiting.
+    pub async fn release_set(&self, root: String, set_rel: String, now: i64) -> Result<bool, JournalError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE sets SET released = 1, last_change_at = ?3
+                 WHERE root = ?1 AND set_rel = ?2 AND state = 'waiting'",
+                params![root, set_rel, now],
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
     /// The sets of `root` not complete yet.
     pub async fn open_sets(&self, root: String) -> Result<Vec<SetRow>, JournalError> {
         self.call(move |c| {

@@ -147,6 +147,9 @@ journal_interface! {
     async fn note_stray_copy(&self, id: i64, sha256: String, file_no: String) -> u32;
     /// How many such objects this version (by content) has so far.
     async fn stray_copies(&self, id: i64, sha256: String) -> u32;
+    /// Releases a waiting set (it goes without trigger, quiet or gaps);
+    /// false when no such set waits.
+    async fn release_set(&self, root: String, set_rel: String, now: i64) -> bool;
     /// What `after_upload` did with the local file of the latest upload of
     /// `rel` in the history ("deleted", "moved to …").
     async fn note_after(&self, root: String, rel: String, what: String) -> ();

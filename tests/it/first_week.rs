@@ -416,3 +416,88 @@ fn each_deletion_and_move_is_logged_and_history_says_where_the_local_file_went()
         "{after}"
     );
 }
+
+#[test]
+fn release_lets_a_held_set_go_as_it_is_and_names_a_path_where_no_set_waits() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\n[control]\nlisten = \"127.0.0.1:0\"\n",
+        "sets = \"folder\"\nset_trigger = \"_DONE\"\nset_manifest = true\n",
+    );
+    let mut agent = sb.running_agent(&[]);
+    let shot = sb.drop_dir().join("sh020");
+    std::fs::create_dir(&shot).unwrap();
+    for i in 1..=5u64 {
+        write_file(&shot.join(format!("sh020.{i:04}.exr")), 1000, i);
+    }
+    let set = || {
+        sb.status()["sets"]
+            .as_array()
+            .and_then(|s| s.iter().find(|x| x["set"] == "sh020").cloned())
+            .unwrap_or(Value::Null)
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || set()["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no trigger"))),
+        "{}\n{}",
+        sb.status(),
+        agent.log_text()
+    );
+    assert!(
+        agent.log_text().contains("sh020 is held: no trigger (_DONE) yet"),
+        "{}",
+        agent.log_text()
+    );
+    assert!(emu.ledger().is_empty());
+    // The API (the dashboard's button) refuses what is not a waiting set.
+    let (url, token) = sb.control();
+    let post = |body: Value| {
+        Client::new()
+            .post(format!("{url}/api/release"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(
+        post(serde_json::json!({"set": "relative/sh020"}))
+            .status()
+            .as_u16(),
+        400
+    );
+    let r = post(serde_json::json!({"set": sb.path("elsewhere")}));
+    assert_eq!(r.status().as_u16(), 404);
+    // The render farm will never write _DONE: the user lets it go.
+    let mut c = sb.cmd();
+    c.arg("release").arg(&shot);
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("released "), "{}", out.stdout);
+    assert!(
+        wait_until(Duration::from_secs(30), || set()["state"] == "complete"),
+        "{}\n{}",
+        set(),
+        agent.log_text()
+    );
+    let names: Vec<String> = emu
+        .ledger()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(names.len(), 6, "five frames and the manifest: {names:?}");
+    assert!(names.contains(&"sh020.manifest.json".to_string()), "{names:?}");
+    // Nothing waits there any more, nor at a plain folder: said, exit 1.
+    let mut c = sb.cmd();
+    c.arg("release").arg(&shot).arg(sb.path("elsewhere"));
+    let out = run(c);
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        out.stderr.matches("no set waits there").count(),
+        2,
+        "{}",
+        out.stderr
+    );
+    assert_eq!(agent.stop().code, 0);
+}

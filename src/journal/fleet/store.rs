@@ -86,6 +86,7 @@ impl Store for Fleet {
         fn note_stray_copy(&self, id: i64, sha256: String, file_no: String) -> u32;
         fn stray_copies(&self, id: i64, sha256: String) -> u32;
         fn note_after(&self, root: String, rel: String, what: String) -> ();
+        fn release_set(&self, root: String, set_rel: String, now: i64) -> bool;
         // This node's heartbeat, sets, pause and notifications.
         fn heartbeat(&self, pid: u32, started_at: i64, last_event_at: Option<i64>, snapshot: String) -> ();
         fn open_sets(&self, root: String) -> Vec<SetRow>;
