@@ -8,7 +8,7 @@ use clap::Parser;
 use serde_json::json;
 
 use super::{Cli, CliError, CliResult};
-use crate::control::status::{format_time, local_time};
+use crate::control::status::{json_time, local_time};
 
 #[derive(Debug, Parser)]
 pub struct Args {
@@ -47,7 +47,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                 "name": f.name,
                 "size": f.size,
                 "file_no": f.file_no,
-                "created": f.created_at_ms.map(format_time),
+                "created": json_time(f.created_at_ms),
                 "created_ms": f.created_at_ms,
                 "url": f.url,
                 "sha256": f.sha256,

@@ -10,11 +10,11 @@ use toml::{Table, Value};
 /// control address, its log file): a reload reports them as such.
 pub const AFTER_RESTART: [&str; 3] = ["agent.state_dir", "control.listen", "agent.log_file"];
 
-/// Keys whose values are secrets (a webhook's URL, a database address with
-/// its password): said to have changed, never shown.
+/// Keys whose values are secrets (a webhook's or healthcheck's URL, a
+/// database address with its password): said to have changed, never shown.
 fn secret(key: &str) -> bool {
     let last = key.rsplit('.').next().unwrap_or(key);
-    last == "url" || last == "database" || last.contains("key")
+    last == "url" || last.ends_with("_url") || last == "database" || last.contains("key")
 }
 
 /// One line per key that differs between `old` and `new`, table by table
@@ -137,6 +137,14 @@ url = "https://hooks.example/other-secret"
             ]
         );
         assert!(changes(&new, &new).is_empty());
+        // A healthcheck URL's path is its secret, as a webhook's is.
+        assert_eq!(
+            changes(
+                &t("[agent]\nhealthcheck_url = \"https://hc-ping.com/old-uuid\""),
+                &t("[agent]\nhealthcheck_url = \"https://hc-ping.com/new-uuid\"")
+            ),
+            ["agent.healthcheck_url: changed"]
+        );
         assert_eq!(
             changes(
                 &t("[agent]\nstate_dir = \"/a\""),
