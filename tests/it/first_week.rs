@@ -334,7 +334,12 @@ fn autostart_status_says_which_agent_runs_one_from_a_terminal_is_not_autostarts(
     let emu = Emulator::start(&[]);
     let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
     let mut agent = sb.running_agent(&[]);
-    let pid = sb.status()["agent"]["pid"].as_u64().unwrap();
+    // "running" comes from the lock; the pid from the first heartbeat.
+    let mut pid = 0;
+    assert!(wait_until(Duration::from_secs(30), || {
+        pid = sb.status()["agent"]["pid"].as_u64().unwrap_or(0);
+        pid != 0
+    }));
     let mut c = sb.cmd();
     c.args(["autostart", "status"]);
     let out = run(c);
