@@ -24,6 +24,7 @@ pub(crate) mod control;
 /// The service emulator (its own crate in the workspace).
 pub use autorender_emulator as emulator;
 pub(crate) mod fileid;
+pub(crate) mod hooks;
 pub(crate) mod journal;
 pub(crate) mod limiter;
 pub(crate) mod logfile;

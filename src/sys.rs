@@ -189,6 +189,15 @@ pub fn started_by(pid: u32, unit: &str) -> Option<String> {
     }
 }
 
+/// Kills every process in the process group `pgid` (a hook started as
+/// the leader of its own group, and whatever it started).
+#[cfg(unix)]
+pub fn kill_group(pgid: u32) {
+    if let Some(pid) = i32::try_from(pgid).ok().and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
 /// Was this process started with SIGHUP ignored (`nohup`)?
 #[cfg(unix)]
 #[allow(unsafe_code)]

@@ -117,6 +117,7 @@ mod dispatch;
 mod flights;
 mod gate;
 mod health;
+mod hooks;
 mod intake;
 mod marker;
 mod observer;
@@ -165,6 +166,8 @@ pub struct Agent {
     /// Uploads, hashes and manifests running; their results come back to
     /// the loop ([`dispatch::TaskResult`]).
     tasks: JoinSet<TaskResult>,
+    /// Post-upload hooks' turns (a few at a time, beside the uploads).
+    hook_runner: crate::hooks::Runner,
 }
 
 impl Agent {
@@ -193,6 +196,7 @@ impl Agent {
             commands: None,
             current: None,
             gate: gate::Gate::new(),
+            hook_runner: crate::hooks::Runner::default(),
         }
     }
 

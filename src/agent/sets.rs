@@ -251,6 +251,7 @@ impl Agent {
                                 .with("round", set.round),
                         )
                         .await?;
+                        self.hook_set_complete(id, &set.set_rel, n, None);
                     }
                     SetStep::Manifest => {}
                 }
@@ -312,6 +313,7 @@ impl Agent {
             .join(readable_root(&w.path))
             .join(&set.set_rel);
         let local = dir.join(&name);
+        let written = local.clone();
         let text = manifest(set, files);
         if let Err(e) =
             std::fs::create_dir_all(&dir).and_then(|()| crate::private::write(&local, text.as_bytes()))
@@ -354,6 +356,7 @@ impl Agent {
             TaskResult::Manifest {
                 root: flight.0,
                 set_rel: flight.1,
+                local: written,
                 result: Box::new(result),
             }
         });
@@ -364,6 +367,7 @@ impl Agent {
         &mut self,
         root: String,
         set_rel: String,
+        local: PathBuf,
         result: Result<Outcome, UploadError>,
     ) -> Result<(), AgentError> {
         self.sets.manifests.remove(&(root.clone(), set_rel.clone()));
@@ -390,7 +394,8 @@ impl Agent {
                 e.remote_folder = Some(o.folder.clone());
                 e.name = Some(o.name.clone());
                 e.file_no = Some(o.file.file_no.clone());
-                self.emit(e.with("set", set_rel).with("files", n)).await?;
+                self.emit(e.with("set", set_rel.clone()).with("files", n)).await?;
+                self.hook_set_complete(id, &set_rel, n, Some((&local, &o)));
             }
             Err(UploadError::Paused) => {}
             Err(e) => tracing::warn!(

@@ -70,6 +70,22 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             w.exclude_patterns,
             w.settle,
         );
+        for (key, hook) in [
+            ("on_uploaded", &w.hooks.on_uploaded),
+            ("on_set_complete", &w.hooks.on_set_complete),
+        ] {
+            if let Some(h) = hook {
+                outln!(
+                    "  {key}: {} (no shell; stopped after {:?})",
+                    h.argv
+                        .iter()
+                        .map(|a| crate::text::shown(a).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    h.timeout
+                );
+            }
+        }
     }
     let windows = &settings.agent.schedule;
     if !windows.is_empty() {

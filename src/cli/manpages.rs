@@ -54,6 +54,10 @@ A log filter (tracing EnvFilter syntax, e.g. \fIautorender_sync=debug\fR).
 .TP
 \fBNO_COLOR\fR
 When set and not empty, no colour in logs (as \fB\-\-color never\fR).
+.TP
+\fBAUTORENDER_PATH\fR, \fBAUTORENDER_FILE_NO\fR, \fBAUTORENDER_SET\fR, ...
+Given to the programs a watch's \fBon_uploaded\fR and \fBon_set_complete\fR run
+(no shell; the API key's variable withheld); the README lists them all.
 "#;
 
 const SECURITY: &str = r#".SH SECURITY

@@ -17,6 +17,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "paused",
     "resumed",
     "stalled",
+    "hook_failed",
 ];
 
 /// What a `[[notify]]` entry gets when it does not say.

@@ -31,6 +31,8 @@ mod exclude_from;
 pub use exclude_from::ExcludeFile;
 pub mod diff;
 mod fleet;
+mod hooks;
+pub use hooks::{DEFAULT_HOOK_TIMEOUT, Hook, Hooks};
 mod paths;
 mod schedule;
 mod schema;
@@ -224,6 +226,8 @@ pub struct WatchSettings {
     pub sets: Option<SetRules>,
     /// With `[fleet]`: the name every node gives this folder (mount paths differ).
     pub share: Option<String>,
+    /// Programs run after each upload and each complete set.
+    pub hooks: Hooks,
 }
 
 /// `[[watch]] existing`: upload what is already there, or start from now.

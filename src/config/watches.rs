@@ -26,6 +26,9 @@ pub(super) const WATCH_KEYS: &[&str] = &[
     "immutable",
     "min_interval",
     "share",
+    "on_uploaded",
+    "on_set_complete",
+    "hook_timeout",
 ];
 
 /// `min_interval` default: a file that keeps changing goes at most this often.
@@ -252,6 +255,7 @@ impl<'s> Walker<'s> {
             .unwrap_or(Some(DEFAULT_MIN_INTERVAL));
         let sets = self.sets(&f, key);
         let share = self.share(&f, &k("share"));
+        let hooks = self.hooks(&f, key, sets.is_some());
         if self.errors.len() != before {
             return (path.map(|p| (p, path_span)), None);
         }
@@ -282,6 +286,7 @@ impl<'s> Walker<'s> {
             min_interval,
             sets,
             share,
+            hooks,
         };
         (path.map(|p| (p, path_span)), Some(settings))
     }

@@ -13,6 +13,7 @@ mod first_run;
 mod first_week;
 mod fleet;
 mod harness;
+mod hooks;
 mod hostile;
 mod lifecycle;
 mod lookalike;

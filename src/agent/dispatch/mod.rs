@@ -32,8 +32,12 @@ pub(super) enum TaskResult {
     Manifest {
         root: String,
         set_rel: String,
+        /// The manifest written into the state dir.
+        local: PathBuf,
         result: Box<Result<Outcome, UploadError>>,
     },
+    /// A post-upload hook ended.
+    Hook(crate::hooks::Ran),
 }
 
 /// What dispatch keeps: the uploads in flight (and which of them are in
@@ -358,10 +362,12 @@ impl Agent {
             TaskResult::Manifest {
                 root,
                 set_rel,
+                local,
                 result,
             } => {
-                self.manifest_sent(root, set_rel, *result).await?;
+                self.manifest_sent(root, set_rel, local, *result).await?;
             }
+            TaskResult::Hook(ran) => self.hook_ran(ran).await?,
             TaskResult::NotReady { row, gone } => {
                 self.dispatch.inflight.remove(&row.id);
                 self.dispatch.lane.remove(&row.id);

@@ -77,6 +77,7 @@ impl Agent {
                 }
                 // Only the version this agent read is deleted or moved; an
                 // outcome without one (none in practice) leaves the file.
+                let mut local = None;
                 if let (Some(id), Some(source)) = (self.root_of(&row), o.source) {
                     let mut action = self.settings.root(id).after_upload.clone();
                     // An adoption that could not compare content (a take with
@@ -129,6 +130,7 @@ impl Agent {
                                     .note_after(row.root.clone(), row.rel.clone(), what)
                                     .await?;
                             }
+                            local = Some(done);
                         }
                         Err(e) => tracing::warn!("{e}"),
                     }
@@ -136,6 +138,10 @@ impl Agent {
                         let settle = self.settings.root(id).settle;
                         self.intake.offer(id, &path, settle, self.clock.now());
                     }
+                }
+                // Last: the hook sees where the local file went.
+                if let Some(id) = self.root_of(&row) {
+                    self.hook_uploaded(id, &path, &o, local.as_ref());
                 }
             }
             // Paused by the user: the parts sent are recorded; it waits
