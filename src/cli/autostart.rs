@@ -26,11 +26,13 @@ pub enum Action {
         /// Linux only: systemd user unit, or XDG autostart .desktop entry [default: systemd where installed]
         #[arg(long, value_enum)]
         method: Option<linux::Method>,
-        /// Save the API key from the environment to a file next to the config
-        /// (mode 0600) and set `api_key_file` to it: a service started at login
-        /// does not see your shell's environment
-        #[arg(long)]
-        store_key: bool,
+        /// Save the API key from the environment where a service started at
+        /// login finds it (it does not see your shell's environment): `file`
+        /// (the default) writes it beside the config (mode 0600) and sets
+        /// `api_key_file`; `keyring` stores it in the OS keyring and sets
+        /// `api_key_source = "keyring"`
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "file", value_name = "WHERE")]
+        store_key: Option<StoreKey>,
     },
     /// Remove what install wrote
     Uninstall,
@@ -39,6 +41,15 @@ pub enum Action {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Where `install --store-key` puts the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKey {
+    /// `api-key` beside the config, mode 0600
+    File,
+    /// The OS keyring (Secret Service, Keychain, Credential Manager)
+    Keyring,
 }
 
 fn context(cli: &Cli) -> Result<Context, CliError> {
@@ -138,7 +149,7 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
                 super::write_stdout(plan.describe().as_bytes());
                 match &service_key {
                     // What --store-key would do, too (the key itself never shown).
-                    Err(_) if *store_key => {
+                    Err(_) if *store_key == Some(StoreKey::File) => {
                         let key_file = key_file_of(&ctx.config);
                         outln!(
                             "\n--- write {} (mode 0600) ---\n(the API key from the environment)",
@@ -150,6 +161,14 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
                             api_key_file_line(&key_file)
                         );
                     }
+                    Err(_) if *store_key == Some(StoreKey::Keyring) => {
+                        outln!(
+                            "\n--- store in the OS keyring: service \"{}\", account \"{}\" ---\n(the API key from the environment)",
+                            secrets::keyring::SERVICE,
+                            crate::config::DEFAULT_KEYRING_ACCOUNT
+                        );
+                        outln!("\n--- change {} ---\n[api]\n{KEYRING_LINE}", ctx.config.display());
+                    }
                     Err(e) => outln!("note: {e}"),
                     Ok(_) => {}
                 }
@@ -157,11 +176,25 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             }
             match service_key {
                 Ok(_) => {}
-                Err(_) if *store_key => {
+                Err(_) if *store_key == Some(StoreKey::File) => {
                     let path = store_key_file(&ctx.config, &settings)?;
                     outln!(
                         "stored the API key in {} (mode 0600) and set api_key_file to it",
                         path.display()
+                    );
+                    settings = super::load_settings(cli)?;
+                    secrets::service_source(&settings.api).map_err(|e| CliError::Usage(e.to_string()))?;
+                }
+                Err(_) if *store_key == Some(StoreKey::Keyring) => {
+                    store_key_keyring(&ctx.config, &settings)?;
+                    outln!(
+                        "stored the API key in the OS keyring (service \"{}\", account \"{}\") and set api_key_source = \"keyring\"",
+                        secrets::keyring::SERVICE,
+                        settings
+                            .api
+                            .keyring_account
+                            .as_deref()
+                            .unwrap_or(crate::config::DEFAULT_KEYRING_ACCOUNT)
                     );
                     settings = super::load_settings(cli)?;
                     secrets::service_source(&settings.api).map_err(|e| CliError::Usage(e.to_string()))?;
@@ -298,6 +331,38 @@ fn store_key_file(config: &std::path::Path, settings: &Settings) -> Result<std::
     std::fs::write(config, with_api_key_file(&text, &line))
         .map_err(|e| fail(&format!("update {}", config.display()), e))?;
     Ok(path)
+}
+
+/// The line `--store-key keyring` adds to the config's `[api]` table.
+const KEYRING_LINE: &str = "api_key_source = \"keyring\"";
+
+/// `install --store-key keyring`: the key from this shell's environment
+/// goes into the OS keyring, read back to be sure, and the config's [api]
+/// table gets `api_key_source = "keyring"`.
+fn store_key_keyring(config: &std::path::Path, settings: &Settings) -> Result<(), CliError> {
+    if settings.api.api_key_file.is_some() {
+        return Err(CliError::Usage(
+            "the config sets api.api_key_file: remove it first (the key is read from one place), then store the key in the keyring".into(),
+        ));
+    }
+    let (key, _, _) = secrets::lookup(&settings.api).map_err(|e| CliError::Usage(e.to_string()))?;
+    // Already set to the keyring (its entry missing): stored there, the
+    // config left as it is.
+    let configured = settings.api.keyring_account.as_deref();
+    let account = configured.unwrap_or(crate::config::DEFAULT_KEYRING_ACCOUNT);
+    secrets::keyring::store(account, &key).map_err(|e| CliError::Failed(e.to_string()))?;
+    if secrets::keyring::read(account).map_err(|e| CliError::Failed(e.to_string()))? != key {
+        return Err(CliError::Failed(
+            "the OS keyring gave back another key than the one stored; nothing changed in the config".into(),
+        ));
+    }
+    if configured.is_some() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(config)
+        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", config.display())))?;
+    std::fs::write(config, with_api_key_file(&text, KEYRING_LINE))
+        .map_err(|e| CliError::Failed(format!("cannot update {}: {e}", config.display())))
 }
 
 /// `text` with `line` as the first key of its [api] table (added at the end

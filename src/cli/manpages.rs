@@ -46,6 +46,10 @@ at login does not inherit a shell's environment: use \fBapi_key_file\fR there.
 \fBCREDENTIALS_DIRECTORY\fR
 Set by systemd for \fBLoadCredential=\fR; the key is read from its \fIautorender\-api\-key\fR.
 .TP
+\fBDBUS_SESSION_BUS_ADDRESS\fR
+The session bus where the Secret Service answers, with \fBapi_key_source = "keyring"\fR
+(Linux); the key is the entry with service \fIautorender\-sync\fR and account \fBkeyring_account\fR.
+.TP
 \fBAUTORENDER_SYNC_CONFIG\fR
 The config file, when \fB\-\-config\fR is not given.
 .TP

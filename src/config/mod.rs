@@ -56,6 +56,9 @@ use walker::Walker;
 
 pub const DEFAULT_ENDPOINT: &str = "https://upload.autorender.io";
 pub const DEFAULT_KEY_ENV: &str = "AUTORENDER_API_KEY";
+
+/// The OS keyring entry's account when `keyring_account` does not say.
+pub const DEFAULT_KEYRING_ACCOUNT: &str = "api-key";
 pub const CONFIG_ENV: &str = "AUTORENDER_SYNC_CONFIG";
 
 /// The commented reference config; `init` writes exactly this text.
@@ -124,6 +127,9 @@ pub struct ApiSettings {
     pub endpoint: Url,
     pub api_key_env: String,
     pub api_key_file: Option<PathBuf>,
+    /// `api_key_source = "keyring"`: the account of the OS keyring entry
+    /// (service `autorender-sync`) the key is read from; None: not the keyring.
+    pub keyring_account: Option<String>,
     pub request_timeout: Duration,
     pub url_ttl: Duration,
     /// The longest wait a `Retry-After` is obeyed for before the service is

@@ -8,6 +8,8 @@ const API_KEYS: &[&str] = &[
     "endpoint",
     "api_key_env",
     "api_key_file",
+    "api_key_source",
+    "keyring_account",
     "request_timeout",
     "url_ttl",
     "retry_after_max",
@@ -138,6 +140,48 @@ impl<'s> Walker<'s> {
         let api_key_file = self
             .string(&f, "api_key_file", "api.api_key_file")
             .and_then(|(text, span)| self.path(&text, &span, "api.api_key_file"));
+        let keyring = match self.string(&f, "api_key_source", "api.api_key_source") {
+            Some((v, span)) => match v.as_str() {
+                "auto" => false,
+                "keyring" => true,
+                _ => {
+                    self.err(
+                        "api.api_key_source",
+                        Some(span),
+                        format!("\"{v}\" is not one of \"auto\" (the environment, a systemd credential, then api_key_file), \"keyring\" (the OS keyring)"),
+                    );
+                    false
+                }
+            },
+            None => false,
+        };
+        if keyring && api_key_file.is_some() {
+            self.err(
+                "api.api_key_file",
+                f.get("api_key_file").map(|i| i.span()),
+                "is not read when api_key_source = \"keyring\"; remove one of the two",
+            );
+        }
+        let keyring_account = match self.string(&f, "keyring_account", "api.keyring_account") {
+            Some((name, span)) => {
+                if !keyring {
+                    self.err(
+                        "api.keyring_account",
+                        Some(span),
+                        "only used with api_key_source = \"keyring\"; add that or remove this",
+                    );
+                } else if name.trim().is_empty() {
+                    self.err(
+                        "api.keyring_account",
+                        Some(span),
+                        "is empty; name the keyring entry's account, e.g. \"studio-b\"",
+                    );
+                }
+                name
+            }
+            None => crate::config::DEFAULT_KEYRING_ACCOUNT.to_string(),
+        };
+        let keyring_account = keyring.then_some(keyring_account);
         let request_timeout = self
             .duration(&f, "request_timeout", "api.request_timeout")
             .unwrap_or(Duration::from_secs(60));
@@ -172,6 +216,7 @@ impl<'s> Walker<'s> {
             endpoint,
             api_key_env,
             api_key_file,
+            keyring_account,
             request_timeout,
             url_ttl,
             retry_after_max,

@@ -15,6 +15,7 @@ mod fleet;
 mod harness;
 mod hooks;
 mod hostile;
+mod keyring;
 mod lifecycle;
 mod lookalike;
 mod newcomer;

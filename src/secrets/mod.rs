@@ -1,7 +1,9 @@
 //! API key lookup and redaction. The key lives only inside [`ApiKey`], whose
 //! `Debug`/`Display` never show it, so it cannot leak through logs by accident.
-//! Sources, in order: env var, systemd credential, key file. (The OS keyring
-//! is not consulted yet; see README.)
+//! Sources, in order: env var, systemd credential, then the key file or
+//! (`api_key_source = "keyring"`) the OS keyring ([`keyring`]).
+
+pub mod keyring;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -71,6 +73,8 @@ pub enum KeySource {
     Env(String),
     SystemdCredential(PathBuf),
     File(PathBuf),
+    /// The OS keyring entry (service `autorender-sync`) of this account.
+    Keyring(String),
 }
 
 impl fmt::Display for KeySource {
@@ -79,6 +83,11 @@ impl fmt::Display for KeySource {
             KeySource::Env(name) => write!(f, "environment variable {name}"),
             KeySource::SystemdCredential(p) => write!(f, "systemd credential {}", p.display()),
             KeySource::File(p) => write!(f, "key file {}", p.display()),
+            KeySource::Keyring(account) => write!(
+                f,
+                "the OS keyring (service \"{}\", account \"{account}\")",
+                keyring::SERVICE
+            ),
         }
     }
 }
@@ -92,13 +101,25 @@ pub enum KeyError {
     #[error(
         "a service started at login does not inherit this shell's environment, so it would not see {env}; \
          `autorender-sync autostart install --store-key` saves the key to a file only you can read and points \
-         `api.api_key_file` at it (or set `api_key_file` in the config's [api] table yourself)"
+         `api.api_key_file` at it (`--store-key keyring`: into the OS keyring, with api_key_source = \"keyring\"), \
+         or set `api_key_file` in the config's [api] table yourself"
     )]
     NotForService { env: String },
     #[error("cannot read the API key file {path}: {source}; fix its path or permissions (chmod 600)")]
     Unreadable { path: PathBuf, source: std::io::Error },
     #[error("the API key from {0} is empty; put the key in it")]
     Empty(KeySource),
+    #[error(
+        "the OS keyring holds no API key for service \"{service}\", account \"{account}\": store it with \
+         `autorender-sync autostart install --store-key keyring` (from ${env_hint}), or `secret-tool store \
+         --label=autorender-sync service {service} username {account}` (macOS: `security add-generic-password \
+         -s {service} -a {account} -w`)",
+        service = keyring::SERVICE,
+        env_hint = crate::config::DEFAULT_KEY_ENV
+    )]
+    NotInKeyring { account: String },
+    #[error("cannot read the API key from the OS keyring (account \"{account}\"): {why}")]
+    Keyring { account: String, why: String },
 }
 
 /// Finds the key and logs its warnings (a key file readable by others, …):
@@ -130,6 +151,10 @@ pub fn lookup(api: &ApiSettings) -> Result<(ApiKey, KeySource, Vec<String>), Key
             return Ok((key, KeySource::SystemdCredential(path), warnings));
         }
     }
+    if let Some(account) = &api.keyring_account {
+        let key = keyring::read(account)?;
+        return Ok((key, KeySource::Keyring(account.clone()), warnings));
+    }
     if let Some(path) = &api.api_key_file {
         if let Some(w) = permission_warning(path) {
             warnings.push(w);
@@ -146,6 +171,9 @@ pub fn lookup(api: &ApiSettings) -> Result<(ApiKey, KeySource, Vec<String>), Key
 /// shell's environment, so only the key file (or a systemd credential the
 /// unit loads) counts. Returns where, or why it would find none.
 pub fn service_source(api: &ApiSettings) -> Result<KeySource, KeyError> {
+    if let Some(account) = &api.keyring_account {
+        return keyring::read(account).map(|_| KeySource::Keyring(account.clone()));
+    }
     match &api.api_key_file {
         Some(path) => read_key(path).map(|_| KeySource::File(path.clone())),
         None => Err(KeyError::NotForService {
