@@ -37,6 +37,8 @@ pub struct Flight {
     /// (when, bytes sent) a second or more apart, the last few seconds:
     /// what the rate now is measured over.
     samples: Mutex<VecDeque<(Instant, u64)>>,
+    /// Bytes sent by every upload so far (the dashboard's throughput).
+    total: Arc<AtomicU64>,
 }
 
 impl Observer for Flight {
@@ -47,6 +49,7 @@ impl Observer for Flight {
     fn bytes(&self, delta: i64) {
         let now = self.sent.fetch_add(delta, Ordering::Relaxed) + delta;
         if delta > 0 {
+            self.total.fetch_add(delta as u64, Ordering::Relaxed);
             self.most.fetch_max(now.max(0) as u64, Ordering::Relaxed);
             self.moved();
         }
@@ -192,7 +195,7 @@ fn human_secs(s: u64) -> String {
 
 /// Every upload in flight, by journal id.
 #[derive(Default, Clone)]
-pub struct Flights(Arc<Mutex<HashMap<i64, Arc<Flight>>>>);
+pub struct Flights(Arc<Mutex<HashMap<i64, Arc<Flight>>>>, Arc<AtomicU64>);
 
 impl Flights {
     /// Starts counting file `id`'s upload; the returned flight is its
@@ -207,9 +210,16 @@ impl Flights {
             moved_ms: AtomicU64::new(0),
             sending: AtomicBool::new(false),
             samples: Mutex::new(VecDeque::new()),
+            total: self.1.clone(),
         });
         self.0.lock().expect("flights lock").insert(id, flight.clone());
         flight
+    }
+
+    /// Bytes sent by every upload since the agent started (parts sent
+    /// again count again: what went over the wire).
+    pub fn total_sent(&self) -> u64 {
+        self.1.load(Ordering::Relaxed)
     }
 
     /// Stops counting file `id`'s upload; returns when it began.

@@ -34,6 +34,21 @@ impl Reporter {
         self.live.hub.send(event);
     }
 
+    /// A second's throughput sample for the dashboard's chart.
+    pub fn throughput(
+        &self,
+        at_ms: i64,
+        total_sent: u64,
+        limit: Option<u64>,
+        standing: crate::control::charts::Standing,
+    ) {
+        self.live
+            .throughput
+            .lock()
+            .expect("throughput lock")
+            .sample(at_ms, total_sent, limit, standing);
+    }
+
     /// The notification outbox has something new.
     pub fn outbox_changed(&self) {
         self.live.outbox.notify_one();

@@ -275,6 +275,7 @@ impl Agent {
             }
         }
         self.apply_schedule().await?;
+        self.sample_throughput();
         self.advance_sets().await?;
         self.report_stalls().await?;
         self.publish_health();

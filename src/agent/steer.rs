@@ -113,6 +113,29 @@ impl Agent {
         }))
     }
 
+    /// The dashboard's throughput sample for this second: bytes sent so
+    /// far, the limit in force, and whether the service is out or uploads
+    /// are paused.
+    pub(super) fn sample_throughput(&self) {
+        use crate::control::charts::Standing;
+        let windows = &self.settings.agent.schedule;
+        let window = crate::schedule::in_force(windows, self.clock.wall_ms(), self.gate.tz());
+        let limit = match crate::schedule::limit(windows, window, self.settings.agent.bandwidth_limit) {
+            crate::config::Limit::Rate(r) => Some(r),
+            crate::config::Limit::Paused => Some(0),
+            crate::config::Limit::Unlimited => None,
+        };
+        let standing = if self.gate.service_pause().is_some() {
+            Standing::Outage
+        } else if self.gate.user_pause().is_some() || self.gate.schedule_paused() {
+            Standing::Paused
+        } else {
+            Standing::Ok
+        };
+        self.reporter
+            .throughput(self.clock.wall_ms(), self.dispatch.total_sent(), limit, standing);
+    }
+
     /// When the user's pause runs out (as an instant on the loop's clock).
     pub(super) fn pause_ends_at(&self) -> Option<Instant> {
         let until = self.gate.user_pause()?.until_ms?;

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::journal::Journal;
 
+pub mod charts;
 mod dashboard;
 pub mod events;
 mod metrics;
@@ -99,6 +100,8 @@ pub struct Live {
     pub outbox: tokio::sync::Notify,
     /// Healthcheck pings owed: a success (1) or a failure (2) since the last ping.
     pub ping: std::sync::atomic::AtomicU8,
+    /// Bytes sent per second over the last hour (the dashboard's chart).
+    pub throughput: Mutex<charts::Throughput>,
 }
 
 impl Live {
@@ -279,6 +282,7 @@ fn router(shared: Shared) -> Router {
         .route("/", get(dashboard::page))
         .route("/api/status", get(status))
         .route("/api/history", get(history))
+        .route("/api/charts", get(charts_view))
         .route("/api/events", get(dashboard::events))
         .route("/api/login", post(dashboard::login_code))
         .route("/api/retry", post(retry))
@@ -431,6 +435,36 @@ async fn history(State(s): State<Shared>, q: axum::extract::Query<HistoryQuery>)
         Ok(Value::Array(rows.iter().map(status::file_json).collect()))
     };
     match build(rows).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/charts`: what the dashboard draws (throughput, the
+/// schedule's week, a frame strip per upload set).
+async fn charts_view(State(s): State<Shared>) -> Response {
+    let settings = s.hooks.settings.borrow().clone();
+    let throughput = s.live.throughput.lock().expect("throughput lock").view();
+    let view = move || {
+        let now = crate::clock::system_ms();
+        let week = charts::week(&settings, now, &jiff::tz::TimeZone::system());
+        let mut sets = Vec::new();
+        if let Some(r) = crate::journal::Reader::open(&settings.agent.state_dir).map_err(|e| e.to_string())? {
+            for (set, _, _) in r.sets().map_err(|e| e.to_string())? {
+                let files = r
+                    .set_files(&set.root, &set.set_rel, 20_000)
+                    .map_err(|e| e.to_string())?;
+                sets.push(json!({
+                    "root": set.root,
+                    "set": set.set_rel,
+                    "state": set.state,
+                    "sequences": charts::frame_strips(&files),
+                }));
+            }
+        }
+        Ok(json!({ "throughput": throughput, "week": week, "sets": sets }))
+    };
+    match build(view).await {
         Ok(v) => axum::Json(v).into_response(),
         Err(r) => r,
     }

@@ -56,6 +56,7 @@ pub fn file_json(h: &HistoryRow) -> Value {
         "at_ms": h.at,
         "adopted": h.adopted,
         "after": h.after,
+        "set": h.set,
     })
 }
 

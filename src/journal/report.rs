@@ -38,6 +38,26 @@ impl Reader {
     pub fn sets(&self) -> Result<Vec<(SetRow, i64, i64)>, JournalError> {
         Ok(super::sets::all_sets(&self.conn)?)
     }
+
+    /// The files of set `set_rel` under `root` and their states (the
+    /// dashboard's frame strips), at most `limit`.
+    pub fn set_files(
+        &self,
+        root: &str,
+        set_rel: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, JournalError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT rel, state FROM files INDEXED BY files_set
+             WHERE root = ?1 AND set_rel = ?2 AND state != 'gone' ORDER BY rel LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map(params![root, set_rel, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
 }
 
 /// Read-only access for `status` and `history`, safe beside a running agent.
@@ -91,12 +111,15 @@ pub struct HistoryRow {
     pub adopted: Option<String>,
     /// What `after_upload` did with the local file ("deleted", "moved to …").
     pub after: Option<String>,
+    /// The upload set the file belongs to (its folder, relative to the root).
+    pub set: Option<String>,
 }
 
 fn history(conn: &Connection, limit: usize, failed_only: bool) -> Result<Vec<HistoryRow>, JournalError> {
     let mut stmt = conn.prepare(
-        "SELECT root, rel, ok, remote_folder, remote_name, file_no, url, size, sha256, error, at, adopted, after FROM history
-         WHERE (?1 = 0 OR ok = 0) ORDER BY id DESC LIMIT ?2",
+        "SELECT root, rel, ok, remote_folder, remote_name, file_no, url, size, sha256, error, at, adopted, after,
+                (SELECT set_rel FROM files f WHERE f.root = history.root AND f.rel = history.rel)
+         FROM history WHERE (?1 = 0 OR ok = 0) ORDER BY id DESC LIMIT ?2",
     )?;
     let rows = stmt
         .query_map(params![failed_only as i64, limit as i64], |r| {
@@ -115,6 +138,7 @@ fn history(conn: &Connection, limit: usize, failed_only: bool) -> Result<Vec<His
                 at: r.get(10)?,
                 adopted: r.get(11)?,
                 after: r.get(12)?,
+                set: r.get(13)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;

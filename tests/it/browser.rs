@@ -279,3 +279,159 @@ fn the_dashboard_in_chromium_shows_uploads_live_pauses_and_retries() {
     });
     assert_eq!(agent.stop().code, 1, "a file failed in this run");
 }
+
+/// An attribute of the element `css` selects (empty when none).
+async fn attr_of(c: &Client, css: &str, name: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.attr(name).await.ok().flatten().unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn count_of(c: &Client, css: &str) -> usize {
+    c.find_all(Locator::Css(css)).await.map(|v| v.len()).unwrap_or(0)
+}
+
+#[test]
+fn the_dashboard_draws_throughput_with_its_limit_and_outage_the_schedule_week_and_frame_strips() {
+    let Some(driver) = start_driver() else {
+        skip_or_fail(
+            "chromium and chromedriver (Debian packages chromium, chromium-driver) are not installed",
+        );
+        return;
+    };
+    let mut emu = Some(Emulator::start(&[]));
+    let sb = Sandbox::watching(
+        emu.as_ref().unwrap(),
+        "settle = \"200ms\"\nbandwidth_limit = \"2MiB/s\"\n[control]\nlisten = \"127.0.0.1:0\"\n\
+         [[agent.schedule]]\nfrom = \"22:00\"\nto = \"06:00\"\nbandwidth_limit = \"4MiB/s\"\n",
+        "sets = \"folder\"\nset_trigger = \"_DONE\"\nsequence_gaps = \"warn\"\n",
+    );
+    let mut agent = sb.running_agent(&[]);
+    // A render of ten frames with frame 5 missing, then a big file that
+    // goes at the limit for a few seconds.
+    let shot = sb.drop_dir().join("sh010");
+    std::fs::create_dir(&shot).unwrap();
+    for i in (1..=10u64).filter(|i| *i != 5) {
+        write_file(&shot.join(format!("sh010.{i:04}.exr")), 2000, i);
+    }
+    std::fs::write(shot.join("_DONE"), "").unwrap();
+    write_file(&sb.drop_dir().join("plate.mov"), 8 * 1024 * 1024, 99);
+    assert!(
+        wait_until(Duration::from_secs(60), || emu.as_ref().unwrap().ledger().len()
+            == 11),
+        "{}",
+        agent.log_text()
+    );
+    let link = {
+        let mut c = sb.cmd();
+        c.args(["dashboard", "--no-open"]);
+        run(c).stdout.lines().next().unwrap().to_string()
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // Tall enough that the screenshot shows the week too.
+        let c = browser(&driver, profile.path(), &["--window-size=1280,1500"]).await;
+        c.goto(&link).await.unwrap();
+        until(&c, 20, "the throughput chart", async |c: &Client| {
+            c.execute("refresh()", vec![]).await.ok();
+            attr_of(c, "#throughput-chart", "data-rates")
+                .await
+                .split(',')
+                .any(|r| r.parse::<u64>().is_ok_and(|r| r > 0))
+        })
+        .await;
+        // What was drawn: the bytes went at about the limit in force, and
+        // the limit line is drawn at it.
+        let rates: Vec<u64> = attr_of(&c, "#throughput-chart", "data-rates")
+            .await
+            .split(',')
+            .filter_map(|r| r.parse().ok())
+            .collect();
+        let limits: Vec<u64> = attr_of(&c, "#throughput-chart", "data-limits")
+            .await
+            .split(',')
+            .filter_map(|r| r.parse().ok())
+            .collect();
+        let top = *limits.iter().max().expect("a limit drawn");
+        assert!(top == 2 << 20 || top == 4 << 20, "{limits:?}");
+        assert!(
+            rates.iter().all(|r| *r <= top + top / 2),
+            "{rates:?} over the limit {top}"
+        );
+        assert_eq!(count_of(&c, "#throughput-chart path.limit").await, 1);
+        let header = text_of(&c, "#limit").await;
+        assert!(
+            header.starts_with("limit ") && header.ends_with("MiB/s"),
+            "{header}"
+        );
+
+        // The week: 22:00 to 06:00 at 4 MiB/s, the rest at 2 MiB/s, each day.
+        for day in 0..7 {
+            assert_eq!(
+                attr_of(
+                    &c,
+                    &format!("#week-chart rect.run[data-day='{day}'][data-from='22:00']"),
+                    "data-limit"
+                )
+                .await,
+                (4u64 << 20).to_string()
+            );
+            assert_eq!(
+                attr_of(
+                    &c,
+                    &format!("#week-chart rect.run[data-day='{day}'][data-from='06:00']"),
+                    "data-limit"
+                )
+                .await,
+                (2u64 << 20).to_string()
+            );
+        }
+        assert_eq!(count_of(&c, "#week-chart rect.now").await, 1);
+
+        // The set: one strip, frame 5 a gap drawn in red; one row in recent
+        // uploads for its ten files.
+        until(&c, 20, "the frame strip", async |c: &Client| {
+            !attr_of(c, "#sets li[data-set='sh010'] svg.strip", "data-frames")
+                .await
+                .is_empty()
+        })
+        .await;
+        assert_eq!(
+            attr_of(&c, "#sets li[data-set='sh010'] svg.strip", "data-frames").await,
+            "dddd-ddddd"
+        );
+        assert_eq!(
+            count_of(&c, "#sets li[data-set='sh010'] svg.strip rect.gap").await,
+            1
+        );
+        assert_eq!(count_of(&c, "#recent li[data-set='sh010']").await, 1);
+        let row = text_of(&c, "#recent li[data-set='sh010'] .set-count").await;
+        assert!(row.starts_with("10 files"), "{row}");
+        assert_eq!(count_of(&c, "#recent li").await, 2, "the set and plate.mov");
+        std::fs::write(
+            screenshots().join("dashboard-charts.png"),
+            c.screenshot().await.unwrap(),
+        )
+        .unwrap();
+
+        // The service goes away: the next upload finds it out, and the
+        // chart shades the outage.
+        drop(emu.take());
+        write_file(&sb.drop_dir().join("late.mov"), 1000, 7);
+        until(&c, 60, "the outage shaded", async |c: &Client| {
+            c.execute("refresh()", vec![]).await.ok();
+            count_of(c, "#throughput-chart rect.band.outage").await > 0
+        })
+        .await;
+        assert_eq!(text_of(&c, "#state").await, "service unreachable");
+        std::fs::write(
+            screenshots().join("dashboard-outage.png"),
+            c.screenshot().await.unwrap(),
+        )
+        .unwrap();
+        c.close().await.unwrap();
+    });
+    agent.stop();
+}

@@ -118,6 +118,11 @@ impl Dispatch {
         self.flights.views(now, self.stall_after)
     }
 
+    /// Bytes every upload has sent since the agent started.
+    pub(super) fn total_sent(&self) -> u64 {
+        self.flights.total_sent()
+    }
+
     /// The uploads that stalled since the last call, and those that were
     /// stalled and send again (by path).
     pub(super) fn stall_news(&mut self, now: Instant) -> (Vec<FlightView>, Vec<PathBuf>) {
