@@ -506,3 +506,28 @@ fn release_lets_a_held_set_go_as_it_is_and_names_a_path_where_no_set_waits() {
     );
     assert_eq!(agent.stop().code, 0);
 }
+
+#[test]
+fn upload_on_a_terminal_clears_each_bar_and_leaves_none_after_its_summary() {
+    let emu = Emulator::start(&[]);
+    // Slow enough that bars are drawn several times.
+    let sb = Sandbox::new(&emu, "bandwidth_limit = \"2MiB/s\"\n");
+    let dir = sb.path("takes");
+    std::fs::create_dir(&dir).unwrap();
+    write_file(&dir.join("first.mov"), 2 * 1024 * 1024, 1);
+    write_file(&dir.join("second.mov"), 1024 * 1024, 2);
+    let mut inner = sb.cmd();
+    inner
+        .arg("upload")
+        .arg(dir.join("first.mov"))
+        .arg(dir.join("second.mov"));
+    let out = run(on_a_terminal(&inner));
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(out.stdout.contains('█'), "bars were drawn: {}", out.stdout);
+    // Everything after the first result line is the summary: no bar is
+    // drawn again below it.
+    let at = out.stdout.find("→ first.mov").unwrap_or_else(|| panic!("{}", out.stdout));
+    let after = &out.stdout[at..];
+    assert!(!after.contains('█') && !after.contains("MiB/s"), "a bar after the summary: {after:?}");
+    assert!(after.contains("→ second.mov"), "{after:?}");
+}

@@ -50,6 +50,15 @@ pub struct Args {
 
 struct Bar(ProgressBar);
 
+/// A file's bar goes when its upload ends (not at the end of the run): a
+/// finished file's bar left at 100% while others go looked stuck, and one
+/// drawn again after the summary stayed on the screen.
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
 impl Observer for Bar {
     fn bytes(&self, delta: i64) {
         if delta >= 0 {
