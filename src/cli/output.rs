@@ -33,6 +33,9 @@ pub fn print_history_row(h: &HistoryRow) {
             format_bytes(h.size.unwrap_or(0).max(0) as u64),
             h.url.as_deref().map_or_else(|| "-".into(), display_url)
         );
+        if let Some(set) = &h.set {
+            outln!("    in upload set: {}", crate::text::shown(set));
+        }
         if let Some(what) = &h.after {
             outln!("    local file: {}", crate::text::shown(what));
         }

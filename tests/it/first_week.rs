@@ -493,6 +493,18 @@ fn release_lets_a_held_set_go_as_it_is_and_names_a_path_where_no_set_waits() {
         .collect();
     assert_eq!(names.len(), 6, "five frames and the manifest: {names:?}");
     assert!(names.contains(&"sh020.manifest.json".to_string()), "{names:?}");
+    // The history says which set each file came in.
+    let mut c = sb.cmd();
+    c.args(["history", "--json"]);
+    let rows: Value = serde_json::from_str(&run(c).stdout).unwrap();
+    assert!(
+        rows.as_array().unwrap().iter().filter(|r| r["set"] == "sh020").count() >= 5,
+        "{rows}"
+    );
+    let mut c = sb.cmd();
+    c.arg("history");
+    let text = run(c).stdout;
+    assert!(text.contains("    in upload set: sh020"), "{text}");
     // Nothing waits there any more, nor at a plain folder: said, exit 1.
     let mut c = sb.cmd();
     c.arg("release").arg(&shot).arg(sb.path("elsewhere"));
