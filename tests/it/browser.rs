@@ -316,6 +316,13 @@ fn the_dashboard_draws_throughput_with_its_limit_and_outage_the_schedule_week_an
         write_file(&shot.join(format!("sh010.{i:04}.exr")), 2000, i);
     }
     std::fs::write(shot.join("_DONE"), "").unwrap();
+    // A second render whose farm never writes _DONE: it waits for the
+    // Release button.
+    let held = sb.drop_dir().join("sh020");
+    std::fs::create_dir(&held).unwrap();
+    for i in 1..=3u64 {
+        write_file(&held.join(format!("sh020.{i:04}.exr")), 2000, 50 + i);
+    }
     write_file(&sb.drop_dir().join("plate.mov"), 8 * 1024 * 1024, 99);
     assert!(
         wait_until(Duration::from_secs(60), || emu.as_ref().unwrap().ledger().len()
@@ -415,6 +422,29 @@ fn the_dashboard_draws_throughput_with_its_limit_and_outage_the_schedule_week_an
             c.screenshot().await.unwrap(),
         )
         .unwrap();
+
+        // The waiting set: its frames drawn waiting, and Release lets it go.
+        until(&c, 20, "the waiting set's strip", async |c: &Client| {
+            attr_of(c, "#sets li[data-set='sh020'] svg.strip", "data-frames").await == "www"
+        })
+        .await;
+        click(&c, "#sets li[data-set='sh020'] button.release").await;
+        let state = || {
+            sb.status()["sets"]
+                .as_array()
+                .and_then(|s| s.iter().find(|x| x["set"] == "sh020").cloned())
+                .map(|x| x["state"].clone())
+        };
+        assert!(
+            wait_until(Duration::from_secs(30), || state() == Some(json!("complete"))),
+            "{:?}",
+            state()
+        );
+        until(&c, 20, "the released set's frames done", async |c: &Client| {
+            c.execute("refresh()", vec![]).await.ok();
+            attr_of(c, "#sets li[data-set='sh020'] svg.strip", "data-frames").await == "ddd"
+        })
+        .await;
 
         // The service goes away: the next upload finds it out, and the
         // chart shades the outage.

@@ -498,7 +498,12 @@ fn release_lets_a_held_set_go_as_it_is_and_names_a_path_where_no_set_waits() {
     c.args(["history", "--json"]);
     let rows: Value = serde_json::from_str(&run(c).stdout).unwrap();
     assert!(
-        rows.as_array().unwrap().iter().filter(|r| r["set"] == "sh020").count() >= 5,
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["set"] == "sh020")
+            .count()
+            >= 5,
         "{rows}"
     );
     let mut c = sb.cmd();
@@ -538,8 +543,14 @@ fn upload_on_a_terminal_clears_each_bar_and_leaves_none_after_its_summary() {
     assert!(out.stdout.contains('█'), "bars were drawn: {}", out.stdout);
     // Everything after the first result line is the summary: no bar is
     // drawn again below it.
-    let at = out.stdout.find("→ first.mov").unwrap_or_else(|| panic!("{}", out.stdout));
+    let at = out
+        .stdout
+        .find("→ first.mov")
+        .unwrap_or_else(|| panic!("{}", out.stdout));
     let after = &out.stdout[at..];
-    assert!(!after.contains('█') && !after.contains("MiB/s"), "a bar after the summary: {after:?}");
+    assert!(
+        !after.contains('█') && !after.contains("MiB/s"),
+        "a bar after the summary: {after:?}"
+    );
     assert!(after.contains("→ second.mov"), "{after:?}");
 }
