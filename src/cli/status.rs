@@ -153,6 +153,16 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             outln!("  {}", f.line());
         }
     }
+    // What waits its turn, in all: files and bytes queued.
+    let (queued, queued_bytes) = counts.iter().fold((0, 0), |(n, b), c| {
+        (n + c.pending, b + c.pending_bytes.max(0) as u64)
+    });
+    if queued > 0 {
+        outln!(
+            "queued: {queued} file(s), {}",
+            crate::units::format_bytes(queued_bytes)
+        );
+    }
     let (done, failed) = (
         elsewhere["done"].as_i64().unwrap_or(0),
         elsewhere["failed"].as_i64().unwrap_or(0),

@@ -151,6 +151,8 @@ pub struct RootCounts {
     pub settling: i64,
     pub growing: i64,
     pub pending: i64,
+    /// Bytes of the pending files (queued, not started).
+    pub pending_bytes: i64,
     pub uploading: i64,
     pub reconciling: i64,
     /// Uploads in flight when the agent stopped (or crashed): they resume
@@ -205,6 +207,18 @@ fn counts(conn: &Connection) -> Result<Vec<RootCounts>, JournalError> {
             State::Gone => c.gone += n,
             State::Skipped => c.skipped += n,
             State::Held => c.held += n,
+        }
+    }
+    // Bytes queued (through the queue's index: pending files only).
+    let mut stmt = conn.prepare(
+        "SELECT root, COALESCE(SUM(size), 0) FROM files INDEXED BY files_queue WHERE state = 'pending' GROUP BY root",
+    )?;
+    let queued = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (root, bytes) in queued {
+        if let Some(c) = out.iter_mut().find(|c| c.root == root) {
+            c.pending_bytes = bytes;
         }
     }
     let mut stmt = conn.prepare(

@@ -554,3 +554,32 @@ fn upload_on_a_terminal_clears_each_bar_and_leaves_none_after_its_summary() {
     );
     assert!(after.contains("→ second.mov"), "{after:?}");
 }
+
+#[test]
+fn status_says_what_is_queued_in_files_and_bytes() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\n[control]\nlisten = \"127.0.0.1:0\"\n",
+        "",
+    );
+    let mut agent = sb.running_agent(&[]);
+    let mut c = sb.cmd();
+    c.arg("pause");
+    assert_eq!(run(c).code, 0);
+    for i in 0..3u64 {
+        write_file(&sb.drop_dir().join(format!("q{i}.mov")), 1000, i);
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || sb.status()["roots"][0]["pending"]
+            == 3),
+        "{}",
+        sb.status()
+    );
+    assert_eq!(sb.status()["roots"][0]["pending_bytes"], 3000);
+    let mut c = sb.cmd();
+    c.arg("status");
+    let text = run(c).stdout;
+    assert!(text.contains("queued: 3 file(s), 2.9 KiB"), "{text}");
+    agent.stop();
+}
