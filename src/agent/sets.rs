@@ -185,8 +185,13 @@ impl Agent {
                     self.send_manifest(id, &set, &files);
                     continue;
                 }
-                let (step, warning) = decide(&rules, &set, &files, self.intake.settling_under(&dir), now);
-                if matches!(step, SetStep::Wait { .. }) && set.state == "waiting" {
+                let settling = self.intake.settling_under(&dir);
+                let (step, warning) = decide(&rules, &set, &files, settling, now);
+                // Files settling is the loop's own knowledge, not the
+                // journal's: such a set is judged again at the next beat
+                // (cached, it said "still settling" for 30 s after its
+                // files had settled, e.g. after a reload re-offered them).
+                if matches!(step, SetStep::Wait { .. }) && set.state == "waiting" && !settling {
                     let mut next = now + 30_000;
                     if rules.trigger.is_none() {
                         next = next.min(set.last_change_at + rules.quiet.as_millis() as i64);

@@ -583,3 +583,53 @@ fn status_says_what_is_queued_in_files_and_bytes() {
     assert!(text.contains("queued: 3 file(s), 2.9 KiB"), "{text}");
     agent.stop();
 }
+
+#[test]
+fn a_held_set_goes_once_its_files_settle_after_a_reload_changed_its_gaps_rule() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"2s\"\n[control]\nlisten = \"127.0.0.1:0\"\n",
+        "sets = \"folder\"\nset_trigger = \"_DONE\"\nsequence_gaps = \"hold\"\n",
+    );
+    let mut agent = sb.running_agent(&[]);
+    let shot = sb.drop_dir().join("sh030");
+    std::fs::create_dir(&shot).unwrap();
+    for i in (1..=20u64).filter(|i| *i != 7) {
+        write_file(&shot.join(format!("sh030.{i:04}.exr")), 500, i);
+    }
+    std::fs::write(shot.join("_DONE"), "").unwrap();
+    let set = || {
+        sb.status()["sets"]
+            .as_array()
+            .and_then(|s| s.iter().find(|x| x["set"] == "sh030").cloned())
+            .unwrap_or(Value::Null)
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || set()["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("gap at 7"))),
+        "{}",
+        set()
+    );
+    let text = std::fs::read_to_string(&sb.config).unwrap();
+    std::fs::write(
+        &sb.config,
+        text.replace("sequence_gaps = \"hold\"", "sequence_gaps = \"warn\""),
+    )
+    .unwrap();
+    let mut c = sb.cmd();
+    c.arg("reload");
+    assert_eq!(run(c).code, 0);
+    // The reload re-offers its files for one settle window; once they have
+    // settled the set goes (it is not left saying "still settling" for the
+    // half minute a waiting set's judgement was kept).
+    assert!(
+        wait_until(Duration::from_secs(22), || set()["state"] == "complete"),
+        "{}\n{}",
+        set(),
+        agent.log_text()
+    );
+    assert_eq!(emu.ledger().len(), 20, "nineteen frames and the trigger");
+    agent.stop();
+}
