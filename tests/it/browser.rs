@@ -280,16 +280,30 @@ fn the_dashboard_in_chromium_shows_uploads_live_pauses_and_retries() {
     assert_eq!(agent.stop().code, 1, "a file failed in this run");
 }
 
-/// An attribute of the element `css` selects (empty when none).
+/// An attribute of the element `css` selects (empty when none). Read in
+/// one script on the page, so a redraw between finding the element and
+/// reading it cannot hand back a stale one.
 async fn attr_of(c: &Client, css: &str, name: &str) -> String {
-    match c.find(Locator::Css(css)).await {
-        Ok(e) => e.attr(name).await.ok().flatten().unwrap_or_default(),
-        Err(_) => String::new(),
-    }
+    c.execute(
+        "const e = document.querySelector(arguments[0]); return e ? (e.getAttribute(arguments[1]) || '') : '';",
+        vec![json!(css), json!(name)],
+    )
+    .await
+    .ok()
+    .and_then(|v| v.as_str().map(str::to_string))
+    .unwrap_or_default()
 }
 
+/// How many elements `css` selects, counted in one script on the page.
 async fn count_of(c: &Client, css: &str) -> usize {
-    c.find_all(Locator::Css(css)).await.map(|v| v.len()).unwrap_or(0)
+    c.execute(
+        "return document.querySelectorAll(arguments[0]).length;",
+        vec![json!(css)],
+    )
+    .await
+    .ok()
+    .and_then(|v| v.as_u64())
+    .unwrap_or(0) as usize
 }
 
 #[test]
