@@ -16,6 +16,10 @@ const BUCKETS: usize = 360;
 /// Slots per day in the schedule's week.
 const SLOT_MIN: u32 = 15;
 
+/// Sets given a frame strip at most (open ones, then those complete in
+/// the last day).
+pub const MAX_STRIP_SETS: usize = 50;
+
 /// Frames of one set drawn at most (a strip of more says how many were left out).
 const MAX_FRAMES: usize = 5000;
 

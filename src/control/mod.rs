@@ -450,7 +450,17 @@ async fn charts_view(State(s): State<Shared>) -> Response {
         let week = charts::week(&settings, now, &jiff::tz::TimeZone::system());
         let mut sets = Vec::new();
         if let Some(r) = crate::journal::Reader::open(&settings.agent.state_dir).map_err(|e| e.to_string())? {
-            for (set, _, _) in r.sets().map_err(|e| e.to_string())? {
+            // Strips for the sets still open and those complete in the last
+            // day, at most MAX_STRIP_SETS: a farm's years of complete sets
+            // are not read again every refresh.
+            let recent = now - 24 * 3600 * 1000;
+            let shown = r
+                .sets()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter(|(s, _, _)| s.state != "complete" || s.completed_at.is_some_and(|t| t >= recent))
+                .take(charts::MAX_STRIP_SETS);
+            for (set, _, _) in shown {
                 let files = r
                     .set_files(&set.root, &set.set_rel, 20_000)
                     .map_err(|e| e.to_string())?;
