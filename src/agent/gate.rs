@@ -62,6 +62,16 @@ impl Gate {
         self.hold.clone()
     }
 
+    /// Stops the uploads in flight after their current parts (they wait,
+    /// no attempt spent, and resume from their parts), without holding the
+    /// next ones: a reload that changed how files are sent.
+    pub(super) fn rehold(&mut self) {
+        if !self.held() {
+            self.hold.cancel();
+            self.hold = CancellationToken::new();
+        }
+    }
+
     /// Makes the hold token say what [`Gate::held`] says. True when a hold
     /// was just released (the queue is worth a look again).
     fn apply_hold(&mut self) -> bool {

@@ -233,12 +233,33 @@ impl Agent {
         self.dispatch.adopt(&settings);
         self.settings = settings;
         self.transfer = transfer;
+        // How files are sent changed: uploads in flight (a file retrying
+        // its parts among them) stop after their current parts and go on
+        // from them with the new settings, instead of finishing with the
+        // old ones.
+        if report.changed.iter().any(|c| sends_differently(c)) && self.dispatch.in_flight() > 0 {
+            tracing::info!(
+                "uploads in flight take the new settings after their current parts (they go on from what is stored)"
+            );
+            self.gate.rehold();
+        }
         self.intake.reset();
         self.sets.judge_all_again();
         // A new key (or endpoint) is checked at once rather than after the wait.
         self.gate.recheck_now(self.clock.now());
         report
     }
+}
+
+/// A changed key (as `config::diff` words it) that changes how a file is
+/// sent: the service's address and key, its timeouts, the request shape.
+fn sends_differently(change: &str) -> bool {
+    const KEYS: [&str; 3] = [
+        "agent.direct_upload_max",
+        "agent.concurrent_parts",
+        "agent.max_attempts",
+    ];
+    change.starts_with("api.") || KEYS.iter().any(|k| change.starts_with(&format!("{k}:")))
 }
 
 impl Agent {

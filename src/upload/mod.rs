@@ -292,6 +292,21 @@ impl Uploader {
             }
         }
 
+        // A session none of whose parts is stored holds nothing: a file the
+        // settings now send in one request (a reload raised
+        // direct_upload_max) leaves it unfinished; the service drops it.
+        if let Some((_, done, Phase::Parts)) = &carried
+            && !done.iter().any(|d| *d)
+            && self.is_direct(job, before.size)
+            && !job.in_parts
+        {
+            tracing::info!(
+                "{}: sent in one request as the settings now say; its multipart session had no part stored",
+                job.path.display()
+            );
+            carried = None;
+        }
+
         // A direct upload the service stored altered before goes in parts.
         if carried.is_none() && self.is_direct(job, before.size) && !job.in_parts {
             let strays = observer

@@ -71,6 +71,11 @@ impl Uploader {
         let (offset, len) = session.part_range(index, source.id.size);
         let url = &session.parts[index];
         let attempt = || async {
+            // A pause (or a reload that changed how files are sent) ends a
+            // part that is failing at its next try, not after every try.
+            if job.hold.is_cancelled() {
+                return Err(PartError::Held);
+            }
             // Cheap guard: a file that changed makes every further byte wasted.
             // Expiry is not judged by our clock (it may be skewed): storage
             // answers 403 for an expired URL, and that starts a new session.
@@ -96,8 +101,20 @@ impl Uploader {
             result.map_err(PartError::Api)
         };
         let mut retryable = self.retry.retryable();
+        let hold = job.hold.clone();
         attempt
             .retry(self.retry.backoff())
+            // The wait between tries ends early at a hold; the next try
+            // then sees it and stops.
+            .sleep(move |d| {
+                let hold = hold.clone();
+                async move {
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = hold.cancelled() => {}
+                    }
+                }
+            })
             .when(move |e: &PartError| matches!(e, PartError::Api(a) if retryable(a)))
             .adjust(|e, d| match e {
                 PartError::Api(a) => d.map(|d| a.retry_after().map_or(d, |r| r.min(self.throttle.cap()))),
@@ -109,6 +126,7 @@ impl Uploader {
                 PartError::Api(a) => UploadError::Api(a),
                 PartError::Changed(m) => UploadError::Changed(m),
                 PartError::Read(e) => e,
+                PartError::Held => UploadError::Paused,
             })?;
         observer.part_done(index);
         Ok(())
@@ -182,6 +200,8 @@ enum PartError {
     Changed(String),
     /// The file could not be read (kept whole, with its kind).
     Read(UploadError),
+    /// Held before this try began.
+    Held,
 }
 
 impl std::fmt::Display for PartError {
@@ -190,6 +210,7 @@ impl std::fmt::Display for PartError {
             PartError::Api(e) => write!(f, "{e}"),
             PartError::Changed(m) => write!(f, "file changed: {m}"),
             PartError::Read(e) => write!(f, "{e}"),
+            PartError::Held => f.write_str("held"),
         }
     }
 }

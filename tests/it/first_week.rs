@@ -633,3 +633,50 @@ fn a_held_set_goes_once_its_files_settle_after_a_reload_changed_its_gaps_rule() 
     assert_eq!(emu.ledger().len(), 20, "nineteen frames and the trigger");
     agent.stop();
 }
+
+#[test]
+fn a_file_retrying_its_parts_takes_the_reloaded_settings_after_its_current_parts() {
+    // Every part PUT fails; a one-request upload does not.
+    let emu = Emulator::start(&["--fail-parts", "1.0"]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\ndirect_upload_max = \"0\"\n[control]\nlisten = \"127.0.0.1:0\"\n",
+        "",
+    );
+    let mut agent = sb.running_agent(&[]);
+    write_file(&sb.drop_dir().join("small.mov"), 3000, 1);
+    // Its parts keep failing: the upload retries them, in flight.
+    assert!(
+        wait_until(Duration::from_secs(60), || emu.stat("faults_injected") >= 3),
+        "{}\n{}",
+        sb.status(),
+        agent.log_text()
+    );
+    assert_eq!(sb.status()["roots"][0]["uploading"], 1);
+    let text = std::fs::read_to_string(&sb.config).unwrap();
+    std::fs::write(
+        &sb.config,
+        text.replace("direct_upload_max = \"0\"", "direct_upload_max = \"8MiB\""),
+    )
+    .unwrap();
+    let mut c = sb.cmd();
+    c.arg("reload");
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("agent.direct_upload_max: \"0\" → \"8MiB\""),
+        "{}",
+        out.stdout
+    );
+    // It stops after its current parts and goes on in one request, as the
+    // reloaded config says (a session begun carries its parts; this one has
+    // none stored).
+    assert!(
+        wait_until(Duration::from_secs(90), || emu.ledger().len() == 1),
+        "{}\n{}",
+        sb.status(),
+        agent.log_text()
+    );
+    assert_eq!(emu.ledger()[0]["kind"], "direct", "{:?}", emu.ledger());
+    agent.stop();
+}

@@ -148,7 +148,17 @@ impl Agent {
             // (no attempt spent) and resumes from them.
             rule::Step::Wait => {
                 self.journal.set_state(row.id, State::Pending).await?;
-                tracing::info!(path = %path.display(), "{} paused; it resumes when uploads do", path.display());
+                if self.gate.held() {
+                    tracing::info!(path = %path.display(), "{} paused; it resumes when uploads do", path.display());
+                } else {
+                    // Stopped by a reload that changed how files are sent.
+                    tracing::info!(
+                        path = %path.display(),
+                        "{}: goes on with the reloaded settings",
+                        path.display()
+                    );
+                    self.dispatch.look_again();
+                }
             }
             rule::Step::PauseAuth(e) => {
                 self.journal.set_state(row.id, State::Pending).await?;
