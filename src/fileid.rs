@@ -16,8 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
-
 /// Nanoseconds since the epoch, negative before it.
 fn epoch_ns(t: std::io::Result<SystemTime>) -> i128 {
     match t.map(|t| t.duration_since(UNIX_EPOCH)) {
@@ -127,6 +125,15 @@ pub async fn hash_file(path: &Path) -> std::io::Result<String> {
 /// sha256 of an open file from its current offset, in the blocking pool.
 /// Dropping the future stops the read within one buffer.
 pub async fn hash_open(file: File) -> std::io::Result<String> {
+    Ok(hash_open_with(file, &[]).await?.sha256)
+}
+
+/// The sha256 and the ASC MHL `formats` of an open file, in one read.
+pub async fn hash_open_with(
+    file: File,
+    formats: &[crate::mhl::Format],
+) -> std::io::Result<crate::mhl::Digests> {
+    let formats = formats.to_vec();
     struct StopOnDrop(Arc<AtomicBool>);
     impl Drop for StopOnDrop {
         fn drop(&mut self) {
@@ -135,7 +142,7 @@ pub async fn hash_open(file: File) -> std::io::Result<String> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let _guard = StopOnDrop(stop.clone());
-    tokio::task::spawn_blocking(move || hash_blocking(file, &stop))
+    tokio::task::spawn_blocking(move || hash_blocking(file, &stop, &formats))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?
 }
@@ -153,10 +160,14 @@ fn stopped() -> std::io::Error {
 /// read (the copy out of the page cache, or the wait on the disk) runs on a
 /// second thread, overlapping the hashing. Three 1 MiB buffers circulate
 /// between the two threads; small files are hashed inline.
-fn hash_blocking(mut f: File, stop: &AtomicBool) -> std::io::Result<String> {
+fn hash_blocking(
+    mut f: File,
+    stop: &AtomicBool,
+    formats: &[crate::mhl::Format],
+) -> std::io::Result<crate::mhl::Digests> {
     let len = f.metadata()?.len();
     if len < 4 * HASH_BUF as u64 {
-        let mut h = Sha256::new();
+        let mut h = crate::mhl::MultiHasher::new(formats);
         // Sized to the file, at most 64 KiB: a 1 MiB buffer per small file
         // raised glibc's mmap threshold, so every blocking thread's arena
         // kept ~2 MiB (a one-folder ingest of 50,000 files peaked 24 MiB
@@ -172,7 +183,7 @@ fn hash_blocking(mut f: File, stop: &AtomicBool) -> std::io::Result<String> {
             }
             h.update(&buf[..n]);
         }
-        return Ok(hex::encode(h.finalize()));
+        return Ok(h.finish());
     }
     let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(3);
     let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
@@ -182,13 +193,13 @@ fn hash_blocking(mut f: File, stop: &AtomicBool) -> std::io::Result<String> {
     }
     std::thread::scope(|scope| {
         let hasher = scope.spawn(move || {
-            let mut h = Sha256::new();
+            let mut h = crate::mhl::MultiHasher::new(formats);
             for (buf, n) in full_rx {
                 h.update(&buf[..n]);
                 // The reader may already have stopped; then the buffer is simply dropped.
                 let _ = empty_tx.send(buf);
             }
-            h.finalize()
+            h.finish()
         });
         let mut read = || -> std::io::Result<()> {
             while let Ok(mut buf) = empty_rx.recv() {
@@ -208,7 +219,7 @@ fn hash_blocking(mut f: File, stop: &AtomicBool) -> std::io::Result<String> {
             .join()
             .map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
         read_result?;
-        Ok(hex::encode(digest))
+        Ok(digest)
     })
 }
 
@@ -245,8 +256,10 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let never = AtomicBool::new(false);
         assert_eq!(
-            hash_blocking(File::open(&path).unwrap(), &never).unwrap(),
-            hex::encode(Sha256::digest(&data)),
+            hash_blocking(File::open(&path).unwrap(), &never, &[])
+                .unwrap()
+                .sha256,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data)),
             "len {len}"
         );
     }
@@ -278,7 +291,7 @@ mod tests {
             let path = dir.path().join(format!("f{len}"));
             std::fs::write(&path, vec![1u8; len]).unwrap();
             let stop = AtomicBool::new(true);
-            let err = hash_blocking(File::open(&path).unwrap(), &stop).unwrap_err();
+            let err = hash_blocking(File::open(&path).unwrap(), &stop, &[]).unwrap_err();
             assert_eq!(err.kind(), std::io::ErrorKind::Interrupted);
         }
     }

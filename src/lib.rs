@@ -29,6 +29,7 @@ pub(crate) mod journal;
 pub(crate) mod limiter;
 pub(crate) mod logfile;
 pub(crate) mod mapping;
+pub(crate) mod mhl;
 pub(crate) mod private;
 pub(crate) mod scan;
 pub(crate) mod schedule;

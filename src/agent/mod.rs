@@ -120,6 +120,7 @@ mod health;
 mod hooks;
 mod intake;
 mod marker;
+mod mhl;
 mod observer;
 mod outage;
 mod reporter;

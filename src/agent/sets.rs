@@ -82,7 +82,7 @@ pub(super) fn decide(
                 )
             } else if set.phase < PHASE_TRIGGER {
                 (SetStep::Release { phase: set.phase + 1 }, None)
-            } else if rules.manifest {
+            } else if rules.manifest || rules.mhl == crate::config::Mhl::Write || rules.mhl_new {
                 (SetStep::Manifest, None)
             } else {
                 (
@@ -143,6 +143,8 @@ pub(super) struct Sets {
     seen: HashMap<(String, String), (i64, i64)>,
     /// Sets whose manifest upload is under way (root key, set).
     manifests: HashSet<(String, String)>,
+    /// Each set's ASC MHL check, for its last change then.
+    pub(super) mhl: HashMap<(String, String), (i64, super::mhl::MhlState)>,
 }
 
 impl Sets {
@@ -186,7 +188,15 @@ impl Agent {
                     continue;
                 }
                 let settling = self.intake.settling_under(&dir);
-                let (step, warning) = decide(&rules, &set, &files, settling, now);
+                let (mut step, warning) = decide(&rules, &set, &files, settling, now);
+                // A card with an ASC MHL history goes only once its files
+                // match it.
+                if set.state == "waiting"
+                    && matches!(step, SetStep::Release { phase: 0 })
+                    && let Some(reason) = self.mhl_gate(id, &set, &files)
+                {
+                    step = SetStep::Wait { reason, stuck: false };
+                }
                 // Files settling is the loop's own knowledge, not the
                 // journal's: such a set is judged again at the next beat
                 // (cached, it said "still settling" for 30 s after its
@@ -320,12 +330,18 @@ impl Agent {
         let local = dir.join(&name);
         let written = local.clone();
         let text = manifest(set, files);
-        if let Err(e) =
-            std::fs::create_dir_all(&dir).and_then(|()| crate::private::write(&local, text.as_bytes()))
+        let rules = w.sets.clone();
+        let json = rules.as_ref().is_some_and(|r| r.manifest);
+        if json
+            && let Err(e) =
+                std::fs::create_dir_all(&dir).and_then(|()| crate::private::write(&local, text.as_bytes()))
         {
             tracing::error!("cannot write the manifest {}: {e}", local.display());
             return;
         }
+        // The card's ASC MHL history, extended with our generation, goes
+        // first (then the JSON manifest, whose upload completes the set).
+        let history = self.history_job(id, set, files, &dir);
         let remote = match mapping::map(
             Path::new(&format!("{}/{name}", set.set_rel)),
             &w.remote_folder,
@@ -357,7 +373,15 @@ impl Agent {
         let transfer = self.transfer.clone();
         self.tasks.spawn(async move {
             let observer: Arc<dyn Observer> = Arc::new(crate::upload::Quiet);
-            let result = transfer.send(&job, None, &observer).await;
+            let result = match history {
+                Some(h) => h.run(&transfer, &observer).await,
+                None => Ok(()),
+            };
+            let result = match result {
+                Err(e) => Err(e),
+                Ok(()) if json => transfer.send(&job, None, &observer).await.map(Some),
+                Ok(()) => Ok(None),
+            };
             TaskResult::Manifest {
                 root: flight.0,
                 set_rel: flight.1,
@@ -373,7 +397,7 @@ impl Agent {
         root: String,
         set_rel: String,
         local: PathBuf,
-        result: Result<Outcome, UploadError>,
+        result: Result<Option<Outcome>, UploadError>,
     ) -> Result<(), AgentError> {
         self.sets.manifests.remove(&(root.clone(), set_rel.clone()));
         let Some(id) = self.roots.of_key(&root) else {
@@ -381,7 +405,22 @@ impl Agent {
         };
         let dir = self.settings.root(id).path.join(&set_rel);
         match result {
-            Ok(o) => {
+            Ok(None) => {
+                // Only the ASC MHL history went (no JSON manifest).
+                let now = self.clock.wall_ms();
+                let files = self.journal.set_files(root.clone(), set_rel.clone()).await?;
+                let n = files.iter().filter(|f| f.state == State::Done).count();
+                let step = SetStep::Complete {
+                    manifest_file_no: None,
+                };
+                self.journal.step_set(root, set_rel.clone(), step, now).await?;
+                tracing::info!("set {} is complete ({n} files)", dir.display());
+                let mut e = Event::new("set_complete", now).path(&dir);
+                e.remote_folder = Some(self.settings.root(id).remote_folder.clone());
+                self.emit(e.with("set", set_rel.clone()).with("files", n)).await?;
+                self.hook_set_complete(id, &set_rel, n, None);
+            }
+            Ok(Some(o)) => {
                 let now = self.clock.wall_ms();
                 tracing::info!(
                     "set {}: manifest uploaded → {} (file_no {})",

@@ -128,6 +128,13 @@ pub fn put_file(root: &Path, name: &OsStr, bytes: &[u8]) -> io::Result<()> {
     imp::put_file(root, name, bytes)
 }
 
+/// Writes the small file `path` below `root` as [`put_file`] does, through
+/// folders reached without following a symlink; `replace` false keeps a
+/// file already there (the call fails with AlreadyExists).
+pub fn put_below(root: &Path, path: &Path, bytes: &[u8], replace: bool) -> io::Result<()> {
+    imp::put_below(root, &names(root, path)?, bytes, replace)
+}
+
 /// Deletes `path` below `root`, only while it is still `expect` (device,
 /// inode, size, mtime, ctime). Returns false, touching nothing, otherwise.
 pub fn remove_if(root: &Path, path: &Path, expect: &FileId) -> io::Result<bool> {

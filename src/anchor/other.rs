@@ -68,6 +68,16 @@ pub fn put_file(root: &Path, name: &OsStr, bytes: &[u8]) -> io::Result<()> {
     std::fs::rename(&tmp, root.join(name))
 }
 
+pub fn put_below(root: &Path, parts: &[&OsStr], bytes: &[u8], replace: bool) -> io::Result<()> {
+    let path = checked(root, parts)?;
+    if !replace && std::fs::symlink_metadata(&path).is_ok() {
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "already there"));
+    }
+    let tmp = path.with_extension("autorender-sync.put.tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
 pub fn remove_if(root: &Path, parts: &[&OsStr], expect: &FileId) -> io::Result<bool> {
     if stat(root, parts)? != Kind::File(*expect) {
         return Ok(false);

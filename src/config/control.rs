@@ -18,6 +18,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "resumed",
     "stalled",
     "hook_failed",
+    "mhl_failed",
 ];
 
 /// What a `[[notify]]` entry gets when it does not say.
@@ -27,6 +28,7 @@ pub const DEFAULT_EVENTS: &[&str] = &[
     "set_complete",
     "auth_rejected",
     "watch_degraded",
+    "mhl_failed",
 ];
 
 /// `[control]`: the agent's local API, metrics and health.

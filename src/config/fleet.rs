@@ -245,6 +245,17 @@ impl Walker<'_> {
                              send its own manifest; set it to false (the sets themselves work)",
                         );
                     }
+                    if w.sets
+                        .as_ref()
+                        .is_some_and(|r| r.mhl == crate::config::Mhl::Write)
+                    {
+                        self.err(
+                            &format!("watch[{i}].set_mhl"),
+                            span.clone(),
+                            "\"write\" is not available with [fleet] yet: every node that sees a set complete \
+                             would add its own generation; use \"verify\"",
+                        );
+                    }
                     if let Some(first) = seen.insert(s.clone(), i) {
                         self.err(
                             &format!("watch[{i}].share"),

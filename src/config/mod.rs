@@ -51,7 +51,7 @@ pub use paths::{
     check_endpoint, check_transport, default_state_dir, expand_tilde, is_loopback, normalise_remote_folder,
 };
 pub use schedule::{Limit, Window};
-pub use sets::{Gaps, PHASE_FILES, PHASE_LAST, PHASE_TRIGGER, SetRules};
+pub use sets::{Gaps, Mhl, PHASE_FILES, PHASE_LAST, PHASE_TRIGGER, SetRules};
 use walker::Walker;
 
 pub const DEFAULT_ENDPOINT: &str = "https://upload.autorender.io";

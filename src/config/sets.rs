@@ -14,6 +14,19 @@ pub enum Gaps {
     Hold,
 }
 
+/// What a set does with a card's ASC MHL history (`set_mhl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mhl {
+    /// The `ascmhl/` folder is files like any other.
+    Off,
+    /// Every file is checked against the history before the set goes; a
+    /// mismatch or a listed file missing holds the set (the default).
+    Verify,
+    /// Also: our generation is added to the card's history when the set is
+    /// complete, and the history is uploaded with the set.
+    Write,
+}
+
 /// A root's upload sets: every folder `depth` levels below the root is one.
 #[derive(Debug, Clone)]
 pub struct SetRules {
@@ -29,7 +42,12 @@ pub struct SetRules {
     /// Sent after every other file of the set (before the trigger).
     pub last: GlobSet,
     pub last_patterns: Vec<String>,
+    /// The JSON manifest (`set_manifest = true`, "json" or "mhl").
     pub manifest: bool,
+    /// `set_manifest = "mhl"`: a set without an ASC MHL history gets one
+    /// (written in the state dir, uploaded as the set's `ascmhl/`).
+    pub mhl_new: bool,
+    pub mhl: Mhl,
 }
 
 /// Where a file stands in its set's order.
@@ -75,6 +93,7 @@ pub(super) const SET_KEYS: &[&str] = &[
     "sequence_gaps",
     "upload_last",
     "set_manifest",
+    "set_mhl",
 ];
 
 impl Walker<'_> {
@@ -149,9 +168,42 @@ impl Walker<'_> {
             },
         };
         let (last, last_patterns) = self.globs(f, "upload_last", &k("upload_last"), &[]);
-        let manifest = self
-            .boolean(f, "set_manifest", &k("set_manifest"))
-            .unwrap_or(false);
+        let (manifest, mhl_new) = match f.get("set_manifest").map(|i| (i.get_ref(), i.span())) {
+            None => (false, false),
+            Some((toml::de::DeValue::Boolean(b), _)) => (*b, false),
+            Some((toml::de::DeValue::String(s), _)) if s == "json" => (true, false),
+            Some((toml::de::DeValue::String(s), _)) if s == "mhl" => (true, true),
+            Some((other, span)) => {
+                self.err(
+                    &k("set_manifest"),
+                    Some(span),
+                    format!(
+                        "{} is not a choice; use true or \"json\" (our JSON manifest), \"mhl\" (also an ASC MHL history for sets without one) or false",
+                        match other {
+                            toml::de::DeValue::String(s) => format!("\"{s}\""),
+                            o => o.type_str().to_string(),
+                        }
+                    ),
+                );
+                (false, false)
+            }
+        };
+        let mhl = match self.string(f, "set_mhl", &k("set_mhl")) {
+            None => Mhl::Verify,
+            Some((t, span)) => match t.as_str() {
+                "off" => Mhl::Off,
+                "verify" => Mhl::Verify,
+                "write" => Mhl::Write,
+                _ => {
+                    self.err(
+                        &k("set_mhl"),
+                        Some(span),
+                        format!("\"{t}\" is not a choice; use \"verify\" (check a card's ASC MHL history before it goes), \"write\" (also add our generation) or \"off\""),
+                    );
+                    Mhl::Verify
+                }
+            },
+        };
         Some(SetRules {
             depth,
             trigger,
@@ -162,6 +214,8 @@ impl Walker<'_> {
             last,
             last_patterns,
             manifest,
+            mhl_new,
+            mhl,
         })
     }
 }

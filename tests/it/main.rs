@@ -18,6 +18,7 @@ mod hostile;
 mod keyring;
 mod lifecycle;
 mod lookalike;
+mod mhl;
 mod newcomer;
 mod outcomes;
 mod policies;

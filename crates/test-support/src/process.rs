@@ -205,3 +205,16 @@ pub fn skip_or_fail(why: &str) {
     }
     eprintln!("SKIPPING (not in CI): {why}");
 }
+
+/// The ASC MHL reference tool (`pip install ascmhl`): the directory that
+/// holds `ascmhl` and `ascmhl-debug`, found on PATH. None (after a loud
+/// skip, or a failure in CI) where it is not installed.
+pub fn ascmhl_tools() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).find(|d| d.join("ascmhl").is_file() && d.join("ascmhl-debug").is_file())
+    });
+    if found.is_none() {
+        skip_or_fail("the ASC MHL reference tool is not installed; pip install ascmhl (.ci/run does)");
+    }
+    found
+}

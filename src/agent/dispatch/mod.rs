@@ -34,10 +34,18 @@ pub(super) enum TaskResult {
         set_rel: String,
         /// The manifest written into the state dir.
         local: PathBuf,
-        result: Box<Result<Outcome, UploadError>>,
+        /// None: no JSON manifest (only the ASC MHL history went).
+        result: Box<Result<Option<Outcome>, UploadError>>,
     },
     /// A post-upload hook ended.
     Hook(crate::hooks::Ran),
+    /// A set's ASC MHL check ended (for the set as it was at `change`).
+    MhlChecked {
+        root: String,
+        set_rel: String,
+        change: i64,
+        found: Box<super::mhl::MhlFound>,
+    },
 }
 
 /// What dispatch keeps: the uploads in flight (and which of them are in
@@ -373,6 +381,12 @@ impl Agent {
                 self.manifest_sent(root, set_rel, local, *result).await?;
             }
             TaskResult::Hook(ran) => self.hook_ran(ran).await?,
+            TaskResult::MhlChecked {
+                root,
+                set_rel,
+                change,
+                found,
+            } => self.mhl_checked(root, set_rel, change, *found).await?,
             TaskResult::NotReady { row, gone } => {
                 self.dispatch.inflight.remove(&row.id);
                 self.dispatch.lane.remove(&row.id);

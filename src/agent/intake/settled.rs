@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// Why a card's `ascmhl/` files are not sent one by one.
+const MHL_WITH_SET: &str = "the card's ASC MHL history, sent whole with our generation once the set is complete (set_mhl = \"write\")";
+
 impl Agent {
     pub(in crate::agent) async fn poll_settle(&mut self) -> Result<(), AgentError> {
         let fs = Fs {
@@ -93,8 +96,13 @@ impl Agent {
                         && self.intake.skip_noted.insert((id, folder, why.clone()))
                     {
                         tracing::info!(
-                            "files in {} are left out: {why}; each is uploaded once it changes (this is said once per folder)",
-                            path.parent().unwrap_or(&path).display()
+                            "files in {} are left out: {why}{} (this is said once per folder)",
+                            path.parent().unwrap_or(&path).display(),
+                            if why == MHL_WITH_SET {
+                                ""
+                            } else {
+                                "; each is uploaded once it changes"
+                            }
                         );
                     }
                     self.reporter.skipped();
@@ -223,6 +231,16 @@ impl Agent {
         fp: Fingerprint,
     ) -> Result<Option<String>, AgentError> {
         let w = self.settings.root(id);
+        // With set_mhl = "write" the card's history is ours to extend and
+        // send whole once the set is complete (file by file, each of our
+        // own writes would start the set again).
+        if let Some(rules) = w.sets.as_ref().filter(|r| r.mhl == crate::config::Mhl::Write)
+            && rules
+                .place(rel)
+                .is_some_and(|(_, inner)| inner.starts_with("ascmhl/"))
+        {
+            return Ok(Some(MHL_WITH_SET.into()));
+        }
         // One reason per root and bound (noted once per folder, not per file).
         if let Some(min) = w.min_size.filter(|min| fp.size < *min) {
             return Ok(Some(format!(
@@ -327,6 +345,15 @@ impl Agent {
                 .map(|(set, inner)| (set.to_string(), rules.phase(inner)))
         });
         let held = set.is_some();
+        // A card checked against its ASC MHL history is read by the check
+        // (sha256 included), not twice.
+        let mhl_reads = set.as_ref().is_some_and(|(set_rel, _)| {
+            w.sets.as_ref().is_some_and(|r| {
+                r.mhl_new
+                    || (r.mhl != crate::config::Mhl::Off
+                        && crate::anchor::stat(&w.path, &w.path.join(set_rel).join("ascmhl")).is_ok())
+            })
+        });
         if let Some(first) = self
             .journal
             .enqueue(root.clone(), rel.clone(), fp, key, set)
@@ -344,7 +371,7 @@ impl Agent {
                     .path(&path)
                     .sized(fp.size),
             );
-            if held {
+            if held && !mhl_reads {
                 self.prehash(id, root, rel, path);
             }
         }

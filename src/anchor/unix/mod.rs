@@ -221,12 +221,23 @@ fn same_moved(dir: BorrowedFd<'_>, name: &OsStr, expect: &FileId) -> io::Result<
 }
 
 pub fn put_file(root: &Path, name: &OsStr, bytes: &[u8]) -> io::Result<()> {
+    put_at(&open_root(root)?, name, bytes, true)
+}
+
+/// `put_file` into the folder `parts` (its last name is the file's) below
+/// `root`, reached without following a symlink; with `replace` false an
+/// existing file of that name is kept and the call fails (AlreadyExists).
+pub fn put_below(root: &Path, parts: &[&OsStr], bytes: &[u8], replace: bool) -> io::Result<()> {
+    let (dir, name) = parent(root, parts)?;
+    put_at(&dir, name, bytes, replace)
+}
+
+fn put_at(dir: &OwnedFd, name: &OsStr, bytes: &[u8], replace: bool) -> io::Result<()> {
     use std::io::Write;
-    let dir = open_root(root)?;
     let tmp = OsString::from(format!(".autorender-sync.{}.put.tmp", std::process::id()));
-    let _ = rustix::fs::unlinkat(&dir, tmp.as_os_str(), AtFlags::empty());
+    let _ = rustix::fs::unlinkat(dir, tmp.as_os_str(), AtFlags::empty());
     let fd = rustix::fs::openat(
-        &dir,
+        dir,
         tmp.as_os_str(),
         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o644),
@@ -236,8 +247,15 @@ pub fn put_file(root: &Path, name: &OsStr, bytes: &[u8]) -> io::Result<()> {
     let mut f = File::from(fd);
     let written = f.write_all(bytes);
     drop(f);
-    if let Err(e) = written.and_then(|()| Ok(rustix::fs::renameat(&dir, tmp.as_os_str(), &dir, name)?)) {
-        let _ = rustix::fs::unlinkat(&dir, tmp.as_os_str(), AtFlags::empty());
+    let flags = if replace {
+        rustix::fs::RenameFlags::empty()
+    } else {
+        rustix::fs::RenameFlags::NOREPLACE
+    };
+    if let Err(e) =
+        written.and_then(|()| Ok(rustix::fs::renameat_with(dir, tmp.as_os_str(), dir, name, flags)?))
+    {
+        let _ = rustix::fs::unlinkat(dir, tmp.as_os_str(), AtFlags::empty());
         return Err(e);
     }
     Ok(())
