@@ -374,3 +374,117 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_history_edited_after_it_was_written_or_a_symlinked_ascmhl_is_refused() {
+    let Some(tools) = ascmhl_tools() else { return };
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", CARD_SETS);
+    let stage = staging(&sb);
+    // A001: someone "fixed" a hash in the generation to match a damaged clip.
+    make_card(&tools, &stage.join("A001"), "xxh64", 1);
+    let generation = std::fs::read_dir(stage.join("A001/ascmhl"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "mhl"))
+        .unwrap();
+    let text = std::fs::read_to_string(&generation).unwrap();
+    let at = text.find("action=\"original\"").unwrap();
+    let value = text[at..].find('>').unwrap() + at + 1;
+    let mut edited = text.clone().into_bytes();
+    edited[value] = if edited[value] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&generation, edited).unwrap();
+    // A002: its ascmhl/ is a link to another card's (valid) history.
+    make_card(&tools, &stage.join("other"), "xxh64", 2);
+    make_card(&tools, &stage.join("A002"), "xxh64", 2);
+    std::fs::remove_dir_all(stage.join("A002/ascmhl")).unwrap();
+    std::os::unix::fs::symlink(stage.join("other/ascmhl"), stage.join("A002/ascmhl")).unwrap();
+    let mut agent = sb.running_agent(&[]);
+    std::fs::rename(stage.join("A001"), sb.drop_dir().join("A001")).unwrap();
+    std::fs::rename(stage.join("A002"), sb.drop_dir().join("A002")).unwrap();
+    let reason = |set: &str| set_of(&sb, set)["reason"].as_str().unwrap_or("").to_string();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            reason("A001").contains("history was altered") && reason("A002").contains("symbolic link")
+        }),
+        "{}\n{}",
+        sb.status(),
+        agent.log_text()
+    );
+    assert!(
+        reason("A001").starts_with("ASC MHL history unusable: "),
+        "{}",
+        reason("A001")
+    );
+    assert!(emu.ledger().is_empty(), "{:?}", emu.ledger());
+    agent.stop();
+}
+
+#[test]
+fn a_crash_after_our_generation_is_written_neither_writes_another_nor_sends_twice() {
+    let Some(tools) = ascmhl_tools() else { return };
+    // Every request takes a while: the crash lands while the history goes.
+    let emu = Emulator::start(&["--latency", "300"]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\n",
+        &format!("{CARD_SETS}set_mhl = \"write\"\nset_manifest = true\n"),
+    );
+    let stage = staging(&sb);
+    make_card(&tools, &stage.join("A001"), "md5", 1);
+    let mut agent = sb.running_agent(&[]);
+    std::fs::rename(stage.join("A001"), sb.drop_dir().join("A001")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(90), || agent
+            .log_text()
+            .contains("ASC MHL generation")),
+        "{}\n{}",
+        sb.status(),
+        agent.log_text()
+    );
+    agent.crash();
+    assert!(
+        emu.ledger().len() < 8,
+        "the crash came after everything was sent: {:?}",
+        emu.ledger()
+    );
+    let history = sb.drop_dir().join("A001/ascmhl");
+    let count = || std::fs::read_dir(&history).unwrap().count();
+    assert_eq!(count(), 3, "generation 1, ours, the chain");
+    let mut agent = sb.running_agent(&[]);
+    assert!(
+        wait_until(Duration::from_secs(90), || sb.status()["sets"][0]["state"]
+            == "complete"),
+        "{}\n{}",
+        sb.status(),
+        agent.log_text()
+    );
+    assert_eq!(count(), 3, "no second generation of ours");
+    let mut names: Vec<String> = emu
+        .ledger()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["folder"].as_str().unwrap(),
+                e["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    names.sort();
+    let before = names.len();
+    names.dedup();
+    assert_eq!(before, names.len(), "each file once: {names:?}");
+    assert_eq!(names.len(), 8, "{names:?}");
+    agent.stop();
+    // The reference tool accepts the card after it all.
+    reference(
+        &tools,
+        &[
+            "create",
+            "-h",
+            "md5",
+            sb.drop_dir().join("A001").to_str().unwrap(),
+        ],
+    );
+}
