@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use futures_util::StreamExt as _;
+
 use super::*;
 use crate::config::Mhl;
 use crate::control::Event;
@@ -30,7 +32,14 @@ pub(super) enum MhlState {
         history: Option<History>,
         files: Vec<Hashed>,
     },
-    Failed(String),
+    /// The one-line reason and the whole report; said (log, event) when
+    /// the set would go, not before: a check begun while a card is still
+    /// being copied finds files missing that are on their way.
+    Failed {
+        summary: String,
+        report: String,
+        said: bool,
+    },
 }
 
 /// What a check task found.
@@ -61,7 +70,13 @@ fn formats_for(history: Option<&History>, writes: bool) -> Vec<Format> {
 }
 
 /// The check: the history, each file read once, the comparison.
-async fn run_check(anchor: PathBuf, card: PathBuf, files: Vec<(String, String)>, writes: bool) -> MhlFound {
+async fn run_check(
+    anchor: PathBuf,
+    card: PathBuf,
+    files: Vec<(String, String)>,
+    writes: bool,
+    known: HashMap<String, Hashed>,
+) -> MhlFound {
     let (a, c) = (anchor.clone(), card.clone());
     let history = match tokio::task::spawn_blocking(move || History::load(&a, &c)).await {
         Ok(Ok(h)) => h,
@@ -76,39 +91,30 @@ async fn run_check(anchor: PathBuf, card: PathBuf, files: Vec<(String, String)>,
         };
     }
     let formats = formats_for(history.as_ref(), writes);
+    // Two files at a time (as the pre-hash reads them): one disk stream
+    // and one core each.
+    let results: Vec<Result<(String, Hashed), MhlFound>> = futures_util::stream::iter(files)
+        .map(|(rel, inner)| {
+            let reuse = known.get(&rel).cloned();
+            let (anchor, formats) = (anchor.clone(), formats.clone());
+            async move {
+                hash_member(anchor, rel, reuse, &formats)
+                    .await
+                    .map(|h| (inner, h))
+            }
+        })
+        .buffered(2)
+        .collect()
+        .await;
     let mut hashed = Vec::new();
     let mut by_card = BTreeMap::new();
-    for (rel, inner) in files {
-        let path = anchor.join(&rel);
-        let (a, p) = (anchor.clone(), path.clone());
-        let file = match tokio::task::spawn_blocking(move || crate::anchor::open_file(&a, &p)).await {
-            Ok(Ok(f)) => f,
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                return MhlFound::Again(format!("{} went away", path.display()));
-            }
-            Ok(Err(e)) => return MhlFound::Unusable(format!("{}: {e}", path.display())),
-            Err(e) => return MhlFound::Unusable(e.to_string()),
+    for r in results {
+        let (inner, h) = match r {
+            Ok(x) => x,
+            Err(found) => return found,
         };
-        let Ok(before) = crate::fileid::FileId::of_file(&file) else {
-            return MhlFound::Again(format!("{} could not be read", path.display()));
-        };
-        let digests = match file.try_clone() {
-            Ok(reader) => crate::fileid::hash_open_with(reader, &formats).await,
-            Err(e) => Err(e),
-        };
-        let after = crate::fileid::FileId::of_file(&file).ok();
-        let now = crate::anchor::file_id(&anchor, &path).ok();
-        let digests = match digests {
-            Ok(d) if after == Some(before) && now == Some(before) => d,
-            Ok(_) => return MhlFound::Again(format!("{} changed while it was checked", path.display())),
-            Err(e) => return MhlFound::Unusable(format!("{}: {e}", path.display())),
-        };
-        by_card.insert(inner, (before.size, digests.clone()));
-        hashed.push(Hashed {
-            rel,
-            id: before,
-            digests,
-        });
+        by_card.insert(inner, (h.id.size, h.digests.clone()));
+        hashed.push(h);
     }
     let checked = history
         .as_ref()
@@ -120,25 +126,95 @@ async fn run_check(anchor: PathBuf, card: PathBuf, files: Vec<(String, String)>,
     }
 }
 
+/// One file of the set, read once for every format (or, still the same
+/// file by the identity rule and hashed in every format before, not read).
+async fn hash_member(
+    anchor: PathBuf,
+    rel: String,
+    reuse: Option<Hashed>,
+    formats: &[Format],
+) -> Result<Hashed, MhlFound> {
+    let path = anchor.join(&rel);
+    if let Some(h) = reuse
+        && formats.iter().all(|f| h.digests.mhl.contains_key(f))
+        && crate::anchor::file_id(&anchor, &path).ok() == Some(h.id)
+    {
+        return Ok(h);
+    }
+    let (a, p) = (anchor.clone(), path.clone());
+    let file = match tokio::task::spawn_blocking(move || crate::anchor::open_file(&a, &p)).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(MhlFound::Again(format!("{} went away", path.display())));
+        }
+        Ok(Err(e)) => return Err(MhlFound::Unusable(format!("{}: {e}", path.display()))),
+        Err(e) => return Err(MhlFound::Unusable(e.to_string())),
+    };
+    let Ok(before) = crate::fileid::FileId::of_file(&file) else {
+        return Err(MhlFound::Again(format!("{} could not be read", path.display())));
+    };
+    let digests = match file.try_clone() {
+        Ok(reader) => crate::fileid::hash_open_with(reader, formats).await,
+        Err(e) => Err(e),
+    };
+    let after = crate::fileid::FileId::of_file(&file).ok();
+    let now = crate::anchor::file_id(&anchor, &path).ok();
+    match digests {
+        Ok(digests) if after == Some(before) && now == Some(before) => Ok(Hashed {
+            rel,
+            id: before,
+            digests,
+        }),
+        Ok(_) => Err(MhlFound::Again(format!(
+            "{} changed while it was checked",
+            path.display()
+        ))),
+        Err(e) => Err(MhlFound::Unusable(format!("{}: {e}", path.display()))),
+    }
+}
+
 impl Agent {
     /// Whether a set about to be released may go: None, or why it waits
     /// (its check is under way, or failed). Starts the check when the set
     /// has not been checked since its last change.
-    pub(super) fn mhl_gate(&mut self, id: RootId, set: &SetRow, files: &[SetFile]) -> Option<String> {
-        let rules = self.settings.root(id).sets.clone()?;
+    pub(super) async fn mhl_gate(
+        &mut self,
+        id: RootId,
+        set: &SetRow,
+        files: &[SetFile],
+        ready: bool,
+    ) -> Result<Option<String>, AgentError> {
+        let Some(rules) = self.settings.root(id).sets.clone() else {
+            return Ok(None);
+        };
         if rules.mhl == Mhl::Off && !rules.mhl_new {
-            return None;
+            return Ok(None);
         }
         let key = (self.key(id), set.set_rel.clone());
-        match self.sets.mhl.get(&key) {
-            Some((change, state)) if *change == set.last_change_at => {
-                return match state {
-                    MhlState::Checking => Some(CHECKING.into()),
-                    MhlState::Failed(why) => Some(why.clone()),
-                    MhlState::Passed { .. } => None,
-                };
-            }
+        let mut refused = None;
+        match self.sets.mhl.get_mut(&key) {
+            Some((change, state)) if *change == set.last_change_at => match state {
+                MhlState::Checking => return Ok(Some(CHECKING.into())),
+                MhlState::Passed { .. } => return Ok(None),
+                MhlState::Failed {
+                    summary,
+                    report,
+                    said,
+                } => {
+                    if ready && !*said {
+                        *said = true;
+                        refused = Some((summary.clone(), report.clone()));
+                    } else {
+                        return Ok(Some(summary.clone()));
+                    }
+                }
+            },
             _ => {}
+        }
+        if let Some((summary, report)) = refused {
+            let dir = self.settings.root(id).path.join(&set.set_rel);
+            self.mhl_refused(&dir, &set.set_rel, &summary, &report).await?;
+            return Ok(Some(summary));
         }
         let anchor = self.settings.root(id).path.clone();
         let card = anchor.join(&set.set_rel);
@@ -156,8 +232,15 @@ impl Agent {
             .mhl
             .insert(key.clone(), (set.last_change_at, MhlState::Checking));
         let change = set.last_change_at;
+        // Files hashed by an earlier check of this set, still the same.
+        let known: HashMap<String, Hashed> = self
+            .sets
+            .digests
+            .get(&key)
+            .map(|v| v.iter().map(|h| (h.rel.clone(), h.clone())).collect())
+            .unwrap_or_default();
         self.tasks.spawn(async move {
-            let found = run_check(anchor, card, members, writes).await;
+            let found = run_check(anchor, card, members, writes, known).await;
             TaskResult::MhlChecked {
                 root: key.0,
                 set_rel: key.1,
@@ -165,7 +248,7 @@ impl Agent {
                 found: Box::new(found),
             }
         });
-        Some(CHECKING.into())
+        Ok(Some(CHECKING.into()))
     }
 
     /// A set's check ended: its pre-hashes recorded, and the verdict kept
@@ -193,11 +276,11 @@ impl Agent {
                 self.sets.judge_all_again();
                 return Ok(());
             }
-            MhlFound::Unusable(why) => {
-                let reason = format!("ASC MHL history unusable: {why}");
-                self.mhl_refused(&dir, &set_rel, &reason, &why).await?;
-                MhlState::Failed(reason)
-            }
+            MhlFound::Unusable(why) => MhlState::Failed {
+                summary: format!("ASC MHL history unusable: {why}"),
+                report: why,
+                said: false,
+            },
             MhlFound::Checked {
                 history,
                 files,
@@ -208,12 +291,13 @@ impl Agent {
                         .record_prehash(root.clone(), f.rel.clone(), f.id, f.digests.sha256.clone())
                         .await?;
                 }
+                self.sets.digests.insert(key.clone(), files.clone());
                 match checked {
-                    Some(c) if !c.passed() => {
-                        let summary = c.summary();
-                        self.mhl_refused(&dir, &set_rel, &summary, &c.report()).await?;
-                        MhlState::Failed(summary)
-                    }
+                    Some(c) if !c.passed() => MhlState::Failed {
+                        summary: c.summary(),
+                        report: c.report(),
+                        said: false,
+                    },
                     Some(c) => {
                         let latest = history
                             .as_ref()
@@ -292,7 +376,8 @@ pub(super) struct HistoryJob {
     /// The set's files (root-relative, for a check run again) and their
     /// file_no.
     members: Vec<(String, String)>,
-    file_nos: BTreeMap<String, Option<String>>,
+    /// Each file's file_no and URL, as the service answered.
+    file_nos: BTreeMap<String, (Option<String>, Option<String>)>,
     /// Write into the card's own history (`set_mhl = "write"`); else only
     /// a new history in the state dir when the card has none.
     into_card: bool,
@@ -340,7 +425,10 @@ impl Agent {
                 (!inner.starts_with("ascmhl/")).then(|| (f.rel.clone(), inner.to_string()))
             })
             .collect();
-        let file_nos = files.iter().map(|f| (f.rel.clone(), f.file_no.clone())).collect();
+        let file_nos = files
+            .iter()
+            .map(|f| (f.rel.clone(), (f.file_no.clone(), f.url.clone())))
+            .collect();
         let template = Job {
             root: w.path.clone(),
             settled: None,
@@ -394,7 +482,14 @@ impl HistoryJob {
         };
         let (history, hashed) = match self.hashed.clone() {
             Some(h) => h,
-            None => match run_check(self.anchor.clone(), self.card.clone(), self.members.clone(), true).await
+            None => match run_check(
+                self.anchor.clone(),
+                self.card.clone(),
+                self.members.clone(),
+                true,
+                HashMap::new(),
+            )
+            .await
             {
                 MhlFound::Checked {
                     history,
@@ -447,8 +542,8 @@ impl HistoryJob {
                         hashes: f.digests.mhl.clone(),
                         verified,
                         sha256: f.digests.sha256.clone(),
-                        file_no: self.file_nos.get(&f.rel).cloned().flatten(),
-                        url: None,
+                        file_no: self.file_nos.get(&f.rel).and_then(|n| n.0.clone()),
+                        url: self.file_nos.get(&f.rel).and_then(|n| n.1.clone()),
                         rel: inner,
                     }
                 })
@@ -462,7 +557,7 @@ impl HistoryJob {
                 at_ms: self.now_ms,
                 location: self.location.clone(),
                 comment: format!(
-                    "{}: uploaded to the {}; each file's sha256 and file_no are in its metadata",
+                    "{}: uploaded to the {}; each file's sha256, file_no and URL are in its metadata",
                     self.mark, self.location
                 ),
                 files,

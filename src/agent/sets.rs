@@ -145,6 +145,9 @@ pub(super) struct Sets {
     manifests: HashSet<(String, String)>,
     /// Each set's ASC MHL check, for its last change then.
     pub(super) mhl: HashMap<(String, String), (i64, super::mhl::MhlState)>,
+    /// The files each open set's last check read (reused by the next check
+    /// while they are the same file).
+    pub(super) digests: HashMap<(String, String), Vec<super::mhl::Hashed>>,
 }
 
 impl Sets {
@@ -191,11 +194,15 @@ impl Agent {
                 let (mut step, warning) = decide(&rules, &set, &files, settling, now);
                 // A card with an ASC MHL history goes only once its files
                 // match it.
-                if set.state == "waiting"
-                    && matches!(step, SetStep::Release { phase: 0 })
-                    && let Some(reason) = self.mhl_gate(id, &set, &files)
-                {
-                    step = SetStep::Wait { reason, stuck: false };
+                if set.state == "waiting" && matches!(step, SetStep::Release { phase: 0 }) {
+                    if let Some(reason) = self.mhl_gate(id, &set, &files, true).await? {
+                        step = SetStep::Wait { reason, stuck: false };
+                    }
+                } else if set.state == "waiting" && !settling {
+                    // Its files are in: the check runs while the set waits
+                    // for its trigger or quiet time (a verdict is said only
+                    // once the set would go).
+                    self.mhl_gate(id, &set, &files, false).await?;
                 }
                 // Files settling is the loop's own knowledge, not the
                 // journal's: such a set is judged again at the next beat

@@ -35,6 +35,7 @@ pub struct SetFile {
     pub size: i64,
     pub sha256: Option<String>,
     pub file_no: Option<String>,
+    pub url: Option<String>,
 }
 
 /// How a set moves on.
@@ -131,7 +132,7 @@ impl Sqlite {
     pub async fn set_files(&self, root: String, set_rel: String) -> Result<Vec<SetFile>, JournalError> {
         self.call(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT rel, state, phase, size, done_sha256, file_no FROM files INDEXED BY files_set
+                "SELECT rel, state, phase, size, done_sha256, file_no, url FROM files INDEXED BY files_set
                  WHERE root = ?1 AND set_rel = ?2 AND state != 'gone' ORDER BY rel",
             )?;
             let rows = stmt.query_map(params![root, set_rel], |r| {
@@ -142,6 +143,7 @@ impl Sqlite {
                     size: r.get(3)?,
                     sha256: r.get(4)?,
                     file_no: r.get(5)?,
+                    url: r.get(6)?,
                 })
             })?;
             rows.collect()

@@ -488,3 +488,41 @@ fn a_crash_after_our_generation_is_written_neither_writes_another_nor_sends_twic
         ],
     );
 }
+
+#[test]
+fn a_card_still_being_copied_is_checked_as_it_lands_without_a_false_alarm() {
+    let Some(tools) = ascmhl_tools() else { return };
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\n",
+        "sets = \"folder\"\nset_quiet = \"3s\"\n",
+    );
+    let stage = staging(&sb);
+    make_card(&tools, &stage.join("A001"), "xxh64", 1);
+    let mut agent = sb.running_agent(&[]);
+    // The history first, then each clip well after the one before (each
+    // settles; the card is checked early and found incomplete meanwhile).
+    let card = sb.drop_dir().join("A001");
+    std::fs::create_dir_all(card.join("Clips")).unwrap();
+    std::fs::rename(stage.join("A001/ascmhl"), card.join("ascmhl")).unwrap();
+    std::fs::rename(stage.join("A001/A001.xml"), card.join("A001.xml")).unwrap();
+    for i in 1..=3 {
+        std::thread::sleep(Duration::from_millis(900));
+        let name = format!("Clips/A001C00{i}.mov");
+        std::fs::rename(stage.join("A001").join(&name), card.join(&name)).unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(60), || emu.ledger().len() == 6),
+        "{}\n{}",
+        sb.status(),
+        agent.log_text()
+    );
+    let log = agent.log_text();
+    assert!(
+        !log.contains("is refused") && !log.contains("mhl_failed"),
+        "{log}"
+    );
+    assert!(log.contains("4 file(s) match the ASC MHL history"), "{log}");
+    agent.stop();
+}
