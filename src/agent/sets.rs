@@ -80,8 +80,10 @@ pub(super) fn decide(
                     },
                     None,
                 )
-            } else if set.phase < PHASE_TRIGGER {
-                (SetStep::Release { phase: set.phase + 1 }, None)
+            } else if let Some(next) = files.iter().map(|f| f.phase).filter(|p| *p > set.phase).min() {
+                // The next phase that has files (an empty one is not worth
+                // a heartbeat of its own).
+                (SetStep::Release { phase: next }, None)
             } else if rules.manifest || rules.mhl == crate::config::Mhl::Write || rules.mhl_new {
                 (SetStep::Manifest, None)
             } else {
