@@ -177,6 +177,8 @@ pub enum DecodeError {
     NoFiles,
     #[error("the folder listing has no `folders` array")]
     NoFolders,
+    #[error("the answer has no folder_no")]
+    NoFolderNo,
 }
 
 /// Decodes a stored file from any answer that describes one. `file_no` is
@@ -197,7 +199,8 @@ pub fn decode_file(value: &Value) -> Result<RemoteFile, DecodeError> {
         _ => None,
     };
     let folder = path.as_deref().map(|p| derive_folder(p, &name));
-    let metadata = metadata_object(v.get("metadata"));
+    // `meta_data` in the docs' rename answer.
+    let metadata = metadata_object(v.get("metadata").or_else(|| v.get("meta_data")));
     let sha256 = metadata
         .as_ref()
         .and_then(|m| m.get("sha256"))
@@ -292,6 +295,22 @@ pub fn decode_folders(value: &Value) -> Result<Vec<RemoteFolder>, DecodeError> {
             })
         })
         .collect())
+}
+
+/// Decodes one folder (a rename's answer), `data` wrapped or not.
+pub fn decode_folder(value: &Value) -> Result<RemoteFolder, DecodeError> {
+    let f = unwrap_data(value);
+    if !f.is_object() {
+        return Err(DecodeError::NotAnObject);
+    }
+    Ok(RemoteFolder {
+        folder_no: as_string(f.get("folder_no"))
+            .or_else(|| as_string(f.get("folderNo")))
+            .ok_or(DecodeError::NoFolderNo)?,
+        name: as_string(f.get("name"))
+            .or_else(|| as_string(f.get("folder_name")))
+            .unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

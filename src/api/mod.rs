@@ -28,8 +28,8 @@ use errors::network;
 #[cfg(test)]
 mod tests;
 pub use decode::{
-    DecodeError, FilePage, RemoteFile, RemoteFolder, decode_file, decode_file_page, decode_folders,
-    derive_folder,
+    DecodeError, FilePage, RemoteFile, RemoteFolder, decode_file, decode_file_page, decode_folder,
+    decode_folders, derive_folder,
 };
 
 /// Largest JSON answer we are willing to read; the service's are tiny.
@@ -394,6 +394,39 @@ impl Client {
             Err(ApiError::Rejected { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `PATCH /api/v1/files/{file_no}/rename`: the file's record as the
+    /// service answers it (it may keep or change the extension: the name it
+    /// gives is the one to record). Either reading: the bare record or
+    /// `{"data": …}`.
+    #[allow(dead_code)] // issue 29: the agent's renames use it next
+    pub async fn rename_file(&self, file_no: &str, name: &str) -> Result<RemoteFile, ApiError> {
+        let url = self.endpoint(&format!("/api/v1/files/{}/rename", urlencode(file_no)));
+        let resp = self
+            .api
+            .patch(url)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .map_err(network)?;
+        let value = read_json(resp).await?;
+        decode_file(&value).map_err(|e| ApiError::Protocol(e.to_string()))
+    }
+
+    /// `POST /api/v1/folders/rename/{folder_no}`: the folder as renamed.
+    #[allow(dead_code)] // issue 29: the agent's renames use it next
+    pub async fn rename_folder(&self, folder_no: &str, name: &str) -> Result<RemoteFolder, ApiError> {
+        let url = self.endpoint(&format!("/api/v1/folders/rename/{}", urlencode(folder_no)));
+        let resp = self
+            .api
+            .post(url)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .map_err(network)?;
+        let value = read_json(resp).await?;
+        decode_folder(&value).map_err(|e| ApiError::Protocol(e.to_string()))
     }
 
     /// `DELETE /api/v1/files/{file_no}`.

@@ -87,3 +87,84 @@ fn classification() {
         .is_transient()
     );
 }
+
+/// The emulator in this process, answering in `answers`; its base URL and
+/// the sender that stops it.
+async fn emulator(
+    answers: crate::emulator::Answers,
+    store: &std::path::Path,
+) -> (Url, tokio::sync::oneshot::Sender<()>) {
+    let mut opts = crate::emulator::Options::new("k", store.to_path_buf());
+    opts.answers = answers;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(crate::emulator::serve(opts, listener, async move {
+        let _ = stopped.await;
+    }));
+    (url, stop)
+}
+
+#[tokio::test]
+async fn files_and_folders_are_renamed_in_either_reading() {
+    use crate::emulator::Answers;
+    for answers in [Answers::Docs, Answers::Sdk] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (base, _stop) = emulator(answers, tmp.path()).await;
+        let client = Client::new(
+            base.clone(),
+            crate::secrets::ApiKey::new("k"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let form = reqwest::multipart::Form::new()
+            .text("file_name", "v03.mov")
+            .text("folder", "masters/reel1")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(b"frames".to_vec()).file_name("v03.mov"),
+            );
+        let up = reqwest::Client::new()
+            .post(base.join("/api/v1/uploads").unwrap())
+            .bearer_auth("k")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(up.status(), 200, "{answers:?}");
+        let stored = decode_file(&up.json::<serde_json::Value>().await.unwrap()).unwrap();
+        // A name without an extension keeps the old one, as the docs say.
+        let renamed = client.rename_file(&stored.file_no, "v03_final").await.unwrap();
+        assert_eq!(renamed.name, "v03_final.mov", "{answers:?}");
+        assert_eq!(renamed.file_no, stored.file_no);
+        assert_eq!(
+            renamed.folder.as_deref(),
+            Some("masters/reel1"),
+            "{answers:?}: {renamed:?}"
+        );
+        let page = client.list_files(None, None, 1, 10).await.unwrap();
+        assert_eq!(page.files[0].name, "v03_final.mov");
+        // The folder: its files move with it.
+        let top = client.list_folders(None).await.unwrap();
+        let masters = top.iter().find(|f| f.name == "masters").unwrap();
+        let reels = client.list_folders(Some(&masters.folder_no)).await.unwrap();
+        let reel = reels.iter().find(|f| f.name == "reel1").unwrap();
+        let folder = client.rename_folder(&reel.folder_no, "reel_one").await.unwrap();
+        assert_eq!(
+            (folder.folder_no.as_str(), folder.name.as_str()),
+            (reel.folder_no.as_str(), "reel_one")
+        );
+        let details = client.file_details(&stored.file_no).await.unwrap().unwrap();
+        assert_eq!(
+            details.folder.as_deref(),
+            Some("masters/reel_one"),
+            "{answers:?}: {details:?}"
+        );
+        // What the service refuses is an error that says so, not a panic.
+        let e = client.rename_file(&stored.file_no, "a/b").await.unwrap_err();
+        assert!(e.to_string().contains("separator"), "{e}");
+        let e = client.rename_file("nope", "x").await.unwrap_err();
+        assert!(e.to_string().contains("not found"), "{e}");
+        assert!(client.rename_folder("nope", "x").await.is_err());
+    }
+}

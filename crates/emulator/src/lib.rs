@@ -28,6 +28,7 @@ mod direct;
 mod errors;
 mod inspect;
 mod parts;
+mod rename;
 mod router;
 pub use router::{router, serve};
 mod sessions;
@@ -50,7 +51,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use futures_util::StreamExt;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
@@ -207,6 +208,8 @@ pub struct Stats {
     pub list_folders: AtomicU64,
     pub details: AtomicU64,
     pub deletes: AtomicU64,
+    /// File and folder renames asked for.
+    pub renames: AtomicU64,
     pub url_gets: AtomicU64,
     pub fault_reencoded: AtomicU64,
     pub fault_url_refused: AtomicU64,
@@ -272,6 +275,7 @@ struct Inner {
     next_folder_no: u64,
 }
 
+#[derive(Clone)]
 struct FolderRec {
     folder_no: String,
     name: String,

@@ -14,7 +14,9 @@ pub fn router(emu: Arc<Emulator>) -> Router {
             "/api/v1/files/{file_no}",
             get(workspace::details).delete(workspace::delete_file),
         )
+        .route("/api/v1/files/{file_no}/rename", patch(rename::rename_file))
         .route("/api/v1/folders", get(workspace::list_folders))
+        .route("/api/v1/folders/rename/{folder_no}", post(rename::rename_folder))
         // The form's size is checked against --direct-max by the handler itself.
         .route(
             "/api/v1/uploads",

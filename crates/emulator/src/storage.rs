@@ -106,6 +106,28 @@ impl Storage {
         }
     }
 
+    /// Moves a stored file's name (a rename in the workspace): the new
+    /// link made from the object, then the old one dropped.
+    pub fn relink(&self, folder: &str, name: &str, to_folder: &str, to_name: &str, file_no: &str) {
+        let dir = if to_folder.is_empty() {
+            self.store.clone()
+        } else {
+            self.store.join(to_folder)
+        };
+        if std::fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        let object = self.objects.join(file_no);
+        let tmp = dir.join(format!(".ar-emulator-{file_no}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        if std::fs::hard_link(&object, &tmp).is_err() && std::fs::copy(&object, &tmp).is_err() {
+            return;
+        }
+        if std::fs::rename(&tmp, dir.join(to_name)).is_ok() && (folder, name) != (to_folder, to_name) {
+            self.unlink(folder, name, file_no);
+        }
+    }
+
     pub fn object_path(&self, file_no: &str) -> PathBuf {
         self.objects.join(file_no)
     }

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::{Answers, Emulator, EndlessPages, LedgerEntry, json_error, unauthorized};
 
-fn iso(ms: i64) -> String {
+pub(super) fn iso(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -85,6 +85,32 @@ fn docs_file(emu: &Emulator, e: &LedgerEntry) -> Value {
         "file_size": e.size,
         "workspace_no": "EMULATOR",
     })
+}
+
+/// A file's record after a rename: the docs' `FileRenameResult` (flat,
+/// `file_size`, `path` the full path, `extension`), or the SDKs' record.
+pub(super) fn renamed_file(emu: &Emulator, e: &LedgerEntry) -> Value {
+    match emu.opts.answers {
+        Answers::Sdk => sdk_file(emu, e),
+        Answers::Docs => json!({
+            "id": format!("f_{}", e.file_no),
+            "file_no": e.file_no,
+            "name": e.name,
+            "folder_id": e.folder_no,
+            "path": full_path(e),
+            "url": url_of(emu, e),
+            "format": ext(&e.name),
+            "extension": ext(&e.name),
+            "file_size": e.size,
+            "is_delete": false,
+            "is_active": true,
+            "meta_data": e.metadata,
+            "created_at": iso(e.created_at_ms),
+            "updated_at": iso(super::now_ms()),
+            "source": "api",
+            "workspace_no": "EMULATOR",
+        }),
+    }
 }
 
 /// The answer to a successful complete or direct upload.
