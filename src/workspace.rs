@@ -296,6 +296,9 @@ pub enum Proof {
     /// No hash to compare: it was created after the local file was last
     /// modified (with the same name and size).
     CreatedAfterMtime,
+    /// The same file renamed locally (device, inode, size and sha256 of an
+    /// uploaded version): its remote file was renamed.
+    Renamed,
 }
 
 impl Proof {
@@ -303,6 +306,7 @@ impl Proof {
         match self {
             Proof::Metadata => "the same sha256 in its metadata",
             Proof::UrlBytes => "the same sha256 of the bytes its url serves",
+            Proof::Renamed => "the same file renamed locally (its remote file renamed)",
             Proof::CreatedAfterMtime => {
                 "without content proof: the same name and size, created after the local file was last \
                  modified (no hash to compare)"

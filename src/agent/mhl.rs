@@ -444,6 +444,7 @@ impl Agent {
             hold: self.gate.hold_token(),
             known_sha256: None,
             in_parts: false,
+            renames: false,
         };
         let remote = crate::mapping::remote_path(&w.remote_folder, &set.set_rel);
         Some(HistoryJob {

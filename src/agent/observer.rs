@@ -97,6 +97,18 @@ impl Observer for JournalObserver {
                 .map_err(CheckpointError::store)
         })
     }
+    fn renamed_from<'a>(
+        &'a self,
+        sha256: &'a str,
+        file: FileId,
+    ) -> BoxFuture<'a, Result<Option<crate::journal::RenameSource>, CheckpointError>> {
+        Box::pin(async move {
+            self.journal
+                .renamed_from(self.id, sha256.to_string(), file)
+                .await
+                .map_err(CheckpointError::store)
+        })
+    }
     fn stray_copies<'a>(&'a self, sha256: &'a str) -> BoxFuture<'a, Result<u32, CheckpointError>> {
         Box::pin(async move {
             self.journal
@@ -148,5 +160,6 @@ pub fn done_record(o: &Outcome, fingerprint: Fingerprint) -> DoneRecord {
         file_no: o.file.file_no.clone(),
         url: o.file.url.clone(),
         adopted: o.adopted.map(|p| p.describe().to_string()),
+        retire: o.renamed_from.as_ref().map(|r| r.id),
     }
 }

@@ -377,6 +377,7 @@ impl Agent {
             hold: self.gate.hold_token(),
             known_sha256: None,
             in_parts: false,
+            renames: false,
         };
         self.sets.manifests.insert(flight.clone());
         let transfer = self.transfer.clone();

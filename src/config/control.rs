@@ -19,6 +19,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "stalled",
     "hook_failed",
     "mhl_failed",
+    "renamed",
 ];
 
 /// What a `[[notify]]` entry gets when it does not say.

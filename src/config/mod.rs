@@ -220,6 +220,9 @@ pub struct WatchSettings {
     /// An uploaded file that changes is reported (failed, with why) and
     /// never sent again unless `retry` says so (rclone's `--immutable`).
     pub immutable: bool,
+    /// A file renamed locally after its upload has its remote file renamed
+    /// (same remote folder) instead of being sent again.
+    pub mirror_renames: bool,
     /// Files smaller than this are left out (rclone's `--min-size`).
     pub min_size: Option<u64>,
     /// Files larger than this are left out (rclone's `--max-size`).

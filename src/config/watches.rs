@@ -24,6 +24,7 @@ pub(super) const WATCH_KEYS: &[&str] = &[
     "max_size",
     "exclude_from",
     "immutable",
+    "mirror_renames",
     "min_interval",
     "share",
     "on_uploaded",
@@ -235,6 +236,9 @@ impl<'s> Walker<'s> {
             .optional_duration(&f, "max_age", &k("max_age"))
             .unwrap_or(None);
         let immutable = self.boolean(&f, "immutable", &k("immutable")).unwrap_or(false);
+        let mirror_renames = self
+            .boolean(&f, "mirror_renames", &k("mirror_renames"))
+            .unwrap_or(true);
         let min_size = self.size(&f, "min_size", &k("min_size"));
         let max_size = self.size(&f, "max_size", &k("max_size"));
         if let (Some(lo), Some(hi)) = (min_size, max_size)
@@ -281,6 +285,7 @@ impl<'s> Walker<'s> {
             existing,
             max_age,
             immutable,
+            mirror_renames,
             min_size,
             max_size,
             min_interval,

@@ -49,7 +49,9 @@ mod tests;
 
 pub use control::{OutboxItem, OutboxRow, UserPause};
 pub use fleet::Fleet;
-pub use records::{DoneRecord, FileRow, FolderDone, Retried, SavedSession, Serving, State, Verdict};
+pub use records::{
+    DoneRecord, FileRow, FolderDone, RenameSource, Retried, SavedSession, Serving, State, Verdict,
+};
 use records::{FILE_COLS, file_row};
 pub use report::{AgentRow, HistoryRow, Reader, RootCounts};
 use report::{agent_row, open_read_only};

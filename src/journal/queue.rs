@@ -259,6 +259,38 @@ impl Sqlite {
         .await
     }
 
+    /// The done version recorded under another path of the same root as
+    /// `id` with this device, inode, size and sha256 (and a file_no): what a
+    /// local rename leaves behind. Its path is not checked here.
+    pub async fn renamed_from(
+        &self,
+        id: i64,
+        sha256: String,
+        file: FileId,
+    ) -> Result<Option<RenameSource>, JournalError> {
+        self.call(move |c| {
+            c.query_row(
+                "SELECT o.id, o.rel, o.file_no, o.remote_path, o.remote_name FROM files o, files f
+                 WHERE f.id = ?1 AND o.done_ino = ?2 AND o.done_dev = ?3 AND o.root = f.root AND o.id != f.id
+                   AND o.done_size = ?4 AND o.done_sha256 = ?5 AND o.file_no IS NOT NULL
+                   AND o.remote_name IS NOT NULL AND o.state IN ('done', 'gone')
+                 ORDER BY o.updated_at DESC LIMIT 1",
+                params![id, file.ino as i64, file.dev as i64, file.size as i64, sha256],
+                |r| {
+                    Ok(RenameSource {
+                        id: r.get(0)?,
+                        rel: r.get(1)?,
+                        file_no: r.get(2)?,
+                        remote_folder: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                        remote_name: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
     /// Records an upload made outside the queue (`upload FILE`), so history
     /// shows it and an agent watching the same folder does not send it again.
     /// One call: the row is never seen half-recorded by a running agent.
@@ -378,6 +410,11 @@ fn write_done(c: &Connection, id: i64, d: &DoneRecord) -> rusqlite::Result<()> {
         ],
     )?;
     c.execute("DELETE FROM sessions WHERE file_id = ?1", params![id])?;
+    if let Some(old) = d.retire.filter(|old| *old != id) {
+        // Its remote file is this one's now (sessions go with it).
+        c.execute("DELETE FROM sessions WHERE file_id = ?1", params![old])?;
+        c.execute("DELETE FROM files WHERE id = ?1", params![old])?;
+    }
     c.execute(
         "INSERT INTO history (root, rel, ok, remote_folder, remote_name, file_no, url, size, sha256, at, adopted)
          SELECT root, rel, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 FROM files WHERE id = ?1",

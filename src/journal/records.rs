@@ -280,6 +280,20 @@ pub struct DoneRecord {
     pub url: Option<String>,
     /// Recorded by adoption (how it was proven the same), not uploaded.
     pub adopted: Option<String>,
+    /// The record of the path this file was renamed from locally (its
+    /// remote file renamed to this one): dropped in the same transaction.
+    pub retire: Option<i64>,
+}
+
+/// A done version the journal knows under another path of the same root:
+/// the same device, inode, size and sha256 (a local rename or move).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenameSource {
+    pub id: i64,
+    pub rel: String,
+    pub file_no: String,
+    pub remote_folder: String,
+    pub remote_name: String,
 }
 
 /// How the queue is served: which due file starts next.

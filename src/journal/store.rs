@@ -109,6 +109,9 @@ journal_interface! {
     async fn done_files(&self, paths: Vec<PathBuf>) -> Vec<FileRow>;
     /// `verify --requeue`: done files the workspace lost go back to the queue.
     async fn requeue(&self, ids: Vec<i64>) -> usize;
+    /// A done version of `id`'s root with this identity and content under
+    /// another path (a local rename), if the journal has one.
+    async fn renamed_from(&self, id: i64, sha256: String, file: FileId) -> Option<RenameSource>;
     /// A queued file is uploaded: its result, its session dropped, history.
     async fn record_done(&self, id: i64, d: DoneRecord) -> ();
     /// `upload` of one file: its record id (created if none) and the session

@@ -29,6 +29,7 @@ fn uploaded(fp: Fingerprint) -> DoneRecord {
         file_no: "1".into(),
         url: None,
         adopted: None,
+        retire: None,
     }
 }
 
@@ -91,6 +92,7 @@ async fn queue_session_and_done_round_trip() {
             file_no: "7".into(),
             url: None,
             adopted: None,
+            retire: None,
         },
     )
     .await

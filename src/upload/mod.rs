@@ -102,6 +102,9 @@ pub struct Job {
     /// Send it in parts even if it is small (a one-request upload of it was
     /// stored altered before; the agent learns this from its journal).
     pub in_parts: bool,
+    /// A local rename of an uploaded file renames its remote file
+    /// (`mirror_renames`), when the journal knows it under its old path.
+    pub renames: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +119,9 @@ pub struct Outcome {
     /// The identity of the descriptor the upload read (what `after_upload`
     /// may act on); None where no local file was read.
     pub source: Option<FileId>,
+    /// A local rename: the remote file of this record was renamed to this
+    /// file's name instead of uploading it again.
+    pub renamed_from: Option<crate::journal::RenameSource>,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +197,84 @@ impl Uploader {
         Ok(outcome)
     }
 
+    /// A local rename of an uploaded version (`from`: the same device,
+    /// inode, size and sha256 under another path of the root) made remote:
+    /// its file renamed to this file's name. None (send it instead) when
+    /// the old path still holds the file (a second hard link), the remote
+    /// folder differs (the API cannot move files), or the service cannot
+    /// rename it (gone, or renames not offered).
+    async fn rename_instead(
+        &self,
+        job: &Job,
+        source: &Source,
+        sha256: &str,
+        from: crate::journal::RenameSource,
+    ) -> Result<Option<Outcome>, UploadError> {
+        let old = job.root.join(&from.rel);
+        let (root, path) = (job.root.clone(), old.clone());
+        let there = tokio::task::spawn_blocking(move || crate::anchor::file_id(&root, &path))
+            .await
+            .ok()
+            .and_then(|r| r.ok());
+        if there.is_some_and(|t| t.dev == source.id.dev && t.ino == source.id.ino) {
+            return Ok(None);
+        }
+        if from.remote_folder.trim_matches('/') != job.folder.trim_matches('/') {
+            tracing::info!(
+                "{} was {} (uploaded as file_no {} in {}): another remote folder, and files cannot be moved \
+                 there; it is uploaded to {}",
+                job.path.display(),
+                old.display(),
+                from.file_no,
+                from.remote_folder,
+                job.folder
+            );
+            return Ok(None);
+        }
+        tracing::info!(
+            "{} was {}: renaming its remote file (file_no {}) {} → {}",
+            job.path.display(),
+            old.display(),
+            from.file_no,
+            from.remote_name,
+            job.file_name
+        );
+        let file = match self.client.rename_file(&from.file_no, &job.file_name).await {
+            Ok(file) => file,
+            Err(ApiError::Rejected { status, message }) if matches!(status, 404 | 405 | 501) => {
+                tracing::warn!(
+                    "{}: the service did not rename file_no {} ({status}: {message}); the file is uploaded \
+                     under its new name",
+                    job.path.display(),
+                    from.file_no
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if file.file_no != from.file_no {
+            return Err(UploadError::Verify(format!(
+                "renaming file_no {} answered file_no {}",
+                from.file_no, file.file_no
+            )));
+        }
+        let name = if file.name.is_empty() {
+            job.file_name.clone()
+        } else {
+            file.name.clone()
+        };
+        Ok(Some(Outcome {
+            size: source.id.size,
+            sha256: sha256.to_string(),
+            folder: job.folder.clone(),
+            name,
+            file,
+            adopted: Some(Proof::Renamed),
+            source: None,
+            renamed_from: Some(from),
+        }))
+    }
+
     /// The upload from the one open descriptor.
     async fn send_from(
         &self,
@@ -241,6 +325,19 @@ impl Uploader {
         };
         observer.hashed(source.id, &sha256);
         tracing::debug!(file = %job.path.display(), size = before.size, "hashed in {:?}", began.elapsed());
+
+        // A file renamed locally after its upload: its remote file is
+        // renamed, not sent again.
+        if job.renames
+            && carried.is_none()
+            && let Some(from) = observer
+                .renamed_from(&sha256, source.id)
+                .await
+                .map_err(UploadError::Checkpoint)?
+            && let Some(outcome) = self.rename_instead(job, source, &sha256, from).await?
+        {
+            return Ok(outcome);
+        }
 
         if job.adopt
             && carried.is_none()

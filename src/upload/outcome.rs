@@ -177,6 +177,7 @@ pub(super) fn verify(job: &Job, file: RemoteFile, size: u64, sha256: String) -> 
         size,
         sha256,
         adopted: None,
+        renamed_from: None,
         source: None,
     })
 }

@@ -137,6 +137,15 @@ pub trait Observer: Send + Sync {
     fn not_found(&self) -> BoxFuture<'_, Result<(), CheckpointError>> {
         Box::pin(async { Ok(()) })
     }
+    /// A done version recorded under another path of this file's root with
+    /// this identity and content (a local rename).
+    fn renamed_from<'a>(
+        &'a self,
+        _sha256: &'a str,
+        _file: FileId,
+    ) -> BoxFuture<'a, Result<Option<crate::journal::RenameSource>, CheckpointError>> {
+        Box::pin(async { Ok(None) })
+    }
     /// How many objects the service stored for this version (by content)
     /// that were not its bytes, in earlier attempts.
     fn stray_copies<'a>(&'a self, _sha256: &'a str) -> BoxFuture<'a, Result<u32, CheckpointError>> {

@@ -19,6 +19,7 @@ mod keyring;
 mod lifecycle;
 mod lookalike;
 mod mhl;
+mod mirror;
 mod newcomer;
 mod outcomes;
 mod policies;

@@ -279,6 +279,7 @@ impl Agent {
                 .flights
                 .begin(row.id, row.local_path(), row.size.max(0) as u64, self.clock.now());
         let settled = self.intake.take_settled_node(&row.local_path());
+        let fleet = self.journal.fleet().is_some();
         self.tasks.spawn(async move {
             let path = row.local_path();
             let anchor = w.path.clone();
@@ -327,6 +328,9 @@ impl Agent {
                 hold,
                 known_sha256: row.pre.clone(),
                 in_parts: false,
+                // A random prefix gives every file its own remote name; a
+                // fleet's done records are shared, not this node's to move.
+                renames: w.mirror_renames && !w.random_prefix && !fleet,
             };
             if let Err(e) = journal.set_state(row.id, State::Uploading).await {
                 let err = UploadError::Checkpoint(crate::upload::CheckpointError::store(e));

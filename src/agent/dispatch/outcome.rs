@@ -48,7 +48,33 @@ impl Agent {
             rule::Step::Done(o) => {
                 self.gate.succeeded();
                 self.journal.record_done(row.id, done_record(&o, fp)).await?;
-                if o.adopted.is_some() {
+                if let Some(from) = &o.renamed_from {
+                    self.reporter.adopted();
+                    let remote = mapping::remote_path(&o.folder, &o.name);
+                    tracing::info!(
+                        path = %path.display(),
+                        remote = %remote,
+                        file_no = %o.file.file_no,
+                        "renamed {} → {remote} (file_no {}; it was {}; nothing sent)",
+                        path.display(),
+                        o.file.file_no,
+                        mapping::remote_path(&from.remote_folder, &from.remote_name)
+                    );
+                    let mut e = Event::new("renamed", self.clock.wall_ms()).path(&path);
+                    e.remote_folder = Some(o.folder.clone());
+                    e.name = Some(o.name.clone());
+                    e.file_no = Some(o.file.file_no.clone());
+                    e.size = Some(o.size);
+                    let was = self
+                        .root_of(&row)
+                        .map(|id| self.settings.root(id).path.join(&from.rel))
+                        .unwrap_or_else(|| from.rel.clone().into());
+                    self.emit(
+                        e.with("from", was.to_string_lossy().into_owned())
+                            .with("from_name", from.remote_name.clone()),
+                    )
+                    .await?;
+                } else if o.adopted.is_some() {
                     self.reporter.adopted();
                 } else {
                     self.reporter.uploaded(o.size, self.clock.wall_ms());

@@ -103,6 +103,7 @@ impl Transfer for Scripted {
                 folder: job.folder.clone(),
                 name: job.file_name.clone(),
                 adopted: None,
+                renamed_from: None,
                 source,
             })
         })

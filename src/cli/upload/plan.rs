@@ -139,6 +139,7 @@ pub(super) fn prepare(path: &Path, rel: &Path, folder: &str, tags: &[String]) ->
         hold: Default::default(),
         known_sha256: None,
         in_parts: false,
+        renames: false,
     })
 }
 

@@ -88,6 +88,7 @@ impl Pg {
                             file_no: r.get::<_, Option<String>>(15).unwrap_or_default(),
                             url: r.get(16),
                             adopted: None,
+                            retire: None,
                         },
                         node: r.get::<_, Option<String>>(18).unwrap_or_default(),
                     });

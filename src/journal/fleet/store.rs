@@ -76,6 +76,9 @@ impl Store for Fleet {
         fn upload_slot(&self, root: String, rel: String, fp: Fingerprint) -> (i64, Option<SavedSession>);
         fn record_upload(&self, root: String, rel: String, d: DoneRecord) -> ();
         fn record_prehash(&self, root: String, rel: String, file: FileId, sha256: String) -> ();
+        // Fleet nodes' done records are the fleet's: renames are not
+        // mirrored there (nothing here matches).
+        fn renamed_from(&self, id: i64, sha256: String, file: FileId) -> Option<RenameSource>;
         fn record_skipped(&self, root: String, rel: String, fp: Fingerprint) -> ();
         fn first_watched(&self, root: String, now: i64) -> i64;
         fn recent_uploads(&self, root: String, rel: String, limit: usize) -> Vec<i64>;

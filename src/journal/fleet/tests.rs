@@ -32,6 +32,7 @@ fn done(file_no: &str) -> DoneRecord {
         file_no: file_no.into(),
         url: None,
         adopted: None,
+        retire: None,
     }
 }
 

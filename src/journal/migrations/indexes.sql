@@ -8,3 +8,5 @@ CREATE INDEX IF NOT EXISTS files_folder ON files (root, rtrim(rel, replace(rel, 
 CREATE INDEX IF NOT EXISTS files_due ON files (next_attempt_at) WHERE state IN ('pending', 'uploading', 'reconciling');
 -- A file's recent uploads (`min_interval`: does it keep changing?).
 CREATE INDEX IF NOT EXISTS history_file ON history (root, rel, at);
+-- Done versions by inode (a local rename: the same file under a new path).
+CREATE INDEX IF NOT EXISTS files_done_ino ON files (done_ino) WHERE done_ino IS NOT NULL;
