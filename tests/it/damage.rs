@@ -107,6 +107,7 @@ fn a_garbage_or_newer_journal_is_refused_saying_what_is_wrong() {
          DROP INDEX files_set; ALTER TABLE files DROP COLUMN set_rel; ALTER TABLE files DROP COLUMN phase;
          ALTER TABLE files DROP COLUMN pre_sha256; ALTER TABLE files DROP COLUMN pre_dev;
          ALTER TABLE files DROP COLUMN pre_ino; ALTER TABLE files DROP COLUMN pre_ctime_ns;
+         DROP INDEX files_done_ino;
          ALTER TABLE files DROP COLUMN done_dev; ALTER TABLE files DROP COLUMN done_ino;
          ALTER TABLE files DROP COLUMN done_ctime_ns; DROP TABLE stray_copies;
          ALTER TABLE history DROP COLUMN after;",
