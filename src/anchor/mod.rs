@@ -135,6 +135,12 @@ pub fn put_below(root: &Path, path: &Path, bytes: &[u8], replace: bool) -> io::R
     imp::put_below(root, &names(root, path)?, bytes, replace)
 }
 
+/// Makes the folder `path` below `root` (and its missing parents), one at a
+/// time with `mkdirat`, never through a symlink.
+pub fn make_dirs(root: &Path, path: &Path) -> io::Result<()> {
+    imp::make_dirs(root, &names(root, path)?)
+}
+
 /// Deletes `path` below `root`, only while it is still `expect` (device,
 /// inode, size, mtime, ctime). Returns false, touching nothing, otherwise.
 pub fn remove_if(root: &Path, path: &Path, expect: &FileId) -> io::Result<bool> {

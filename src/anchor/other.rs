@@ -78,6 +78,19 @@ pub fn put_below(root: &Path, parts: &[&OsStr], bytes: &[u8], replace: bool) -> 
     std::fs::rename(&tmp, path)
 }
 
+pub fn make_dirs(root: &Path, parts: &[&OsStr]) -> io::Result<()> {
+    let mut p = checked(root, &[])?;
+    for name in parts {
+        p.push(name);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(Refusal::NotAFile.err()),
+            Err(_) => std::fs::create_dir(&p)?,
+        }
+    }
+    Ok(())
+}
+
 pub fn remove_if(root: &Path, parts: &[&OsStr], expect: &FileId) -> io::Result<bool> {
     if stat(root, parts)? != Kind::File(*expect) {
         return Ok(false);

@@ -41,6 +41,13 @@ fn a_symlinked_folder_or_file_is_refused_at_every_step() {
         .is_err()
     );
     assert!(secret.join("id_rsa").exists());
+    // Folders are made below the root, never through a link.
+    make_dirs(&root, &root.join("new/deeper")).unwrap();
+    assert!(root.join("new/deeper").is_dir());
+    make_dirs(&root, &root.join("new/deeper")).unwrap();
+    let e = make_dirs(&root, &root.join("x/planted")).unwrap_err();
+    assert_eq!(Refusal::of(&e), Some(Refusal::Symlink), "{e}");
+    assert!(!secret.join("planted").exists());
 }
 
 #[test]

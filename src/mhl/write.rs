@@ -98,9 +98,9 @@ fn make_folder(root: &Path, dir: &Path) -> Result<(), String> {
         Ok(crate::anchor::Kind::Dir) => Ok(()),
         Ok(_) => Err(format!("{} is there and is not a folder", dir.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // Its parent was reached without a symlink by stat; a folder
-            // made by name here is checked again by put_below's walk.
-            std::fs::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))
+            // Made with mkdirat from descriptors reached without following
+            // a link: a parent swapped for a symlink since the stat is refused.
+            crate::anchor::make_dirs(root, dir).map_err(|e| format!("{}: {e}", dir.display()))
         }
         Err(e) => Err(format!("{}: {e}", dir.display())),
     }

@@ -325,3 +325,7 @@ fn unlink_checked(dir: &OwnedFd, name: &OsStr, expect: &FileId) -> io::Result<bo
 
 mod moves;
 pub use moves::move_if;
+
+pub fn make_dirs(root: &Path, parts: &[&OsStr]) -> io::Result<()> {
+    moves::make_dirs(root, parts).map(drop)
+}

@@ -6,7 +6,7 @@ use super::*;
 
 /// Opens (creating as needed, mode 0777 less the umask) the folders
 /// `parts` below `root`, never through a symlink.
-fn make_dirs(root: &Path, parts: &[&OsStr]) -> io::Result<OwnedFd> {
+pub(super) fn make_dirs(root: &Path, parts: &[&OsStr]) -> io::Result<OwnedFd> {
     let mut cur = open_root(root)?;
     for name in parts {
         let next = match rustix::fs::openat(&cur, *name, DIR_FLAGS, Mode::empty()) {
