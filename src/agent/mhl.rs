@@ -429,23 +429,13 @@ impl Agent {
             .iter()
             .map(|f| (f.rel.clone(), (f.file_no.clone(), f.url.clone())))
             .collect();
-        let template = Job {
-            root: w.path.clone(),
-            settled: None,
-            path: PathBuf::new(),
-            file_name: String::new(),
-            folder: String::new(),
-            format: "application/xml".into(),
-            tags: w.tags.clone(),
-            metadata: w.metadata.clone(),
-            random_prefix: false,
-            // A history file sent before a crash is found, not stored twice.
-            adopt: true,
-            hold: self.gate.hold_token(),
-            known_sha256: None,
-            in_parts: false,
-            renames: false,
-        };
+        let template = Job::companion(
+            w.path.clone(),
+            "application/xml",
+            &w.tags,
+            &w.metadata,
+            self.gate.hold_token(),
+        );
         let remote = crate::mapping::remote_path(&w.remote_folder, &set.set_rel);
         Some(HistoryJob {
             anchor: w.path.clone(),

@@ -363,21 +363,16 @@ impl Agent {
             }
         };
         let job = Job {
-            root: self.settings.agent.state_dir.join("manifests"),
-            settled: None,
             path: local,
             file_name: remote.name,
             folder: remote.folder,
-            format: "application/json".into(),
-            tags: w.tags.clone(),
-            metadata: w.metadata.clone(),
-            random_prefix: false,
-            // A manifest sent before a crash is found, not stored twice.
-            adopt: true,
-            hold: self.gate.hold_token(),
-            known_sha256: None,
-            in_parts: false,
-            renames: false,
+            ..Job::companion(
+                self.settings.agent.state_dir.join("manifests"),
+                "application/json",
+                &w.tags,
+                &w.metadata,
+                self.gate.hold_token(),
+            )
         };
         self.sets.manifests.insert(flight.clone());
         let transfer = self.transfer.clone();

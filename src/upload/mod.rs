@@ -107,6 +107,37 @@ pub struct Job {
     pub renames: bool,
 }
 
+impl Job {
+    /// A file the agent writes itself beside a set (its manifest, its ASC
+    /// MHL history): the watch's tags and metadata, never a random prefix,
+    /// and adopted when a crash came after it was sent, so it is not stored
+    /// twice. `root` anchors `path`; the caller sets the path and the names.
+    pub fn companion(
+        root: PathBuf,
+        format: &str,
+        tags: &[String],
+        metadata: &serde_json::Map<String, serde_json::Value>,
+        hold: tokio_util::sync::CancellationToken,
+    ) -> Job {
+        Job {
+            root,
+            settled: None,
+            path: PathBuf::new(),
+            file_name: String::new(),
+            folder: String::new(),
+            format: format.into(),
+            tags: tags.to_vec(),
+            metadata: metadata.clone(),
+            random_prefix: false,
+            adopt: true,
+            hold,
+            known_sha256: None,
+            in_parts: false,
+            renames: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub file: RemoteFile,

@@ -42,10 +42,35 @@ fn tool(tools: &Path, name: &str, args: &[&str]) -> (bool, String) {
 }
 
 fn set_of(sb: &Sandbox, name: &str) -> Value {
-    sb.status()["sets"]
+    set_in(&sb.status(), name)
+}
+
+fn set_in(status: &Value, name: &str) -> Value {
+    status["sets"]
         .as_array()
         .and_then(|s| s.iter().find(|x| x["set"] == name).cloned())
         .unwrap_or(Value::Null)
+}
+
+/// Why the set `name` is held ("" when it is not).
+fn reason_of(status: &Value, name: &str) -> String {
+    set_in(status, name)["reason"].as_str().unwrap_or("").to_string()
+}
+
+/// Waits (up to `secs`) until `done` holds of the agent's status; fails
+/// with the status and the agent's log otherwise.
+fn wait_status(sb: &Sandbox, agent: &AgentProcess, secs: u64, done: impl Fn(&Value) -> bool) {
+    assert!(
+        wait_until(Duration::from_secs(secs), || done(&sb.status())),
+        "{}\n{}",
+        sb.status(),
+        agent.log_text()
+    );
+}
+
+/// The first set is complete.
+fn first_complete(status: &Value) -> bool {
+    status["sets"][0]["state"] == "complete"
 }
 
 fn staging(sb: &Sandbox) -> PathBuf {
@@ -121,19 +146,11 @@ fn a_card_with_one_flipped_byte_or_a_missing_clip_is_refused_before_anything_of_
     let mut agent = sb.running_agent(&[]);
     std::fs::rename(stage.join("A001"), sb.drop_dir().join("A001")).unwrap();
     std::fs::rename(stage.join("A002"), sb.drop_dir().join("A002")).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(60), || {
-            set_of(&sb, "A001")["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("ASC MHL check failed"))
-                && set_of(&sb, "A002")["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.contains("ASC MHL check failed"))
-        }),
-        "{}\n{}",
-        sb.status(),
-        agent.log_text()
-    );
+    wait_status(&sb, &agent, 60, |st| {
+        ["A001", "A002"]
+            .iter()
+            .all(|set| reason_of(st, set).contains("ASC MHL check failed"))
+    });
     let a = set_of(&sb, "A001");
     let reason = a["reason"].as_str().unwrap();
     assert!(
@@ -214,13 +231,7 @@ fn set_mhl_write_extends_the_cards_chain_and_the_reference_tool_accepts_it() {
     std::fs::rename(stage.join("A001"), sb.drop_dir().join("A001")).unwrap();
     // 4 files, then the history (the reference tool's generation, ours,
     // the chain), then the JSON manifest.
-    assert!(
-        wait_until(Duration::from_secs(60), || sb.status()["sets"][0]["state"]
-            == "complete"),
-        "{}\n{}",
-        sb.status(),
-        agent.log_text()
-    );
+    wait_status(&sb, &agent, 60, first_complete);
     let ledger = emu.ledger();
     let names: Vec<String> = ledger
         .iter()
@@ -295,13 +306,7 @@ fn set_manifest_mhl_gives_a_card_without_history_one_the_reference_tool_accepts(
     }
     let mut agent = sb.running_agent(&[]);
     std::fs::rename(&card, sb.drop_dir().join("B001")).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(60), || sb.status()["sets"][0]["state"]
-            == "complete"),
-        "{}\n{}",
-        sb.status(),
-        agent.log_text()
-    );
+    wait_status(&sb, &agent, 60, first_complete);
     // 3 clips, a new history (generation 1 and the chain), the JSON manifest.
     let names: Vec<String> = emu
         .ledger()
@@ -402,15 +407,11 @@ fn a_history_edited_after_it_was_written_or_a_symlinked_ascmhl_is_refused() {
     let mut agent = sb.running_agent(&[]);
     std::fs::rename(stage.join("A001"), sb.drop_dir().join("A001")).unwrap();
     std::fs::rename(stage.join("A002"), sb.drop_dir().join("A002")).unwrap();
-    let reason = |set: &str| set_of(&sb, set)["reason"].as_str().unwrap_or("").to_string();
-    assert!(
-        wait_until(Duration::from_secs(60), || {
-            reason("A001").contains("history was altered") && reason("A002").contains("symbolic link")
-        }),
-        "{}\n{}",
-        sb.status(),
-        agent.log_text()
-    );
+    let reason = |set: &str| reason_of(&sb.status(), set);
+    wait_status(&sb, &agent, 60, |st| {
+        reason_of(st, "A001").contains("history was altered")
+            && reason_of(st, "A002").contains("symbolic link")
+    });
     assert!(
         reason("A001").starts_with("ASC MHL history unusable: "),
         "{}",
@@ -452,13 +453,7 @@ fn a_crash_after_our_generation_is_written_neither_writes_another_nor_sends_twic
     let count = || std::fs::read_dir(&history).unwrap().count();
     assert_eq!(count(), 3, "generation 1, ours, the chain");
     let mut agent = sb.running_agent(&[]);
-    assert!(
-        wait_until(Duration::from_secs(90), || sb.status()["sets"][0]["state"]
-            == "complete"),
-        "{}\n{}",
-        sb.status(),
-        agent.log_text()
-    );
+    wait_status(&sb, &agent, 90, first_complete);
     assert_eq!(count(), 3, "no second generation of ours");
     let mut names: Vec<String> = emu
         .ledger()
