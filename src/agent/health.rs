@@ -80,6 +80,7 @@ impl Agent {
                 ));
             }
         }
+        problems.extend(self.deletes.problems().cloned());
         match self.gate.service_pause() {
             Some(Pause::Auth) => problems.push("the API key was rejected".into()),
             Some(Pause::Unreachable { .. }) => problems.push("the service is unreachable".into()),
@@ -141,12 +142,15 @@ impl Agent {
             .enumerate()
             .map(|(i, w)| {
                 let (settling, growing) = self.intake.counts_under(RootId(i), now);
+                let (rounds, held) = self.deletes.view(&self.key(RootId(i)));
                 serde_json::json!({
                     "root": w.path,
                     "remote_folder": w.remote_folder,
                     "watch": self.roots.mode(RootId(i)).map(WatchMode::to_string),
                     "settling": settling,
                     "growing": growing,
+                    "deletes_rounds": rounds,
+                    "deletes_held": held,
                 })
             })
             .collect();

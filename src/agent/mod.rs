@@ -68,6 +68,9 @@ pub struct Report {
     pub would_upload_changed: usize,
     /// Their bytes.
     pub would_upload_bytes: u64,
+    /// Remote copies deleted (`mirror_deletes`), and those a dry run would delete.
+    pub deleted: usize,
+    pub would_delete: usize,
     /// `--max-transfer` stopped new uploads; files are left for the next run.
     pub transfer_limit_reached: bool,
     /// Upload sets not complete when a `--once` run ends: each one's folder
@@ -113,6 +116,7 @@ const PROGRESS_EVERY: u64 = 5;
 const AUTH_RECHECK: Duration = Duration::from_secs(60);
 
 mod clock_step;
+mod deletes;
 mod dispatch;
 mod flights;
 mod gate;
@@ -169,6 +173,8 @@ pub struct Agent {
     tasks: JoinSet<TaskResult>,
     /// Post-upload hooks' turns (a few at a time, beside the uploads).
     hook_runner: crate::hooks::Runner,
+    /// `mirror_deletes`: each root's rounds, brakes and holds.
+    deletes: deletes::Deletes,
 }
 
 impl Agent {
@@ -198,6 +204,7 @@ impl Agent {
             current: None,
             gate: gate::Gate::new(),
             hook_runner: crate::hooks::Runner::default(),
+            deletes: deletes::Deletes::default(),
         }
     }
 

@@ -128,6 +128,16 @@ impl Reporter {
         self.report.would_upload_bytes += size;
     }
 
+    /// Counts a remote copy a dry run would delete (`mirror_deletes`).
+    pub fn would_delete(&mut self) {
+        self.report.would_delete += 1;
+    }
+
+    /// Counts a remote copy deleted (`mirror_deletes`).
+    pub fn deleted(&mut self) {
+        self.report.deleted += 1;
+    }
+
     /// Whether uploads are held back, and why the agent is not healthy.
     pub fn health(&self, paused: bool, problems: Vec<String>) {
         self.live.paused.store(paused, Relaxed);

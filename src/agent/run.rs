@@ -101,6 +101,7 @@ impl Agent {
         self.note_first_watch().await?;
         self.apply_schedule().await?;
         self.scan_all();
+        self.start_delete_rounds();
         let show_progress = {
             use std::io::IsTerminal;
             std::io::stderr().is_terminal()
@@ -277,6 +278,7 @@ impl Agent {
         self.apply_schedule().await?;
         self.sample_throughput();
         self.advance_sets().await?;
+        self.start_delete_rounds();
         self.report_stalls().await?;
         self.publish_health();
         self.report_degraded().await?;

@@ -244,6 +244,9 @@ impl Agent {
             self.gate.rehold();
         }
         self.intake.reset();
+        // Roots may have changed: each is swept anew (a round under way
+        // still reports under its key).
+        self.deletes.reset();
         self.sets.judge_all_again();
         // A new key (or endpoint) is checked at once rather than after the wait.
         self.gate.recheck_now(self.clock.now());

@@ -132,6 +132,13 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             crate::units::format_bytes(report.would_upload_bytes),
             report.skipped
         );
+        if report.would_delete > 0 {
+            tracing::info!(
+                "dry run: {} remote cop{} would be deleted (mirror_deletes; each after its grace period)",
+                report.would_delete,
+                if report.would_delete == 1 { "y" } else { "ies" }
+            );
+        }
     } else if args.once {
         tracing::info!(
             "{} uploaded ({} in {}), {} failed, {} already up to date, {} already in the workspace (adopted)",

@@ -115,6 +115,15 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
             c.failed,
             c.done
         );
+        if c.deletes_waiting > 0 {
+            outln!(
+                "  {} deleted locally: their remote copies are deleted after delete_after (mirror_deletes)",
+                c.deletes_waiting
+            );
+        }
+        if let Some(why) = &c.deletes_held {
+            outln!("  remote deletes held: {why}");
+        }
         if c.held > 0 {
             outln!("  {} held (their upload set is not ready yet)", c.held);
         }

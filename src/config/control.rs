@@ -20,6 +20,9 @@ pub const EVENT_NAMES: &[&str] = &[
     "hook_failed",
     "mhl_failed",
     "renamed",
+    "moved",
+    "deleted",
+    "deletes_braked",
 ];
 
 /// What a `[[notify]]` entry gets when it does not say.
@@ -30,6 +33,7 @@ pub const DEFAULT_EVENTS: &[&str] = &[
     "auth_rejected",
     "watch_degraded",
     "mhl_failed",
+    "deletes_braked",
 ];
 
 /// `[control]`: the agent's local API, metrics and health.

@@ -256,6 +256,14 @@ impl Walker<'_> {
                              would add its own generation; use \"verify\"",
                         );
                     }
+                    if w.mirror_deletes.is_some() {
+                        self.err(
+                            &format!("watch[{i}].mirror_deletes"),
+                            span.clone(),
+                            "is not available with [fleet] yet: a file one node misses (a mount that is late, \
+                             a path another node names differently) would be deleted for all; turn it off",
+                        );
+                    }
                     if let Some(first) = seen.insert(s.clone(), i) {
                         self.err(
                             &format!("watch[{i}].share"),

@@ -223,6 +223,9 @@ pub struct WatchSettings {
     /// A file renamed locally after its upload has its remote file renamed
     /// (same remote folder) instead of being sent again.
     pub mirror_renames: bool,
+    /// `mirror_deletes = true`: the remote copy of a file deleted locally
+    /// is deleted too, after a grace period and under a brake (None: off).
+    pub mirror_deletes: Option<MirrorDeletes>,
     /// Files smaller than this are left out (rclone's `--min-size`).
     pub min_size: Option<u64>,
     /// Files larger than this are left out (rclone's `--max-size`).
@@ -238,6 +241,23 @@ pub struct WatchSettings {
     /// Programs run after each upload and each complete set.
     pub hooks: Hooks,
 }
+
+/// `[[watch]] mirror_deletes = true` with its grace period and brake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MirrorDeletes {
+    /// A file must stay missing this long before its remote copy is
+    /// deleted (`delete_after`, default 1 h): a save that deletes and
+    /// writes again, or a rename seen as a delete and a create, is not a delete.
+    pub after: Duration,
+    /// At most this many remote deletes per hour (`max_delete`, default
+    /// 100); beyond it deletes stop until `release --deletes`.
+    pub max_per_hour: u32,
+}
+
+/// `delete_after` when the config does not say.
+pub const DEFAULT_DELETE_AFTER: Duration = Duration::from_secs(3600);
+/// `max_delete` when the config does not say.
+pub const DEFAULT_MAX_DELETE: u32 = 100;
 
 /// `[[watch]] existing`: upload what is already there, or start from now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,6 +25,9 @@ pub(super) const WATCH_KEYS: &[&str] = &[
     "exclude_from",
     "immutable",
     "mirror_renames",
+    "mirror_deletes",
+    "delete_after",
+    "max_delete",
     "min_interval",
     "share",
     "on_uploaded",
@@ -239,6 +242,7 @@ impl<'s> Walker<'s> {
         let mirror_renames = self
             .boolean(&f, "mirror_renames", &k("mirror_renames"))
             .unwrap_or(true);
+        let mirror_deletes = self.mirror_deletes(&f, key, &after_upload);
         let min_size = self.size(&f, "min_size", &k("min_size"));
         let max_size = self.size(&f, "max_size", &k("max_size"));
         if let (Some(lo), Some(hi)) = (min_size, max_size)
@@ -286,6 +290,7 @@ impl<'s> Walker<'s> {
             max_age,
             immutable,
             mirror_renames,
+            mirror_deletes,
             min_size,
             max_size,
             min_interval,
@@ -294,6 +299,52 @@ impl<'s> Walker<'s> {
             hooks,
         };
         (path.map(|p| (p, path_span)), Some(settings))
+    }
+
+    /// `mirror_deletes` with `delete_after` and `max_delete` (only with it,
+    /// and only where the agent leaves local files where they are).
+    fn mirror_deletes(
+        &mut self,
+        f: &HashMap<String, Item>,
+        key: &str,
+        after_upload: &AfterUpload,
+    ) -> Option<MirrorDeletes> {
+        let k = |name: &str| format!("{key}.{name}");
+        let on = self
+            .boolean(f, "mirror_deletes", &k("mirror_deletes"))
+            .unwrap_or(false);
+        if !on {
+            for extra in ["delete_after", "max_delete"] {
+                if let Some(item) = f.get(extra) {
+                    self.err(
+                        &k(extra),
+                        Some(item.span()),
+                        "only used with mirror_deletes = true; remove it or turn mirror_deletes on",
+                    );
+                }
+            }
+            return None;
+        }
+        if *after_upload != AfterUpload::Keep {
+            self.err(
+                &k("mirror_deletes"),
+                f.get("mirror_deletes").map(|i| i.span()),
+                "cannot be used with after_upload = \"delete\" or \"move\": the agent's own removal of each \
+                 uploaded file would delete its remote copy; use after_upload = \"keep\" or turn mirror_deletes off",
+            );
+            return None;
+        }
+        let after = if f.contains_key("delete_after") {
+            self.duration(f, "delete_after", &k("delete_after"))?
+        } else {
+            DEFAULT_DELETE_AFTER
+        };
+        let max_per_hour = match self.integer(f, "max_delete", &k("max_delete"), 1) {
+            Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+            None if f.contains_key("max_delete") => return None,
+            None => DEFAULT_MAX_DELETE,
+        };
+        Some(MirrorDeletes { after, max_per_hour })
     }
 
     pub(super) fn globs(

@@ -113,6 +113,8 @@ pub fn gather(settings: &crate::config::Settings) -> Result<Gathered, JournalErr
             c.settling += s["settling"].as_i64().unwrap_or(0);
             c.growing += s["growing"].as_i64().unwrap_or(0);
             c.watch = s["watch"].as_str().map(str::to_string);
+            c.deletes_rounds = s["deletes_rounds"].as_i64().unwrap_or(0);
+            c.deletes_held = s["deletes_held"].as_str().map(str::to_string);
         }
     }
     // Only configured roots are watch roots. Records under any other root

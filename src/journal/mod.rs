@@ -33,6 +33,7 @@ use crate::api::Session;
 use crate::fileid::{FileId, Fingerprint};
 
 mod control;
+mod deletes;
 mod done;
 mod fleet;
 mod policies;
@@ -48,6 +49,7 @@ mod store;
 mod tests;
 
 pub use control::{OutboxItem, OutboxRow, UserPause};
+pub use deletes::{DoneEntry, MovedTo, PendingDelete};
 pub use fleet::Fleet;
 pub use records::{
     DoneRecord, FileRow, FolderDone, RenameSource, Retried, SavedSession, Serving, State, Verdict,

@@ -85,7 +85,7 @@ impl Sqlite {
     ) -> Result<Vec<i64>, JournalError> {
         self.call(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT at FROM history WHERE root = ?1 AND rel = ?2 AND ok = 1 ORDER BY at DESC LIMIT ?3",
+                "SELECT at FROM history WHERE root = ?1 AND rel = ?2 AND ok = 1 AND event IS NULL ORDER BY at DESC LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![root, rel, limit as i64], |r| r.get(0))?;
             rows.collect()

@@ -172,6 +172,13 @@ pub struct RootCounts {
     /// How the running agent watches this root ("native", "poll …"); None
     /// when no agent runs.
     pub watch: Option<String>,
+    /// `mirror_deletes`: uploaded files missing locally whose remote copies
+    /// wait to be deleted.
+    pub deletes_waiting: i64,
+    /// `mirror_deletes` rounds the running agent has made of this root, and
+    /// why its deletes are held (root missing, empty …), if they are.
+    pub deletes_rounds: i64,
+    pub deletes_held: Option<String>,
 }
 
 /// Per-root counts by state, with bytes done for uploads in flight and the
@@ -207,6 +214,16 @@ fn counts(conn: &Connection) -> Result<Vec<RootCounts>, JournalError> {
             State::Gone => c.gone += n,
             State::Skipped => c.skipped += n,
             State::Held => c.held += n,
+        }
+    }
+    let mut stmt = conn
+        .prepare("SELECT f.root, count(*) FROM deletes d JOIN files f ON f.id = d.file_id GROUP BY f.root")?;
+    let waiting = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (root, n) in waiting {
+        if let Some(c) = out.iter_mut().find(|c| c.root == root) {
+            c.deletes_waiting = n;
         }
     }
     // Bytes queued (through the queue's index: pending files only).

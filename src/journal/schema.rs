@@ -46,6 +46,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_stray_copies.sql"),
     include_str!("migrations/0007_history_after.sql"),
     include_str!("migrations/0008_set_release.sql"),
+    include_str!("migrations/0009_mirror_deletes.sql"),
 ];
 
 /// Indexes every version creates if missing (no version step of their own).

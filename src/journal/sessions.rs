@@ -114,7 +114,7 @@ impl Sqlite {
         self.call(move |c| {
             c.execute(
                 "UPDATE history SET after = ?3 WHERE id =
-                   (SELECT max(id) FROM history WHERE root = ?1 AND rel = ?2 AND ok = 1)",
+                   (SELECT max(id) FROM history WHERE root = ?1 AND rel = ?2 AND ok = 1 AND event IS NULL)",
                 params![root, rel, what],
             )
             .map(|_| ())

@@ -112,6 +112,30 @@ journal_interface! {
     /// A done version of `id`'s root with this identity and content under
     /// another path (a local rename), if the journal has one.
     async fn renamed_from(&self, id: i64, sha256: String, file: FileId) -> Option<RenameSource>;
+    /// `mirror_deletes`: up to `limit` uploaded files of `root` after record
+    /// `after_id` (a sweep for missing files, page by page).
+    async fn done_page(&self, root: String, after_id: i64, limit: usize) -> Vec<DoneEntry>;
+    /// Whether another record still uses file `id`'s remote file.
+    async fn remote_shared(&self, id: i64) -> bool;
+    /// The done record file `id` lives on as, if it was moved.
+    async fn moved_to(&self, id: i64) -> Option<MovedTo>;
+    /// A sweep's findings: `missing` files wait from `now`, `present` ones
+    /// stop waiting.
+    async fn note_missing(&self, missing: Vec<i64>, present: Vec<i64>, now: i64) -> ();
+    /// Remote copies of `root` due for deletion (missing since `gone_before`).
+    async fn deletes_due(&self, root: String, gone_before: i64) -> Vec<PendingDelete>;
+    /// How many uploaded files of `root` are missing and wait.
+    async fn deletes_waiting(&self, root: String) -> usize;
+    /// The DELETE of file `id`'s remote copy is about to be sent.
+    async fn delete_sending(&self, id: i64, now: i64) -> ();
+    /// File `id`'s remote copy is deleted: history, and its record goes.
+    async fn deleted_remote(&self, id: i64, counted: bool, now: i64) -> ();
+    /// Remote deletes of `root` counted toward `max_delete` after `since`.
+    async fn deleted_since(&self, root: String, since: i64) -> usize;
+    /// When `release --deletes` last let `root`'s waiting deletes go.
+    async fn deletes_released(&self, root: String) -> i64;
+    /// `release --deletes`: `root`'s waiting deletes go beyond the brake.
+    async fn release_deletes(&self, root: String, now: i64) -> usize;
     /// A queued file is uploaded: its result, its session dropped, history.
     async fn record_done(&self, id: i64, d: DoneRecord) -> ();
     /// `upload` of one file: its record id (created if none) and the session

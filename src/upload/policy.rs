@@ -32,6 +32,12 @@ pub trait Transfer: Send + Sync {
     fn rate_limited_until_ms(&self) -> Option<i64> {
         None
     }
+    /// Deletes a remote file (`mirror_deletes`). Ok also when it is
+    /// already gone (a DELETE sent before a crash, whose answer was lost).
+    fn delete_remote<'a>(&'a self, file_no: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
+        let _ = file_no;
+        Box::pin(async { Err(ApiError::Protocol("this transfer cannot delete files".into())) })
+    }
 }
 
 impl Transfer for Uploader {
@@ -51,6 +57,24 @@ impl Transfer for Uploader {
     }
     fn rate_limited_until_ms(&self) -> Option<i64> {
         self.throttle.until_ms()
+    }
+    fn delete_remote<'a>(&'a self, file_no: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            match self.client.delete_file(file_no).await {
+                Ok(()) => Ok(()),
+                // A 404 is believed only if the file is not there to ask
+                // about either (a service without DELETE answers 404 too).
+                Err(ApiError::Rejected { status: 404, message }) => {
+                    match self.client.file_details(file_no).await? {
+                        None => Ok(()),
+                        Some(_) => Err(ApiError::Protocol(format!(
+                            "deleting file_no {file_no} answered 404 ({message}), yet the file is still there"
+                        ))),
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        })
     }
 }
 

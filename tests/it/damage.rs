@@ -110,7 +110,8 @@ fn a_garbage_or_newer_journal_is_refused_saying_what_is_wrong() {
          DROP INDEX files_done_ino;
          ALTER TABLE files DROP COLUMN done_dev; ALTER TABLE files DROP COLUMN done_ino;
          ALTER TABLE files DROP COLUMN done_ctime_ns; DROP TABLE stray_copies;
-         ALTER TABLE history DROP COLUMN after;",
+         ALTER TABLE history DROP COLUMN after; DROP TABLE deletes;
+         ALTER TABLE history DROP COLUMN event;",
     )
     .unwrap();
     drop(conn);

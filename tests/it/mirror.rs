@@ -160,3 +160,295 @@ fn a_crash_while_the_rename_is_asked_leaves_one_file_renamed_after_restart() {
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     agent.stop();
 }
+
+// ---- mirror_deletes ----
+
+const DELETES: &str = "mirror_deletes = true\ndelete_after = \"2s\"\n";
+
+/// The ledger entry of the upload named `name` (the first one).
+fn entry(emu: &Emulator, name: &str) -> serde_json::Value {
+    emu.ledger()
+        .into_iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn deleted_count(emu: &Emulator) -> usize {
+    emu.ledger().iter().filter(|e| e["deleted"] == true).count()
+}
+
+/// The first root's `mirror_deletes` rounds so far (from `status`).
+fn rounds(sb: &Sandbox) -> i64 {
+    sb.status()["roots"][0]["deletes_rounds"].as_i64().unwrap_or(0)
+}
+
+fn journal(sb: &Sandbox) -> rusqlite::Connection {
+    rusqlite::Connection::open(sb.state_dir().join("journal.sqlite3")).unwrap()
+}
+
+#[test]
+fn a_file_deleted_locally_loses_its_remote_copy_after_the_grace_period_and_a_rewrite_does_not() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", DELETES);
+    let mut agent = sb.running_agent(&[]);
+    for (i, name) in ["a.mov", "b.mov", "c.mov"].iter().enumerate() {
+        write_file(&sb.drop_dir().join(name), 64 * 1024, i as u64);
+    }
+    assert!(
+        wait_until(Duration::from_secs(60), || emu.ledger().len() == 3
+            && sb.status()["roots"][0]["done"] == 3),
+        "{}",
+        agent.log_text()
+    );
+    let gone_at = std::time::Instant::now();
+    std::fs::remove_file(sb.drop_dir().join("a.mov")).unwrap();
+    // A save that deletes and writes again: a new version, not a delete.
+    std::fs::remove_file(sb.drop_dir().join("b.mov")).unwrap();
+    write_file(&sb.drop_dir().join("b.mov"), 64 * 1024, 9);
+    assert!(
+        wait_until(Duration::from_secs(60), || entry(&emu, "a.mov")["deleted"]
+            == true),
+        "{:?}\n{}",
+        emu.ledger(),
+        agent.log_text()
+    );
+    assert!(
+        gone_at.elapsed() >= Duration::from_secs(2),
+        "deleted before its grace period: {:?}",
+        gone_at.elapsed()
+    );
+    // The rewrite is uploaded, and later rounds delete nothing else.
+    assert!(
+        wait_until(Duration::from_secs(60), || emu.ledger().len() == 4),
+        "{}",
+        agent.log_text()
+    );
+    let r = rounds(&sb);
+    assert!(
+        wait_until(Duration::from_secs(60), || rounds(&sb) >= r + 3),
+        "{}",
+        sb.status()
+    );
+    assert_eq!(deleted_count(&emu), 1, "{:?}", emu.ledger());
+    let log = agent.log_text();
+    assert!(
+        log.contains("deleted uploads/drop/a.mov") && log.contains("was deleted locally (mirror_deletes)"),
+        "{log}"
+    );
+    // The journal agrees with the workspace; history says what went.
+    let mut c = sb.cmd();
+    c.arg("verify");
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let mut c = sb.cmd();
+    c.arg("history");
+    let out = run(c);
+    assert!(
+        out.stdout.contains("its remote copy deleted too"),
+        "{}",
+        out.stdout
+    );
+    // A file made again at that path is new: uploaded, not "already there".
+    write_file(&sb.drop_dir().join("a.mov"), 64 * 1024, 11);
+    assert!(
+        wait_until(Duration::from_secs(60), || emu.ledger().len() == 5),
+        "{}",
+        agent.log_text()
+    );
+    agent.stop();
+}
+
+#[test]
+fn an_emptied_or_missing_root_deletes_nothing_until_it_holds_a_file_again() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\n",
+        "mirror_deletes = true\ndelete_after = \"1s\"\n",
+    );
+    let mut agent = sb.running_agent(&[]);
+    write_file(&sb.drop_dir().join("a.mov"), 4096, 1);
+    write_file(&sb.drop_dir().join("b.mov"), 4096, 2);
+    assert!(
+        wait_until(Duration::from_secs(60), || sb.status()["roots"][0]["done"] == 2),
+        "{}",
+        agent.log_text()
+    );
+    // Everything gone at once, as an unmounted share looks.
+    std::fs::remove_file(sb.drop_dir().join("a.mov")).unwrap();
+    std::fs::remove_file(sb.drop_dir().join("b.mov")).unwrap();
+    let held = |sb: &Sandbox, what: &str| {
+        sb.status()["roots"][0]["deletes_held"]
+            .as_str()
+            .is_some_and(|h| h.contains(what))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || held(&sb, "empty")),
+        "{}\n{}",
+        sb.status(),
+        agent.log_text()
+    );
+    let r = rounds(&sb);
+    assert!(wait_until(Duration::from_secs(30), || rounds(&sb) >= r + 3));
+    assert_eq!(deleted_count(&emu), 0, "{:?}", emu.ledger());
+    assert_eq!(
+        sb.status()["roots"][0]["deletes_waiting"],
+        0,
+        "no grace period even starts"
+    );
+    // The folder itself gone: still nothing.
+    let aside = sb.drop_dir().with_extension("aside");
+    std::fs::rename(sb.drop_dir(), &aside).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || agent
+            .log_text()
+            .contains("(mirror_deletes): the folder is not there")),
+        "{}",
+        agent.log_text()
+    );
+    // Back, still empty (status reads the config, which needs the folder).
+    std::fs::rename(&aside, sb.drop_dir()).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || held(&sb, "empty")),
+        "{}",
+        sb.status()
+    );
+    let r = rounds(&sb);
+    assert!(wait_until(Duration::from_secs(30), || rounds(&sb) >= r + 3));
+    assert_eq!(deleted_count(&emu), 0);
+    assert_eq!(sb.status()["roots"][0]["deletes_waiting"], 0);
+    // A file in it again: the folder is judged, and the deletes go.
+    std::fs::write(sb.drop_dir().join(".keep"), b"").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || deleted_count(&emu) == 2),
+        "{}\n{}",
+        sb.status(),
+        agent.log_text()
+    );
+    agent.stop();
+}
+
+#[test]
+fn five_hundred_deletes_with_max_delete_100_delete_100_then_brake_until_released() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\n",
+        "mirror_deletes = true\ndelete_after = \"1s\"\nmax_delete = 100\n",
+    );
+    let mut agent = sb.running_agent(&[]);
+    for i in 0..501 {
+        std::fs::write(sb.drop_dir().join(format!("f{i:03}.txt")), format!("file {i}")).unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(300), || sb.status()["roots"][0]["done"]
+            == 501),
+        "{}\n{}",
+        sb.status(),
+        agent.log_text()
+    );
+    for i in 0..500 {
+        std::fs::remove_file(sb.drop_dir().join(format!("f{i:03}.txt"))).unwrap();
+    }
+    let braked = |sb: &Sandbox| {
+        sb.status()["agent"]["problems"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|x| x.as_str().is_some_and(|s| s.contains("braked"))))
+    };
+    assert!(
+        wait_until(Duration::from_secs(120), || braked(&sb)),
+        "{}\n{}",
+        sb.status(),
+        agent.log_text()
+    );
+    let r = rounds(&sb);
+    assert!(wait_until(Duration::from_secs(30), || rounds(&sb) >= r + 2));
+    assert_eq!(deleted_count(&emu), 100, "exactly max_delete");
+    let status = sb.status();
+    assert_eq!(status["roots"][0]["deletes_waiting"], 400, "{status}");
+    let why = status["agent"]["problems"].to_string();
+    assert!(
+        why.contains("max_delete = 100") && why.contains("400 more wait"),
+        "{why}"
+    );
+    assert!(agent.log_text().contains("are braked"));
+    // The user looked: the waiting ones go.
+    let mut c = sb.cmd();
+    c.args(["release", "--deletes"]).arg(sb.drop_dir());
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("400 remote copies"), "{}", out.stdout);
+    assert!(
+        wait_until(Duration::from_secs(120), || deleted_count(&emu) == 500
+            && !braked(&sb)),
+        "{}\n{}",
+        sb.status(),
+        agent.log_text()
+    );
+    assert!(entry(&emu, "f500.txt")["deleted"] == false);
+    agent.stop();
+}
+
+#[test]
+fn a_crash_while_a_delete_is_sent_neither_loses_it_nor_deletes_twice() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", DELETES);
+    let mut agent = sb.running_agent(&[]);
+    write_file(&sb.drop_dir().join("a.mov"), 4096, 1);
+    write_file(&sb.drop_dir().join("keep.mov"), 4096, 2);
+    assert!(
+        wait_until(Duration::from_secs(60), || sb.status()["roots"][0]["done"] == 2),
+        "{}",
+        agent.log_text()
+    );
+    std::fs::remove_file(sb.drop_dir().join("a.mov")).unwrap();
+    // The service stops answering: the DELETE is journaled, then sent into
+    // silence, and the agent is killed before any answer.
+    let sending = || {
+        journal(&sb)
+            .query_row(
+                "SELECT count(*) FROM deletes WHERE sending_at IS NOT NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0)
+    };
+    let waiting = || {
+        journal(&sb)
+            .query_row("SELECT count(*) FROM deletes", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || waiting() == 1),
+        "{}",
+        agent.log_text()
+    );
+    emu.freeze();
+    assert!(
+        wait_until(Duration::from_secs(30), || sending() == 1),
+        "{}",
+        agent.log_text()
+    );
+    agent.crash();
+    emu.thaw();
+    let mut agent = sb.running_agent(&[]);
+    assert!(
+        wait_until(Duration::from_secs(60), || waiting() == 0
+            && entry(&emu, "a.mov")["deleted"] == true),
+        "{:?}\n{}",
+        emu.ledger(),
+        agent.log_text()
+    );
+    assert_eq!(deleted_count(&emu), 1, "{:?}", emu.ledger());
+    let history: i64 = journal(&sb)
+        .query_row("SELECT count(*) FROM history WHERE event = 'deleted'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(history, 1, "recorded once");
+    let mut c = sb.cmd();
+    c.arg("verify");
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    agent.stop();
+}

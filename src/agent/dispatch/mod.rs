@@ -46,6 +46,11 @@ pub(super) enum TaskResult {
         change: i64,
         found: Box<super::mhl::MhlFound>,
     },
+    /// A `mirror_deletes` round of the root with this journal key ended.
+    Deletes {
+        key: String,
+        round: Result<super::deletes::Round, JournalError>,
+    },
 }
 
 /// What dispatch keeps: the uploads in flight (and which of them are in
@@ -391,6 +396,7 @@ impl Agent {
                 change,
                 found,
             } => self.mhl_checked(root, set_rel, change, *found).await?,
+            TaskResult::Deletes { key, round } => self.deletes_done(key, round).await?,
             TaskResult::NotReady { row, gone } => {
                 self.dispatch.inflight.remove(&row.id);
                 self.dispatch.lane.remove(&row.id);

@@ -103,5 +103,18 @@ impl Store for Fleet {
         fn outbox_delivered(&self, id: i64) -> ();
         fn outbox_retry(&self, id: i64, next_at: i64, error: String) -> ();
         fn flush(&self) -> ();
+        // `mirror_deletes` is refused with [fleet] (config): these are
+        // never asked there, and would only see this node's records.
+        fn done_page(&self, root: String, after_id: i64, limit: usize) -> Vec<DoneEntry>;
+        fn remote_shared(&self, id: i64) -> bool;
+        fn moved_to(&self, id: i64) -> Option<MovedTo>;
+        fn note_missing(&self, missing: Vec<i64>, present: Vec<i64>, now: i64) -> ();
+        fn deletes_due(&self, root: String, gone_before: i64) -> Vec<PendingDelete>;
+        fn deletes_waiting(&self, root: String) -> usize;
+        fn delete_sending(&self, id: i64, now: i64) -> ();
+        fn deleted_remote(&self, id: i64, counted: bool, now: i64) -> ();
+        fn deleted_since(&self, root: String, since: i64) -> usize;
+        fn deletes_released(&self, root: String) -> i64;
+        fn release_deletes(&self, root: String, now: i64) -> usize;
     }
 }

@@ -10,3 +10,5 @@ CREATE INDEX IF NOT EXISTS files_due ON files (next_attempt_at) WHERE state IN (
 CREATE INDEX IF NOT EXISTS history_file ON history (root, rel, at);
 -- Done versions by inode (a local rename: the same file under a new path).
 CREATE INDEX IF NOT EXISTS files_done_ino ON files (done_ino) WHERE done_ino IS NOT NULL;
+-- Done versions by remote file (a remote copy another record still uses is never deleted).
+CREATE INDEX IF NOT EXISTS files_file_no ON files (file_no) WHERE file_no IS NOT NULL;
