@@ -256,6 +256,16 @@ fn fleet_settings_and_their_problems() {
     assert!(!d.fleet.as_ref().unwrap().node.is_empty());
 
     let problems = |text: &str| parse(text).unwrap_err().to_string();
+    // Deletes are not mirrored by a fleet (a node's late mount would
+    // delete for all).
+    let e = problems(&format!(
+        "[fleet]\ndatabase_env = \"FLEET_DB\"\n{}",
+        watch(&a, "share = \"x\"\nmirror_deletes = true")
+    ));
+    assert!(
+        e.contains("watch[0].mirror_deletes") && e.contains("[fleet]"),
+        "{e}"
+    );
     // A server off the machine without TLS.
     let e = problems(&format!(
         "[fleet]\ndatabase = \"postgres://sync:pw@db.studio.lan/ar\"\n{}",
@@ -329,5 +339,58 @@ fn move_to_inside_another_watched_root_is_refused() {
             && m.contains("watch[1]'s folder")
             && m.contains("uploaded again")),
         "{msgs:?}"
+    );
+}
+
+#[test]
+fn mirror_deletes_and_its_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let watch = |extra: &str| {
+        format!(
+            "[[watch]]\npath = \"{}\"\nremote_folder = \"r\"\n{extra}\n",
+            dir.path().display()
+        )
+    };
+    // Off by default.
+    let s = parse(&watch("")).unwrap();
+    assert_eq!(s.watches[0].mirror_deletes, None);
+    // On: an hour's grace and 100 an hour unless said.
+    let s = parse(&watch("mirror_deletes = true")).unwrap();
+    assert_eq!(
+        s.watches[0].mirror_deletes,
+        Some(MirrorDeletes {
+            after: Duration::from_secs(3600),
+            max_per_hour: 100
+        })
+    );
+    let s = parse(&watch(
+        "mirror_deletes = true\ndelete_after = \"10m\"\nmax_delete = 5",
+    ))
+    .unwrap();
+    assert_eq!(
+        s.watches[0].mirror_deletes,
+        Some(MirrorDeletes {
+            after: Duration::from_secs(600),
+            max_per_hour: 5
+        })
+    );
+    let problem = |extra: &str| -> String {
+        let errs = parse(&watch(extra)).unwrap_err().0;
+        errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+    };
+    let m = problem("delete_after = \"1h\"");
+    assert!(
+        m.contains("watch[0].delete_after") && m.contains("only used with mirror_deletes"),
+        "{m}"
+    );
+    let m = problem("mirror_deletes = true\nmax_delete = 0");
+    assert!(m.contains("watch[0].max_delete") && m.contains("≥ 1"), "{m}");
+    let m = problem("mirror_deletes = true\ndelete_after = \"soon\"");
+    assert!(m.contains("watch[0].delete_after"), "{m}");
+    // The agent's own removal after upload would delete every remote copy.
+    let m = problem("mirror_deletes = true\nafter_upload = \"delete\"");
+    assert!(
+        m.contains("watch[0].mirror_deletes") && m.contains("after_upload"),
+        "{m}"
     );
 }

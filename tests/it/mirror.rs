@@ -452,3 +452,79 @@ fn a_crash_while_a_delete_is_sent_neither_loses_it_nor_deletes_twice() {
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     agent.stop();
 }
+
+#[test]
+fn a_move_to_another_root_is_one_upload_and_one_delete_and_a_dry_run_lists_deletes_first() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\n",
+        "mirror_deletes = true\ndelete_after = \"5s\"\n",
+    );
+    let two = sb.path("two");
+    std::fs::create_dir(&two).unwrap();
+    let text = std::fs::read_to_string(&sb.config).unwrap()
+        + &format!(
+            "[[watch]]\npath = \"{}\"\nremote_folder = \"uploads/two\"\nmirror_deletes = true\ndelete_after = \"5s\"\n",
+            two.display()
+        );
+    std::fs::write(&sb.config, text).unwrap();
+    write_file(&sb.drop_dir().join("a.mov"), 3 * MIB, 1);
+    write_file(&sb.drop_dir().join("keep.mov"), 4096, 2);
+    let out = sb.run_once();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emu.ledger().len(), 2);
+
+    // A dry run says which remote copy would go, and sends and records nothing.
+    std::fs::rename(sb.drop_dir().join("a.mov"), two.join("a.mov")).unwrap();
+    let mut c = sb.cmd();
+    c.args(["run", "--once", "--dry-run"]);
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains("would delete uploads/drop/a.mov") && said.contains("1 remote copy would be deleted"),
+        "{said}"
+    );
+    assert!(
+        said.contains("would upload (new)") && said.contains("uploads/two/a.mov"),
+        "{said}"
+    );
+    assert_eq!(emu.ledger().len(), 2);
+    assert_eq!(deleted_count(&emu), 0);
+    let waiting: i64 = journal(&sb)
+        .query_row("SELECT count(*) FROM deletes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(waiting, 0, "a dry run records nothing");
+
+    // The agent: uploaded to the new place, then the old copy deleted.
+    let mut agent = sb.running_agent(&[]);
+    assert!(
+        wait_until(Duration::from_secs(60), || entry(&emu, "a.mov")["deleted"]
+            == true
+            && emu.ledger().len() == 3),
+        "{:?}\n{}",
+        emu.ledger(),
+        agent.log_text()
+    );
+    let ledger = emu.ledger();
+    let moved: Vec<_> = ledger.iter().filter(|e| e["name"] == "a.mov").collect();
+    assert_eq!(moved.len(), 2, "one upload to the new place: {ledger:?}");
+    assert!(
+        moved
+            .iter()
+            .any(|e| e["folder"] == "uploads/two" && e["deleted"] == false)
+    );
+    assert!(
+        moved
+            .iter()
+            .any(|e| e["folder"] == "uploads/drop" && e["deleted"] == true)
+    );
+    assert_eq!(deleted_count(&emu), 1);
+    let log = agent.log_text();
+    assert!(
+        log.contains("moved ") && log.contains("its old remote copy uploads/drop/a.mov"),
+        "{log}"
+    );
+    agent.stop();
+}
