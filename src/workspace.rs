@@ -78,6 +78,8 @@ pub struct Workspace {
     folders: Mutex<HashMap<String, String>>,
     /// Folder path → its whole listing, fetched once (adoption).
     listings: Mutex<HashMap<String, Arc<OnceCell<Listing>>>>,
+    /// Held while a folder rename is judged and asked (one at a time).
+    pub renames: tokio::sync::Mutex<()>,
 }
 
 fn nfc(s: &str) -> String {
@@ -90,7 +92,40 @@ impl Workspace {
             client,
             folders: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
+            renames: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Forgets every folder and listing seen (a folder was renamed).
+    pub fn forget_folders(&self) {
+        self.folders.lock().expect("folders lock").clear();
+        self.listings.lock().expect("listings lock").clear();
+    }
+
+    /// The folder_no of `folder` (None: no such folder; the root has none).
+    pub async fn folder_no(&self, folder: &str) -> Result<Option<String>, ApiError> {
+        Ok(match self.lookup(folder).await? {
+            Lookup::Found(no) => Some(no),
+            _ => None,
+        })
+    }
+
+    /// The file_no of every file in `folder` and the folders below it (None:
+    /// more than `limit`, or no such folder).
+    pub async fn files_below(&self, folder: &str, limit: usize) -> Result<Option<Vec<String>>, ApiError> {
+        let mut out = Vec::new();
+        let mut todo = vec![folder.to_string()];
+        while let Some(f) = todo.pop() {
+            let Some((folders, files)) = self.ls(&f).await? else {
+                return Ok(None);
+            };
+            out.extend(files.into_iter().map(|x| x.file_no));
+            todo.extend(folders.into_iter().map(|sub| format!("{f}/{}", sub.name)));
+            if out.len() > limit || todo.len() > limit {
+                return Ok(None);
+            }
+        }
+        Ok(Some(out))
     }
 
     pub fn client(&self) -> &Client {

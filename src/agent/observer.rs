@@ -97,6 +97,9 @@ impl Observer for JournalObserver {
                 .map_err(CheckpointError::store)
         })
     }
+    fn journal(&self) -> Option<(&Journal, i64)> {
+        Some((&self.journal, self.id))
+    }
     fn renamed_from<'a>(
         &'a self,
         sha256: &'a str,

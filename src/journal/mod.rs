@@ -36,6 +36,7 @@ mod control;
 mod deletes;
 mod done;
 mod fleet;
+mod folders;
 mod policies;
 mod queue;
 mod records;
@@ -51,6 +52,7 @@ mod tests;
 pub use control::{OutboxItem, OutboxRow, UserPause};
 pub use deletes::{DoneEntry, MovedTo, PendingDelete};
 pub use fleet::Fleet;
+pub use folders::{DoneBelow, FolderRename, FolderRenameAsk};
 pub use records::{
     DoneRecord, FileRow, FolderDone, RenameSource, Retried, SavedSession, Serving, State, Verdict,
 };

@@ -112,6 +112,15 @@ journal_interface! {
     /// A done version of `id`'s root with this identity and content under
     /// another path (a local rename), if the journal has one.
     async fn renamed_from(&self, id: i64, sha256: String, file: FileId) -> Option<RenameSource>;
+    /// The rename of remote folder `old_remote` to `new_remote` in file
+    /// `id`'s root, if one was asked.
+    async fn folder_rename_of(&self, id: i64, old_remote: String, new_remote: String) -> Option<FolderRename>;
+    /// A folder rename is about to be sent (file `id`'s root); its id.
+    async fn folder_rename_begin(&self, id: i64, ask: FolderRenameAsk, now: i64) -> i64;
+    /// How folder rename `rename` ended ("done" or "failed").
+    async fn folder_rename_end(&self, rename: i64, state: String) -> ();
+    /// The uploaded files of file `id`'s root below the folder `prefix`.
+    async fn done_below(&self, id: i64, prefix: String, limit: usize) -> Vec<DoneBelow>;
     /// `mirror_deletes`: up to `limit` uploaded files of `root` after record
     /// `after_id` (a sweep for missing files, page by page).
     async fn done_page(&self, root: String, after_id: i64, limit: usize) -> Vec<DoneEntry>;

@@ -36,6 +36,7 @@ use reconcile::Found;
 
 mod direct;
 mod error;
+mod folders;
 pub(crate) use error::refusal;
 pub use error::{CheckpointError, UploadError, gone};
 mod source;
@@ -240,6 +241,7 @@ impl Uploader {
         source: &Source,
         sha256: &str,
         from: crate::journal::RenameSource,
+        observer: &Arc<dyn Observer>,
     ) -> Result<Option<Outcome>, UploadError> {
         let old = job.root.join(&from.rel);
         let (root, path) = (job.root.clone(), old.clone());
@@ -251,6 +253,13 @@ impl Uploader {
             return Ok(None);
         }
         if from.remote_folder.trim_matches('/') != job.folder.trim_matches('/') {
+            // A folder renamed locally: its remote folder renamed (once).
+            if let Some(outcome) = self
+                .by_folder_rename(job, &from, sha256, source.id.size, observer)
+                .await?
+            {
+                return Ok(Some(outcome));
+            }
             tracing::info!(
                 "{} was {} (uploaded as file_no {} in {}): another remote folder, and files cannot be moved \
                  there; it is uploaded to {}",
@@ -365,7 +374,7 @@ impl Uploader {
                 .renamed_from(&sha256, source.id)
                 .await
                 .map_err(UploadError::Checkpoint)?
-            && let Some(outcome) = self.rename_instead(job, source, &sha256, from).await?
+            && let Some(outcome) = self.rename_instead(job, source, &sha256, from, observer).await?
         {
             return Ok(outcome);
         }

@@ -161,6 +161,11 @@ pub trait Observer: Send + Sync {
     fn not_found(&self) -> BoxFuture<'_, Result<(), CheckpointError>> {
         Box::pin(async { Ok(()) })
     }
+    /// The journal this upload is recorded in and its record's id (a
+    /// folder rename is journaled there); None outside the agent.
+    fn journal(&self) -> Option<(&crate::journal::Journal, i64)> {
+        None
+    }
     /// A done version recorded under another path of this file's root with
     /// this identity and content (a local rename).
     fn renamed_from<'a>(

@@ -111,7 +111,7 @@ fn a_garbage_or_newer_journal_is_refused_saying_what_is_wrong() {
          ALTER TABLE files DROP COLUMN done_dev; ALTER TABLE files DROP COLUMN done_ino;
          ALTER TABLE files DROP COLUMN done_ctime_ns; DROP TABLE stray_copies;
          ALTER TABLE history DROP COLUMN after; DROP TABLE deletes;
-         ALTER TABLE history DROP COLUMN event;",
+         ALTER TABLE history DROP COLUMN event; DROP TABLE folder_renames;",
     )
     .unwrap();
     drop(conn);

@@ -528,3 +528,158 @@ fn a_move_to_another_root_is_one_upload_and_one_delete_and_a_dry_run_lists_delet
     );
     agent.stop();
 }
+
+// ---- folder renames ----
+
+fn in_folder(emu: &Emulator, folder: &str) -> usize {
+    emu.ledger()
+        .iter()
+        .filter(|e| e["folder"] == folder && e["deleted"] == false)
+        .count()
+}
+
+fn folder_of_fifty(sb: &Sandbox) -> std::path::PathBuf {
+    let dir = sb.drop_dir().join("shotA");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..50 {
+        write_file(&dir.join(format!("f{i:02}.exr")), 16 * 1024, i);
+    }
+    dir
+}
+
+#[test]
+fn a_folder_of_fifty_files_renamed_is_one_folder_rename() {
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let mut agent = sb.running_agent(&[]);
+    let dir = folder_of_fifty(&sb);
+    assert!(
+        wait_until(Duration::from_secs(120), || sb.status()["roots"][0]["done"] == 50),
+        "{}",
+        agent.log_text()
+    );
+    let before = sent(&emu);
+    std::fs::rename(&dir, sb.drop_dir().join("shotB")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(120), || in_folder(&emu, "uploads/drop/shotB")
+            == 50
+            && sb.status()["roots"][0]["done"] == 50
+            && sb.status()["roots"][0]["pending"] == 0),
+        "{:?}\n{}\n{}",
+        emu.ledger(),
+        sb.status(),
+        agent.log_text()
+    );
+    assert_eq!(
+        emu.stat("renames"),
+        1,
+        "one folder rename, no file renamed one by one"
+    );
+    assert_eq!(sent(&emu), before, "no byte sent again");
+    assert_eq!(emu.ledger().len(), 50);
+    assert_eq!(in_folder(&emu, "uploads/drop/shotA"), 0);
+    assert!(
+        agent
+            .log_text()
+            .contains("renamed remote folder \"uploads/drop/shotA\" → \"uploads/drop/shotB\"")
+    );
+    let mut c = sb.cmd();
+    c.arg("verify");
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    agent.stop();
+}
+
+#[test]
+fn a_folder_holding_files_from_elsewhere_is_not_renamed_and_a_crash_mid_rename_settles_by_listing() {
+    // Every request takes 1 s: the crash lands while the rename is asked.
+    let emu = Emulator::start(&["--latency", "1000"]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "");
+    let mut agent = sb.running_agent(&[]);
+    let dir = sb.drop_dir().join("shotA");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..3 {
+        write_file(&dir.join(format!("f{i}.exr")), 16 * 1024, i);
+    }
+    let other = sb.drop_dir().join("other");
+    std::fs::create_dir(&other).unwrap();
+    write_file(&other.join("x.mov"), 4096, 7);
+    assert!(
+        wait_until(Duration::from_secs(120), || sb.status()["roots"][0]["done"] == 4),
+        "{}",
+        agent.log_text()
+    );
+    // Someone else's file in the remote folder "other": it is not renamed
+    // under them; the file goes to the new place.
+    let mut c = sb.cmd();
+    let stranger = sb.path("stranger.txt");
+    std::fs::write(&stranger, b"not ours").unwrap();
+    c.args(["upload", "--folder", "uploads/drop/other"])
+        .arg(&stranger);
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    std::fs::rename(&other, sb.drop_dir().join("other2")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || in_folder(&emu, "uploads/drop/other2")
+            == 1),
+        "{}",
+        agent.log_text()
+    );
+    assert_eq!(emu.stat("renames"), 0);
+    assert_eq!(
+        in_folder(&emu, "uploads/drop/other"),
+        2,
+        "the old copy and the stranger's file stay"
+    );
+    assert!(
+        agent
+            .log_text()
+            .contains("holds files this folder did not upload")
+    );
+
+    // Killed while the folder rename is asked: after a restart the folder
+    // is found renamed by listing (or asked again if the request never
+    // took), and each file is recorded once.
+    std::fs::rename(&dir, sb.drop_dir().join("shotB")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || agent
+            .log_text()
+            .contains("renaming remote folder \"uploads/drop/shotA\"")),
+        "{}",
+        agent.log_text()
+    );
+    agent.crash();
+    let mut agent = sb.running_agent(&[]);
+    assert!(
+        wait_until(
+            Duration::from_secs(120),
+            || in_folder(&emu, "uploads/drop/shotB") == 3
+            && sb.status()["roots"][0]["pending"] == 0
+            // 3, and x.mov's two records (the old one stays without mirror_deletes).
+            && sb.status()["roots"][0]["done"] == 5
+        ),
+        "{:?}\n{}\n{}",
+        emu.ledger(),
+        sb.status(),
+        agent.log_text()
+    );
+    assert!((1..=2).contains(&emu.stat("renames")), "{}", emu.stat("renames"));
+    assert_eq!(
+        emu.ledger().len(),
+        6,
+        "3 + x.mov twice + the stranger's: nothing duplicated"
+    );
+    let states: Vec<String> = journal(&sb)
+        .prepare("SELECT state FROM folder_renames")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(states, ["done"], "one rename journaled, settled");
+    let mut c = sb.cmd();
+    c.arg("verify");
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    agent.stop();
+}

@@ -103,6 +103,11 @@ impl Store for Fleet {
         fn outbox_delivered(&self, id: i64) -> ();
         fn outbox_retry(&self, id: i64, next_at: i64, error: String) -> ();
         fn flush(&self) -> ();
+        // Renames are not mirrored in a fleet (the job says so): never asked.
+        fn folder_rename_of(&self, id: i64, old_remote: String, new_remote: String) -> Option<FolderRename>;
+        fn folder_rename_begin(&self, id: i64, ask: FolderRenameAsk, now: i64) -> i64;
+        fn folder_rename_end(&self, rename: i64, state: String) -> ();
+        fn done_below(&self, id: i64, prefix: String, limit: usize) -> Vec<DoneBelow>;
         // `mirror_deletes` is refused with [fleet] (config): these are
         // never asked there, and would only see this node's records.
         fn done_page(&self, root: String, after_id: i64, limit: usize) -> Vec<DoneEntry>;
