@@ -683,3 +683,69 @@ fn a_folder_holding_files_from_elsewhere_is_not_renamed_and_a_crash_mid_rename_s
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     agent.stop();
 }
+
+/// A tmpfs mounted on `dir` for the test's length (unmounted on drop).
+struct Mounted(std::path::PathBuf);
+
+impl Mounted {
+    fn tmpfs(dir: &std::path::Path) -> Option<Mounted> {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "autorender-test"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Mounted(dir.to_path_buf()))
+    }
+
+    fn unmount(&self) {
+        let ok = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "umount {}", self.0.display());
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn an_unmounted_share_deletes_nothing_even_where_the_mount_point_holds_files() {
+    if !is_root() {
+        skip_or_fail("mounting a tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let emu = Emulator::start(&[]);
+    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "mirror_deletes = true\ndelete_after = \"1s\"\n");
+    // A file left in the mount point itself, hidden while the share is mounted.
+    std::fs::write(sb.drop_dir().join("left-behind.txt"), b"under the mount").unwrap();
+    let Some(share) = Mounted::tmpfs(&sb.drop_dir()) else {
+        skip_or_fail("mount -t tmpfs failed (no CAP_SYS_ADMIN here)");
+        return;
+    };
+    let mut agent = sb.running_agent(&[]);
+    write_file(&sb.drop_dir().join("a.mov"), 4096, 1);
+    write_file(&sb.drop_dir().join("b.mov"), 4096, 2);
+    assert!(
+        wait_until(Duration::from_secs(60), || sb.status()["roots"][0]["done"] == 2),
+        "{}",
+        agent.log_text()
+    );
+    // The share goes away: the folder is the mount point again, not empty,
+    // on another device than the files were uploaded from.
+    share.unmount();
+    assert!(
+        wait_until(Duration::from_secs(60), || sb.status()["roots"][0]["done"] == 3),
+        "the mount point's own file is new: {}",
+        agent.log_text()
+    );
+    let r = rounds(&sb);
+    assert!(wait_until(Duration::from_secs(30), || rounds(&sb) >= r + 3));
+    assert_eq!(deleted_count(&emu), 0, "{:?}", emu.ledger());
+    assert_eq!(sb.status()["roots"][0]["deletes_waiting"], 0, "not even waiting");
+    agent.stop();
+}
