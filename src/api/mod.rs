@@ -400,7 +400,6 @@ impl Client {
     /// service answers it (it may keep or change the extension: the name it
     /// gives is the one to record). Either reading: the bare record or
     /// `{"data": …}`.
-    #[allow(dead_code)] // issue 29: the agent's renames use it next
     pub async fn rename_file(&self, file_no: &str, name: &str) -> Result<RemoteFile, ApiError> {
         let url = self.endpoint(&format!("/api/v1/files/{}/rename", urlencode(file_no)));
         let resp = self
@@ -415,7 +414,6 @@ impl Client {
     }
 
     /// `POST /api/v1/folders/rename/{folder_no}`: the folder as renamed.
-    #[allow(dead_code)] // issue 29: the agent's renames use it next
     pub async fn rename_folder(&self, folder_no: &str, name: &str) -> Result<RemoteFolder, ApiError> {
         let url = self.endpoint(&format!("/api/v1/folders/rename/{}", urlencode(folder_no)));
         let resp = self
