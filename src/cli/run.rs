@@ -19,7 +19,8 @@ pub struct Args {
     /// Scan, upload what is pending, then exit (for cron and scripts)
     #[arg(long)]
     pub once: bool,
-    /// Log what would be uploaded; send nothing and record nothing
+    /// Log what would be uploaded (and which remote copies mirror_deletes would
+    /// delete); send nothing and record nothing
     #[arg(long)]
     pub dry_run: bool,
     /// With --once: start no new upload once this much has been started (e.g. 50GiB; as
