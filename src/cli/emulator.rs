@@ -105,6 +105,22 @@ pub struct Args {
     /// answer is lost (502)
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub lose_first: u64,
+    /// A long fat pipe: each request body is read no faster than this per
+    /// second (one TCP stream's share of a long, lossy link; e.g. 2MiB)
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub stream_rate: Option<u64>,
+    /// A long fat pipe: all request bodies together no faster than this per
+    /// second (the link; e.g. 40MiB). POST /_emulator/link?rate=BYTES changes
+    /// it while the emulator runs (0: no cap)
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub link_rate: Option<u64>,
+    /// A long fat pipe: the chance (0 to 1) that a request body stops once
+    /// in its middle for --stall-ms
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub stalls: f64,
+    /// How long a stall of --stalls lasts
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub stall_ms: u64,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -169,6 +185,10 @@ pub async fn run(args: &Args) -> CliResult {
     opts.url_unreadable = args.url_unreadable;
     opts.list_lag = Duration::from_millis(args.list_lag);
     opts.lose_first = args.lose_first;
+    opts.stream_rate = args.stream_rate.unwrap_or(0);
+    opts.link_rate = args.link_rate.unwrap_or(0);
+    opts.stalls = args.stalls;
+    opts.stall = Duration::from_millis(args.stall_ms);
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on http://{addr}");
     let _ = out.flush();

@@ -200,3 +200,56 @@ fn the_same_seed_gives_the_same_faults() {
     assert_eq!(a, pattern("7"), "same seed, same faults");
     assert_ne!(a, pattern("8"), "another seed, other faults");
 }
+
+/// Uploads a 2 MiB file in parts of 256 KiB, `streams` at a time; how long it took.
+fn timed_upload(emu: &Emulator, streams: usize) -> Duration {
+    let sb = Sandbox::new(
+        emu,
+        &format!("concurrent_parts = {streams}\ndirect_upload_max = \"0\"\n"),
+    );
+    let f = sb.path(&format!("f{streams}.bin"));
+    write_file(&f, 2 * 1024 * 1024, streams as u64);
+    let mut c = sb.cmd();
+    c.arg("upload").arg(&f);
+    let began = std::time::Instant::now();
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    began.elapsed()
+}
+
+#[test]
+fn a_simulated_long_fat_pipe_caps_each_stream_and_the_link_and_the_link_can_change() {
+    // 512 KiB/s a stream, 1 MiB/s the link: one stream takes ≥ 4 s for
+    // 2 MiB, eight streams ≥ 2 s (the link), never less.
+    let emu = Emulator::start(&[
+        "--part-size",
+        "256KiB",
+        "--stream-rate",
+        "512KiB",
+        "--link-rate",
+        "1MiB",
+        "--stalls",
+        "1",
+        "--stall-ms",
+        "10",
+    ]);
+    let one = timed_upload(&emu, 1);
+    assert!(one >= Duration::from_millis(3900), "one stream: {one:?}");
+    let eight = timed_upload(&emu, 8);
+    assert!(
+        eight >= Duration::from_millis(1900),
+        "eight streams, link-bound: {eight:?}"
+    );
+    assert!(
+        emu.stat("pipe_stalls") >= 16,
+        "every body stalled once: {}",
+        emu.stat("pipe_stalls")
+    );
+    // The link doubled while it runs: eight streams now need only ≥ 1 s.
+    let (code, body) = emu.api(reqwest::Method::POST, "/_emulator/link?rate=2097152");
+    assert_eq!((code, body["link_rate"].as_u64()), (200, Some(2097152)));
+    let faster = timed_upload(&emu, 8);
+    assert!(faster >= Duration::from_millis(900), "{faster:?}");
+    let (code, _) = emu.api(reqwest::Method::POST, "/_emulator/link?rate=fast");
+    assert_eq!(code, 400, "a rate that is not a number is refused");
+}

@@ -709,7 +709,10 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
     }
 }
 
@@ -720,7 +723,11 @@ fn an_unmounted_share_deletes_nothing_even_where_the_mount_point_holds_files() {
         return;
     }
     let emu = Emulator::start(&[]);
-    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\n", "mirror_deletes = true\ndelete_after = \"1s\"\n");
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\n",
+        "mirror_deletes = true\ndelete_after = \"1s\"\n",
+    );
     // A file left in the mount point itself, hidden while the share is mounted.
     std::fs::write(sb.drop_dir().join("left-behind.txt"), b"under the mount").unwrap();
     let Some(share) = Mounted::tmpfs(&sb.drop_dir()) else {

@@ -28,6 +28,7 @@ mod direct;
 mod errors;
 mod inspect;
 mod parts;
+mod pipe;
 mod rename;
 mod router;
 pub use router::{router, serve};
@@ -116,6 +117,13 @@ pub struct Options {
     /// Fault: the first this many finishing requests are stored but their
     /// answer is lost.
     pub lose_first: u64,
+    /// A long fat pipe: each request body's rate (bytes/s, 0: no cap).
+    pub stream_rate: u64,
+    /// All request bodies' rate together (bytes/s, 0: no cap).
+    pub link_rate: u64,
+    /// The chance a request body stalls once, for `stall`.
+    pub stalls: f64,
+    pub stall: Duration,
 }
 
 /// How the file listing never ends (`--endless-pages`).
@@ -165,6 +173,10 @@ impl Options {
             url_unreadable: false,
             list_lag: Duration::ZERO,
             lose_first: 0,
+            stream_rate: 0,
+            link_rate: 0,
+            stalls: 0.0,
+            stall: Duration::from_secs(2),
         }
     }
 }
@@ -196,6 +208,8 @@ pub struct Stats {
     /// Every injected fault; by kind below.
     pub faults_injected: AtomicU64,
     pub fault_part_500: AtomicU64,
+    /// Request bodies the simulated pipe stalled (`--stalls`).
+    pub pipe_stalls: AtomicU64,
     pub fault_part_dropped: AtomicU64,
     pub fault_throttled: AtomicU64,
     pub fault_finish_failed: AtomicU64,
@@ -322,10 +336,13 @@ pub struct Emulator {
     inner: Mutex<Inner>,
     storage: Storage,
     pub stats: Stats,
+    /// The simulated long fat pipe (`--stream-rate`, `--link-rate`).
+    pub pipe: pipe::Pipe,
 }
 
 impl Emulator {
     pub fn new(opts: Options, addr: SocketAddr) -> std::io::Result<Arc<Emulator>> {
+        let pipe = pipe::Pipe::new(opts.stream_rate, opts.link_rate, opts.stalls, opts.stall);
         let seed = if opts.seed == 0 {
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -365,6 +382,7 @@ impl Emulator {
             }),
             storage,
             stats: Stats::default(),
+            pipe,
         }))
     }
 

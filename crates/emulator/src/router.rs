@@ -6,6 +6,7 @@ use super::*;
 pub fn router(emu: Arc<Emulator>) -> Router {
     let latency = emu.opts.latency;
     let trickle = emu.opts.trickle;
+    let piped = emu.clone();
     let api = Router::new()
         .route("/api/v1/multipart/start", post(start))
         .route("/api/v1/multipart/complete", post(complete))
@@ -27,18 +28,21 @@ pub fn router(emu: Arc<Emulator>) -> Router {
         // Half the latency before the request is handled, half before the
         // answer leaves: like a real round trip, the work is done before the
         // client hears of it.
-        .layer(middleware::from_fn(move |req: Request, next: Next| async move {
-            if !latency.is_zero() {
-                tokio::time::sleep(latency / 2).await;
-            }
-            let resp = next.run(req).await;
-            if !latency.is_zero() {
-                tokio::time::sleep(latency - latency / 2).await;
-            }
-            if trickle.is_zero() {
-                resp
-            } else {
-                trickled(resp, trickle).await
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let req = pipe::through(&piped, req);
+            async move {
+                if !latency.is_zero() {
+                    tokio::time::sleep(latency / 2).await;
+                }
+                let resp = next.run(req).await;
+                if !latency.is_zero() {
+                    tokio::time::sleep(latency - latency / 2).await;
+                }
+                if trickle.is_zero() {
+                    resp
+                } else {
+                    trickled(resp, trickle).await
+                }
             }
         }));
     Router::new()
@@ -47,6 +51,7 @@ pub fn router(emu: Arc<Emulator>) -> Router {
         .route("/_emulator/sessions", get(sessions))
         .route("/_emulator/sessions/{session}", get(session_info))
         .route("/_emulator/alter/{file_no}", post(inspect::alter))
+        .route("/_emulator/link", post(pipe::set_link))
         .merge(api)
         .with_state(emu)
 }
