@@ -368,7 +368,14 @@ impl RoundJob {
             if self.journal.remote_shared(d.id).await? {
                 // Another record uses the remote file (a rename, an
                 // adoption of the same copy): only this record goes.
-                self.journal.deleted_remote(d.id, false, self.now_ms).await?;
+                self.journal
+                    .deleted_remote(
+                        d.id,
+                        false,
+                        "deleted (its remote file is another record's now)".into(),
+                        self.now_ms,
+                    )
+                    .await?;
                 continue;
             }
             // Released ones go beyond the brake and are not counted; one
@@ -388,8 +395,15 @@ impl RoundJob {
             match self.transfer.delete_remote(&d.file_no).await {
                 Ok(()) => {
                     let moved = self.journal.moved_to(d.id).await?;
+                    let what = match &moved {
+                        Some(to) => format!(
+                            "moved to {}; its old remote copy deleted (mirror_deletes)",
+                            Path::new(&to.root).join(&to.rel).display()
+                        ),
+                        None => "deleted; its remote copy deleted too (mirror_deletes)".to_string(),
+                    };
                     self.journal
-                        .deleted_remote(d.id, !released_one, self.now_ms)
+                        .deleted_remote(d.id, !released_one, what, self.now_ms)
                         .await?;
                     round.deleted.push((
                         self.root.join(&d.rel),

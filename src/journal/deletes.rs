@@ -210,18 +210,23 @@ impl Sqlite {
         .await
     }
 
-    /// File `id`'s remote copy is deleted: history says so (`counted`: it
-    /// counts toward `max_delete`), and the record goes (a file made again
-    /// at that path is new).
-    pub async fn deleted_remote(&self, id: i64, counted: bool, now: i64) -> Result<(), JournalError> {
+    /// File `id`'s remote copy is deleted: history says so (`what`
+    /// became of the local file; `counted`: it counts toward `max_delete`),
+    /// and the record goes (a file made again at that path is new).
+    pub async fn deleted_remote(
+        &self,
+        id: i64,
+        counted: bool,
+        what: String,
+        now: i64,
+    ) -> Result<(), JournalError> {
         self.call(move |c| {
             let tx = c.savepoint()?;
             tx.execute(
                 "INSERT INTO history (root, rel, ok, remote_folder, remote_name, file_no, size, sha256, at, after, event)
-                 SELECT root, rel, 1, remote_path, remote_name, file_no, done_size, done_sha256, ?2,
-                        'deleted; its remote copy deleted too (mirror_deletes)', ?3
+                 SELECT root, rel, 1, remote_path, remote_name, file_no, done_size, done_sha256, ?2, ?4, ?3
                  FROM files WHERE id = ?1",
-                params![id, now, if counted { "deleted" } else { "deleted_released" }],
+                params![id, now, if counted { "deleted" } else { "deleted_released" }, what],
             )?;
             tx.execute("DELETE FROM files WHERE id = ?1", params![id])?;
             tx.commit()

@@ -138,7 +138,7 @@ journal_interface! {
     /// The DELETE of file `id`'s remote copy is about to be sent.
     async fn delete_sending(&self, id: i64, now: i64) -> ();
     /// File `id`'s remote copy is deleted: history, and its record goes.
-    async fn deleted_remote(&self, id: i64, counted: bool, now: i64) -> ();
+    async fn deleted_remote(&self, id: i64, counted: bool, what: String, now: i64) -> ();
     /// Remote deletes of `root` counted toward `max_delete` after `since`.
     async fn deleted_since(&self, root: String, since: i64) -> usize;
     /// When `release --deletes` last let `root`'s waiting deletes go.

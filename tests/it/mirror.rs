@@ -526,6 +526,15 @@ fn a_move_to_another_root_is_one_upload_and_one_delete_and_a_dry_run_lists_delet
         log.contains("moved ") && log.contains("its old remote copy uploads/drop/a.mov"),
         "{log}"
     );
+    let mut c = sb.cmd();
+    c.arg("history");
+    let out = run(c);
+    assert!(
+        out.stdout
+            .contains(&format!("local file: moved to {}", two.join("a.mov").display())),
+        "{}",
+        out.stdout
+    );
     agent.stop();
 }
 

@@ -117,7 +117,7 @@ impl Store for Fleet {
         fn deletes_due(&self, root: String, gone_before: i64) -> Vec<PendingDelete>;
         fn deletes_waiting(&self, root: String) -> usize;
         fn delete_sending(&self, id: i64, now: i64) -> ();
-        fn deleted_remote(&self, id: i64, counted: bool, now: i64) -> ();
+        fn deleted_remote(&self, id: i64, counted: bool, what: String, now: i64) -> ();
         fn deleted_since(&self, root: String, since: i64) -> usize;
         fn deletes_released(&self, root: String) -> i64;
         fn release_deletes(&self, root: String, now: i64) -> usize;
