@@ -415,3 +415,127 @@ async fn stray_copies_are_counted_per_file_version_and_outlive_a_reopen() {
     let j = Journal::open(dir.path()).unwrap();
     assert_eq!(j.stray_copies(1, "aa".into()).await.unwrap(), 2);
 }
+
+#[tokio::test]
+async fn missing_files_wait_their_grace_then_go_once_counted_and_a_shared_remote_file_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    // Three uploaded files; b and c share one remote file (c adopted it).
+    let mut ids = Vec::new();
+    for (rel, no) in [("a", "1"), ("b", "2"), ("c", "2")] {
+        j.enqueue("/r".into(), rel.into(), fp(10, 5), None, None)
+            .await
+            .unwrap();
+        let row = record(&j, rel).await;
+        j.record_done(
+            row.id,
+            DoneRecord {
+                file_no: no.into(),
+                ..uploaded(fp(10, 5))
+            },
+        )
+        .await
+        .unwrap();
+        ids.push(row.id);
+    }
+    let page = j.done_page("/r".into(), 0, 2).await.unwrap();
+    assert_eq!(page.len(), 2, "paged");
+    let rest = j.done_page("/r".into(), page[1].id, 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(page[0].dev, Some(1));
+    // a and b go missing at t=1000; a comes back before its grace is over.
+    j.note_missing(vec![ids[0], ids[1]], vec![], 1000).await.unwrap();
+    j.note_missing(vec![ids[1]], vec![], 5000).await.unwrap();
+    assert_eq!(j.deletes_waiting("/r".into()).await.unwrap(), 2);
+    assert!(
+        j.deletes_due("/r".into(), 999).await.unwrap().is_empty(),
+        "not before the grace"
+    );
+    j.note_missing(vec![], vec![ids[0]], 2000).await.unwrap();
+    let due = j.deletes_due("/r".into(), 1000).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (due[0].rel.as_str(), due[0].gone_at),
+        ("b", 1000),
+        "the first sighting counts"
+    );
+    assert!(j.remote_shared(ids[1]).await.unwrap(), "c still uses file_no 2");
+    assert!(!j.remote_shared(ids[0]).await.unwrap());
+    // Sent, then a crash: still due whatever the clock says, until recorded.
+    j.delete_sending(ids[1], 3000).await.unwrap();
+    j.note_missing(vec![], vec![ids[1]], 3500).await.unwrap();
+    assert!(j.deletes_due("/r".into(), 0).await.unwrap()[0].sending);
+    j.deleted_remote(ids[1], true, "deleted".into(), 4000)
+        .await
+        .unwrap();
+    assert!(
+        j.lookup("/r".into(), "b".into()).await.unwrap().is_none(),
+        "the record goes"
+    );
+    assert_eq!(j.deletes_waiting("/r".into()).await.unwrap(), 0);
+    assert_eq!(j.deleted_since("/r".into(), 3999).await.unwrap(), 1);
+    assert_eq!(j.deleted_since("/r".into(), 4000).await.unwrap(), 0);
+    // A released delete is not counted toward the brake.
+    assert_eq!(j.deletes_released("/r".into()).await.unwrap(), 0);
+    j.note_missing(vec![ids[0]], vec![], 6000).await.unwrap();
+    assert_eq!(j.release_deletes("/r".into(), 7000).await.unwrap(), 1);
+    assert_eq!(j.deletes_released("/r".into()).await.unwrap(), 7000);
+    j.deleted_remote(ids[0], false, "deleted".into(), 8000)
+        .await
+        .unwrap();
+    assert_eq!(j.deleted_since("/r".into(), 0).await.unwrap(), 1);
+    // The deletes are history, not uploads (min_interval ignores them).
+    assert!(j.recent_uploads("/r".into(), "b".into(), 5).await.unwrap().len() == 1);
+}
+
+#[tokio::test]
+async fn a_folder_rename_is_journaled_before_it_is_sent_and_the_files_below_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    for rel in ["A/x", "A/sub/y", "AB/z", "B/w"] {
+        j.enqueue("/r".into(), rel.into(), fp(10, 5), None, None)
+            .await
+            .unwrap();
+        let row = record(&j, rel).await;
+        j.record_done(row.id, uploaded(fp(10, 5))).await.unwrap();
+    }
+    let id = record(&j, "A/x").await.id;
+    let mut below: Vec<String> = j
+        .done_below(id, "A".into(), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.rel)
+        .collect();
+    below.sort();
+    assert_eq!(below, ["A/sub/y", "A/x"], "not AB/z: a folder is a whole name");
+    assert_eq!(
+        j.done_below(id, "A".into(), 1).await.unwrap().len(),
+        2,
+        "limit + 1: too many"
+    );
+    let pair = || ("up/A".to_string(), "up/C".to_string());
+    assert_eq!(j.folder_rename_of(id, pair().0, pair().1).await.unwrap(), None);
+    let rename = j
+        .folder_rename_begin(
+            id,
+            FolderRenameAsk {
+                old_rel: "A".into(),
+                new_rel: "C".into(),
+                old_remote: pair().0,
+                new_remote: pair().1,
+                folder_no: "f9".into(),
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    let asked = j.folder_rename_of(id, pair().0, pair().1).await.unwrap().unwrap();
+    assert_eq!(
+        (asked.folder_no.as_str(), asked.state.as_str()),
+        ("f9", "sending")
+    );
+    j.folder_rename_end(rename, "done".into()).await.unwrap();
+    let asked = j.folder_rename_of(id, pair().0, pair().1).await.unwrap().unwrap();
+    assert_eq!(asked.state, "done");
+}
