@@ -46,6 +46,16 @@ pub struct PendingDelete {
     pub sending: bool,
 }
 
+/// How many uploaded files of `root` are missing and wait.
+fn waiting(c: &rusqlite::Connection, root: &str) -> rusqlite::Result<usize> {
+    c.query_row(
+        "SELECT count(*) FROM deletes d JOIN files f ON f.id = d.file_id WHERE f.root = ?1",
+        params![root],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n as usize)
+}
+
 fn released_key(root: &str) -> String {
     format!("deletes_released {root}")
 }
@@ -187,15 +197,7 @@ impl Sqlite {
 
     /// How many uploaded files of `root` are missing and wait.
     pub async fn deletes_waiting(&self, root: String) -> Result<usize, JournalError> {
-        self.call(move |c| {
-            c.query_row(
-                "SELECT count(*) FROM deletes d JOIN files f ON f.id = d.file_id WHERE f.root = ?1",
-                params![root],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as usize)
-        })
-        .await
+        self.call(move |c| waiting(c, &root)).await
     }
 
     /// The DELETE of file `id`'s remote copy is about to be sent.
@@ -271,12 +273,7 @@ impl Sqlite {
                  ON CONFLICT (key) DO UPDATE SET value = ?2",
                 params![released_key(&root), now.to_string()],
             )?;
-            c.query_row(
-                "SELECT count(*) FROM deletes d JOIN files f ON f.id = d.file_id WHERE f.root = ?1",
-                params![root],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as usize)
+            waiting(c, &root)
         })
         .await
     }
