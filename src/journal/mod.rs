@@ -157,15 +157,33 @@ pub fn lock_agent(state_dir: &Path) -> Result<AgentLock, JournalError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let file = options.open(state_dir.join(LOCK_NAME)).map_err(open_err)?;
-    match file.try_lock() {
-        Ok(()) => Ok(AgentLock { _file: file }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Locked {
-            path: state_dir.to_path_buf(),
-            holder: lock_holder(state_dir),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(open_err(e)),
+    // `status`, `check` and the dashboard ask whether an agent runs by
+    // taking the lock shared for an instant (`agent_running`). An agent
+    // starting in that instant would take the probe for a running agent and
+    // refuse to start (a monitor polling `status` at login did this; so did
+    // CI). A held lock is tried again for a while: a probe lets go within
+    // microseconds, a running agent never does.
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(AgentLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(JournalError::Locked {
+                    path: state_dir.to_path_buf(),
+                    holder: lock_holder(state_dir),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(open_err(e)),
+        }
     }
 }
+
+/// How long a starting agent keeps trying a held lock before it says
+/// another agent runs.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// Who holds the lock, as the running agent's heartbeat tells: its pid and
 /// since when (empty when the journal has no fresh heartbeat to go by).
@@ -190,15 +208,17 @@ fn lock_holder(state_dir: &Path) -> String {
     }
 }
 
-/// Is an agent holding the lock on `state_dir` right now?
+/// Is an agent holding the lock on `state_dir` right now? Probes with a
+/// shared lock, so probes never block each other; an agent starting during
+/// the probe waits it out (`lock_agent`).
 pub fn agent_running(state_dir: &Path) -> bool {
     let Ok(file) = std::fs::OpenOptions::new()
-        .write(true)
+        .read(true)
         .open(state_dir.join(LOCK_NAME))
     else {
         return false;
     };
-    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+    matches!(file.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
 }
 
 /// `run --recover`: moves a damaged journal (and its -wal/-shm) aside as

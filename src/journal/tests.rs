@@ -221,6 +221,34 @@ fn second_agent_is_refused() {
     assert!(agent_running(dir.path()));
 }
 
+/// `status` polled while the agent starts must never make it refuse to
+/// start: the probe holds the lock for an instant, the agent waits it out.
+#[test]
+fn a_status_probe_never_stops_an_agent_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(lock_agent(dir.path()).unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probes = {
+        let (dir, stop) = (dir.path().to_path_buf(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                agent_running(&dir);
+                n += 1;
+            }
+            n
+        })
+    };
+    for i in 0..300 {
+        match lock_agent(dir.path()) {
+            Ok(lock) => drop(lock),
+            Err(e) => panic!("start {i} was refused while only a probe ran: {e}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(probes.join().unwrap() > 0);
+}
+
 #[tokio::test]
 async fn the_verdict_follows_the_record() {
     let dir = tempfile::tempdir().unwrap();
