@@ -160,9 +160,10 @@ pub fn lock_agent(state_dir: &Path) -> Result<AgentLock, JournalError> {
     // `status`, `check` and the dashboard ask whether an agent runs by
     // taking the lock shared for an instant (`agent_running`). An agent
     // starting in that instant would take the probe for a running agent and
-    // refuse to start (a monitor polling `status` at login did this; so did
-    // CI). A held lock is tried again for a while: a probe lets go within
-    // microseconds, a running agent never does.
+    // refuse to start (CI's restart test did; a monitor polling `status` at
+    // login would). A held lock is tried again for a while: a probe lets go
+    // within microseconds, a running agent never does. The wait blocks the
+    // start-up thread, before any task of the agent runs.
     let deadline = std::time::Instant::now() + LOCK_PATIENCE;
     loop {
         match file.try_lock() {
