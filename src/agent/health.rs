@@ -169,6 +169,7 @@ impl Agent {
             "unreachable_since": since.filter(|_| matches!(self.gate.service_pause(), Some(Pause::Unreachable { .. }))),
             "user_pause": self.gate.user_pause(),
             "rate_limited_until": self.transfer.rate_limited_until_ms(),
+            "concurrency": self.transfer.concurrency(),
             "schedule": self.schedule_view(),
             "problems": self.reporter.problems(),
             "fleet": self.journal.fleet().map(|f| f.view()),

@@ -257,9 +257,10 @@ impl Agent {
 /// A changed key (as `config::diff` words it) that changes how a file is
 /// sent: the service's address and key, its timeouts, the request shape.
 fn sends_differently(change: &str) -> bool {
-    const KEYS: [&str; 3] = [
+    const KEYS: [&str; 4] = [
         "agent.direct_upload_max",
         "agent.concurrent_parts",
+        "agent.max_concurrent_parts",
         "agent.max_attempts",
     ];
     change.starts_with("api.") || KEYS.iter().any(|k| change.starts_with(&format!("{k}:")))

@@ -81,6 +81,19 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
     if let Some(url) = &control {
         outln!("control API: {url} (dashboard: `autorender-sync dashboard`)");
     }
+    if running && let Some(c) = snapshot["concurrency"].as_object() {
+        outln!(
+            "transfer: {} of {} requests in flight ({}); {}",
+            c["in_flight"].as_u64().unwrap_or(0),
+            c["limit"].as_u64().unwrap_or(0),
+            if c["adaptive"].as_bool() == Some(true) {
+                format!("adaptive, at most {}", c["max"].as_u64().unwrap_or(0))
+            } else {
+                "fixed per file".to_string()
+            },
+            c["detail"].as_str().unwrap_or("")
+        );
+    }
     if running && let Some(s) = snapshot["schedule"].as_object() {
         outln!(
             "schedule: {} ({}){}",

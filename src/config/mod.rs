@@ -146,7 +146,11 @@ pub struct AgentSettings {
     /// None when `rescan_interval = "0s"`.
     pub rescan_interval: Option<Duration>,
     pub concurrent_files: usize,
-    pub concurrent_parts: usize,
+    /// Parts (and direct uploads) in flight per file when fixed; None: the
+    /// adaptive controller sets one budget for all files.
+    pub concurrent_parts: Option<usize>,
+    /// The adaptive controller's ceiling.
+    pub max_concurrent_parts: usize,
     /// Bytes per second shared by all uploads; None = unlimited.
     pub bandwidth_limit: Option<u64>,
     pub max_attempts: u32,

@@ -25,6 +25,7 @@ const AGENT_KEYS: &[&str] = &[
     "rescan_interval",
     "concurrent_files",
     "concurrent_parts",
+    "max_concurrent_parts",
     "bandwidth_limit",
     "max_attempts",
     "poll_interval",
@@ -239,12 +240,34 @@ impl<'s> Walker<'s> {
         let concurrent_files = self
             .integer(&f, "concurrent_files", "agent.concurrent_files", 1)
             .unwrap_or(2) as usize;
+        // Unset: the adaptive controller decides (up to max_concurrent_parts).
         let concurrent_parts = self
             .integer(&f, "concurrent_parts", "agent.concurrent_parts", 1)
-            .unwrap_or(4) as usize;
+            .map(|n| n as usize);
+        let max_concurrent_parts = self
+            .integer(&f, "max_concurrent_parts", "agent.max_concurrent_parts", 2)
+            .map_or(crate::upload::adapt::DEFAULT_MAX, |n| n as usize);
+        if max_concurrent_parts > crate::upload::adapt::HIGHEST_MAX {
+            self.err(
+                "agent.max_concurrent_parts",
+                f.get("max_concurrent_parts").map(|i| i.span()),
+                format!(
+                    "must be at most {} (each request in flight holds up to 0.5 MiB of buffers)",
+                    crate::upload::adapt::HIGHEST_MAX
+                ),
+            );
+        }
+        if concurrent_parts.is_some() && f.contains_key("max_concurrent_parts") {
+            self.err(
+                "agent.max_concurrent_parts",
+                f.get("max_concurrent_parts").map(|i| i.span()),
+                "is the adaptive controller's ceiling, but `concurrent_parts` fixes the count and turns \
+                 adaptation off: remove one of the two",
+            );
+        }
         for (name, value) in [
             ("concurrent_files", concurrent_files),
-            ("concurrent_parts", concurrent_parts),
+            ("concurrent_parts", concurrent_parts.unwrap_or(1)),
         ] {
             if value > 64 {
                 self.err(
@@ -336,6 +359,7 @@ impl<'s> Walker<'s> {
             rescan_interval,
             concurrent_files,
             concurrent_parts,
+            max_concurrent_parts,
             bandwidth_limit,
             max_attempts,
             poll_interval,

@@ -161,6 +161,31 @@ pub(super) fn render(live: &super::Live, doc: &Value) -> String {
         })
         .sum();
     let _ = writeln!(out, "autorender_sync_in_flight_bytes {left}");
+    let c = &doc["agent"]["concurrency"];
+    family(
+        &mut out,
+        "concurrency_limit",
+        "gauge",
+        "Requests with a body (parts, direct uploads) allowed in flight now: the adaptive controller's \
+         limit, or a fixed concurrent_parts (per file).",
+    );
+    let _ = writeln!(out, "autorender_sync_concurrency_limit {}", c["limit"].as_u64().unwrap_or(0));
+    family(&mut out, "concurrency_in_flight", "gauge", "Requests with a body in flight now.");
+    let _ = writeln!(
+        out,
+        "autorender_sync_concurrency_in_flight {}",
+        c["in_flight"].as_u64().unwrap_or(0)
+    );
+    family(
+        &mut out,
+        "concurrency_changes_total",
+        "counter",
+        "Changes of the adaptive limit, by why (growing, slowed, errors, ceiling).",
+    );
+    for why in ["growing", "slowed", "errors", "ceiling"] {
+        let n = c["changes"][why].as_u64().unwrap_or(0);
+        let _ = writeln!(out, "autorender_sync_concurrency_changes_total{{reason=\"{why}\"}} {n}");
+    }
     family(&mut out, "roots", "gauge", "Watched folders per watch mode.");
     let mut modes: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     for root in doc["roots"].as_array().into_iter().flatten() {

@@ -189,6 +189,9 @@ pub fn document(g: &Gathered) -> serde_json::Value {
             "unreachable_since": json_time(if running { snapshot["unreachable_since"].as_i64() } else { None }),
             "unreachable_since_ms": if running { snapshot["unreachable_since"].clone() } else { serde_json::Value::Null },
             "rate_limited_until": json_time(if running { snapshot["rate_limited_until"].as_i64() } else { None }),
+            // Requests with a body in flight: the limit, why it is what it
+            // is, and how many now (adaptive transfer).
+            "concurrency": if running { snapshot["concurrency"].clone() } else { serde_json::Value::Null },
             "control": g.control,
         },
         "state_dir": state_dir,

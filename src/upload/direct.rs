@@ -59,6 +59,9 @@ impl Uploader {
             tries += 1;
             source.check(job)?;
             source.confirm(job, &sha256).await?;
+            // Room in the budget of requests in flight, before the send is
+            // recorded (a crash while waiting leaves nothing to look for).
+            let slot = self.budget.slot(size).await;
             let began_at_ms = self.client.service_now_ms().await;
             observer
                 .direct_sending(began_at_ms)
@@ -73,7 +76,13 @@ impl Uploader {
                 Some(body.digest.clone()),
                 observer,
             );
-            let error = match self.client.direct_upload(&form, stream).await {
+            slot.sending();
+            let sent = self.client.direct_upload(&form, stream).await;
+            match &sent {
+                Ok(_) => slot.done(),
+                Err(e) => slot.failed_with(e),
+            }
+            let error = match sent {
                 Ok(file) => {
                     if body.was(size, &sha256) == Some(false) {
                         return Err(self.discard_mixed(job, &file, true, &sha256, observer).await);

@@ -28,7 +28,10 @@ impl Uploader {
             direct_upload_max: settings.agent.direct_upload_max,
             reconcile: reconcile::Window::default(),
             client,
-            concurrent_parts: settings.agent.concurrent_parts,
+            budget: Arc::new(super::adapt::Budget::new(
+                settings.agent.concurrent_parts,
+                settings.agent.max_concurrent_parts,
+            )),
             // Always one, unlimited or not: a schedule may set a rate later.
             limiter: Some(Arc::new(Limiter::new(settings.agent.bandwidth_limit))),
             url_ttl: settings.api.url_ttl,

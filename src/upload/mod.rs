@@ -7,8 +7,10 @@
 //! the workspace is asked (reconcile, adoption) in `outcome.rs`.
 //!
 //! Invariants:
-//! - memory is bounded by `concurrent_parts` × one read buffer, whatever the
-//!   file size (parts are streamed, never loaded);
+//! - memory is bounded by the requests in flight (a fixed `concurrent_parts`
+//!   per file, or the adaptive budget of `adapt.rs` for all files together,
+//!   at most `max_concurrent_parts`) × one read buffer, whatever the file
+//!   size (parts are streamed, never loaded);
 //! - the session is completed only if the file is the same version as when
 //!   it was hashed: same inode, size, mtime and ctime, read from the one
 //!   descriptor (otherwise [`UploadError::Changed`]);
@@ -51,6 +53,7 @@ pub mod reconcile;
 #[cfg(test)]
 mod tests;
 pub mod throttle;
+pub mod adapt;
 
 /// Objects the service may store for one file version that are not its
 /// bytes before the file fails (SPEC §7: at most 2 copies per version).
@@ -165,7 +168,9 @@ pub struct Uploader {
     pub direct_upload_max: u64,
     /// How long an unknown outcome is looked for before "not there".
     pub reconcile: reconcile::Window,
-    pub concurrent_parts: usize,
+    /// Requests with a body in flight: fixed per file, or one adaptive
+    /// budget for every file (`adapt.rs`).
+    pub budget: Arc<adapt::Budget>,
     pub limiter: Option<Arc<Limiter>>,
     pub url_ttl: Duration,
     pub retry: RetryPolicy,
@@ -462,7 +467,7 @@ impl Uploader {
         let mut sessions = 0;
         // Parts in flight; more after a session whose URLs outlived the
         // service's grant (each stream capped, more streams finish sooner).
-        let mut in_flight = self.concurrent_parts.max(1);
+        let mut in_flight = self.budget.per_file();
         loop {
             let (session, done) = match carried.take() {
                 Some((s, done, _)) => (s, done),
@@ -509,7 +514,9 @@ impl Uploader {
                         ),
                     };
                     let limited = self.limiter.as_ref().and_then(|l| l.rate()).is_some();
-                    let widen = granted.is_some() && !limited && in_flight < MAX_PARTS_IN_FLIGHT;
+                    // (An adaptive budget already has as many in flight as the link takes.)
+                    let widen =
+                        granted.is_some() && !limited && !self.budget.adaptive() && in_flight < MAX_PARTS_IN_FLIGHT;
                     if sessions > self.retry.max_sessions || (granted.is_some() && !widen) {
                         let advice = match (granted, limited) {
                             (Some(_), true) => {

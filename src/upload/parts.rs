@@ -83,12 +83,22 @@ impl Uploader {
                 UploadError::Changed(m) => PartError::Changed(m),
                 other => PartError::Read(other),
             })?;
+            // Room in the budget of requests in flight (all files share it
+            // when adaptive); a pause ends the wait.
+            let slot = tokio::select! {
+                s = self.budget.slot(len) => s,
+                _ = job.hold.cancelled() => return Err(PartError::Held),
+            };
             let sent = Arc::new(AtomicU64::new(0));
             let body = self.part_body(source, offset, len, sent.clone(), None, observer);
             let result = tokio::select! {
                 r = self.client.put_part(url, body, len) => r,
                 stalled = watch_progress(&sent, len, self.stall_timeout) => Err(stalled),
             };
+            match &result {
+                Ok(_) => slot.done(),
+                Err(e) => slot.failed_with(e),
+            }
             if result.is_err() {
                 let rewind = sent.load(Ordering::Relaxed);
                 observer.bytes(-(rewind as i64));

@@ -32,6 +32,16 @@ pub trait Transfer: Send + Sync {
     fn rate_limited_until_ms(&self) -> Option<i64> {
         None
     }
+    /// Requests in flight: the limit, why, and how many now (None: not known).
+    fn concurrency(&self) -> Option<super::adapt::View> {
+        None
+    }
+    /// How many small files (direct uploads) may be sent at once beside the
+    /// large ones: the adaptive budget's limit (each still takes a slot of
+    /// it), or one when the count is fixed.
+    fn lane_width(&self) -> usize {
+        1
+    }
     /// Deletes a remote file (`mirror_deletes`). Ok also when it is
     /// already gone (a DELETE sent before a crash, whose answer was lost).
     fn delete_remote<'a>(&'a self, file_no: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
@@ -57,6 +67,16 @@ impl Transfer for Uploader {
     }
     fn rate_limited_until_ms(&self) -> Option<i64> {
         self.throttle.until_ms()
+    }
+    fn concurrency(&self) -> Option<super::adapt::View> {
+        Some(self.budget.view())
+    }
+    fn lane_width(&self) -> usize {
+        if self.budget.adaptive() && self.direct_upload_max > 0 {
+            self.budget.limit()
+        } else {
+            1
+        }
     }
     fn delete_remote<'a>(&'a self, file_no: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {

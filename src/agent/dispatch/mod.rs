@@ -247,9 +247,11 @@ impl Agent {
     }
 
     /// Free upload slots: (any file, the small files' lane). With
-    /// `concurrent_files` ≥ 2 and direct uploads on, one slot only takes
-    /// files up to `direct_upload_max`, so a long upload never holds back
-    /// the small files queued behind it.
+    /// `concurrent_files` ≥ 2 and direct uploads on, one slot (as many as
+    /// the adaptive budget allows requests in flight, when it adapts) only
+    /// takes files up to `direct_upload_max`, so a long upload never holds
+    /// back the small files queued behind it, and small files on a
+    /// high-latency link go many at once.
     fn free_slots(&self) -> (usize, usize) {
         let all = self.settings.agent.concurrent_files;
         if all < 2 || self.settings.agent.direct_upload_max == 0 {
@@ -257,7 +259,8 @@ impl Agent {
         }
         let in_lane = self.dispatch.lane.len();
         let general = (all - 1).saturating_sub(self.dispatch.inflight.len().saturating_sub(in_lane));
-        (general, 1usize.saturating_sub(in_lane))
+        let width = self.transfer.lane_width().max(1);
+        (general, width.saturating_sub(in_lane))
     }
 
     pub(super) fn start_upload(&mut self, row: FileRow) {
