@@ -10,7 +10,36 @@ fn parse(text: &str) -> Result<Settings, ConfigErrors> {
 fn example_config_parses() {
     let s = parse(EXAMPLE_CONFIG).expect("example-config.toml must parse");
     assert_eq!(s.api.endpoint.as_str(), "https://upload.autorender.io/");
-    assert_eq!(s.agent.concurrent_parts, 4);
+    assert_eq!(s.agent.concurrent_parts, None, "adaptive unless fixed");
+    assert_eq!(s.agent.max_concurrent_parts, 32);
+}
+
+#[test]
+fn concurrency_is_adaptive_unless_fixed_and_its_ceiling_is_checked() {
+    let s = parse("[agent]\nconcurrent_parts = 8\n").unwrap();
+    assert_eq!(s.agent.concurrent_parts, Some(8));
+    let s = parse("[agent]\nmax_concurrent_parts = 64\n").unwrap();
+    assert_eq!(
+        (s.agent.concurrent_parts, s.agent.max_concurrent_parts),
+        (None, 64)
+    );
+    for (text, says) in [
+        ("[agent]\nmax_concurrent_parts = 500\n", "at most 128"),
+        (
+            "[agent]\nmax_concurrent_parts = 1\n",
+            "agent.max_concurrent_parts",
+        ),
+        (
+            "[agent]\nconcurrent_parts = 4\nmax_concurrent_parts = 64\n",
+            "remove one of the two",
+        ),
+    ] {
+        let e = parse(text).unwrap_err().to_string();
+        assert!(
+            e.contains(says) && e.contains("max_concurrent_parts"),
+            "{text}: {e}"
+        );
+    }
 }
 
 #[test]

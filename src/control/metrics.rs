@@ -169,8 +169,17 @@ pub(super) fn render(live: &super::Live, doc: &Value) -> String {
         "Requests with a body (parts, direct uploads) allowed in flight now: the adaptive controller's \
          limit, or a fixed concurrent_parts (per file).",
     );
-    let _ = writeln!(out, "autorender_sync_concurrency_limit {}", c["limit"].as_u64().unwrap_or(0));
-    family(&mut out, "concurrency_in_flight", "gauge", "Requests with a body in flight now.");
+    let _ = writeln!(
+        out,
+        "autorender_sync_concurrency_limit {}",
+        c["limit"].as_u64().unwrap_or(0)
+    );
+    family(
+        &mut out,
+        "concurrency_in_flight",
+        "gauge",
+        "Requests with a body in flight now.",
+    );
     let _ = writeln!(
         out,
         "autorender_sync_concurrency_in_flight {}",
@@ -184,7 +193,10 @@ pub(super) fn render(live: &super::Live, doc: &Value) -> String {
     );
     for why in ["growing", "slowed", "errors", "ceiling"] {
         let n = c["changes"][why].as_u64().unwrap_or(0);
-        let _ = writeln!(out, "autorender_sync_concurrency_changes_total{{reason=\"{why}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "autorender_sync_concurrency_changes_total{{reason=\"{why}\"}} {n}"
+        );
     }
     family(&mut out, "roots", "gauge", "Watched folders per watch mode.");
     let mut modes: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();

@@ -218,7 +218,14 @@ impl Controller {
     }
 
     /// A request of `bytes` that began at `began` (in `epoch`) succeeded.
-    pub fn finished(&mut self, began: Instant, bytes: u64, epoch: u64, in_flight: &[Flying], now: Instant) -> Option<Change> {
+    pub fn finished(
+        &mut self,
+        began: Instant,
+        bytes: u64,
+        epoch: u64,
+        in_flight: &[Flying],
+        now: Instant,
+    ) -> Option<Change> {
         let took = now.duration_since(began).as_secs_f64().max(1e-4);
         // The pace is judged against the best before this one: a request is
         // never measured against itself.
@@ -260,11 +267,14 @@ impl Controller {
         if now.duration_since(self.epoch_began) < WINDOW {
             return None;
         }
-        let overdue = in_flight.iter().filter(|f| f.epoch == self.epoch).filter_map(|f| {
-            let best = self.best_time(f.bytes, now)?;
-            let bound = best / now.duration_since(f.began).as_secs_f64().max(1e-4);
-            (bound < OVERDUE).then_some(bound)
-        });
+        let overdue = in_flight
+            .iter()
+            .filter(|f| f.epoch == self.epoch)
+            .filter_map(|f| {
+                let best = self.best_time(f.bytes, now)?;
+                let bound = best / now.duration_since(f.began).as_secs_f64().max(1e-4);
+                (bound < OVERDUE).then_some(bound)
+            });
         let paces: Vec<f64> = self.paces.iter().copied().chain(overdue).collect();
         if paces.len() < (self.limit / 2).max(2) {
             return None;
@@ -483,7 +493,11 @@ impl Budget {
             adaptive: self.fixed.is_none(),
             limit: s.ctl.limit(),
             in_flight: s.flying.len(),
-            max: if self.fixed.is_some() { s.ctl.limit() } else { s.ctl.max },
+            max: if self.fixed.is_some() {
+                s.ctl.limit()
+            } else {
+                s.ctl.max
+            },
             reason: last.why.as_str(),
             detail: last.describe(),
             changed_at_ms: s.changed_at_ms,

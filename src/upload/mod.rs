@@ -47,13 +47,13 @@ mod factory;
 mod policy;
 mod start;
 pub use policy::{Observer, Quiet, RetryPolicy, Transfer};
+pub mod adapt;
 mod outcome;
 mod parts;
 pub mod reconcile;
 #[cfg(test)]
 mod tests;
 pub mod throttle;
-pub mod adapt;
 
 /// Objects the service may store for one file version that are not its
 /// bytes before the file fails (SPEC §7: at most 2 copies per version).
@@ -515,8 +515,10 @@ impl Uploader {
                     };
                     let limited = self.limiter.as_ref().and_then(|l| l.rate()).is_some();
                     // (An adaptive budget already has as many in flight as the link takes.)
-                    let widen =
-                        granted.is_some() && !limited && !self.budget.adaptive() && in_flight < MAX_PARTS_IN_FLIGHT;
+                    let widen = granted.is_some()
+                        && !limited
+                        && !self.budget.adaptive()
+                        && in_flight < MAX_PARTS_IN_FLIGHT;
                     if sessions > self.retry.max_sessions || (granted.is_some() && !widen) {
                         let advice = match (granted, limited) {
                             (Some(_), true) => {

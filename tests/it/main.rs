@@ -22,6 +22,7 @@ mod mhl;
 mod mirror;
 mod newcomer;
 mod outcomes;
+mod pipe;
 mod policies;
 mod promises;
 mod properties;

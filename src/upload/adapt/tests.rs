@@ -62,7 +62,8 @@ fn simulate(
         }
         t += dt;
         let now = t0 + Duration::from_secs_f64(t);
-        let (done, rest): (Vec<Req>, Vec<Req>) = flying.into_iter().partition(|r| r.left <= 0.0 && r.wait <= 0.0);
+        let (done, rest): (Vec<Req>, Vec<Req>) =
+            flying.into_iter().partition(|r| r.left <= 0.0 && r.wait <= 0.0);
         flying = rest;
         let views: Vec<Flying> = flying
             .iter()
@@ -98,7 +99,11 @@ async fn a_link_with_room_takes_the_limit_to_the_ceiling() {
     let mut ctl = Controller::new(32, Instant::now());
     let (changes, _) = simulate(&mut ctl, 10 << 20, 30.0, |_| pipe(80.0));
     let whys: Vec<(usize, usize, Why)> = changes.iter().map(|(_, c)| (c.from, c.to, c.why)).collect();
-    assert_eq!(whys, [(16, 32, Why::Growing), (32, 32, Why::Ceiling)], "{changes:?}");
+    assert_eq!(
+        whys,
+        [(16, 32, Why::Growing), (32, 32, Why::Ceiling)],
+        "{changes:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -108,8 +113,15 @@ async fn a_full_link_settles_the_limit_near_what_fills_it() {
     let (changes, moved) = simulate(&mut ctl, 10 << 20, 120.0, |_| pipe(40.0));
     assert_eq!(changes[0].1.why, Why::Growing, "{changes:?}");
     assert_eq!(changes[1].1.why, Why::Slowed, "32 overfill it: {changes:?}");
-    let late: Vec<usize> = changes.iter().filter(|(t, _)| *t > 30.0).map(|(_, c)| c.to).collect();
-    assert!(late.iter().all(|l| (19..=32).contains(l)), "settled between 19 and 32: {changes:?}");
+    let late: Vec<usize> = changes
+        .iter()
+        .filter(|(t, _)| *t > 30.0)
+        .map(|(_, c)| c.to)
+        .collect();
+    assert!(
+        late.iter().all(|l| (19..=32).contains(l)),
+        "settled between 19 and 32: {changes:?}"
+    );
     let share = moved / (120.0 * 40.0 * MIB);
     assert!(share > 0.9, "the link was {:.0} % used", share * 100.0);
 }
@@ -117,16 +129,33 @@ async fn a_full_link_settles_the_limit_near_what_fills_it() {
 #[tokio::test(start_paused = true)]
 async fn a_link_that_halves_is_followed_within_seconds() {
     let mut ctl = Controller::new(32, Instant::now());
-    let (changes, _) = simulate(&mut ctl, 10 << 20, 90.0, |t| pipe(if t < 45.0 { 40.0 } else { 20.0 }));
-    let before = changes.iter().rfind(|(t, _)| *t < 45.0).map(|(_, c)| c.to).unwrap();
+    let (changes, _) = simulate(&mut ctl, 10 << 20, 90.0, |t| {
+        pipe(if t < 45.0 { 40.0 } else { 20.0 })
+    });
+    let before = changes
+        .iter()
+        .rfind(|(t, _)| *t < 45.0)
+        .map(|(_, c)| c.to)
+        .unwrap();
     assert!(before >= 19, "{changes:?}");
     let first_cut = changes
         .iter()
         .find(|(t, c)| *t >= 45.0 && c.why == Why::Slowed)
         .expect("a cut after the link halved");
-    assert!(first_cut.0 < 45.0 + 15.0, "cut {:.1} s after the link halved", first_cut.0 - 45.0);
-    let settled: Vec<usize> = changes.iter().filter(|(t, _)| *t > 70.0).map(|(_, c)| c.to).collect();
-    assert!(settled.iter().all(|l| (9..=18).contains(l)), "10 streams fill it now: {changes:?}");
+    assert!(
+        first_cut.0 < 45.0 + 15.0,
+        "cut {:.1} s after the link halved",
+        first_cut.0 - 45.0
+    );
+    let settled: Vec<usize> = changes
+        .iter()
+        .filter(|(t, _)| *t > 70.0)
+        .map(|(_, c)| c.to)
+        .collect();
+    assert!(
+        settled.iter().all(|l| (9..=18).contains(l)),
+        "10 streams fill it now: {changes:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -191,7 +220,11 @@ async fn requests_overdue_in_flight_cut_before_they_end() {
             epoch: 0,
         })
         .collect();
-    assert_eq!(ctl.tick(&flying, t0 + Duration::from_secs(8)), None, "not overdue enough");
+    assert_eq!(
+        ctl.tick(&flying, t0 + Duration::from_secs(8)),
+        None,
+        "not overdue enough"
+    );
     // 12 s into a 5 s request: its pace is at best 0.42, so 16 → 9.
     let c = ctl.tick(&flying, t0 + Duration::from_secs(12)).expect("a cut");
     assert_eq!((c.to, c.why), (9, Why::Slowed));
@@ -209,7 +242,9 @@ async fn the_budget_waits_for_room_and_counts_a_fixed_limit_only() {
     let waiting = tokio::spawn(async move { b2.slot(1 << 20).await });
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!waiting.is_finished(), "the 17th waits");
-    held.pop().unwrap().failed_with(&ApiError::Protocol("not overload".into()));
+    held.pop()
+        .unwrap()
+        .failed_with(&ApiError::Protocol("not overload".into()));
     let s = waiting.await.unwrap();
     assert_eq!(b.limit(), 16, "a refusal is not congestion");
     s.failed_with(&ApiError::Network("reset".into()));
@@ -218,7 +253,11 @@ async fn the_budget_waits_for_room_and_counts_a_fixed_limit_only() {
 
     let fixed = Arc::new(Budget::new(Some(4), 32));
     let many: Vec<Slot> = futures_util::future::join_all((0..10).map(|_| fixed.slot(1))).await;
-    assert_eq!(fixed.view().in_flight, 10, "a fixed limit is per file, not waited on here");
+    assert_eq!(
+        fixed.view().in_flight,
+        10,
+        "a fixed limit is per file, not waited on here"
+    );
     drop(many);
     assert_eq!(fixed.view().in_flight, 0);
     assert_eq!(fixed.view().reason, "fixed");
