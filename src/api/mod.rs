@@ -152,8 +152,13 @@ impl Client {
         // Storage client: no default headers at all, no redirects; a part
         // transfer is bounded by read inactivity rather than a total time so
         // big parts on slow links are not cut off while still moving.
+        // HTTP/1.1 only: storage that offered HTTP/2 would carry every part
+        // on one connection, and on a long lossy link one connection is
+        // capped whatever is multiplexed on it; parts in flight are worth
+        // having only as connections of their own (kept alive, reused).
         let parts = reqwest::Client::builder()
             .user_agent(ua)
+            .http1_only()
             .connect_timeout(Duration::from_secs(15).min(timeout))
             .read_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
