@@ -80,6 +80,9 @@ pub struct Workspace {
     listings: Mutex<HashMap<String, Arc<OnceCell<Listing>>>>,
     /// Held while a folder rename is judged and asked (one at a time).
     pub renames: tokio::sync::Mutex<()>,
+    /// Held while a folder not in `folders` is looked up: many uploads
+    /// starting at once into one new folder walk to it once, not each.
+    walk: tokio::sync::Mutex<()>,
 }
 
 fn nfc(s: &str) -> String {
@@ -93,6 +96,7 @@ impl Workspace {
             folders: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
             renames: tokio::sync::Mutex::new(()),
+            walk: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -138,6 +142,10 @@ impl Workspace {
         if folder.is_empty() {
             return Ok(Lookup::Root);
         }
+        if let Some(no) = self.folders.lock().expect("folders lock").get(folder) {
+            return Ok(Lookup::Found(no.clone()));
+        }
+        let _walking = self.walk.lock().await;
         if let Some(no) = self.folders.lock().expect("folders lock").get(folder) {
             return Ok(Lookup::Found(no.clone()));
         }

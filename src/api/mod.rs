@@ -104,6 +104,8 @@ pub struct Client {
     /// The service's clock minus ours (ms), from the last `Date` header seen;
     /// `i64::MIN` until one was.
     skew_ms: Arc<AtomicI64>,
+    /// Held while the service's clock is asked for (`service_now_ms`).
+    probing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -170,6 +172,7 @@ impl Client {
             base,
             timeout,
             skew_ms: Arc::new(AtomicI64::new(i64::MIN)),
+            probing: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -339,10 +342,15 @@ impl Client {
     /// (`Date` has whole seconds). Asks once when no answer was seen yet.
     pub async fn service_now_ms(&self) -> i64 {
         if self.skew_ms.load(Ordering::Relaxed) == i64::MIN {
-            let mut url = self.endpoint("/api/v1/files");
-            url.set_query(Some("limit=1"));
-            if let Ok(resp) = self.api.get(url).send().await {
-                self.observe_date(resp.headers());
+            // One probe at a time: sixteen small files starting at once
+            // ask once, not sixteen times.
+            let _asking = self.probing.lock().await;
+            if self.skew_ms.load(Ordering::Relaxed) == i64::MIN {
+                let mut url = self.endpoint("/api/v1/files");
+                url.set_query(Some("limit=1"));
+                if let Ok(resp) = self.api.get(url).send().await {
+                    self.observe_date(resp.headers());
+                }
             }
         }
         match self.skew_ms.load(Ordering::Relaxed) {

@@ -287,7 +287,13 @@ fn crash_test(emulator_args: &[&str]) {
 #[test]
 fn interrupted_large_upload_resumes_without_resending_parts() {
     let emu = Emulator::start(&["--part-size", "8MiB"]);
-    let sb = Sandbox::watching(&emu, "settle = \"200ms\"\nbandwidth_limit = \"40MiB/s\"\n", "");
+    // A fixed count of parts in flight, so the bound on parts sent again
+    // below (those in flight at the kill) says something.
+    let sb = Sandbox::watching(
+        &emu,
+        "settle = \"200ms\"\nbandwidth_limit = \"40MiB/s\"\nconcurrent_parts = 4\n",
+        "",
+    );
     let file = sb.drop_dir().join("big.mov");
     write_file(&file, 200 * 1024 * 1024, 11);
     let mut agent = sb.spawn_agent(&["--once"]);
