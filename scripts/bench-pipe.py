@@ -6,7 +6,9 @@ of them together at --link-rate), all in one run:
 
   - one big file (--big-mib) and --small files of 1-64 KiB, sent with the
     adaptive budget (no concurrent_parts), with today's fixed default
-    (concurrent_parts = 4) and with each hand-tuned value of --fixed;
+    (concurrent_parts = 4) and with each hand-tuned value of --fixed (for the
+    small files that value is concurrent_files: with a fixed count they go
+    one at a time in their lane);
   - the big file again with the link halved --halve seconds in: how the
     limit followed it (from `status --json`) and whether requests failed;
   - on plain loopback (no pipe), a --loop-mib file adaptive vs fixed 4.
@@ -138,7 +140,13 @@ def main():
         small_bytes = make_small(small, a.small)
         print(f"pipe: {a.latency} ms per request, {a.stream_rate}/s per connection, {a.link_mib} MiB/s link")
         results = {}
-        for what, drop, count, size in (("big", big, 1, a.big_mib * MIB), ("small", small, a.small, small_bytes)):
+        # Small files: with a fixed concurrent_parts they go one at a time in
+        # their lane beside concurrent_files - 1 others, so the hand-tuned
+        # knob there is concurrent_files.
+        small_modes = [("adaptive", ""), ("fixed-4", "concurrent_parts = 4")] + [
+            (f"files-{n}", f"concurrent_parts = 4\nconcurrent_files = {n}") for n in fixed if n != 4]
+        for what, drop, count, size, modes in (("big", big, 1, a.big_mib * MIB, modes),
+                                               ("small", small, a.small, small_bytes, small_modes)):
             for name, extra in modes:
                 store = os.path.join(work, f"store-{what}-{name}")
                 emu, url = emulator(store, *pipe)

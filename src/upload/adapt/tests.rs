@@ -162,7 +162,8 @@ async fn a_link_that_halves_is_followed_within_seconds() {
 async fn decisions_from_a_table_of_request_times() {
     // (request took s, bytes) for each of a window's requests → the decision.
     let big = 10u64 << 20;
-    let cases: &[(&str, &[f64], Option<(usize, Why)>)] = &[
+    type Case<'a> = (&'a str, &'a [f64], Option<(usize, Why)>);
+    let cases: &[Case] = &[
         ("all at their best pace", &[5.0; 8], Some((32, Why::Growing))),
         ("all at three quarters", &[6.7; 8], None),
         // 16 × pace ÷ 0.8, the best forgotten by 0.2 % a second (5.05 s
