@@ -124,6 +124,7 @@ def main():
     ap.add_argument("--link-mib", type=int, default=40)
     ap.add_argument("--halve", type=float, default=20.0, help="seconds into the big file when the link halves")
     ap.add_argument("--loop-mib", type=int, default=1024)
+    ap.add_argument("--only", choices=["all", "halve"], default="all", help="halve: only the link that halves")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="bench-pipe-")
     env = dict(os.environ, AUTORENDER_API_KEY=KEY)
@@ -137,7 +138,7 @@ def main():
         os.makedirs(big)
         make_big(os.path.join(big, "plate.mov"), a.big_mib)
         small = os.path.join(work, "small")
-        small_bytes = make_small(small, a.small)
+        small_bytes = make_small(small, a.small) if a.only == "all" else 0
         print(f"pipe: {a.latency} ms per request, {a.stream_rate}/s per connection, {a.link_mib} MiB/s link")
         results = {}
         # Small files: with a fixed concurrent_parts they go one at a time in
@@ -147,6 +148,8 @@ def main():
             (f"files-{n}", f"concurrent_parts = 4\nconcurrent_files = {n}") for n in fixed if n != 4]
         for what, drop, count, size, modes in (("big", big, 1, a.big_mib * MIB, modes),
                                                ("small", small, a.small, small_bytes, small_modes)):
+            if a.only != "all":
+                break
             for name, extra in modes:
                 store = os.path.join(work, f"store-{what}-{name}")
                 emu, url = emulator(store, *pipe)
@@ -193,6 +196,8 @@ def main():
               f"peak RSS {rss:.1f} MiB", flush=True)
 
         # Plain loopback: no slower than today's fixed 4.
+        if a.only != "all":
+            return
         loop = os.path.join(work, "loop")
         os.makedirs(loop)
         make_big(os.path.join(loop, "big.bin"), a.loop_mib)

@@ -19,9 +19,9 @@
 //! - errors that say the network or the service is overloaded (a dropped or
 //!   stalled connection, 429, 5xx) cut the limit by 30 %, once a window.
 //!
-//! A window is at least [`WINDOW`] and half the limit's worth of requests
-//! that began under the current limit, so each decision judges the limit it
-//! is about. The best time is forgotten slowly (0.2 % a second), so a link
+//! A window is at least [`WINDOW`] and the latest half-limit's worth of
+//! requests that began under the current limit (it slides while the limit
+//! holds), so each decision judges the limit it is about, and soon. The best time is forgotten slowly (0.2 % a second), so a link
 //! that became slower for good is learned again. A fixed `concurrent_parts`
 //! turns all of this off: the [`Budget`] then only counts.
 //!
@@ -137,6 +137,10 @@ pub struct Flying {
     pub began: Instant,
     pub bytes: u64,
     pub epoch: u64,
+    /// The controller's [`Controller::occupancy`] when it began: how many
+    /// shared the link with it over its life is the growth since, over its
+    /// time.
+    pub since: f64,
 }
 
 /// The pure controller: given request outcomes and the time, the limit.
@@ -148,10 +152,21 @@ pub struct Controller {
     /// Bumped at each decision; requests carry the epoch they began in.
     epoch: u64,
     epoch_began: Instant,
-    /// Paces of requests that began in this epoch and ended.
+    /// Paces of requests that began in this epoch and ended (growth is
+    /// judged by these alone).
     paces: Vec<f64>,
+    /// The latest requests that ended, of any epoch: (pace, how many were
+    /// in flight on average over its life). How many streams' worth the
+    /// link carried at full pace is their product, whatever the limit was
+    /// when they began.
+    recent: std::collections::VecDeque<(f64, f64)>,
     /// The most requests in flight at once in this epoch.
     peak: usize,
+    /// Request-seconds in flight until `occupied_at`, and how many were in
+    /// flight since then.
+    occupied: f64,
+    occupied_at: Instant,
+    occupied_by: usize,
     /// Shortest time of a small request (s), and when it was seen.
     best_latency: Option<(f64, Instant)>,
     /// Highest rate beyond the round trip of a large request (B/s), and when.
@@ -170,7 +185,11 @@ impl Controller {
             epoch: 0,
             epoch_began: now,
             paces: Vec::new(),
+            recent: Default::default(),
             peak: 0,
+            occupied: 0.0,
+            occupied_at: now,
+            occupied_by: 0,
             best_latency: None,
             best_rate: None,
             last: Change {
@@ -194,8 +213,26 @@ impl Controller {
     }
 
     /// How many are in flight now (after one more began).
-    pub fn in_flight(&mut self, n: usize) {
+    pub fn in_flight(&mut self, n: usize, now: Instant) {
+        self.occupied = self.occupancy(now);
+        self.occupied_at = now;
+        self.occupied_by = n;
         self.peak = self.peak.max(n);
+    }
+
+    /// Requests in flight integrated over time (request-seconds) until `now`.
+    pub fn occupancy(&self, now: Instant) -> f64 {
+        self.occupied
+            + self.occupied_by as f64 * now.saturating_duration_since(self.occupied_at).as_secs_f64()
+    }
+
+    /// How many were in flight on average while `f` was, until `now`.
+    fn sharing(&self, f: &Flying, now: Instant) -> f64 {
+        let took = now.duration_since(f.began).as_secs_f64();
+        if took <= 0.0 {
+            return 1.0;
+        }
+        ((self.occupancy(now) - f.since) / took).max(1.0)
     }
 
     fn latency(&self, now: Instant) -> f64 {
@@ -218,14 +255,11 @@ impl Controller {
     }
 
     /// A request of `bytes` that began at `began` (in `epoch`) succeeded.
-    pub fn finished(
-        &mut self,
-        began: Instant,
-        bytes: u64,
-        epoch: u64,
-        in_flight: &[Flying],
-        now: Instant,
-    ) -> Option<Change> {
+    pub fn finished(&mut self, request: Flying, in_flight: &[Flying], now: Instant) -> Option<Change> {
+        let sharing = self.sharing(&request, now);
+        let Flying {
+            began, bytes, epoch, ..
+        } = request;
         let took = now.duration_since(began).as_secs_f64().max(1e-4);
         // The pace is judged against the best before this one: a request is
         // never measured against itself.
@@ -240,9 +274,19 @@ impl Controller {
                 self.best_rate = Some((rate, now));
             }
         }
+        let pace = pace.unwrap_or(1.0);
+        // The latest requests judge: windows slide (an old pace must not
+        // hide a link that just shrank).
         if epoch == self.epoch {
-            self.paces.push(pace.unwrap_or(1.0));
+            if self.paces.len() >= self.window_len() {
+                self.paces.remove(0);
+            }
+            self.paces.push(pace);
         }
+        while self.recent.len() >= self.window_len() {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((pace, sharing));
         self.decide(in_flight, now)
     }
 
@@ -267,24 +311,38 @@ impl Controller {
         if now.duration_since(self.epoch_began) < WINDOW {
             return None;
         }
-        let overdue = in_flight
-            .iter()
-            .filter(|f| f.epoch == self.epoch)
-            .filter_map(|f| {
-                let best = self.best_time(f.bytes, now)?;
-                let bound = best / now.duration_since(f.began).as_secs_f64().max(1e-4);
-                (bound < OVERDUE).then_some(bound)
-            });
-        let paces: Vec<f64> = self.paces.iter().copied().chain(overdue).collect();
-        if paces.len() < (self.limit / 2).max(2) {
+        // Slowed? The latest requests that ended, and those in flight past
+        // their best time (a bound on their pace), of any epoch: each says
+        // how many streams' worth the link carried at full pace (pace ×
+        // how many shared it), so requests begun under an older, higher
+        // limit judge the link as well as new ones.
+        let overdue = in_flight.iter().filter_map(|f| {
+            let best = self.best_time(f.bytes, now)?;
+            let bound = best / now.duration_since(f.began).as_secs_f64().max(1e-4);
+            (bound < SLOW).then_some((bound, self.sharing(f, now)))
+        });
+        let seen: Vec<(f64, f64)> = self.recent.iter().copied().chain(overdue).collect();
+        if seen.len() >= self.window_len() {
+            let pace = seen.iter().map(|(p, _)| p).sum::<f64>() / seen.len() as f64;
+            let carried = |xs: &[(f64, f64)]| xs.iter().map(|(p, n)| p * n).sum::<f64>() / xs.len() as f64;
+            // The newest quarter when it carried less still (the older
+            // requests ran partly before the link shrank).
+            let newest = seen.len().div_ceil(4);
+            let streams = carried(&seen).min(carried(&seen[seen.len() - newest..]));
+            let expected = streams / self.limit as f64;
+            if pace < SLOW && expected < SLOW {
+                let to = ((streams / GOOD).ceil() as usize).clamp(MIN, self.limit);
+                if to < self.limit {
+                    self.slow_start = false;
+                    return self.change(to, Why::Slowed, Some(expected), now);
+                }
+            }
+        }
+        // Growing? Only by requests begun under this limit, all of it in use.
+        if self.paces.len() < self.window_len() {
             return None;
         }
-        let pace = paces.iter().sum::<f64>() / paces.len() as f64;
-        if pace < SLOW {
-            let to = ((self.limit as f64 * pace / GOOD).ceil() as usize).clamp(MIN, self.limit);
-            self.slow_start = false;
-            return self.change(to, Why::Slowed, Some(pace), now);
-        }
+        let pace = self.paces.iter().sum::<f64>() / self.paces.len() as f64;
         if pace >= GOOD && self.peak >= self.limit {
             if self.limit >= self.max {
                 let again = self.last.why != Why::Ceiling;
@@ -298,9 +356,13 @@ impl Controller {
             };
             return self.change(to.min(self.max), Why::Growing, Some(pace), now);
         }
-        // Between, or the limit not in use: judge afresh.
-        self.new_epoch(now);
+        // Between, or the limit not in use: the window slides on.
         None
+    }
+
+    /// Requests a decision is taken over: half the limit, at least two.
+    fn window_len(&self) -> usize {
+        (self.limit / 2).max(2)
     }
 
     fn new_epoch(&mut self, now: Instant) {
@@ -446,10 +508,11 @@ impl Budget {
                         began: now,
                         bytes,
                         epoch: s.ctl.epoch(),
+                        since: s.ctl.occupancy(now),
                     };
                     s.flying.push((id, f));
                     let n = s.flying.len();
-                    s.ctl.in_flight(n);
+                    s.ctl.in_flight(n, now);
                     return Slot {
                         budget: self.clone(),
                         id,
@@ -475,11 +538,13 @@ impl Budget {
             let c = match outcome {
                 Some(true) => {
                     let flights = s.flights();
-                    s.ctl.finished(f.began, f.bytes, f.epoch, &flights, now)
+                    s.ctl.finished(f, &flights, now)
                 }
                 Some(false) => s.ctl.failed(f.epoch, now),
                 None => None,
             };
+            let n = s.flying.len();
+            s.ctl.in_flight(n, now);
             s.record(c);
         }
         drop(s);
@@ -520,8 +585,11 @@ impl Slot {
     /// checkpoints between taking the slot and sending).
     pub fn sending(&self) {
         let mut s = self.budget.lock();
+        let now = Instant::now();
+        let since = s.ctl.occupancy(now);
         if let Some((_, f)) = s.flying.iter_mut().find(|(i, _)| *i == self.id) {
-            f.began = Instant::now();
+            f.began = now;
+            f.since = since;
         }
     }
 

@@ -191,6 +191,12 @@ fn the_dashboard_in_chromium_shows_uploads_live_pauses_and_retries() {
         })
         .await;
         until(&c, 30, "the failure", shows_the_refusal).await;
+        // The transfer's budget: requests in flight of the adaptive limit.
+        until(&c, 20, "the adaptive limit", async |c: &Client| {
+            let t = text_of(c, "#concurrency").await;
+            t.contains("in flight") && t.contains("adaptive, max 32")
+        })
+        .await;
         let still = c
             .execute("return window.__notReloaded === true", vec![])
             .await

@@ -14,11 +14,9 @@ struct Link {
 }
 
 struct Req {
-    began: Instant,
-    epoch: u64,
+    f: Flying,
     left: f64,
     wait: f64,
-    bytes: u64,
 }
 
 /// Runs `ctl` with always more requests of `bytes` waiting than it allows,
@@ -41,13 +39,16 @@ fn simulate(
         let link = link_at(t);
         while flying.len() < ctl.limit() {
             flying.push(Req {
-                began: now,
-                epoch: ctl.epoch(),
+                f: Flying {
+                    began: now,
+                    bytes,
+                    epoch: ctl.epoch(),
+                    since: ctl.occupancy(now),
+                },
                 left: bytes as f64,
                 wait: link.latency,
-                bytes,
             });
-            ctl.in_flight(flying.len());
+            ctl.in_flight(flying.len(), now);
         }
         let moving = flying.iter().filter(|r| r.wait <= 0.0).count().max(1) as f64;
         let rate = link.stream.min(link.link / moving);
@@ -65,24 +66,30 @@ fn simulate(
         let (done, rest): (Vec<Req>, Vec<Req>) =
             flying.into_iter().partition(|r| r.left <= 0.0 && r.wait <= 0.0);
         flying = rest;
-        let views: Vec<Flying> = flying
-            .iter()
-            .map(|r| Flying {
-                began: r.began,
-                bytes: r.bytes,
-                epoch: r.epoch,
-            })
-            .collect();
+        let views: Vec<Flying> = flying.iter().map(|r| r.f).collect();
         for r in done {
-            if let Some(c) = ctl.finished(r.began, r.bytes, r.epoch, &views, now) {
+            if let Some(c) = ctl.finished(r.f, &views, now) {
                 changes.push((t, c));
             }
         }
+        ctl.in_flight(flying.len(), now);
         if let Some(c) = ctl.tick(&views, now) {
             changes.push((t, c));
         }
     }
     (changes, moved)
+}
+
+/// A request of `bytes` begun at `began` in `epoch`, when the controller
+/// has been told of `n` in flight since it started.
+fn req(ctl: &mut Controller, began: Instant, bytes: u64, epoch: u64, n: usize) -> Flying {
+    ctl.in_flight(n, began);
+    Flying {
+        began,
+        bytes,
+        epoch,
+        since: ctl.occupancy(began),
+    }
 }
 
 fn pipe(link_mib: f64) -> Link {
@@ -170,18 +177,27 @@ async fn decisions_from_a_table_of_request_times() {
         // after 5 s, so half pace is 0.505).
         ("all at half pace", &[10.0; 8], Some((11, Why::Slowed))),
         ("a quarter pace", &[20.0; 8], Some((6, Why::Slowed))),
-        ("too few to judge", &[10.0; 7], None),
+        ("too few to judge", &[10.0; 6], None),
     ];
     for (name, times, want) in cases {
         let t0 = Instant::now();
         let mut ctl = Controller::new(32, t0);
-        // The best: one request of 10 MiB in 5 s (epoch 0 is over then).
-        assert_eq!(ctl.finished(t0, big, 99, &[], t0 + Duration::from_secs(5)), None);
-        ctl.in_flight(16);
+        // The best: one request of 10 MiB in 5 s, 16 in flight (the
+        // window: it and the latest requests, 8 in all).
+        assert_eq!(
+            {
+                let r = req(&mut ctl, t0, big, 99, 16);
+                ctl.finished(r, &[], t0 + Duration::from_secs(5))
+            },
+            None
+        );
         let mut got = None;
         for (i, took) in times.iter().enumerate() {
             let at = t0 + Duration::from_secs_f64(took + i as f64 * 1e-3);
-            if let Some(c) = ctl.finished(t0, big, 0, &[], at) {
+            if let Some(c) = {
+                let r = req(&mut ctl, t0, big, 0, 16);
+                ctl.finished(r, &[], at)
+            } {
                 got = Some((c.to, c.why));
             }
         }
@@ -200,10 +216,15 @@ async fn errors_cut_once_a_window_and_unused_room_is_not_grown() {
     assert_eq!(ctl.failed(e, t0).map(|c| c.to), Some(7));
     // Only 3 ever in flight: fast requests do not grow an unused limit.
     let mut ctl = Controller::new(32, t0);
-    ctl.in_flight(3);
     for i in 0..16 {
         let at = t0 + Duration::from_millis(600 + i);
-        assert_eq!(ctl.finished(t0, 1000, 0, &[], at), None);
+        assert_eq!(
+            {
+                let r = req(&mut ctl, t0, 1000, 0, 3);
+                ctl.finished(r, &[], at)
+            },
+            None
+        );
     }
     assert_eq!(ctl.limit(), 16);
 }
@@ -213,20 +234,17 @@ async fn requests_overdue_in_flight_cut_before_they_end() {
     let t0 = Instant::now();
     let mut ctl = Controller::new(32, t0);
     let big = 10u64 << 20;
-    assert_eq!(ctl.finished(t0, big, 99, &[], t0 + Duration::from_secs(5)), None);
-    let flying: Vec<Flying> = (0..16)
-        .map(|_| Flying {
-            began: t0,
-            bytes: big,
-            epoch: 0,
-        })
-        .collect();
     assert_eq!(
-        ctl.tick(&flying, t0 + Duration::from_secs(8)),
-        None,
-        "not overdue enough"
+        {
+            let r = req(&mut ctl, t0, big, 99, 16);
+            ctl.finished(r, &[], t0 + Duration::from_secs(5))
+        },
+        None
     );
-    // 12 s into a 5 s request: its pace is at best 0.42, so 16 → 9.
+    let flying: Vec<Flying> = (0..16).map(|_| req(&mut ctl, t0, big, 0, 16)).collect();
+    assert_eq!(ctl.tick(&flying, t0 + Duration::from_secs(6)), None, "on time");
+    // 12 s into a 5 s request: its pace is at best 0.42; sixteen of them
+    // carry at most 6.7 streams' worth, so 16 → 9.
     let c = ctl.tick(&flying, t0 + Duration::from_secs(12)).expect("a cut");
     assert_eq!((c.to, c.why), (9, Why::Slowed));
 }
