@@ -12,10 +12,11 @@
 //!   was used, the limit doubles each window; after the first cut it grows
 //!   by an eighth (at least one) instead;
 //! - requests slowed (pace < [`SLOW`]): the link is full, the extra requests
-//!   only queue, so the limit falls in proportion (to what would have kept
-//!   pace [`GOOD`]). Requests still in flight at twice their best time
-//!   count too (a bound on their pace), so a link that shrinks is noticed
-//!   before the slowed requests end;
+//!   only queue. Each request's pace times how many were in flight over its
+//!   life is how many streams' worth the link carried for it; the limit
+//!   falls to what would carry that at pace [`GOOD`]. Requests still in
+//!   flight past their best time count too (a bound on their pace), so a
+//!   link that shrinks is noticed before the slowed requests end;
 //! - errors that say the network or the service is overloaded (a dropped or
 //!   stalled connection, 429, 5xx) cut the limit by 30 %, once a window.
 //!
@@ -48,9 +49,6 @@ pub const HIGHEST_MAX: usize = 128;
 pub const GOOD: f64 = 0.8;
 /// A window's pace below this: requests queue; fewer go.
 pub const SLOW: f64 = 0.7;
-/// A request still in flight counts in its window once its pace can be no
-/// better than this (half its best): a clear sign, not a late one.
-const OVERDUE: f64 = 0.5;
 /// The shortest window a decision is taken over.
 pub const WINDOW: Duration = Duration::from_millis(500);
 /// Requests up to this many bytes measure the round trip, larger ones the rate.
