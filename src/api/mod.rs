@@ -342,8 +342,7 @@ impl Client {
     /// (`Date` has whole seconds). Asks once when no answer was seen yet.
     pub async fn service_now_ms(&self) -> i64 {
         if self.skew_ms.load(Ordering::Relaxed) == i64::MIN {
-            // One probe at a time: sixteen small files starting at once
-            // ask once, not sixteen times.
+            // One probe at a time: small files starting together ask once.
             let _asking = self.probing.lock().await;
             if self.skew_ms.load(Ordering::Relaxed) == i64::MIN {
                 let mut url = self.endpoint("/api/v1/files");

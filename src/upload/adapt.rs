@@ -37,9 +37,11 @@ use tokio::time::Instant;
 
 use crate::api::ApiError;
 
-/// Requests in flight when adaptation begins: a window of them measures
-/// the link; fewer would take many round trips of a big part to learn it.
-pub const START: usize = 16;
+/// Requests in flight when adaptation begins: enough that a long fat pipe
+/// is filled within two doublings (each takes a big part's round trip),
+/// few enough that a LAN, filled by a handful, is not crowded while the
+/// controller learns it (16 cost 11 % on loopback, 8 about 5 %).
+pub const START: usize = 8;
 /// Never fewer in flight than this.
 pub const MIN: usize = 2;
 /// The default and the highest `max_concurrent_parts`.
@@ -174,8 +176,12 @@ pub struct Controller {
 
 impl Controller {
     pub fn new(max: usize, now: Instant) -> Controller {
+        Controller::starting_at(max, START, now)
+    }
+
+    fn starting_at(max: usize, start: usize, now: Instant) -> Controller {
         let max = max.max(MIN);
-        let limit = START.min(max);
+        let limit = start.clamp(MIN, max);
         Controller {
             limit,
             max,

@@ -12,7 +12,7 @@ fn concurrency(sb: &Sandbox) -> Value {
 }
 
 /// Each connection gets 256 KiB/s of a 16 MiB/s link: 64 streams would fill
-/// it, so the limit climbs past where it starts (16, and far past the old
+/// it, so the limit climbs past where it starts (8, and far past the old
 /// fixed 4) to `max_concurrent_parts`. Then the link shrinks to 1 MiB/s
 /// (4 streams fill it) and the limit follows it down within seconds, with
 /// no request failing on the way.

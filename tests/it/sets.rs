@@ -274,7 +274,7 @@ fn a_quiet_set_goes_after_its_quiet_time_and_a_set_that_never_completes_is_stuck
 #[test]
 fn a_crash_in_the_middle_of_a_set_finishes_each_file_once_with_the_trigger_last() {
     let emu = Emulator::start(&["--latency", "100"]);
-    // A fixed count: with the adaptive budget sixteen frames go at once, the
+    // A fixed count: with the adaptive budget eight or more frames go at once, the
     // crash cuts some mid-send, and each of those rightly waits out the
     // 120 s bound on an unclear outcome before it goes again (tested in
     // round3.rs); this test is about the set's order across a crash.
