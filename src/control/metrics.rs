@@ -162,29 +162,22 @@ pub(super) fn render(live: &super::Live, doc: &Value) -> String {
         .sum();
     let _ = writeln!(out, "autorender_sync_in_flight_bytes {left}");
     let c = &doc["agent"]["concurrency"];
-    family(
-        &mut out,
-        "concurrency_limit",
-        "gauge",
-        "Requests with a body (parts, direct uploads) allowed in flight now: the adaptive controller's \
-         limit, or a fixed concurrent_parts (per file).",
-    );
-    let _ = writeln!(
-        out,
-        "autorender_sync_concurrency_limit {}",
-        c["limit"].as_u64().unwrap_or(0)
-    );
-    family(
-        &mut out,
-        "concurrency_in_flight",
-        "gauge",
-        "Requests with a body in flight now.",
-    );
-    let _ = writeln!(
-        out,
-        "autorender_sync_concurrency_in_flight {}",
-        c["in_flight"].as_u64().unwrap_or(0)
-    );
+    for (name, key, help) in [
+        (
+            "concurrency_limit",
+            "limit",
+            "Requests with a body (parts, direct uploads) allowed in flight now: the adaptive controller's \
+             limit, or a fixed concurrent_parts (per file).",
+        ),
+        (
+            "concurrency_in_flight",
+            "in_flight",
+            "Requests with a body in flight now.",
+        ),
+    ] {
+        family(&mut out, name, "gauge", help);
+        let _ = writeln!(out, "autorender_sync_{name} {}", c[key].as_u64().unwrap_or(0));
+    }
     family(
         &mut out,
         "concurrency_changes_total",

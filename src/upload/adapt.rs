@@ -424,7 +424,7 @@ impl State {
         let Some(c) = c else { return false };
         self.changed_at_ms = crate::clock::system_ms();
         *self.changes.entry(c.why.as_str()).or_default() += 1;
-        tracing::info!("parts in flight {}", c.describe());
+        tracing::info!("requests in flight {}", c.describe());
         true
     }
 }

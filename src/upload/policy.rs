@@ -72,7 +72,7 @@ impl Transfer for Uploader {
         Some(self.budget.view())
     }
     fn lane_width(&self) -> usize {
-        if self.budget.adaptive() && self.direct_upload_max > 0 {
+        if self.budget.adaptive() {
             self.budget.limit()
         } else {
             1

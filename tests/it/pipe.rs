@@ -29,7 +29,8 @@ fn concurrency_rises_on_a_long_fat_pipe_and_falls_when_the_link_shrinks() {
         "256KiB",
     ]);
     let sb = Sandbox::watching(&emu, "settle = \"200ms\"\ndirect_upload_max = \"0\"\n", "");
-    let mut agent = sb.running_agent(&[]);
+    // At debug, so a part that failed and was retried shows in the log.
+    let mut agent = sb.running_agent_env(&[], &[("AUTORENDER_SYNC_LOG", "autorender_sync=debug")]);
     write_file(&sb.drop_dir().join("plate.mov"), 96 << 20, 7);
 
     let mut seen = Value::Null;
@@ -80,8 +81,10 @@ fn concurrency_rises_on_a_long_fat_pipe_and_falls_when_the_link_shrinks() {
     );
     let status = sb.status();
     assert_eq!(status["roots"][0]["failed"], 0, "{status}");
+    let log = agent.log_text();
+    assert!(log.contains("DEBUG"), "the log is at debug: {log}");
     assert!(
-        !agent.log_text().contains("part failed"),
+        !log.contains("part failed"),
         "no part failed: {}",
         agent.log_text()
     );

@@ -92,6 +92,15 @@ fn req(ctl: &mut Controller, began: Instant, bytes: u64, epoch: u64, n: usize) -
     }
 }
 
+/// The limits the controller set after `t` seconds.
+fn limits_after(changes: &[(f64, Change)], t: f64) -> Vec<usize> {
+    changes
+        .iter()
+        .filter(|(at, _)| *at > t)
+        .map(|(_, c)| c.to)
+        .collect()
+}
+
 fn pipe(link_mib: f64) -> Link {
     Link {
         latency: 0.1,
@@ -130,13 +139,8 @@ async fn a_full_link_settles_the_limit_near_what_fills_it() {
         changes[..first_cut].iter().all(|(_, c)| c.why == Why::Growing) && changes[first_cut].1.from == 32,
         "grown to 32, which overfills it: {changes:?}"
     );
-    let late: Vec<usize> = changes
-        .iter()
-        .filter(|(t, _)| *t > 30.0)
-        .map(|(_, c)| c.to)
-        .collect();
     assert!(
-        late.iter().all(|l| (19..=32).contains(l)),
+        limits_after(&changes, 30.0).iter().all(|l| (19..=32).contains(l)),
         "settled between 19 and 32: {changes:?}"
     );
     let share = moved / (120.0 * 40.0 * MIB);
@@ -164,13 +168,8 @@ async fn a_link_that_halves_is_followed_within_seconds() {
         "cut {:.1} s after the link halved",
         first_cut.0 - 45.0
     );
-    let settled: Vec<usize> = changes
-        .iter()
-        .filter(|(t, _)| *t > 70.0)
-        .map(|(_, c)| c.to)
-        .collect();
     assert!(
-        settled.iter().all(|l| (9..=18).contains(l)),
+        limits_after(&changes, 70.0).iter().all(|l| (9..=18).contains(l)),
         "10 streams fill it now: {changes:?}"
     );
 }
